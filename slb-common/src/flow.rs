@@ -1,0 +1,82 @@
+//! Connection-table entries.
+use crate::Addr;
+
+/// A 5-tuple as it appears in a packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Where to send a translated packet: cached result of `bpf_fib_lookup`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Egress device; 0 = not resolved yet.
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
+/// Value of the `FLOWS` map, keyed by the client-side tuple
+/// (client → VIP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// `bpf_ktime_get_coarse_ns` of the last refresh.
+    pub seen_ns: u64,
+    pub backend_id: u32,
+    /// `Backend::generation` when the flow was scheduled.
+    pub backend_gen: u32,
+    pub listener_id: u32,
+    /// FULLNAT source port towards the backend (network order); 0 in NAT
+    /// and DR mode.
+    pub snat_port: u16,
+    pub _pad: u16,
+    /// FULLNAT source address towards the backend.
+    pub snat_addr: Addr,
+    /// Next hop towards the backend; `ifindex` 0 = look it up.
+    pub nh: NextHop,
+}
+
+/// Value of the `REVERSE` map, keyed by the backend-side tuple of a reply
+/// (backend → FULLNAT source address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reverse {
+    pub seen_ns: u64,
+    pub client: Addr,
+    pub vip: Addr,
+    /// Network byte order.
+    pub client_port: u16,
+    /// Network byte order.
+    pub vip_port: u16,
+    pub backend_id: u32,
+    pub listener_id: u32,
+    pub _pad: u32,
+    /// Next hop towards the client; `ifindex` 0 = look it up.
+    pub nh: NextHop,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    // The eBPF side and userspace must agree byte for byte; a field added
+    // without its padding would silently shift everything after it.
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<NextHop>(), 16);
+        assert_eq!(size_of::<Flow>(), 56);
+        assert_eq!(size_of::<Reverse>(), 72);
+    }
+}

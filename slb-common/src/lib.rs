@@ -1,0 +1,63 @@
+//! Types and constants shared by the XDP program (`slb-ebpf`) and the agent.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding so the byte layout
+//! seen by the kernel, the eBPF program and userspace is identical. No
+//! `bool`, `Option` or enums are stored in maps: flags are plain integers.
+//!
+//! Addresses are always 16 bytes: IPv4 is stored IPv4-mapped
+//! (`::ffff:a.b.c.d`), so one key type serves both families and a v4 and a
+//! v6 address can never collide. Each `u32` word holds four bytes in network
+//! order (`u32::from_ne_bytes(octets[i*4..i*4+4])`), exactly as they are
+//! copied out of a packet.
+#![no_std]
+
+pub mod addr;
+pub mod csum;
+pub mod flow;
+pub mod hash;
+pub mod limits;
+pub mod listener;
+pub mod stats;
+
+pub use flow::{Flow, FlowKey, NextHop, Reverse};
+pub use listener::{Backend, Listener, SnatPool, VipKey};
+pub use stats::{GlobalCounter, Stats};
+
+/// A 16-byte address in network byte order, IPv4 stored IPv4-mapped.
+pub type Addr = [u32; 4];
+
+/// The third word of an IPv4-mapped address (`::ffff:0:0/96`).
+pub const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// Builds the IPv4-mapped form of a network-order IPv4 address word.
+#[inline(always)]
+pub const fn v4_mapped(addr_be: u32) -> Addr {
+    [0, 0, V4_MAPPED_WORD, addr_be]
+}
+
+/// True when `addr` is an IPv4-mapped address.
+#[inline(always)]
+pub const fn is_v4_mapped(addr: &Addr) -> bool {
+    addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED_WORD
+}
+
+/// `IPPROTO_TCP`.
+pub const PROTO_TCP: u8 = 6;
+/// `IPPROTO_UDP`.
+pub const PROTO_UDP: u8 = 17;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (for every impl below): each type is `#[repr(C)]`, `Copy`, made
+    // only of integers and integer arrays with explicit padding fields, so
+    // every bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::Listener {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::SnatPool {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::Reverse {}
+    unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::Stats {}
+}

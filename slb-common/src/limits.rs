@@ -1,0 +1,30 @@
+//! Sizes of the maps whose capacity is fixed when the program is loaded.
+//! The agent validates configuration against these, so the XDP program never
+//! sees an index it cannot hold.
+
+/// Listener slots (L4 listeners with an id; http/https listeners need none).
+pub const MAX_LISTENERS: u32 = 64;
+/// Backend slots across all listeners.
+pub const MAX_BACKENDS: u32 = 4096;
+/// FULLNAT source addresses per family.
+pub const MAX_SNAT_ADDRS: u32 = 64;
+/// Devices the program can redirect to.
+pub const MAX_DEVICES: u32 = 64;
+/// Default Maglev lookup-table size (prime).
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Default connection-table size.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
+/// Each listener owns two lookup tables: the live one and the one the agent
+/// rewrites, so a table swap is a single listener-entry update.
+pub const RINGS_PER_LISTENER: u32 = 2;
+/// Lowest source port the FULLNAT translation hands out.
+pub const SNAT_PORT_MIN: u16 = 1024;
+/// How many candidate source ports are tried before a new flow is dropped.
+pub const SNAT_PORT_TRIES: u32 = 8;
+/// The flow timestamp and cached next hop are refreshed at most this often.
+pub const REFRESH_NS: u64 = 1_000_000_000;
+/// Value of a lookup-table slot with no backend.
+pub const NO_BACKEND: u32 = u32::MAX;
+/// Map-layout version, written into the pinned state (`VERSION` map) so an
+/// agent never adopts maps laid out by an incompatible build.
+pub const LAYOUT_VERSION: u32 = 1;

@@ -1,0 +1,98 @@
+//! Configuration state written by the agent and read by the XDP program.
+use crate::Addr;
+
+/// Key of the `LISTENERS` map: where a client sends (VIP, port, protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VipKey {
+    pub addr: Addr,
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Forwarding mode of a listener (`Listener::mode`).
+pub const MODE_FULLNAT: u8 = 0;
+pub const MODE_NAT: u8 = 1;
+pub const MODE_DR: u8 = 2;
+/// The listener is served by the L7 proxy on this host: the program passes
+/// its packets to the kernel.
+pub const MODE_LOCAL: u8 = 3;
+
+/// Scheduler of a listener (`Listener::scheduler`).
+pub const SCHED_MAGLEV: u8 = 0;
+pub const SCHED_WRR: u8 = 1;
+pub const SCHED_WLC: u8 = 2;
+pub const SCHED_SH: u8 = 3;
+
+/// Value of the `LISTENERS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Listener {
+    /// Index into per-listener maps (stats, lookup tables).
+    pub id: u32,
+    /// First slot of the live lookup table in the `RING` map.
+    pub ring_base: u32,
+    /// Number of slots in the lookup table (prime for Maglev).
+    pub ring_size: u32,
+    /// Idle timeout of flows, seconds.
+    pub idle_timeout_s: u32,
+    /// Source-IP persistence timeout, seconds; 0 = off.
+    pub persist_timeout_s: u32,
+    /// Number of backends with slots in the live table; 0 = drop new flows.
+    pub live_backends: u32,
+    pub mode: u8,
+    pub scheduler: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Backend flags (`Backend::flags`).
+/// Health checks say the backend is down: its flows are re-scheduled.
+pub const BACKEND_F_DOWN: u8 = 1;
+
+/// Value of the `BACKENDS` array, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: Addr,
+    /// Network byte order.
+    pub port: u16,
+    pub flags: u8,
+    pub _pad: u8,
+    /// The listener this backend belongs to; a flow whose backend was moved
+    /// to another listener (slot reused) is re-scheduled.
+    pub listener_id: u32,
+    /// Bumped by the agent each time this id is given to a different
+    /// backend, so flows pinned to the previous owner are re-scheduled.
+    pub generation: u32,
+}
+
+/// Element 0 of the `SNAT_POOL` array: how many FULLNAT source addresses of
+/// each family are in `SNAT_V4` / `SNAT_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnatPool {
+    pub v4_count: u32,
+    pub v6_count: u32,
+}
+
+/// Flags of the `DESTS` map: what a destination address is to the program.
+/// The address is a VIP of at least one listener.
+pub const DEST_VIP: u32 = 1;
+/// The address is a FULLNAT source address: packets to it are replies.
+pub const DEST_SNAT: u32 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<VipKey>(), 20);
+        assert_eq!(size_of::<Listener>(), 32);
+        assert_eq!(size_of::<Backend>(), 28);
+        assert_eq!(size_of::<SnatPool>(), 8);
+    }
+}

@@ -1,0 +1,176 @@
+//! Bounds-checked packet access and header parsing.
+//!
+//! Only the layouts the fast path rewrites are accepted: untagged Ethernet,
+//! IPv4 without options and not fragmented, IPv6 whose next header is TCP or
+//! UDP directly. So every header sits at a constant offset, which keeps the
+//! verifier's job (and ours) simple. Anything else addressed to a VIP is
+//! handed to the kernel unchanged.
+use aya_ebpf::programs::XdpContext;
+use core::mem::size_of;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+use slb_common::{v4_mapped, Addr, FlowKey, PROTO_TCP, PROTO_UDP};
+
+pub const ETH_LEN: usize = size_of::<EthHdr>();
+pub const V4_L4: usize = ETH_LEN + size_of::<Ipv4Hdr>();
+pub const V6_L4: usize = ETH_LEN + size_of::<Ipv6Hdr>();
+const ETH_P_IP: u16 = 0x0800u16.to_be();
+const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
+
+/// A pointer to a `T` at `off` bytes into the packet, if it fits.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *mut T)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// The network layer of a packet, enough to decide whether it is ours.
+pub struct L3 {
+    pub family: Family,
+    pub src: Addr,
+    pub dst: Addr,
+    pub proto: u8,
+    /// Total IP length (header included), for the FIB MTU check.
+    pub tot_len: u16,
+    /// The fast path cannot rewrite this packet: not TCP/UDP, a fragment,
+    /// IPv4 options, or an IPv6 extension header before the transport
+    /// header.
+    pub unsupported: bool,
+}
+
+pub enum Parsed {
+    Ip(L3),
+    /// Not IPv4/IPv6 (ARP, VLAN-tagged, ...): not ours.
+    Other,
+    /// Truncated or inconsistent headers.
+    Malformed,
+}
+
+#[inline(always)]
+fn read_addr16(p: *const [u8; 16]) -> Addr {
+    // SAFETY: the caller checked that 16 bytes are inside the packet.
+    let b = unsafe { core::ptr::read_unaligned(p as *const [u32; 4]) };
+    b
+}
+
+#[inline(always)]
+pub fn parse_l3(ctx: &XdpContext) -> Parsed {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Parsed::Malformed;
+    };
+    // SAFETY: `ptr_at` checked bounds.
+    let ether_type = unsafe { (*eth).ether_type };
+    if ether_type == ETH_P_IP {
+        let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN) else {
+            return Parsed::Malformed;
+        };
+        // SAFETY: bounds checked above.
+        let ip = unsafe { &*ip };
+        if ip.version() != 4 || ip.ihl() < 20 {
+            return Parsed::Malformed;
+        }
+        let frags = u16::from_be_bytes(ip.frags);
+        // More-fragments flag or a non-zero offset.
+        let fragment = frags & 0x3fff != 0;
+        Parsed::Ip(L3 {
+            family: Family::V4,
+            src: v4_mapped(u32::from_ne_bytes(ip.src_addr)),
+            dst: v4_mapped(u32::from_ne_bytes(ip.dst_addr)),
+            proto: ip.proto,
+            tot_len: u16::from_be_bytes(ip.tot_len),
+            unsupported: fragment
+                || ip.ihl() != 20
+                || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP),
+        })
+    } else if ether_type == ETH_P_IPV6 {
+        let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) else {
+            return Parsed::Malformed;
+        };
+        // SAFETY: bounds checked above.
+        let ip = unsafe { &*ip };
+        let next = ip.next_hdr;
+        Parsed::Ip(L3 {
+            family: Family::V6,
+            src: read_addr16(&ip.src_addr),
+            dst: read_addr16(&ip.dst_addr),
+            proto: next,
+            tot_len: u16::from_be_bytes(ip.payload_len).saturating_add(size_of::<Ipv6Hdr>() as u16),
+            unsupported: next != PROTO_TCP && next != PROTO_UDP,
+        })
+    } else {
+        Parsed::Other
+    }
+}
+
+/// Transport ports and TCP flags of a packet at the fast-path offset.
+pub struct L4 {
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP flags byte (FIN=1, SYN=2, RST=4, ...); 0 for UDP.
+    pub tcp_flags: u8,
+}
+
+pub const TCP_RST: u8 = 0x04;
+
+#[inline(always)]
+pub fn l4_offset(family: Family) -> usize {
+    match family {
+        Family::V4 => V4_L4,
+        Family::V6 => V6_L4,
+    }
+}
+
+#[inline(always)]
+pub fn parse_l4(ctx: &XdpContext, l3: &L3) -> Option<L4> {
+    let off = l4_offset(l3.family);
+    if l3.proto == PROTO_TCP {
+        let tcp = ptr_at::<TcpHdr>(ctx, off)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        let tcp = unsafe { &*tcp };
+        let flags_ptr = (tcp as *const TcpHdr as *const u8).wrapping_add(13);
+        // SAFETY: byte 13 lies inside the 20-byte TCP header checked above.
+        let tcp_flags = unsafe { *flags_ptr };
+        Some(L4 {
+            sport: u16::from_ne_bytes(tcp.source),
+            dport: u16::from_ne_bytes(tcp.dest),
+            tcp_flags,
+        })
+    } else if l3.proto == PROTO_UDP {
+        let udp = ptr_at::<UdpHdr>(ctx, off)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        let udp = unsafe { &*udp };
+        Some(L4 {
+            sport: u16::from_ne_bytes(udp.src),
+            dport: u16::from_ne_bytes(udp.dst),
+            tcp_flags: 0,
+        })
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+pub fn flow_key(l3: &L3, l4: &L4) -> FlowKey {
+    FlowKey {
+        src: l3.src,
+        dst: l3.dst,
+        sport: l4.sport,
+        dport: l4.dport,
+        proto: l3.proto,
+        _pad: [0; 3],
+    }
+}

@@ -1,0 +1,72 @@
+//! Writing a plan into the dataplane, in an order that never shows the XDP
+//! program a half-built state: backends before the tables that name them,
+//! tables before the listener entries that point at them, listener entries
+//! before the destination flags that lead to them (and the reverse order
+//! for removals).
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::planner::{Ids, Plan, Rings};
+use slb_common::{limits::{MAX_BACKENDS, RINGS_PER_LISTENER}, VipKey};
+use std::collections::BTreeSet;
+use tracing::debug;
+
+#[derive(Default)]
+pub struct Applier {
+    pub ids: Ids,
+    rings: Rings,
+}
+
+impl Applier {
+    /// Prepares for maps adopted from a previous run: generations continue
+    /// from the pinned backend entries (so a reused id re-schedules the
+    /// flows of its previous owner), and each listener's next table goes to
+    /// the half that is not live.
+    pub fn adopt(&mut self, dp: &Dataplane) -> Result<(), DataplaneError> {
+        for id in 0..MAX_BACKENDS {
+            let b = dp.backend(id)?;
+            if b.generation != 0 {
+                self.ids.seed_generation(id, b.generation);
+            }
+        }
+        let ring_size = dp.ring_size();
+        for (_, l) in dp.listener_entries() {
+            let half = (l.ring_base / ring_size) % RINGS_PER_LISTENER;
+            self.rings.adopt(l.id, half as usize);
+        }
+        Ok(())
+    }
+
+    pub fn apply(&mut self, dp: &mut Dataplane, plan: &Plan) -> Result<(), DataplaneError> {
+        dp.set_snat_pool(&plan.snat_v4, &plan.snat_v6)?;
+        let ring_size = dp.ring_size();
+        for l in &plan.listeners {
+            for b in &l.backends {
+                dp.set_backend(b.id, &b.entry)?;
+            }
+            let mut entry = l.entry;
+            match self.rings.prepare(l.id, &l.table, ring_size) {
+                Some(swap) => {
+                    dp.write_ring(swap.base, &l.table, swap.previous.as_deref())?;
+                    entry.ring_base = swap.base;
+                    dp.set_listener(&l.key, &entry)?;
+                    self.rings.committed(l.id, swap.half, l.table.clone());
+                    debug!(listener = %l.name, base = swap.base, "lookup table switched");
+                }
+                None => {
+                    entry.ring_base = self.rings.live_base(l.id, ring_size);
+                    dp.set_listener(&l.key, &entry)?;
+                }
+            }
+        }
+        let wanted: BTreeSet<VipKey> = plan.listeners.iter().map(|l| l.key).collect();
+        let live_ids: BTreeSet<u32> = plan.listeners.iter().map(|l| l.id).collect();
+        for (key, l) in dp.listener_entries() {
+            if !wanted.contains(&key) {
+                dp.remove_listener(&key)?;
+                if !live_ids.contains(&l.id) {
+                    self.rings.forget(l.id);
+                }
+            }
+        }
+        dp.sync_dests(&plan.dests)
+    }
+}

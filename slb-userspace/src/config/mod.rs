@@ -1,0 +1,119 @@
+//! The agent's configuration file (SPEC §2, §4): parsing and validation.
+//!
+//! Pure: no network I/O; the only file access is [`load`].
+//!
+//! Two stages: serde reads the TOML into lenient `raw` types through
+//! `serde_path_to_error`, so a structural problem (unknown key, wrong TOML
+//! type, syntax) is reported with its key path; then `validate` turns the raw
+//! values into the [`Config`] model, collecting every semantic error with its
+//! key path (`listener[1].backend[0].weight: must be 0..=100 (got 150)`).
+
+mod agent;
+pub mod defaults;
+mod duration;
+mod error;
+mod health;
+mod listener;
+mod model;
+mod raw;
+mod validate;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, ConfigErrors};
+pub use model::*;
+
+/// Parses and validates a configuration. On failure, every error found.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let raw: raw::RawConfig = read_toml(text)?;
+    validate::validate(&raw)
+}
+
+/// Reads and parses the file at `path`. A file that cannot be read is an
+/// error whose `path` is the file's path.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::one(
+            path.display().to_string(),
+            format!("cannot read the configuration file: {e}"),
+        )
+    })?;
+    parse(&text)
+}
+
+impl Config {
+    /// Checks what `slb run` needs beyond a valid file: the XDP program must
+    /// have an interface to attach to. (`slb proxy` does not call this.)
+    pub fn require_dataplane(&self) -> Result<(), ConfigErrors> {
+        if self.agent.interfaces.is_empty() {
+            return Err(ConfigErrors::one(
+                "agent.interfaces",
+                "at least one interface is required to attach the XDP program \
+                 (`slb proxy` serves http/https listeners without one)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The listeners served by the XDP dataplane (`tcp`, `udp`).
+    pub fn l4_listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners.iter().filter(|l| l.protocol.is_l4())
+    }
+
+    /// The listeners served by the proxy (`http`, `https`).
+    pub fn l7_listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners.iter().filter(|l| l.protocol.is_l7())
+    }
+
+    /// The listener called `name`.
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}
+
+/// Stage one: TOML into the raw types, a structural error with its key path.
+fn read_toml(text: &str) -> Result<raw::RawConfig, ConfigErrors> {
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let mut message = e.message().trim_end().replace('\n', "; ");
+        if let Some(span) = e.span() {
+            let (line, column) = line_column(text, span.start);
+            message = format!("{message} (line {line}, column {column})");
+        }
+        ConfigErrors::one("", format!("invalid TOML: {message}"))
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // One line per error; serde's Rust type names read better as TOML's.
+        let mut message = inner
+            .message()
+            .trim_end()
+            .replace('\n', "; ")
+            .replace("expected i64", "expected an integer");
+        if let Some(span) = inner.span() {
+            let (line, column) = line_column(text, span.start);
+            message = format!("{message} (line {line}, column {column})");
+        }
+        if path == "." {
+            ConfigErrors::one("", format!("invalid TOML: {message}"))
+        } else {
+            ConfigErrors::one(path, message)
+        }
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}

@@ -1,0 +1,360 @@
+//! The validated configuration: plain Rust types, every default applied.
+//!
+//! Invariants established by [`super::parse`]: see the field docs. Consumers
+//! need not re-check them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+/// Declares a fieldless enum spelled in the file as fixed keywords.
+macro_rules! keyword_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value with its spelling in the file.
+            pub const ALL: &'static [(&'static str, $name)] = &[$(($text, $name::$variant),)+];
+
+            /// The spelling in the file.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// Parses the spelling in the file (exact, case-sensitive).
+            pub fn from_keyword(text: &str) -> Option<Self> {
+                Self::ALL.iter().find(|(t, _)| *t == text).map(|(_, v)| *v)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+keyword_enum!(
+    /// How the XDP program is attached.
+    XdpMode {
+        Native = "native",
+        Skb = "skb",
+        /// Native, falling back to skb (generic) mode.
+        Auto = "auto",
+    }
+);
+
+keyword_enum!(
+    /// Listener protocol: `tcp`/`udp` are served by the XDP dataplane (L4),
+    /// `http`/`https` by the proxy (L7).
+    Protocol {
+        Tcp = "tcp",
+        Udp = "udp",
+        Http = "http",
+        Https = "https",
+    }
+);
+
+keyword_enum!(
+    /// New-flow scheduler.
+    Scheduler {
+        /// Weighted round robin.
+        Wrr = "wrr",
+        /// Weighted least connections.
+        Wlc = "wlc",
+        /// Weighted Maglev consistent hashing.
+        Maglev = "maglev",
+        /// Source-address hash.
+        Sh = "sh",
+    }
+);
+
+keyword_enum!(
+    /// L4 forwarding mode.
+    Forwarding {
+        FullNat = "fullnat",
+        Nat = "nat",
+        /// Direct routing (destination MAC rewrite only).
+        Dr = "dr",
+    }
+);
+
+keyword_enum!(
+    PersistenceMode {
+        /// All flows of one client address go to the same backend.
+        SourceIp = "source_ip",
+    }
+);
+
+keyword_enum!(
+    AclMode {
+        /// Only the listed sources may connect.
+        Allow = "allow",
+        /// The listed sources may not connect.
+        Deny = "deny",
+    }
+);
+
+keyword_enum!(
+    /// Health-check protocol (the `protocol` key of `health_check`).
+    CheckProtocol {
+        Tcp = "tcp",
+        Http = "http",
+        Udp = "udp",
+    }
+);
+
+keyword_enum!(
+    HttpMethod {
+        Head = "HEAD",
+        Get = "GET",
+    }
+);
+
+keyword_enum!(
+    /// An accepted HTTP status class.
+    StatusClass {
+        S2xx = "2xx",
+        S3xx = "3xx",
+        S4xx = "4xx",
+        S5xx = "5xx",
+    }
+);
+
+impl Protocol {
+    /// Served by the XDP dataplane (`tcp`, `udp`).
+    pub fn is_l4(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Udp)
+    }
+
+    /// Served by the L7 proxy (`http`, `https`).
+    pub fn is_l7(self) -> bool {
+        !self.is_l4()
+    }
+
+    /// The transport protocol on the wire: `http`/`https` run over TCP.
+    pub fn transport(self) -> Protocol {
+        match self {
+            Protocol::Udp => Protocol::Udp,
+            Protocol::Tcp | Protocol::Http | Protocol::Https => Protocol::Tcp,
+        }
+    }
+}
+
+impl StatusClass {
+    /// True when `status` (e.g. 204) is in this class.
+    pub fn matches(self, status: u16) -> bool {
+        let class = match self {
+            StatusClass::S2xx => 2,
+            StatusClass::S3xx => 3,
+            StatusClass::S4xx => 4,
+            StatusClass::S5xx => 5,
+        };
+        status / 100 == class
+    }
+}
+
+/// A whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub agent: Agent,
+    /// In file order. Names are unique and non-empty; `(vip, port,
+    /// transport)` is unique (an `http` and a `tcp` listener cannot share a
+    /// VIP and port).
+    #[serde(rename = "listener")]
+    pub listeners: Vec<Listener>,
+}
+
+/// The `[agent]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Agent {
+    /// Devices the XDP program is attached to; may be empty after `parse`
+    /// (`slb proxy` needs none), see [`Config::require_dataplane`].
+    /// Valid Linux interface names, no duplicates.
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    /// Health-check source addresses, at most one per family. Holds an
+    /// address of the family of every backend whose listener checks health.
+    /// Empty only when no listener checks health.
+    pub probe_source: Vec<IpAddr>,
+    /// FULLNAT source pool. Holds an address of each family used by
+    /// fullnat listeners, at most `MAX_SNAT_ADDRS` per family, no duplicates,
+    /// none equal to a VIP or a probe source.
+    pub local_addresses: Vec<IpAddr>,
+    /// Absolute path.
+    pub pin_path: PathBuf,
+    pub metrics_listen: SocketAddr,
+    /// 1024..=67_108_864.
+    pub flow_table_size: u32,
+    /// A prime in 1021..=1_000_003.
+    pub maglev_table_size: u32,
+    /// At most 107 bytes (fits a `sockaddr_un`).
+    pub control_socket: PathBuf,
+}
+
+impl Agent {
+    /// The health-check source address for a backend address's family.
+    pub fn probe_source_for(&self, backend: IpAddr) -> Option<IpAddr> {
+        self.probe_source
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == backend.is_ipv4())
+    }
+
+    /// The FULLNAT source addresses of the family of `addr`.
+    pub fn local_addresses_for(&self, addr: IpAddr) -> impl Iterator<Item = IpAddr> + '_ {
+        self.local_addresses
+            .iter()
+            .copied()
+            .filter(move |a| a.is_ipv4() == addr.is_ipv4())
+    }
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listener {
+    pub name: String,
+    /// A unicast address.
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    /// `Some` (default `fullnat`) for `tcp`/`udp` listeners, `None` for
+    /// `http`/`https` listeners (where the key is not allowed).
+    pub forwarding: Option<Forwarding>,
+    #[serde(serialize_with = "super::duration::serialize")]
+    pub idle_timeout: Duration,
+    /// Only on `tcp`/`udp` listeners.
+    pub persistence: Option<Persistence>,
+    pub acl: Option<Acl>,
+    /// `None` when turned off (`enabled = false`, allowed on `http`/`https`
+    /// listeners only).
+    pub health_check: Option<HealthCheck>,
+    /// At least one; `(address, port)` unique. For `tcp`/`udp` listeners
+    /// every backend has the VIP's address family; with `dr` every backend
+    /// port equals the listener port.
+    #[serde(rename = "backend")]
+    pub backends: Vec<Backend>,
+}
+
+impl Listener {
+    /// The VIP and port the listener serves.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.vip, self.port)
+    }
+}
+
+/// `persistence = { mode = "source_ip", timeout = "1000s" }`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Persistence {
+    pub mode: PersistenceMode,
+    #[serde(serialize_with = "super::duration::serialize")]
+    pub timeout: Duration,
+}
+
+/// `acl = { mode = "allow", cidrs = [...] }`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Acl {
+    pub mode: AclMode,
+    /// At least one; both families may be mixed; no host bits set (a bare
+    /// address is a /32 or /128).
+    pub cidrs: Vec<IpNet>,
+}
+
+/// An enabled health check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthCheck {
+    /// 1s..=50s.
+    #[serde(serialize_with = "super::duration::serialize")]
+    pub interval: Duration,
+    /// 1s..=300s.
+    #[serde(serialize_with = "super::duration::serialize")]
+    pub timeout: Duration,
+    /// 2..=10.
+    pub healthy_threshold: u32,
+    /// 2..=10.
+    pub unhealthy_threshold: u32,
+    /// What is sent; serialized flat with a `protocol` key.
+    #[serde(flatten)]
+    pub probe: Probe,
+}
+
+impl HealthCheck {
+    pub fn protocol(&self) -> CheckProtocol {
+        match self.probe {
+            Probe::Tcp => CheckProtocol::Tcp,
+            Probe::Http(_) => CheckProtocol::Http,
+            Probe::Udp(_) => CheckProtocol::Udp,
+        }
+    }
+}
+
+/// The protocol-specific part of a health check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "protocol", rename_all = "lowercase")]
+pub enum Probe {
+    /// Connect, then close with RST.
+    Tcp,
+    Http(HttpProbe),
+    Udp(UdpProbe),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpProbe {
+    pub method: HttpMethod,
+    /// 1..=80 chars of letters, digits and `-_/.%?#&=`, starting with `/`.
+    pub path: String,
+    /// `Host` header; `None` = the backend's address.
+    pub host: Option<String>,
+    /// `None` = the backend's port.
+    pub port: Option<u16>,
+    /// Accepted status classes; at least one, no duplicates.
+    pub codes: Vec<StatusClass>,
+}
+
+impl HttpProbe {
+    /// True when `status` is in one of the accepted classes.
+    pub fn accepts(&self, status: u16) -> bool {
+        self.codes.iter().any(|c| c.matches(status))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UdpProbe {
+    /// The datagram sent (1..=1024 bytes).
+    pub payload: String,
+    /// When set, a reply must contain these bytes.
+    pub expect: Option<String>,
+}
+
+/// One `[[listener.backend]]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backend {
+    /// A unicast address.
+    pub address: IpAddr,
+    pub port: u16,
+    /// 0..=100; 0 = drain.
+    pub weight: u32,
+}
+
+impl Backend {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}

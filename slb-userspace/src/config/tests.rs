@@ -1,0 +1,1116 @@
+//! Unit tests of the configuration module.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::*;
+
+/// An agent table that satisfies the cross-listener rules for IPv4 listeners.
+const AGENT: &str = r#"
+[agent]
+interfaces = ["eth0"]
+probe_source = "100.64.0.1"
+local_addresses = ["100.64.0.10"]
+"#;
+
+/// A minimal valid tcp listener; `extra` is added to its table.
+fn listener(extra: &str) -> String {
+    listener_at("web", "10.0.0.10", 80, extra)
+}
+
+/// A tcp listener with one backend 10.0.1.11:8080; `extra` is added to its table.
+fn listener_at(name: &str, vip: &str, port: i64, extra: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "{name}"
+vip = "{vip}"
+port = {port}
+{extra}
+
+  [[listener.backend]]
+  address = "10.0.1.11"
+  port = 8080
+"#
+    )
+}
+
+fn ok(text: &str) -> Config {
+    match parse(text) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(c) => panic!("expected errors, got {c:#?}"),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Asserts that exactly one error is reported, at `path`, containing `msg`.
+#[track_caller]
+fn one_error(text: &str, path: &str, msg: &str) {
+    let errs = match parse(text) {
+        Ok(c) => panic!("expected an error at {path}, got {c:#?}"),
+        Err(e) => e,
+    };
+    assert_eq!(errs.len(), 1, "expected one error, got:\n{errs}");
+    let e = &errs.errors[0];
+    assert_eq!(e.path, path, "wrong path in: {e}");
+    assert!(
+        e.message.contains(msg),
+        "message {:?} lacks {msg:?}",
+        e.message
+    );
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+// ---------------------------------------------------------------- valid files
+
+#[test]
+fn example_file_parses() {
+    let c = ok(include_str!("../../examples/slb.toml"));
+    assert_eq!(c.listeners.len(), 4);
+    assert!(c.require_dataplane().is_ok());
+    let api = c.listener("api").map(|l| l.health_check.clone());
+    let Some(Some(hc)) = api else {
+        panic!("api has no health check")
+    };
+    let Probe::Http(http) = hc.probe else {
+        panic!("not an http check")
+    };
+    assert_eq!(http.method, HttpMethod::Get);
+    assert_eq!(http.path, "/healthz?full=1");
+    assert_eq!(http.port, Some(8081));
+    assert_eq!(http.codes, vec![StatusClass::S2xx]);
+}
+
+#[test]
+fn spec_example_parses() {
+    let text = r#"
+[agent]
+interfaces    = ["eth0"]
+xdp_mode      = "auto"
+probe_source  = "100.64.0.1"
+local_addresses = ["100.64.0.10", "100.64.0.11"]
+pin_path      = "/sys/fs/bpf/slb"
+metrics_listen = "127.0.0.1:9470"
+flow_table_size = 1048576
+maglev_table_size = 65537
+control_socket = "/run/slb/control.sock"
+
+[[listener]]
+name        = "web"
+vip         = "10.0.0.10"
+port        = 80
+protocol    = "tcp"
+scheduler   = "wrr"
+forwarding  = "fullnat"
+idle_timeout = "900s"
+persistence = { mode = "source_ip", timeout = "1000s" }
+acl = { mode = "allow", cidrs = ["10.1.0.0/16"] }
+# SPEC §2 breaks this inline table over two lines, which is TOML 1.1;
+# the toml crate in use (0.8) reads TOML 1.0, where it must be one line.
+health_check = { protocol = "tcp", interval = "2s", timeout = "5s", healthy_threshold = 3, unhealthy_threshold = 3 }
+
+  [[listener.backend]]
+  address = "10.0.1.11"
+  port    = 8080
+  weight  = 100
+"#;
+    let c = ok(text);
+    let l = &c.listeners[0];
+    assert_eq!(l.name, "web");
+    assert_eq!(l.vip, "10.0.0.10".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        l.persistence,
+        Some(Persistence {
+            mode: PersistenceMode::SourceIp,
+            timeout: secs(1000)
+        })
+    );
+    assert_eq!(
+        l.acl,
+        Some(Acl {
+            mode: AclMode::Allow,
+            cidrs: vec!["10.1.0.0/16".parse().unwrap()]
+        })
+    );
+    assert_eq!(c.agent.local_addresses.len(), 2);
+    // Everything the example states is the default: dropping those keys
+    // gives the same config.
+    let minimal = r#"
+[agent]
+interfaces    = ["eth0"]
+probe_source  = "100.64.0.1"
+local_addresses = ["100.64.0.10", "100.64.0.11"]
+
+[[listener]]
+name        = "web"
+vip         = "10.0.0.10"
+port        = 80
+persistence = { mode = "source_ip" }
+acl = { mode = "allow", cidrs = ["10.1.0.0/16"] }
+
+  [[listener.backend]]
+  address = "10.0.1.11"
+  port    = 8080
+"#;
+    assert_eq!(ok(minimal), c);
+}
+
+#[test]
+fn defaults_applied() {
+    let c = ok(&format!("{AGENT}{}", listener("")));
+    let a = &c.agent;
+    assert_eq!(a.xdp_mode, XdpMode::Auto);
+    assert_eq!(a.pin_path.to_str(), Some("/sys/fs/bpf/slb"));
+    assert_eq!(a.metrics_listen.to_string(), "127.0.0.1:9470");
+    assert_eq!(a.flow_table_size, 1_048_576);
+    assert_eq!(a.maglev_table_size, 65_537);
+    assert_eq!(a.control_socket.to_str(), Some("/run/slb/control.sock"));
+
+    let l = &c.listeners[0];
+    assert_eq!(l.protocol, Protocol::Tcp);
+    assert_eq!(l.scheduler, Scheduler::Wrr);
+    assert_eq!(l.forwarding, Some(Forwarding::FullNat));
+    assert_eq!(l.idle_timeout, secs(900));
+    assert_eq!(l.persistence, None);
+    assert_eq!(l.acl, None);
+    assert_eq!(
+        l.health_check,
+        Some(HealthCheck {
+            interval: secs(2),
+            timeout: secs(5),
+            healthy_threshold: 3,
+            unhealthy_threshold: 3,
+            probe: Probe::Tcp,
+        })
+    );
+    assert_eq!(l.backends[0].weight, 100);
+}
+
+#[test]
+fn empty_file_is_valid_but_has_no_dataplane() {
+    let c = ok("");
+    assert!(c.listeners.is_empty());
+    assert!(c.agent.probe_source.is_empty());
+    let e = c.require_dataplane().unwrap_err();
+    assert_eq!(e.errors[0].path, "agent.interfaces");
+}
+
+#[test]
+fn defaults_depend_on_protocol() {
+    let udp = ok(&format!("{AGENT}{}", listener("protocol = \"udp\"")));
+    let l = &udp.listeners[0];
+    assert_eq!(l.idle_timeout, secs(90));
+    let Some(hc) = &l.health_check else {
+        panic!("no check")
+    };
+    assert_eq!(
+        hc.probe,
+        Probe::Udp(UdpProbe {
+            payload: "slb-probe".into(),
+            expect: None
+        })
+    );
+
+    for proto in ["http", "https"] {
+        let c = ok(&format!(
+            "{AGENT}{}",
+            listener(&format!("protocol = \"{proto}\""))
+        ));
+        let l = &c.listeners[0];
+        assert_eq!(l.idle_timeout, secs(60));
+        assert_eq!(l.forwarding, None);
+        let Some(hc) = &l.health_check else {
+            panic!("no check")
+        };
+        assert_eq!(
+            hc.probe,
+            Probe::Http(HttpProbe {
+                method: HttpMethod::Head,
+                path: "/".into(),
+                host: None,
+                port: None,
+                codes: vec![StatusClass::S2xx, StatusClass::S3xx],
+            })
+        );
+    }
+
+    let persist = ok(&format!(
+        "{AGENT}{}",
+        listener("persistence = { mode = \"source_ip\" }")
+    ));
+    assert_eq!(
+        persist.listeners[0].persistence.as_ref().map(|p| p.timeout),
+        Some(secs(1000))
+    );
+}
+
+#[test]
+fn http_checks_may_be_turned_off() {
+    let c = ok(&format!(
+        "{AGENT}{}",
+        listener("protocol = \"https\"\nhealth_check = { enabled = false }")
+    ));
+    assert_eq!(c.listeners[0].health_check, None);
+    // With no check anywhere, probe_source is not needed.
+    let c = ok(&listener(
+        "protocol = \"http\"\nhealth_check = { enabled = false }",
+    ));
+    assert!(c.agent.probe_source.is_empty());
+}
+
+#[test]
+fn http_listener_may_mix_families_and_needs_no_pool() {
+    let text = r#"
+[agent]
+probe_source = ["100.64.0.1", "fd00:64::1"]
+
+[[listener]]
+name = "api"
+vip = "10.0.0.10"
+port = 443
+protocol = "https"
+
+  [[listener.backend]]
+  address = "2001:db8::1"
+  port = 8443
+
+  [[listener.backend]]
+  address = "10.0.1.1"
+  port = 8443
+"#;
+    let c = ok(text);
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    assert_eq!(
+        c.agent.probe_source_for(v6),
+        Some("fd00:64::1".parse().unwrap())
+    );
+    assert_eq!(c.l7_listeners().count(), 1);
+    assert_eq!(c.l4_listeners().count(), 0);
+}
+
+#[test]
+fn acl_accepts_mixed_families_and_bare_addresses() {
+    let c = ok(&format!(
+        "{AGENT}{}",
+        listener("acl = { mode = \"deny\", cidrs = [\"192.0.2.0/24\", \"2001:db8::/32\", \"198.51.100.7\", \"::1\"] }")
+    ));
+    let acl = c.listeners[0].acl.clone().unwrap();
+    assert_eq!(acl.mode, AclMode::Deny);
+    let shown: Vec<String> = acl.cidrs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "192.0.2.0/24",
+            "2001:db8::/32",
+            "198.51.100.7/32",
+            "::1/128"
+        ]
+    );
+}
+
+#[test]
+fn effective_config_serializes_as_file_keys() {
+    let c = ok(&format!(
+        "{AGENT}{}",
+        listener("protocol = \"udp\"\nidle_timeout = \"1500ms\"")
+    ));
+    let json = serde_json::to_value(&c).unwrap();
+    let l = &json["listener"][0];
+    assert_eq!(l["idle_timeout"], "1500ms");
+    assert_eq!(l["protocol"], "udp");
+    assert_eq!(l["forwarding"], "fullnat");
+    assert_eq!(l["health_check"]["protocol"], "udp");
+    assert_eq!(l["health_check"]["interval"], "2s");
+    assert_eq!(l["health_check"]["payload"], "slb-probe");
+    assert_eq!(l["backend"][0]["address"], "10.0.1.11");
+    assert_eq!(json["agent"]["probe_source"][0], "100.64.0.1");
+}
+
+// ------------------------------------------------------------------ durations
+
+#[test]
+fn durations_parse() {
+    assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("900s"), Ok(secs(900)));
+    assert_eq!(parse_duration("2m"), Ok(secs(120)));
+    assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    assert_eq!(format_duration(secs(900)), "900s");
+    assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+}
+
+#[test]
+fn durations_reject_bad_text() {
+    for bad in [
+        "5", "5h", "-1s", "+5s", "1.5s", "", "s", " 5s", "5 s", "5S", "5sec", "ms5",
+    ] {
+        let err = parse_duration(bad).unwrap_err();
+        assert!(err.contains("unit ms, s or m"), "{bad:?}: {err}");
+    }
+    for big in [
+        "99999999999999999999999s",
+        "18446744073709551615m",
+        "18446744073709551615s",
+    ] {
+        let err = parse_duration(big).unwrap_err();
+        assert!(err.contains("too large"), "{big:?}: {err}");
+    }
+}
+
+#[test]
+fn duration_errors_name_the_key() {
+    one_error(
+        &format!("{AGENT}{}", listener("idle_timeout = 5")),
+        "listener[0].idle_timeout",
+        "with a unit ms, s or m, e.g. \"5s\" (got the bare number 5)",
+    );
+    one_error(
+        &format!("{AGENT}{}", listener("idle_timeout = \"5h\"")),
+        "listener[0].idle_timeout",
+        "(got \"5h\")",
+    );
+    one_error(
+        &format!(
+            "{AGENT}{}",
+            listener("health_check = { interval = \"-1s\" }")
+        ),
+        "listener[0].health_check.interval",
+        "unit ms, s or m",
+    );
+    one_error(
+        &format!(
+            "{AGENT}{}",
+            listener("persistence = { mode = \"source_ip\", timeout = \"99999999999999999999m\" }")
+        ),
+        "listener[0].persistence.timeout",
+        "too large",
+    );
+    one_error(
+        &format!(
+            "{AGENT}{}",
+            listener("health_check = { interval = \"51s\" }")
+        ),
+        "listener[0].health_check.interval",
+        "must be 1s..=50s (got \"51s\")",
+    );
+    one_error(
+        &format!(
+            "{AGENT}{}",
+            listener("health_check = { timeout = \"500ms\" }")
+        ),
+        "listener[0].health_check.timeout",
+        "must be 1s..=300s",
+    );
+    one_error(
+        &format!("{AGENT}{}", listener("idle_timeout = \"0s\"")),
+        "listener[0].idle_timeout",
+        "must be 1s..=86400s",
+    );
+}
+
+// ---------------------------------------------------------- structural errors
+
+#[test]
+fn unknown_key_deep_inside_has_its_path() {
+    let text = format!(
+        "{AGENT}{}\n  [[listener.backend]]\n  address = \"10.0.1.12\"\n  port = 8080\n  wieght = 5\n",
+        listener("")
+    );
+    one_error(
+        &text,
+        "listener[0].backend[1].wieght",
+        "unknown field `wieght`",
+    );
+    one_error(
+        &format!(
+            "{AGENT}{}",
+            listener("health_check = { protocol = \"tcp\", bogus = 1 }")
+        ),
+        "listener[0].health_check.bogus",
+        "unknown field `bogus`",
+    );
+    one_error("[agent]\nfoo = 1\n", "agent.foo", "unknown field `foo`");
+    one_error(
+        "[[listeners]]\nname = \"x\"\n",
+        "listeners",
+        "unknown field `listeners`",
+    );
+    one_error(
+        &format!(
+            "{AGENT}{}",
+            listener("persistence = { mode = \"source_ip\", cookie = \"x\" }")
+        ),
+        "listener[0].persistence.cookie",
+        "unknown field",
+    );
+}
+
+#[test]
+fn wrong_toml_type_has_its_path() {
+    let text = AGENT.replace("[agent]", "") + "\n[[listener]]\nname = \"a\"\nport = \"80\"\n";
+    let text = format!("[agent]{text}");
+    one_error(
+        &text,
+        "listener[0].port",
+        "invalid type: string \"80\", expected an integer",
+    );
+    one_error(
+        "[agent]\nprobe_source = [1]\n",
+        "agent.probe_source[0]",
+        "invalid type",
+    );
+    one_error(
+        "[agent]\ninterfaces = \"eth0\"\n",
+        "agent.interfaces",
+        "invalid type",
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_a_line() {
+    let errs = parse("[agent\n").unwrap_err();
+    assert_eq!(errs.errors[0].path, "");
+    let shown = errs.to_string();
+    assert!(shown.starts_with("invalid TOML: "), "{shown}");
+    assert!(shown.contains("line 1"), "{shown}");
+    assert!(!shown.contains('\n'), "{shown}");
+}
+
+#[test]
+fn load_names_the_unreadable_file() {
+    let path = std::path::Path::new("/nonexistent/slb-test/slb.toml");
+    let errs = load(path).unwrap_err();
+    assert_eq!(errs.errors[0].path, "/nonexistent/slb-test/slb.toml");
+    assert!(errs
+        .to_string()
+        .starts_with("/nonexistent/slb-test/slb.toml: cannot read"));
+}
+
+#[test]
+fn load_reads_a_file() {
+    let dir = std::env::temp_dir().join(format!("slb-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("slb.toml");
+    std::fs::write(&path, format!("{AGENT}{}", listener(""))).unwrap();
+    let c = load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(c.listeners[0].name, "web");
+}
+
+// ------------------------------------------------------------ semantic errors
+
+#[test]
+fn required_keys() {
+    let errs = errors(&format!("{AGENT}[[listener]]\n[[listener.backend]]\n"));
+    assert_eq!(
+        errs,
+        [
+            "listener[0].name: is required",
+            "listener[0].vip: is required",
+            "listener[0].port: is required",
+            "listener[0].backend[0].address: is required",
+            "listener[0].backend[0].port: is required",
+        ]
+    );
+    one_error(
+        &format!("{AGENT}[[listener]]\nname = \"a\"\nvip = \"10.0.0.1\"\nport = 1\n"),
+        "listener[0].backend",
+        "at least one [[listener.backend]] is required",
+    );
+}
+
+#[test]
+fn listener_value_errors() {
+    let l = |extra: &str| format!("{AGENT}{}", listener(extra));
+    one_error(
+        &format!("{AGENT}{}", listener_at(" ", "10.0.0.10", 80, "")),
+        "listener[0].name",
+        "must not be empty",
+    );
+    one_error(
+        &format!("{AGENT}{}", listener_at("web", "10.0.0.300", 80, "")),
+        "listener[0].vip",
+        "must be an IPv4 or IPv6 address (got \"10.0.0.300\")",
+    );
+    one_error(
+        &format!("{AGENT}{}", listener_at("web", "0.0.0.0", 80, "")),
+        "listener[0].vip",
+        "must be a unicast address",
+    );
+    one_error(
+        &format!("{AGENT}{}", listener_at("web", "10.0.0.10", 0, "")),
+        "listener[0].port",
+        "must be 1..=65535 (got 0)",
+    );
+    one_error(
+        &l("protocol = \"sctp\""),
+        "listener[0].protocol",
+        "must be one of \"tcp\", \"udp\", \"http\", \"https\" (got \"sctp\")",
+    );
+    one_error(
+        &l("scheduler = \"rr\""),
+        "listener[0].scheduler",
+        "must be one of \"wrr\", \"wlc\", \"maglev\", \"sh\"",
+    );
+    one_error(
+        &l("forwarding = \"tun\""),
+        "listener[0].forwarding",
+        "must be one of \"fullnat\", \"nat\", \"dr\"",
+    );
+    one_error(
+        &l("protocol = \"http\"\nforwarding = \"nat\""),
+        "listener[0].forwarding",
+        "only for tcp/udp listeners",
+    );
+    one_error(
+        &l("persistence = { mode = \"source_ip\" }\nprotocol = \"https\""),
+        "listener[0].persistence.mode",
+        "\"source_ip\" persistence is only for tcp/udp listeners",
+    );
+    one_error(
+        &l("persistence = { mode = \"insert_cookie\" }"),
+        "listener[0].persistence.mode",
+        "not supported yet",
+    );
+    one_error(
+        &l("persistence = { timeout = \"5s\" }"),
+        "listener[0].persistence.mode",
+        "is required",
+    );
+    one_error(
+        &l("acl = { mode = \"block\", cidrs = [\"10.0.0.0/8\"] }"),
+        "listener[0].acl.mode",
+        "must be one of \"allow\", \"deny\"",
+    );
+    one_error(
+        &l("acl = { mode = \"allow\", cidrs = [] }"),
+        "listener[0].acl.cidrs",
+        "at least one CIDR",
+    );
+    one_error(
+        &l("acl = { mode = \"allow\" }"),
+        "listener[0].acl.cidrs",
+        "is required",
+    );
+    one_error(
+        &l("acl = { mode = \"allow\", cidrs = [\"10.0.0.0/8\", \"10.1.0.0/33\"] }"),
+        "listener[0].acl.cidrs[1]",
+        "must be a CIDR",
+    );
+    one_error(
+        &l("acl = { mode = \"allow\", cidrs = [\"10.1.2.3/16\"] }"),
+        "listener[0].acl.cidrs[0]",
+        "has host bits set (did you mean 10.1.0.0/16?)",
+    );
+}
+
+#[test]
+fn backend_errors() {
+    let with_backend = |b: &str| format!("{AGENT}{}\n  [[listener.backend]]\n{b}\n", listener(""));
+    one_error(
+        &with_backend("address = \"10.0.1.12\"\nport = 8080\nweight = 150"),
+        "listener[0].backend[1].weight",
+        "must be 0..=100 (got 150)",
+    );
+    one_error(
+        &with_backend("address = \"10.0.1.12\"\nport = 8080\nweight = -1"),
+        "listener[0].backend[1].weight",
+        "must be 0..=100",
+    );
+    one_error(
+        &with_backend("address = \"10.0.1.12\"\nport = 65536"),
+        "listener[0].backend[1].port",
+        "must be 1..=65535 (got 65536)",
+    );
+    one_error(
+        &with_backend("address = \"10.0.1.11\"\nport = 8080"),
+        "listener[0].backend[1]",
+        "duplicate of backend[0] (10.0.1.11:8080)",
+    );
+    one_error(
+        &with_backend("address = \"2001:db8::1\"\nport = 8080"),
+        "listener[0].backend[1].address",
+        "IPv6 backend for an IPv4 vip (10.0.0.10)",
+    );
+    one_error(
+        &with_backend("address = \"10.0.0.10\"\nport = 8080"),
+        "listener[0].backend[1].address",
+        "is the listener's own vip",
+    );
+    one_error(
+        &with_backend("address = \"ff02::1\"\nport = 8080"),
+        "listener[0].backend[1].address",
+        "must be a unicast address",
+    );
+    // Same address, other port: fine.
+    ok(&with_backend(
+        "address = \"10.0.1.11\"\nport = 8081\nweight = 0",
+    ));
+}
+
+#[test]
+fn dr_needs_equal_ports() {
+    let text = format!("{AGENT}{}", listener("forwarding = \"dr\""));
+    one_error(
+        &text,
+        "listener[0].backend[0].port",
+        "must equal the listener port (80) with forwarding = \"dr\" (got 8080)",
+    );
+    let good = text.replace("port = 8080", "port = 80");
+    let c = ok(&good);
+    assert_eq!(c.listeners[0].forwarding, Some(Forwarding::Dr));
+}
+
+#[test]
+fn health_check_errors() {
+    let l = |hc: &str| format!("{AGENT}{}", listener(&format!("health_check = {{ {hc} }}")));
+    one_error(
+        &l("enabled = false"),
+        "listener[0].health_check.enabled",
+        "health checks cannot be turned off for tcp listeners",
+    );
+    one_error(
+        &l("protocol = \"icmp\""),
+        "listener[0].health_check.protocol",
+        "must be one of \"tcp\", \"http\", \"udp\"",
+    );
+    one_error(
+        &l("protocol = \"udp\""),
+        "listener[0].health_check.protocol",
+        "a udp check needs a udp listener (this is a tcp listener)",
+    );
+    one_error(
+        &l("path = \"/x\""),
+        "listener[0].health_check.path",
+        "only for http checks (this check's protocol is \"tcp\")",
+    );
+    one_error(
+        &l("protocol = \"http\", payload = \"x\""),
+        "listener[0].health_check.payload",
+        "only for udp checks",
+    );
+    one_error(
+        &l("healthy_threshold = 1"),
+        "listener[0].health_check.healthy_threshold",
+        "must be 2..=10 (got 1)",
+    );
+    one_error(
+        &l("unhealthy_threshold = 11"),
+        "listener[0].health_check.unhealthy_threshold",
+        "must be 2..=10 (got 11)",
+    );
+    one_error(
+        &l("protocol = \"http\", method = \"get\""),
+        "listener[0].health_check.method",
+        "must be one of \"HEAD\", \"GET\"",
+    );
+    one_error(
+        &l("protocol = \"http\", path = \"health\""),
+        "listener[0].health_check.path",
+        "must start with '/'",
+    );
+    one_error(
+        &l("protocol = \"http\", path = \"/a b\""),
+        "listener[0].health_check.path",
+        "letters, digits and",
+    );
+    let long = format!("/{}", "a".repeat(80));
+    one_error(
+        &l(&format!("protocol = \"http\", path = \"{long}\"")),
+        "listener[0].health_check.path",
+        "1..=80 characters",
+    );
+    one_error(
+        &l("protocol = \"http\", host = \"a_b.example\""),
+        "listener[0].health_check.host",
+        "letters, digits, '-' and '.'",
+    );
+    one_error(
+        &l("protocol = \"http\", port = 0"),
+        "listener[0].health_check.port",
+        "must be 1..=65535",
+    );
+    one_error(
+        &l("protocol = \"http\", codes = []"),
+        "listener[0].health_check.codes",
+        "at least one of",
+    );
+    one_error(
+        &l("protocol = \"http\", codes = [\"2xx\", \"200\"]"),
+        "listener[0].health_check.codes[1]",
+        "must be one of \"2xx\", \"3xx\", \"4xx\", \"5xx\" (got \"200\")",
+    );
+    one_error(
+        &l("protocol = \"http\", codes = [\"2xx\", \"2xx\"]"),
+        "listener[0].health_check.codes[1]",
+        "listed twice (also at [0])",
+    );
+
+    let udp = |hc: &str| {
+        format!(
+            "{AGENT}{}",
+            listener(&format!("protocol = \"udp\"\nhealth_check = {{ {hc} }}"))
+        )
+    };
+    one_error(
+        &udp("payload = \"\""),
+        "listener[0].health_check.payload",
+        "must be 1..=1024 bytes",
+    );
+    one_error(
+        &udp("expect = \"\""),
+        "listener[0].health_check.expect",
+        "must be 1..=1024 bytes",
+    );
+    one_error(
+        &udp("codes = [\"2xx\"]"),
+        "listener[0].health_check.codes",
+        "only for http checks",
+    );
+    one_error(
+        &udp("enabled = false"),
+        "listener[0].health_check.enabled",
+        "udp listeners",
+    );
+    // An http check of a tcp listener is fine.
+    ok(&l(
+        "protocol = \"http\", path = \"/status\", host = \"www.example.com\"",
+    ));
+}
+
+#[test]
+fn agent_errors() {
+    let body = listener("");
+    let a = |agent: &str| {
+        format!("[agent]\nprobe_source = \"100.64.0.1\"\nlocal_addresses = [\"100.64.0.10\"]\n{agent}\n{body}")
+    };
+    one_error(
+        &a("xdp_mode = \"offload\""),
+        "agent.xdp_mode",
+        "must be one of \"native\", \"skb\", \"auto\"",
+    );
+    one_error(
+        &a("maglev_table_size = 65536"),
+        "agent.maglev_table_size",
+        "must be a prime number in 1021..=1000003 such as 65537 (got 65536)",
+    );
+    one_error(
+        &a("maglev_table_size = 1019"),
+        "agent.maglev_table_size",
+        "prime number in 1021..=1000003",
+    );
+    one_error(
+        &a("maglev_table_size = 1000033"),
+        "agent.maglev_table_size",
+        "prime number in 1021..=1000003",
+    );
+    ok(&a("maglev_table_size = 1021"));
+    ok(&a("maglev_table_size = 1000003"));
+    one_error(
+        &a("flow_table_size = 1023"),
+        "agent.flow_table_size",
+        "must be 1024..=67108864 (got 1023)",
+    );
+    one_error(
+        &a("flow_table_size = 67108865"),
+        "agent.flow_table_size",
+        "must be 1024..=67108864",
+    );
+    one_error(
+        &a("pin_path = \"bpf/slb\""),
+        "agent.pin_path",
+        "must be an absolute path",
+    );
+    one_error(
+        &a("metrics_listen = \"localhost:9470\""),
+        "agent.metrics_listen",
+        "must be an address and port",
+    );
+    one_error(
+        &a(&format!("control_socket = \"/{}\"", "s".repeat(107))),
+        "agent.control_socket",
+        "1..=107 bytes",
+    );
+    one_error(
+        &a("interfaces = [\"eth0\", \"eth0\"]"),
+        "agent.interfaces[1]",
+        "listed twice",
+    );
+    one_error(
+        &a("interfaces = [\"a-very-long-interface\"]"),
+        "agent.interfaces[0]",
+        "1..=15 characters",
+    );
+    ok(&a(
+        "interfaces = [\"eth0\", \"veth-lb.10\"]\nmetrics_listen = \"[::1]:9470\"",
+    ));
+}
+
+#[test]
+fn local_address_rules() {
+    let body = listener("");
+    let with = |agent: &str| format!("[agent]\nprobe_source = \"100.64.0.1\"\n{agent}\n{body}");
+    one_error(
+        &with(""),
+        "agent.local_addresses",
+        "required for fullnat listener[0]",
+    );
+    one_error(
+        &with("local_addresses = [\"fd00::10\"]"),
+        "agent.local_addresses",
+        "no IPv4 address for fullnat listener[0]",
+    );
+    one_error(
+        &with("local_addresses = [\"100.64.0.10\", \"100.64.0.10\"]"),
+        "agent.local_addresses[1]",
+        "listed twice",
+    );
+    one_error(
+        &with("local_addresses = [\"10.0.0.10\"]"),
+        "agent.local_addresses[0]",
+        "10.0.0.10 is also the vip of listener[0]",
+    );
+    one_error(
+        &with("local_addresses = [\"100.64.0.1\"]"),
+        "agent.probe_source",
+        "100.64.0.1 is also in agent.local_addresses",
+    );
+    // nat/dr listeners need no pool.
+    let nat = format!(
+        "[agent]\nprobe_source = \"100.64.0.1\"\n{}",
+        listener("forwarding = \"nat\"")
+    );
+    ok(&nat);
+
+    let many: Vec<String> = (0..65).map(|i| format!("\"100.64.1.{i}\"")).collect();
+    one_error(
+        &with(&format!("local_addresses = [{}]", many.join(", "))),
+        "agent.local_addresses",
+        "at most 64 IPv4 addresses (got 65)",
+    );
+}
+
+#[test]
+fn families_of_fullnat_listeners_need_pool_addresses() {
+    let text = r#"
+[agent]
+probe_source = ["100.64.0.1", "fd00:64::1"]
+local_addresses = ["100.64.0.10"]
+
+[[listener]]
+name = "v4"
+vip = "10.0.0.10"
+port = 80
+  [[listener.backend]]
+  address = "10.0.1.1"
+  port = 80
+
+[[listener]]
+name = "v6-nat"
+vip = "2001:db8::10"
+port = 80
+forwarding = "nat"
+  [[listener.backend]]
+  address = "2001:db8:1::1"
+  port = 80
+
+[[listener]]
+name = "v6"
+vip = "2001:db8::10"
+port = 443
+  [[listener.backend]]
+  address = "2001:db8:1::1"
+  port = 443
+"#;
+    one_error(
+        text,
+        "agent.local_addresses",
+        "no IPv6 address for fullnat listener[2]",
+    );
+}
+
+#[test]
+fn probe_source_rules() {
+    let body = listener("");
+    one_error(
+        &format!("[agent]\nlocal_addresses = [\"100.64.0.10\"]\n{body}"),
+        "agent.probe_source",
+        "is required when health checks are enabled",
+    );
+    one_error(
+        &format!(
+            "[agent]\nprobe_source = \"fd00::1\"\nlocal_addresses = [\"100.64.0.10\"]\n{body}"
+        ),
+        "agent.probe_source",
+        "no IPv4 address for the health checks of listener[0]",
+    );
+    one_error(
+        &format!("[agent]\nprobe_source = [\"100.64.0.1\", \"100.64.0.2\"]\nlocal_addresses = [\"100.64.0.10\"]\n{body}"),
+        "agent.probe_source[1]",
+        "at most one IPv4 address (already have 100.64.0.1)",
+    );
+    one_error(
+        &format!("[agent]\nprobe_source = []\nlocal_addresses = [\"100.64.0.10\"]\n{body}"),
+        "agent.probe_source",
+        "at least one address",
+    );
+    one_error(
+        &format!(
+            "[agent]\nprobe_source = \"10.0.0.10\"\nlocal_addresses = [\"100.64.0.10\"]\n{body}"
+        ),
+        "agent.probe_source",
+        "10.0.0.10 is also the vip of listener[0]",
+    );
+}
+
+#[test]
+fn listeners_unique() {
+    let two = |name: &str, vip: &str, extra: &str| {
+        format!(
+            "{AGENT}{}{}",
+            listener(""),
+            listener_at(name, vip, 80, extra)
+        )
+    };
+    one_error(
+        &two("web", "10.0.0.11", ""),
+        "listener[1].name",
+        "\"web\" is already the name of listener[0]",
+    );
+    // Same name and same address: two errors.
+    let errs = errors(&two("web", "10.0.0.10", ""));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    one_error(
+        &two("other", "10.0.0.10", ""),
+        "listener[1]",
+        "10.0.0.10 port 80 over tcp is already used by listener[0] (\"web\")",
+    );
+    // http is TCP too.
+    one_error(
+        &two("other", "10.0.0.10", "protocol = \"http\""),
+        "listener[1]",
+        "over tcp is already used by listener[0]",
+    );
+    // udp on the same vip and port is a different listener.
+    ok(&two("other", "10.0.0.10", "protocol = \"udp\""));
+}
+
+#[test]
+fn dataplane_limits() {
+    let mut text = String::from(AGENT);
+    for i in 0..65 {
+        text.push_str(&listener_at(&format!("l{i}"), "10.0.0.10", 1000 + i, ""));
+    }
+    one_error(&text, "listener", "at most 64 tcp/udp listeners (got 65)");
+    // http listeners use no dataplane slot.
+    let mut text = String::from(AGENT);
+    for i in 0..70 {
+        let proto = if i < 64 { "tcp" } else { "http" };
+        text.push_str(&listener_at(
+            &format!("l{i}"),
+            "10.0.0.10",
+            1000 + i,
+            &format!("protocol = \"{proto}\""),
+        ));
+    }
+    ok(&text);
+
+    let mut text = format!("{AGENT}[[listener]]\nname = \"big\"\nvip = \"10.0.0.10\"\nport = 80\nscheduler = \"maglev\"\n");
+    for i in 0..4097u32 {
+        text.push_str(&format!(
+            "[[listener.backend]]\naddress = \"10.1.{}.{}\"\nport = 80\n",
+            i / 256,
+            i % 256
+        ));
+    }
+    one_error(
+        &text,
+        "listener",
+        "at most 4096 backends in all tcp/udp listeners (got 4097)",
+    );
+}
+
+#[test]
+fn maglev_table_must_hold_the_backends() {
+    let mut text = format!("{AGENT}maglev_table_size = 1021\n[[listener]]\nname = \"big\"\nvip = \"10.0.0.10\"\nport = 80\nscheduler = \"maglev\"\n");
+    for i in 0..1022u32 {
+        text.push_str(&format!(
+            "[[listener.backend]]\naddress = \"10.1.{}.{}\"\nport = 80\n",
+            i / 256,
+            i % 256
+        ));
+    }
+    one_error(
+        &text,
+        "listener[0].scheduler",
+        "maglev needs agent.maglev_table_size (1021) to be at least the number of backends (1022)",
+    );
+}
+
+#[test]
+fn many_errors_at_once() {
+    let text = r#"
+[agent]
+xdp_mode = "fast"
+flow_table_size = 10
+local_addresses = ["100.64.0.10"]
+
+[[listener]]
+name = "web"
+vip = "10.0.0.10"
+port = 80
+protocol = "tcp"
+idle_timeout = "15"
+
+  [[listener.backend]]
+  address = "10.0.1.11"
+  port = 8080
+  weight = 101
+
+[[listener]]
+name = "web"
+vip = "10.0.0.11"
+port = 70000
+protocol = "udp"
+health_check = { protocol = "http", payload = "x" }
+
+  [[listener.backend]]
+  address = "10.0.1.1"
+  port = 53
+"#;
+    let errs = errors(text);
+    assert_eq!(
+        errs,
+        [
+            "agent.xdp_mode: must be one of \"native\", \"skb\", \"auto\" (got \"fast\")",
+            "agent.flow_table_size: must be 1024..=67108864 (got 10)",
+            "listener[0].idle_timeout: must be a duration string with a unit ms, s or m, e.g. \"5s\" (got \"15\")",
+            "listener[0].backend[0].weight: must be 0..=100 (got 101)",
+            "listener[1].port: must be 1..=65535 (got 70000)",
+            "listener[1].health_check.payload: only for udp checks (this check's protocol is \"http\")",
+            "listener[1].name: \"web\" is already the name of listener[0]",
+            "agent.probe_source: is required when health checks are enabled (the source address of health checks, e.g. \"100.64.0.1\")",
+        ]
+    );
+    let shown = parse(text).unwrap_err().to_string();
+    assert_eq!(shown.lines().count(), errs.len());
+}
+
+#[test]
+fn require_dataplane() {
+    let c = ok(&format!("{AGENT}{}", listener("")).replace("interfaces = [\"eth0\"]", ""));
+    let errs = c.require_dataplane().unwrap_err();
+    assert_eq!(errs.errors[0].path, "agent.interfaces");
+    assert!(errs.errors[0].message.contains("at least one interface"));
+    assert!(ok(&format!("{AGENT}{}", listener("")))
+        .require_dataplane()
+        .is_ok());
+}

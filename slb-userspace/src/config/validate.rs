@@ -1,0 +1,251 @@
+//! Raw → validated model: runs the per-table checks, then the rules that
+//! relate several tables, collecting every error.
+
+use std::net::IpAddr;
+
+use slb_common::limits::{MAX_BACKENDS, MAX_LISTENERS};
+
+use super::agent::{self, AgentDraft};
+use super::error::{ConfigErrors, Errors};
+use super::listener::{self, Draft};
+use super::model::{Config, Scheduler};
+use super::raw::RawConfig;
+
+pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors::default();
+    let agent = agent::check(&raw.agent, &mut errs);
+    let drafts: Vec<Draft> = raw
+        .listener
+        .iter()
+        .enumerate()
+        .map(|(i, l)| listener::check(l, i, &mut errs))
+        .collect();
+
+    unique_names(&drafts, &mut errs);
+    unique_addresses(&drafts, &mut errs);
+    dataplane_limits(raw, &drafts, &mut errs);
+    local_addresses(&agent, &drafts, &mut errs);
+    probe_source(&agent, &drafts, &mut errs);
+    maglev_size(&agent, &drafts, &mut errs);
+
+    if !errs.is_empty() {
+        return Err(errs.into_errors());
+    }
+    let agent = agent.finish();
+    let listeners: Option<Vec<_>> = drafts.into_iter().map(Draft::finish).collect();
+    match (agent, listeners) {
+        (Some(agent), Some(listeners)) => Ok(Config { agent, listeners }),
+        // Every `None` in a draft comes with a reported error.
+        _ => Err(ConfigErrors::one(
+            "",
+            "internal error: incomplete configuration without an error",
+        )),
+    }
+}
+
+fn unique_names(drafts: &[Draft], errs: &mut Errors) {
+    for (i, l) in drafts.iter().enumerate() {
+        let Some(name) = &l.name else { continue };
+        if let Some(j) = drafts[..i]
+            .iter()
+            .position(|o| o.name.as_ref() == Some(name))
+        {
+            errs.push(
+                format!("{}.name", l.path),
+                format!("\"{name}\" is already the name of listener[{j}]"),
+            );
+        }
+    }
+}
+
+/// `(vip, port, transport)` is unique: http/https listeners use TCP, so an
+/// http and a tcp listener cannot share a VIP and port either.
+fn unique_addresses(drafts: &[Draft], errs: &mut Errors) {
+    let key = |l: &Draft| Some((l.vip?, l.port?, l.protocol?.transport()));
+    for (i, l) in drafts.iter().enumerate() {
+        let Some(k) = key(l) else { continue };
+        if let Some((j, other)) = drafts[..i]
+            .iter()
+            .enumerate()
+            .find(|(_, o)| key(o) == Some(k))
+        {
+            errs.push(
+                l.path.clone(),
+                format!(
+                    "{} port {} over {} is already used by listener[{j}]{}",
+                    k.0,
+                    k.1,
+                    k.2,
+                    other
+                        .name
+                        .as_ref()
+                        .map(|n| format!(" (\"{n}\")"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+    }
+}
+
+/// The XDP maps have a fixed number of listener and backend slots, used by
+/// tcp/udp listeners only.
+fn dataplane_limits(raw: &RawConfig, drafts: &[Draft], errs: &mut Errors) {
+    let l4: Vec<usize> = drafts
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.is_l4())
+        .map(|(i, _)| i)
+        .collect();
+    if l4.len() > MAX_LISTENERS as usize {
+        errs.push(
+            "listener",
+            format!(
+                "at most {MAX_LISTENERS} tcp/udp listeners (got {})",
+                l4.len()
+            ),
+        );
+    }
+    let backends: usize = l4.iter().map(|&i| raw.listener[i].backend.len()).sum();
+    if backends > MAX_BACKENDS as usize {
+        errs.push(
+            "listener",
+            format!("at most {MAX_BACKENDS} backends in all tcp/udp listeners (got {backends})"),
+        );
+    }
+}
+
+/// Address families `[IPv4, IPv6]` a listener's backends use: the VIP's for
+/// a tcp/udp listener (a backend of the other family is reported on its own),
+/// the backends' for an http/https listener (the VIP's when none is valid).
+fn families(l: &Draft) -> [bool; 2] {
+    let vip = l.vip.map(|a| [a.is_ipv4(), a.is_ipv6()]);
+    if let (true, Some(f)) = (l.is_l4(), vip) {
+        return f;
+    }
+    if l.backend_addresses.is_empty() {
+        return vip.unwrap_or([false, false]);
+    }
+    [
+        l.backend_addresses.iter().any(IpAddr::is_ipv4),
+        l.backend_addresses.iter().any(IpAddr::is_ipv6),
+    ]
+}
+
+/// "listener[0]" or "listener[0], listener[3]".
+fn paths<'a>(it: impl Iterator<Item = &'a Draft>) -> String {
+    it.map(|l| l.path.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// FULLNAT listeners need a source address of their backends' family; no
+/// pool address may be a VIP.
+fn local_addresses(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
+    let Some(pool) = &agent.local_addresses else {
+        return;
+    };
+    let fullnat: Vec<&Draft> = drafts.iter().filter(|l| l.is_fullnat()).collect();
+    if pool.is_empty() && !fullnat.is_empty() {
+        errs.push(
+            "agent.local_addresses",
+            format!(
+                "required for fullnat {} (the FULLNAT source pool, e.g. [\"100.64.0.10\"])",
+                paths(fullnat.iter().copied())
+            ),
+        );
+    } else {
+        for (fam, name) in [(0, "IPv4"), (1, "IPv6")] {
+            let has = pool.iter().any(|a| a.is_ipv4() == (fam == 0));
+            let needing: Vec<&Draft> = fullnat
+                .iter()
+                .copied()
+                .filter(|l| families(l)[fam])
+                .collect();
+            if !has && !needing.is_empty() {
+                errs.push(
+                    "agent.local_addresses",
+                    format!(
+                        "no {name} address for fullnat {}",
+                        paths(needing.into_iter())
+                    ),
+                );
+            }
+        }
+    }
+    for (i, addr) in pool.iter().enumerate() {
+        if let Some(l) = drafts.iter().find(|l| l.vip == Some(*addr)) {
+            errs.push(
+                format!("agent.local_addresses[{i}]"),
+                format!("{addr} is also the vip of {}", l.path),
+            );
+        }
+    }
+}
+
+/// Health checks need a source address of each backend family; it may not
+/// be a VIP or a FULLNAT pool address (the dataplane would take the replies).
+fn probe_source(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
+    let Some(sources) = &agent.probe_source else {
+        return;
+    };
+    let checked: Vec<&Draft> = drafts.iter().filter(|l| l.checks_health).collect();
+    if !agent.probe_source_given {
+        if !checked.is_empty() {
+            errs.push(
+                "agent.probe_source",
+                "is required when health checks are enabled (the source address of health \
+                 checks, e.g. \"100.64.0.1\")",
+            );
+        }
+        return;
+    }
+    for (fam, name) in [(0, "IPv4"), (1, "IPv6")] {
+        let has = sources.iter().any(|a| a.is_ipv4() == (fam == 0));
+        let needing: Vec<&Draft> = checked
+            .iter()
+            .copied()
+            .filter(|l| families(l)[fam])
+            .collect();
+        if !has && !needing.is_empty() {
+            errs.push(
+                "agent.probe_source",
+                format!(
+                    "no {name} address for the health checks of {}",
+                    paths(needing.into_iter())
+                ),
+            );
+        }
+    }
+    for addr in sources {
+        if let Some(l) = drafts.iter().find(|l| l.vip == Some(*addr)) {
+            errs.push(
+                "agent.probe_source",
+                format!("{addr} is also the vip of {}", l.path),
+            );
+        }
+        if agent
+            .local_addresses
+            .as_ref()
+            .is_some_and(|p| p.contains(addr))
+        {
+            errs.push(
+                "agent.probe_source",
+                format!("{addr} is also in agent.local_addresses"),
+            );
+        }
+    }
+}
+
+/// A Maglev table must have at least a slot per backend.
+fn maglev_size(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
+    let Some(size) = agent.maglev_table_size else {
+        return;
+    };
+    for l in drafts {
+        let n = l.backend_addresses.len();
+        if l.scheduler == Some(Scheduler::Maglev) && n > size as usize {
+            errs.push(
+                format!("{}.scheduler", l.path),
+                format!("maglev needs agent.maglev_table_size ({size}) to be at least the number of backends ({n})"),
+            );
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Checks of single values; each pushes a message for its key on failure and
+//! returns `None`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::duration::{self, RawDuration};
+use super::error::Errors;
+
+/// `parent.name`, or `name` at the top level.
+pub(crate) fn key(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}.{name}")
+    }
+}
+
+/// A key the operator must give.
+pub(crate) fn required<'a, T>(
+    value: Option<&'a T>,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<&'a T> {
+    if value.is_none() {
+        errs.push(path, "is required");
+    }
+    value
+}
+
+/// One of a fixed set of keywords.
+pub(crate) fn keyword<T: Copy>(
+    text: &str,
+    all: &[(&str, T)],
+    path: &str,
+    errs: &mut Errors,
+) -> Option<T> {
+    let found = all.iter().find(|(t, _)| *t == text).map(|(_, v)| *v);
+    if found.is_none() {
+        let names: Vec<String> = all.iter().map(|(t, _)| format!("\"{t}\"")).collect();
+        errs.push(
+            path,
+            format!("must be one of {} (got \"{text}\")", names.join(", ")),
+        );
+    }
+    found
+}
+
+/// An optional keyword with a default.
+pub(crate) fn keyword_or<T: Copy>(
+    text: Option<&String>,
+    all: &[(&str, T)],
+    default: T,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<T> {
+    match text {
+        Some(t) => keyword(t, all, path, errs),
+        None => Some(default),
+    }
+}
+
+/// An integer in `min..=max`.
+pub(crate) fn int_in(value: i64, min: i64, max: i64, path: &str, errs: &mut Errors) -> Option<i64> {
+    if (min..=max).contains(&value) {
+        Some(value)
+    } else {
+        errs.push(path, format!("must be {min}..={max} (got {value})"));
+        None
+    }
+}
+
+/// An optional `u32` in `min..=max` with a default.
+pub(crate) fn u32_or(
+    value: Option<i64>,
+    default: u32,
+    min: u32,
+    max: u32,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<u32> {
+    match value {
+        None => Some(default),
+        Some(v) => {
+            int_in(v, min.into(), max.into(), path, errs).and_then(|v| u32::try_from(v).ok())
+        }
+    }
+}
+
+/// A TCP/UDP port, 1..=65535.
+pub(crate) fn port(value: i64, path: &str, errs: &mut Errors) -> Option<u16> {
+    int_in(value, 1, 65_535, path, errs).and_then(|v| u16::try_from(v).ok())
+}
+
+/// An optional duration with a default, within bounds.
+pub(crate) fn duration_or(
+    value: Option<&RawDuration>,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<Duration> {
+    match value {
+        None => Some(default),
+        Some(raw) => match duration::check(raw, min, max) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                errs.push(path, msg);
+                None
+            }
+        },
+    }
+}
+
+/// An IP address usable as a VIP, backend or source address: not
+/// unspecified, multicast or the IPv4 broadcast address.
+pub(crate) fn unicast_ip(text: &str, path: &str, errs: &mut Errors) -> Option<IpAddr> {
+    let addr: IpAddr = match text.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            errs.push(
+                path,
+                format!("must be an IPv4 or IPv6 address (got \"{text}\")"),
+            );
+            return None;
+        }
+    };
+    let broadcast = matches!(addr, IpAddr::V4(v4) if v4.is_broadcast());
+    if addr.is_unspecified() || addr.is_multicast() || broadcast {
+        errs.push(path, format!("must be a unicast address (got {addr})"));
+        return None;
+    }
+    Some(addr)
+}
+
+/// "IPv4" or "IPv6".
+pub(crate) fn family(addr: IpAddr) -> &'static str {
+    if addr.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// True for a prime `n`.
+pub(crate) fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let n = u64::from(n);
+    let mut d = 2u64;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}

@@ -1,0 +1,68 @@
+//! Reading the per-CPU counters, summed over CPUs.
+use super::{map_err, Dataplane, DataplaneError};
+use slb_common::{stats::GLOBAL_COUNTERS, GlobalCounter, Stats};
+
+/// Global counters (SPEC §3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub not_for_us: u64,
+    pub parse_errors: u64,
+    pub no_backend: u64,
+    pub flow_misses: u64,
+    pub fib_pass: u64,
+    pub fib_drop: u64,
+    pub unsupported: u64,
+}
+
+fn add(a: &mut Stats, b: &Stats) {
+    a.conns += b.conns;
+    a.packets_in += b.packets_in;
+    a.bytes_in += b.bytes_in;
+    a.packets_out += b.packets_out;
+    a.bytes_out += b.bytes_out;
+    a.drop_no_backend += b.drop_no_backend;
+    a.drop_acl += b.drop_acl;
+    a.drop_no_port += b.drop_no_port;
+}
+
+impl Dataplane {
+    pub fn listener_stats(&self, id: u32) -> Result<Stats, DataplaneError> {
+        let per_cpu = self.listener_stats.get(&id, 0).map_err(map_err("LISTENER_STATS"))?;
+        let mut sum = Stats::default();
+        per_cpu.iter().for_each(|s| add(&mut sum, s));
+        Ok(sum)
+    }
+
+    pub fn backend_stats(&self, id: u32) -> Result<Stats, DataplaneError> {
+        let per_cpu = self.backend_stats.get(&id, 0).map_err(map_err("BACKEND_STATS"))?;
+        let mut sum = Stats::default();
+        per_cpu.iter().for_each(|s| add(&mut sum, s));
+        Ok(sum)
+    }
+
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        let mut v = [0u64; GLOBAL_COUNTERS as usize];
+        for (i, slot) in v.iter_mut().enumerate() {
+            let per_cpu = self.global_stats.get(&(i as u32), 0).map_err(map_err("GLOBAL_STATS"))?;
+            *slot = per_cpu.iter().sum();
+        }
+        let at = |c: GlobalCounter| v[c as usize];
+        Ok(Counters {
+            not_for_us: at(GlobalCounter::NotForUs),
+            parse_errors: at(GlobalCounter::ParseError),
+            no_backend: at(GlobalCounter::NoBackend),
+            flow_misses: at(GlobalCounter::FlowMiss),
+            fib_pass: at(GlobalCounter::FibPass),
+            fib_drop: at(GlobalCounter::FibDrop),
+            unsupported: at(GlobalCounter::Unsupported),
+        })
+    }
+}
+
+impl Dataplane {
+    /// Entries in the connection table and in the reverse (reply) table.
+    /// Walks the maps: meant for status and tests, not for hot loops.
+    pub fn flow_entries(&self) -> (usize, usize) {
+        (self.flows.keys().count(), self.reverse.keys().count())
+    }
+}

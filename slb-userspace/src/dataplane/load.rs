@@ -1,0 +1,188 @@
+//! Loading the object with pinned maps, adopting compatible pinned state.
+use super::{bpffs, map_err, object, DataplaneError};
+use aya::{
+    maps::{Array, DevMapHash, HashMap, MapData, MapInfo, PerCpuArray},
+    programs::Xdp,
+    Ebpf, EbpfLoader,
+};
+use slb_common::{
+    limits::{LAYOUT_VERSION, MAX_LISTENERS, RINGS_PER_LISTENER},
+    Addr, Backend, Flow, FlowKey, Listener, Reverse, SnatPool, Stats, VipKey,
+};
+use std::path::{Path, PathBuf};
+
+/// Every map of the object (each pinned under its name).
+const MAP_NAMES: [&str; 14] = [
+    "DESTS",
+    "LISTENERS",
+    "RING",
+    "BACKENDS",
+    "FLOWS",
+    "REVERSE",
+    "SNAT_POOL",
+    "SNAT_V4",
+    "SNAT_V6",
+    "TX_PORTS",
+    "LISTENER_STATS",
+    "BACKEND_STATS",
+    "GLOBAL_STATS",
+    "VERSION",
+];
+
+/// Sizes fixed at load time, from the `[agent]` section.
+#[derive(Clone, Debug)]
+pub struct DataplaneOptions {
+    /// Directory on a bpffs where maps are pinned (mounted if needed).
+    pub pin_dir: PathBuf,
+    pub flow_table_size: u32,
+    /// Lookup-table slots per listener (Maglev table size).
+    pub ring_size: u32,
+}
+
+/// The loaded program and its maps.
+pub struct Dataplane {
+    pub(super) ebpf: Ebpf,
+    pub(super) pin_dir: PathBuf,
+    pub(super) ring_size: u32,
+    /// Pinned maps existed and were adopted (flows survive a restart).
+    pub adopted: bool,
+    pub(super) dests: HashMap<MapData, Addr, u32>,
+    pub(super) listeners: HashMap<MapData, VipKey, Listener>,
+    pub(super) ring: Array<MapData, u32>,
+    pub(super) backends: Array<MapData, Backend>,
+    pub(super) flows: HashMap<MapData, FlowKey, Flow>,
+    pub(super) reverse: HashMap<MapData, FlowKey, Reverse>,
+    pub(super) snat_pool: Array<MapData, SnatPool>,
+    pub(super) snat_v4: Array<MapData, Addr>,
+    pub(super) snat_v6: Array<MapData, Addr>,
+    pub(super) tx_ports: DevMapHash<MapData>,
+    pub(super) listener_stats: PerCpuArray<MapData, Stats>,
+    pub(super) backend_stats: PerCpuArray<MapData, Stats>,
+    pub(super) global_stats: PerCpuArray<MapData, u64>,
+    pub(super) links: Vec<super::attach::Link>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DataplaneError::Missing(name))?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+/// Refuses to adopt pinned maps whose sizes differ from what this
+/// configuration needs: the kernel would happily hand them over and the
+/// program would then index past their end or mis-size the flow table.
+fn check_pinned(dir: &Path, name: &str, want: u32) -> Result<bool, DataplaneError> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let info = MapInfo::from_pin(&path).map_err(|e| DataplaneError::Incompatible {
+        path: dir.to_owned(),
+        reason: format!("{name}: {e}"),
+    })?;
+    if info.max_entries() != want {
+        return Err(DataplaneError::Incompatible {
+            path: dir.to_owned(),
+            reason: format!("{name} holds {} entries, this configuration needs {want}", info.max_entries()),
+        });
+    }
+    Ok(true)
+}
+
+impl Dataplane {
+    /// Loads the XDP object. Maps already pinned under `pin_dir` are adopted
+    /// (their flows keep working) when their layout version and sizes match.
+    pub fn load(opts: &DataplaneOptions) -> Result<Self, DataplaneError> {
+        let bytes = object::lb_bytes();
+        if bytes.is_empty() {
+            return Err(DataplaneError::NotBuilt);
+        }
+        bpffs::ensure(&opts.pin_dir)?;
+        let ring_entries = MAX_LISTENERS * RINGS_PER_LISTENER * opts.ring_size;
+        let adopted = check_pinned(&opts.pin_dir, "FLOWS", opts.flow_table_size)?;
+        check_pinned(&opts.pin_dir, "REVERSE", opts.flow_table_size)?;
+        check_pinned(&opts.pin_dir, "RING", ring_entries)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&opts.pin_dir)
+            .map_max_entries("FLOWS", opts.flow_table_size)
+            .map_max_entries("REVERSE", opts.flow_table_size)
+            .map_max_entries("RING", ring_entries)
+            .load(bytes)?;
+
+        let mut version: Array<MapData, u32> = take(&mut ebpf, "VERSION")?;
+        let found = version.get(&0, 0).map_err(map_err("VERSION"))?;
+        if found == 0 {
+            version.set(0, LAYOUT_VERSION, 0).map_err(map_err("VERSION"))?;
+        } else if found != LAYOUT_VERSION {
+            return Err(DataplaneError::Incompatible {
+                path: opts.pin_dir.clone(),
+                reason: format!("map layout version {found}, this build uses {LAYOUT_VERSION}"),
+            });
+        }
+
+        let program: &mut Xdp = ebpf
+            .program_mut(object::PROG_LB)
+            .ok_or(DataplaneError::Missing(object::PROG_LB))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program { name: object::PROG_LB, source })?;
+        program
+            .load()
+            .map_err(|source| DataplaneError::Program { name: object::PROG_LB, source })?;
+
+        Ok(Dataplane {
+            dests: take(&mut ebpf, "DESTS")?,
+            listeners: take(&mut ebpf, "LISTENERS")?,
+            ring: take(&mut ebpf, "RING")?,
+            backends: take(&mut ebpf, "BACKENDS")?,
+            flows: take(&mut ebpf, "FLOWS")?,
+            reverse: take(&mut ebpf, "REVERSE")?,
+            snat_pool: take(&mut ebpf, "SNAT_POOL")?,
+            snat_v4: take(&mut ebpf, "SNAT_V4")?,
+            snat_v6: take(&mut ebpf, "SNAT_V6")?,
+            tx_ports: take(&mut ebpf, "TX_PORTS")?,
+            listener_stats: take(&mut ebpf, "LISTENER_STATS")?,
+            backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
+            global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
+            links: Vec::new(),
+            ebpf,
+            pin_dir: opts.pin_dir.clone(),
+            ring_size: opts.ring_size,
+            adopted,
+        })
+    }
+
+    /// The loaded load-balancing program (for tests through
+    /// `BPF_PROG_TEST_RUN`).
+    pub fn program(&self) -> Result<&Xdp, DataplaneError> {
+        self.ebpf
+            .program(object::PROG_LB)
+            .ok_or(DataplaneError::Missing(object::PROG_LB))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program { name: object::PROG_LB, source })
+    }
+
+    pub fn ring_size(&self) -> u32 {
+        self.ring_size
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Removes the pinned maps, so the next start begins with empty tables.
+    /// The maps themselves live on while this process holds them. Only our
+    /// own pins are touched: a fresh bpffs also holds kernel files such as
+    /// `maps.debug`.
+    pub fn unpin(&self) -> std::io::Result<()> {
+        for name in MAP_NAMES {
+            match std::fs::remove_file(self.pin_dir.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

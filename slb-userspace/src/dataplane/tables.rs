@@ -1,0 +1,95 @@
+//! Typed writes of the configuration maps.
+use super::{map_err, Dataplane, DataplaneError};
+use aya::maps::MapError;
+use slb_common::{
+    limits::MAX_SNAT_ADDRS, Addr, Backend, Listener, SnatPool, VipKey,
+};
+use std::collections::BTreeMap;
+
+/// A missing key on delete is not an error: the goal (absent) is reached.
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+impl Dataplane {
+    pub fn set_listener(&mut self, key: &VipKey, listener: &Listener) -> Result<(), DataplaneError> {
+        self.listeners.insert(key, listener, 0).map_err(map_err("LISTENERS"))
+    }
+
+    pub fn remove_listener(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        ignore_missing(self.listeners.remove(key)).map_err(map_err("LISTENERS"))
+    }
+
+    /// Entries currently in the listener map (including ones adopted from
+    /// a previous run).
+    pub fn listener_entries(&self) -> Vec<(VipKey, Listener)> {
+        self.listeners.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        self.backends.set(id, backend, 0).map_err(map_err("BACKENDS"))
+    }
+
+    pub fn backend(&self, id: u32) -> Result<Backend, DataplaneError> {
+        self.backends.get(&id, 0).map_err(map_err("BACKENDS"))
+    }
+
+    /// Writes a lookup table at `base`. Only slots that differ from
+    /// `previous` (what the caller knows is there) are written: a weight
+    /// change on a 65537-slot table touches a few hundred slots, not all.
+    pub fn write_ring(&mut self, base: u32, slots: &[u32], previous: Option<&[u32]>) -> Result<(), DataplaneError> {
+        for (i, &slot) in slots.iter().enumerate() {
+            if previous.and_then(|p| p.get(i)) == Some(&slot) {
+                continue;
+            }
+            self.ring.set(base + i as u32, slot, 0).map_err(map_err("RING"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the destination map hold exactly `desired`.
+    pub fn sync_dests(&mut self, desired: &BTreeMap<Addr, u32>) -> Result<(), DataplaneError> {
+        let present: Vec<Addr> = self.dests.keys().filter_map(Result::ok).collect();
+        for addr in present {
+            if !desired.contains_key(&addr) {
+                ignore_missing(self.dests.remove(&addr)).map_err(map_err("DESTS"))?;
+            }
+        }
+        for (addr, flags) in desired {
+            if self.dests.get(addr, 0).ok() != Some(*flags) {
+                self.dests.insert(addr, flags, 0).map_err(map_err("DESTS"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the FULLNAT source pools. Addresses are written before the
+    /// counts grow, so the program never indexes an unwritten slot.
+    pub fn set_snat_pool(&mut self, v4: &[Addr], v6: &[Addr]) -> Result<(), DataplaneError> {
+        let too_many = v4.len() > MAX_SNAT_ADDRS as usize || v6.len() > MAX_SNAT_ADDRS as usize;
+        if too_many {
+            return Err(DataplaneError::Map {
+                name: "SNAT_POOL",
+                source: MapError::OutOfBounds {
+                    index: v4.len().max(v6.len()) as u32,
+                    max_entries: MAX_SNAT_ADDRS,
+                },
+            });
+        }
+        for (i, a) in v4.iter().enumerate() {
+            self.snat_v4.set(i as u32, a, 0).map_err(map_err("SNAT_V4"))?;
+        }
+        for (i, a) in v6.iter().enumerate() {
+            self.snat_v6.set(i as u32, a, 0).map_err(map_err("SNAT_V6"))?;
+        }
+        let pool = SnatPool {
+            v4_count: v4.len() as u32,
+            v6_count: v6.len() as u32,
+        };
+        self.snat_pool.set(0, pool, 0).map_err(map_err("SNAT_POOL"))
+    }
+}

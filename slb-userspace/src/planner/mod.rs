@@ -1,0 +1,17 @@
+//! Turns the desired state (configuration + health) into the contents of
+//! the dataplane maps. Pure: no aya, no I/O, so every decision here is
+//! unit-tested without a kernel.
+//!
+//! - `ids` gives listeners and backends stable map indexes across reloads,
+//!   so an unchanged backend keeps its id and its flows.
+//! - `tables` builds each listener's lookup table for its scheduler.
+//! - `rings` tracks the two table halves of each listener, so a new table
+//!   is written beside the live one and switched to in one update.
+mod ids;
+mod plan;
+mod rings;
+mod tables;
+
+pub use ids::{BackendKey, Ids};
+pub use plan::{plan, BackendPlan, Health, ListenerPlan, Plan, PlanError};
+pub use rings::{RingSwap, Rings};

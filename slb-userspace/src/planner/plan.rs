@@ -1,0 +1,288 @@
+//! The desired contents of the dataplane maps.
+use super::{
+    ids::{BackendKey, IdError, Ids},
+    tables::{self, Candidate},
+};
+use crate::config::{Config, Forwarding, Protocol, Scheduler};
+use crate::sched::SchedError;
+use slb_common::{
+    addr::to_addr,
+    listener::{
+        BACKEND_F_DOWN, DEST_SNAT, DEST_VIP, MODE_DR, MODE_FULLNAT, MODE_NAT, SCHED_MAGLEV, SCHED_SH, SCHED_WLC,
+        SCHED_WRR,
+    },
+    Addr, Backend, Listener, VipKey, PROTO_TCP, PROTO_UDP,
+};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+/// Backends that health checks currently hold down.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    pub down: BTreeSet<BackendKey>,
+}
+
+impl Health {
+    pub fn is_up(&self, key: &BackendKey) -> bool {
+        !self.down.contains(key)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendPlan {
+    pub key: BackendKey,
+    pub id: u32,
+    pub entry: Backend,
+    pub weight: u32,
+    pub up: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerPlan {
+    pub name: String,
+    pub id: u32,
+    pub key: VipKey,
+    /// `ring_base` is left 0: it depends on which table half is live.
+    pub entry: Listener,
+    pub table: Vec<u32>,
+    pub backends: Vec<BackendPlan>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub listeners: Vec<ListenerPlan>,
+    pub dests: BTreeMap<Addr, u32>,
+    pub snat_v4: Vec<Addr>,
+    pub snat_v6: Vec<Addr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Ids(#[from] IdError),
+    #[error("listener {listener}: {source}")]
+    Table {
+        listener: String,
+        #[source]
+        source: SchedError,
+    },
+}
+
+fn proto_number(p: Protocol) -> u8 {
+    match p.transport() {
+        Protocol::Udp => PROTO_UDP,
+        _ => PROTO_TCP,
+    }
+}
+
+fn mode(f: Option<Forwarding>) -> u8 {
+    match f {
+        Some(Forwarding::Nat) => MODE_NAT,
+        Some(Forwarding::Dr) => MODE_DR,
+        Some(Forwarding::FullNat) | None => MODE_FULLNAT,
+    }
+}
+
+fn scheduler(s: Scheduler) -> u8 {
+    match s {
+        Scheduler::Maglev => SCHED_MAGLEV,
+        Scheduler::Wrr => SCHED_WRR,
+        Scheduler::Wlc => SCHED_WLC,
+        Scheduler::Sh => SCHED_SH,
+    }
+}
+
+fn secs(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
+}
+
+/// Computes the map contents for `cfg` with `health`, assigning stable ids.
+pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanError> {
+    let l4: Vec<_> = cfg.listeners.iter().filter(|l| l.protocol.is_l4()).collect();
+    let names: Vec<String> = l4.iter().map(|l| l.name.clone()).collect();
+    let keys: Vec<BackendKey> = l4
+        .iter()
+        .flat_map(|l| {
+            l.backends.iter().map(|b| BackendKey {
+                listener: l.name.clone(),
+                addr: b.socket_addr(),
+            })
+        })
+        .collect();
+    ids.assign(&names, &keys)?;
+
+    let ring_size = cfg.agent.maglev_table_size;
+    let mut out = Plan::default();
+    for l in l4 {
+        // Invariant: `assign` just gave every listener and backend an id.
+        let Some(id) = ids.listener(&l.name) else { continue };
+        let mut backends = Vec::new();
+        let mut live = Vec::new();
+        for b in &l.backends {
+            let key = BackendKey {
+                listener: l.name.clone(),
+                addr: b.socket_addr(),
+            };
+            let Some((bid, generation)) = ids.backend(&key) else { continue };
+            let up = health.is_up(&key);
+            if up && b.weight > 0 {
+                live.push(Candidate {
+                    id: bid,
+                    key: b.socket_addr().to_string(),
+                    weight: b.weight,
+                });
+            }
+            backends.push(BackendPlan {
+                entry: Backend {
+                    addr: to_addr(b.address),
+                    port: b.port.to_be(),
+                    flags: if up { 0 } else { BACKEND_F_DOWN },
+                    _pad: 0,
+                    listener_id: id,
+                    generation,
+                },
+                key,
+                id: bid,
+                weight: b.weight,
+                up,
+            });
+        }
+        let table = tables::build(l.scheduler, &live, ring_size).map_err(|source| PlanError::Table {
+            listener: l.name.clone(),
+            source,
+        })?;
+        let vip = to_addr(l.vip);
+        *out.dests.entry(vip).or_insert(0) |= DEST_VIP;
+        out.listeners.push(ListenerPlan {
+            name: l.name.clone(),
+            id,
+            key: VipKey {
+                addr: vip,
+                port: l.port.to_be(),
+                proto: proto_number(l.protocol),
+                _pad: 0,
+            },
+            entry: Listener {
+                id,
+                ring_base: 0,
+                ring_size: table.len() as u32,
+                idle_timeout_s: secs(l.idle_timeout),
+                persist_timeout_s: l.persistence.as_ref().map_or(0, |p| secs(p.timeout)),
+                live_backends: live.len() as u32,
+                mode: mode(l.forwarding),
+                scheduler: scheduler(l.scheduler),
+                _pad: [0; 6],
+            },
+            table,
+            backends,
+        });
+    }
+    for a in &cfg.agent.local_addresses {
+        let addr = to_addr(*a);
+        *out.dests.entry(addr).or_insert(0) |= DEST_SNAT;
+        match a {
+            IpAddr::V4(_) => out.snat_v4.push(addr),
+            IpAddr::V6(_) => out.snat_v6.push(addr),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slb_common::limits::NO_BACKEND;
+
+    const CFG: &str = r#"
+[agent]
+interfaces = ["eth0"]
+probe_source = ["100.64.0.1", "fd64::1"]
+local_addresses = ["100.64.0.10", "fd64::10"]
+maglev_table_size = 1021
+
+[[listener]]
+name = "web"
+vip = "10.10.0.10"
+port = 80
+protocol = "tcp"
+scheduler = "maglev"
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 8080
+  weight = 1
+  [[listener.backend]]
+  address = "10.0.2.2"
+  port = 8080
+  weight = 3
+  [[listener.backend]]
+  address = "10.0.3.2"
+  port = 8080
+  weight = 0
+
+[[listener]]
+name = "dns6"
+vip = "fd10::10"
+port = 53
+protocol = "udp"
+scheduler = "wrr"
+  [[listener.backend]]
+  address = "fd00:1::2"
+  port = 53
+"#;
+
+    fn cfg() -> Config {
+        crate::config::parse(CFG).unwrap()
+    }
+
+    #[test]
+    fn maps_config_to_entries() {
+        let mut ids = Ids::default();
+        let p = plan(&cfg(), &mut ids, &Health::default()).unwrap();
+        assert_eq!(p.listeners.len(), 2);
+        let web = &p.listeners[0];
+        assert_eq!(web.key.port, 80u16.to_be());
+        assert_eq!(web.key.proto, PROTO_TCP);
+        assert_eq!(web.entry.ring_size, 1021);
+        assert_eq!(web.entry.live_backends, 2, "weight 0 has no slots");
+        let count = |id: u32| web.table.iter().filter(|&&s| s == id).count();
+        let (b1, b2, b3) = (web.backends[0].id, web.backends[1].id, web.backends[2].id);
+        assert_eq!(count(b3), 0);
+        assert!((count(b2) as f64 / count(b1) as f64 - 3.0).abs() < 0.1);
+        let dns = &p.listeners[1];
+        assert_eq!(dns.key.proto, PROTO_UDP);
+        assert_eq!(dns.entry.idle_timeout_s, 90);
+        assert_eq!(dns.table, vec![dns.backends[0].id]);
+        assert_eq!(p.dests.get(&web.key.addr), Some(&DEST_VIP));
+        assert_eq!(p.snat_v4.len(), 1);
+        assert_eq!(p.snat_v6.len(), 1);
+        assert_eq!(p.dests.get(&p.snat_v6[0]), Some(&DEST_SNAT));
+    }
+
+    #[test]
+    fn down_backend_leaves_the_table_and_is_flagged() {
+        let mut ids = Ids::default();
+        let c = cfg();
+        let before = plan(&c, &mut ids, &Health::default()).unwrap();
+        let mut h = Health::default();
+        h.down.insert(before.listeners[0].backends[1].key.clone());
+        let after = plan(&c, &mut ids, &h).unwrap();
+        let web = &after.listeners[0];
+        assert_eq!(web.entry.live_backends, 1);
+        assert!(web.table.iter().all(|&s| s == web.backends[0].id));
+        assert_eq!(web.backends[1].entry.flags, BACKEND_F_DOWN);
+        // Slots of the surviving backend did not move.
+        let b0 = web.backends[0].id;
+        for (old, new) in before.listeners[0].table.iter().zip(&web.table) {
+            if *old == b0 {
+                assert_eq!(*new, b0);
+            }
+        }
+        // All down: the listener has no live backend and drops new flows.
+        h.down.insert(before.listeners[0].backends[0].key.clone());
+        let none = plan(&c, &mut ids, &h).unwrap();
+        assert_eq!(none.listeners[0].entry.live_backends, 0);
+        assert!(none.listeners[0].table.iter().all(|&s| s == NO_BACKEND));
+    }
+}

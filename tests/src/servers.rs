@@ -1,0 +1,169 @@
+//! Tiny backends that answer with their name and remember who connected.
+//!
+//! TCP: on accept the server writes `<name>\n`, then echoes every byte it
+//! receives until the peer closes. UDP: every datagram is answered with
+//! `<name>`.
+use crate::netns::Netns;
+use anyhow::{Context, Result};
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+/// What a server saw.
+#[derive(Default)]
+pub struct Seen {
+    /// Source addresses of connections / datagrams.
+    pub peers: Mutex<BTreeSet<IpAddr>>,
+    /// Connections accepted / datagrams answered.
+    pub count: AtomicU64,
+}
+
+pub struct NameServer {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NameServer {
+    /// A TCP name server bound to `addr` inside `ns`.
+    pub fn tcp(ns: &Netns, addr: SocketAddr, name: &str) -> Result<NameServer> {
+        let listener = ns.enter(|| TcpListener::bind(addr))?.with_context(|| format!("bind {addr}"))?;
+        listener.set_nonblocking(true)?;
+        let seen = Arc::new(Seen::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, st2, n2) = (seen.clone(), stop.clone(), name.to_owned());
+        let thread = std::thread::spawn(move || {
+            while !st2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, peer)) => {
+                        s2.count.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut p) = s2.peers.lock() {
+                            p.insert(peer.ip());
+                        }
+                        let name = n2.clone();
+                        let stop = st2.clone();
+                        std::thread::spawn(move || serve_tcp(conn, &name, &stop));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Ok(NameServer {
+            name: name.to_owned(),
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// A UDP name server bound to `addr` inside `ns`.
+    pub fn udp(ns: &Netns, addr: SocketAddr, name: &str) -> Result<NameServer> {
+        let sock = ns.enter(|| UdpSocket::bind(addr))?.with_context(|| format!("bind udp {addr}"))?;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let seen = Arc::new(Seen::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, st2, n2) = (seen.clone(), stop.clone(), name.to_owned());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !st2.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                    s2.count.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut p) = s2.peers.lock() {
+                        p.insert(peer.ip());
+                    }
+                    let _ = sock.send_to(n2.as_bytes(), peer);
+                }
+            }
+        });
+        Ok(NameServer {
+            name: name.to_owned(),
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn count(&self) -> u64 {
+        self.seen.count.load(Ordering::Relaxed)
+    }
+
+    pub fn peers(&self) -> BTreeSet<IpAddr> {
+        self.seen.peers.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+fn serve_tcp(mut conn: TcpStream, name: &str, stop: &AtomicBool) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    if conn.write_all(format!("{name}\n").as_bytes()).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        match conn.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if conn.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Opens a TCP connection from inside `ns` and reads the server's name
+/// line. Returns the name and the open stream.
+pub fn tcp_hello(ns: &Netns, to: SocketAddr, timeout: Duration) -> Result<(String, TcpStream)> {
+    let mut stream = ns
+        .enter(|| TcpStream::connect_timeout(&to, timeout))?
+        .with_context(|| format!("connect {to}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut name = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = stream.read(&mut byte).with_context(|| format!("reading name from {to}"))?;
+        if n == 0 || byte[0] == b'\n' {
+            break;
+        }
+        name.push(byte[0]);
+    }
+    Ok((String::from_utf8_lossy(&name).into_owned(), stream))
+}
+
+/// Sends one datagram from inside `ns` and returns the reply.
+pub fn udp_ask(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) -> Result<String> {
+    let bind: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let sock = ns.enter(|| UdpSocket::bind(bind))??;
+    sock.set_read_timeout(Some(timeout))?;
+    sock.send_to(payload, to)?;
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).with_context(|| format!("no UDP reply from {to}"))?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}

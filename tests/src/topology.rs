@@ -1,0 +1,142 @@
+//! The standard test bed: a client, a load balancer and N backends, each in
+//! its own namespace, joined by one veth pair per link and routed.
+//!
+//! ```text
+//!  client ns            lb ns                         backend ns i
+//!  eth0 10.0.0.2  ──  cl0 10.0.0.1
+//!       fd00::2           fd00::1
+//!                      be<i> 10.0.<i>.1       ──     eth0 10.0.<i>.2
+//!                            fd00:<i>::1                  fd00:<i>::2
+//! ```
+//! The client and backends route everything via the LB (so NAT-mode
+//! replies come back through it); the VIPs are not local anywhere: the
+//! XDP program on the LB owns them.
+use crate::{netns::Netns, pass_object};
+use anyhow::Result;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 10);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd10, 0, 0, 0, 0, 0, 0, 0x10);
+pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+pub const LB4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+/// FULLNAT source pools and the health-check source.
+pub const SNAT4: [Ipv4Addr; 2] = [Ipv4Addr::new(100, 64, 0, 10), Ipv4Addr::new(100, 64, 0, 11)];
+pub const SNAT6: [Ipv6Addr; 1] = [Ipv6Addr::new(0xfd64, 0, 0, 0, 0, 0, 0, 0x10)];
+pub const PROBE4: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+
+pub fn backend4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, i as u8 + 1, 2)
+}
+
+pub fn backend6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, i as u16 + 1, 0, 0, 0, 0, 0, 2)
+}
+
+pub struct Topology {
+    pub client: Netns,
+    pub lb: Netns,
+    pub backends: Vec<Netns>,
+}
+
+/// Names of the LB's interfaces.
+pub fn lb_interfaces(backends: usize) -> Vec<String> {
+    let mut v = vec!["cl0".to_owned()];
+    v.extend((1..=backends).map(|i| format!("be{i}")));
+    v
+}
+
+/// Joins `a_dev` in `a` and `b_dev` in `b` with a veth pair and brings
+/// both ends up.
+fn link(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> Result<()> {
+    crate::sh(
+        "ip",
+        &[
+            "link", "add", a_dev, "netns", &a.name, "type", "veth", "peer", "name", b_dev, "netns", &b.name,
+        ],
+    )?;
+    a.ip(&["link", "set", a_dev, "up"])?;
+    b.ip(&["link", "set", b_dev, "up"])?;
+    Ok(())
+}
+
+/// Prepares a host-side veth end that sends into the LB's XDP program:
+/// TX checksum offload off (a redirected partial checksum is never
+/// completed) and the pass program attached (a veth only delivers frames
+/// XDP redirected into it when its peer runs XDP).
+fn prepare_host_end(ns: &Netns, dev: &str) -> Result<()> {
+    ns.exec("ethtool", &["-K", dev, "tx", "off"])?;
+    let obj = pass_object();
+    let obj = obj.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    ns.ip(&["link", "set", "dev", dev, "xdpdrv", "obj", obj, "sec", "xdp"])?;
+    Ok(())
+}
+
+fn addr(ns: &Netns, dev: &str, a: &str) -> Result<()> {
+    ns.ip(&["addr", "add", a, "dev", dev, "nodad"]).or_else(|_| ns.ip(&["addr", "add", a, "dev", dev]))?;
+    Ok(())
+}
+
+impl Topology {
+    /// Builds the topology with `backends` backends. `tag` names the
+    /// namespaces (keep it short: it becomes part of their names).
+    pub fn new(tag: &str, backends: usize) -> Result<Topology> {
+        let client = Netns::new(&format!("{tag}-c"))?;
+        let lb = Netns::new(&format!("{tag}-lb"))?;
+        let mut t = Topology {
+            client,
+            lb,
+            backends: Vec::new(),
+        };
+        link(&t.client, "eth0", &t.lb, "cl0")?;
+        addr(&t.client, "eth0", "10.0.0.2/24")?;
+        addr(&t.client, "eth0", "fd00::2/64")?;
+        addr(&t.lb, "cl0", "10.0.0.1/24")?;
+        addr(&t.lb, "cl0", "fd00::1/64")?;
+        t.client.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
+        t.client.ip(&["-6", "route", "add", "default", "via", "fd00::1"])?;
+        prepare_host_end(&t.client, "eth0")?;
+
+        for i in 0..backends {
+            let ns = Netns::new(&format!("{tag}-b{}", i + 1))?;
+            let lb_dev = format!("be{}", i + 1);
+            link(&ns, "eth0", &t.lb, &lb_dev)?;
+            addr(&ns, "eth0", &format!("{}/24", backend4(i)))?;
+            addr(&ns, "eth0", &format!("{}/64", backend6(i)))?;
+            addr(&t.lb, &lb_dev, &format!("10.0.{}.1/24", i + 1))?;
+            addr(&t.lb, &lb_dev, &format!("fd00:{}::1/64", i + 1))?;
+            ns.ip(&["route", "add", "default", "via", &format!("10.0.{}.1", i + 1)])?;
+            ns.ip(&["-6", "route", "add", "default", "via", &format!("fd00:{}::1", i + 1)])?;
+            prepare_host_end(&ns, "eth0")?;
+            t.backends.push(ns);
+        }
+        // IPv6 addresses need a moment to leave the tentative state even
+        // with nodad on some kernels; wait until the client can use its own.
+        t.wait_v6_ready()?;
+        Ok(t)
+    }
+
+    fn wait_v6_ready(&self) -> Result<()> {
+        for _ in 0..100 {
+            let out = self.client.ip(&["-6", "addr", "show", "dev", "eth0", "tentative"])?;
+            if out.trim().is_empty() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        anyhow::bail!("IPv6 addresses of {} stayed tentative", self.client.name)
+    }
+
+    pub fn lb_interfaces(&self) -> Vec<String> {
+        lb_interfaces(self.backends.len())
+    }
+
+    /// Address of backend `i` in the given family.
+    pub fn backend_addr(&self, i: usize, v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(backend6(i))
+        } else {
+            IpAddr::V4(backend4(i))
+        }
+    }
+}
