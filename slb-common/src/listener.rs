@@ -16,9 +16,6 @@ pub struct VipKey {
 pub const MODE_FULLNAT: u8 = 0;
 pub const MODE_NAT: u8 = 1;
 pub const MODE_DR: u8 = 2;
-/// The listener is served by the L7 proxy on this host: the program passes
-/// its packets to the kernel.
-pub const MODE_LOCAL: u8 = 3;
 
 /// Scheduler of a listener (`Listener::scheduler`).
 pub const SCHED_MAGLEV: u8 = 0;

@@ -12,7 +12,7 @@ use crate::{
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use slb_common::{
     limits::REFRESH_NS,
-    listener::{DEST_SNAT, DEST_VIP, MODE_FULLNAT, MODE_LOCAL},
+    listener::{DEST_SNAT, DEST_VIP, MODE_FULLNAT},
     Addr, Flow, FlowKey, GlobalCounter, Listener, NextHop, VipKey,
 };
 
@@ -103,9 +103,6 @@ fn send(ctx: &XdpContext, hop: Result<NextHop, u32>) -> u32 {
 
 #[inline(always)]
 fn to_backend(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8, listener: &Listener) -> u32 {
-    if listener.mode == MODE_LOCAL {
-        return xdp_action::XDP_PASS;
-    }
     let now = now_ns();
     let bytes = packet_len(ctx);
     let fullnat = listener.mode == MODE_FULLNAT;

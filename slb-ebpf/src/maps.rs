@@ -66,3 +66,7 @@ pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(GLOBAL_COUNTERS,
 /// created the pinned maps.
 #[map]
 pub static VERSION: Array<u32> = Array::pinned(1, 0);
+
+/// Per-CPU position of each listener in its WRR sequence.
+#[map]
+pub static WRR_POS: PerCpuArray<u32> = PerCpuArray::pinned(MAX_LISTENERS, 0);

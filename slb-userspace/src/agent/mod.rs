@@ -4,6 +4,7 @@ mod apply;
 mod support;
 mod sysctl;
 
+pub use apply::Applier;
 pub use support::check as check_supported;
 
 use crate::{
@@ -12,7 +13,6 @@ use crate::{
     planner::{self, Health},
 };
 use anyhow::{Context, Result};
-use apply::Applier;
 use std::path::{Path, PathBuf};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};

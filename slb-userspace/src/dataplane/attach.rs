@@ -43,15 +43,20 @@ impl Dataplane {
             .map_err(|source| DataplaneError::Program { name: object::PROG_LB, source })
     }
 
-    /// Attaches the program to `iface` and lets it redirect there.
-    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attachment, DataplaneError> {
-        let index = ifindex(iface)?;
+    /// Lets the program redirect to device `index`.
+    pub fn add_tx_port(&mut self, index: u32) -> Result<(), DataplaneError> {
         self.tx_ports
             .insert(index, index, None, 0)
             .map_err(|e| DataplaneError::Interface {
-                name: iface.to_owned(),
-                reason: format!("adding to TX_PORTS: {e}"),
-            })?;
+                name: format!("#{index}"),
+                reason: format!("adding to TX_PORTS: {e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
+            })
+    }
+
+    /// Attaches the program to `iface` and lets it redirect there.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attachment, DataplaneError> {
+        let index = ifindex(iface)?;
+        self.add_tx_port(index)?;
         let fail = |e: aya::programs::ProgramError| DataplaneError::Interface {
             name: iface.to_owned(),
             reason: format!("attaching XDP: {e}"),

@@ -12,7 +12,7 @@ use slb_common::{
 use std::path::{Path, PathBuf};
 
 /// Every map of the object (each pinned under its name).
-const MAP_NAMES: [&str; 14] = [
+const MAP_NAMES: [&str; 15] = [
     "DESTS",
     "LISTENERS",
     "RING",
@@ -27,6 +27,7 @@ const MAP_NAMES: [&str; 14] = [
     "BACKEND_STATS",
     "GLOBAL_STATS",
     "VERSION",
+    "WRR_POS",
 ];
 
 /// Sizes fixed at load time, from the `[agent]` section.

@@ -42,7 +42,7 @@ use super::{SchedError, NO_BACKEND};
 
 /// Largest table size accepted. The dataplane tables are far smaller
 /// (65537 by default); the limit keeps a typo from allocating gigabytes and
-/// keeps the turn arithmetic comfortably inside `u128`.
+/// keeps slot positions (`pos + skip`) inside `u32`.
 pub const MAX_TABLE_SIZE: u32 = 1 << 24;
 
 /// Seeds of the two key hashes. Changing either reshuffles every table in
@@ -474,7 +474,10 @@ mod tests {
         (others, total)
     }
 
-    // (c)
+    // (c) Observed (65537 slots): beyond the removed backend's own slots,
+    // 0.02-0.05 % of the table changes owner at N = 3, 0.2-0.3 % at N = 10,
+    // 0.35-0.54 % at N = 50 and 0.5-0.76 % at N = 100 (worst: removing the
+    // heaviest of 100 unequal backends).
     #[test]
     fn removal_moves_little() {
         let size = f64::from(SIZE);
@@ -554,6 +557,12 @@ mod tests {
     // allows, taken from / given to k. What moves between two *other*
     // backends is collateral: k's claims shift in time, so others
     // occasionally find a different slot free first.
+    //
+    // Observed (65537 slots; weight halved, doubled, +10 %): the slots moved
+    // to or from k equal the change of k's slot count to within 4 slots, so
+    // k never trades slots it keeps. Collateral grows with N and is of the
+    // same size as on removal: ~0.015 % of the table at N = 3, 0.1-0.17 %
+    // at N = 10, 0.27-0.48 % at N = 50, 0.28-0.53 % at N = 100.
     #[test]
     fn reweight_moves_mostly_own_slots() {
         let size = f64::from(SIZE);
