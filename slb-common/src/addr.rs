@@ -10,7 +10,12 @@ pub fn to_addr(ip: IpAddr) -> Addr {
     };
     let mut out = [0u32; 4];
     for (i, w) in out.iter_mut().enumerate() {
-        *w = u32::from_ne_bytes([octets[i * 4], octets[i * 4 + 1], octets[i * 4 + 2], octets[i * 4 + 3]]);
+        *w = u32::from_ne_bytes([
+            octets[i * 4],
+            octets[i * 4 + 1],
+            octets[i * 4 + 2],
+            octets[i * 4 + 3],
+        ]);
     }
     out
 }
@@ -22,7 +27,9 @@ pub fn from_addr(addr: &Addr) -> IpAddr {
         octets[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
     }
     if is_v4_mapped(addr) {
-        IpAddr::V4(Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]))
+        IpAddr::V4(Ipv4Addr::new(
+            octets[12], octets[13], octets[14], octets[15],
+        ))
     } else {
         IpAddr::V6(Ipv6Addr::from(octets))
     }
@@ -34,7 +41,13 @@ mod tests {
 
     #[test]
     fn round_trips_both_families() {
-        for ip in ["10.0.0.10", "100.64.0.1", "2001:db8::1", "::1", "::ffff:0:1"] {
+        for ip in [
+            "10.0.0.10",
+            "100.64.0.1",
+            "2001:db8::1",
+            "::1",
+            "::ffff:0:1",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             let back = from_addr(&to_addr(ip));
             // ::ffff:0:1 is itself IPv4-mapped (0.0.0.1): the map form

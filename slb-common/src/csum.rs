@@ -34,7 +34,8 @@ impl CsumUpdate {
     #[inline(always)]
     pub fn replace32(&mut self, old: u32, new: u32) {
         let o = !old;
-        self.0 += (o >> 16) as u64 + (o & 0xffff) as u64 + (new >> 16) as u64 + (new & 0xffff) as u64;
+        self.0 +=
+            (o >> 16) as u64 + (o & 0xffff) as u64 + (new >> 16) as u64 + (new & 0xffff) as u64;
     }
 
     #[inline(always)]
@@ -93,7 +94,14 @@ mod tests {
     #[test]
     fn incremental_matches_full_recompute() {
         let cases = [
-            (0x0a00_0001u32, 0x0a00_000au32, 80u16, 0x6440_000au32, 0x0a01_000bu32, 8080u16),
+            (
+                0x0a00_0001u32,
+                0x0a00_000au32,
+                80u16,
+                0x6440_000au32,
+                0x0a01_000bu32,
+                8080u16,
+            ),
             (0xffff_ffff, 0, 0, 0, 0xffff_ffff, 0xffff),
             (1, 2, 3, 0xdead_beef, 0xfeed_f00d, 0xabcd),
         ];

@@ -34,7 +34,14 @@ pub enum Route {
 /// Looks up the next hop for a packet `src → dst` (already translated)
 /// arriving on the context's device.
 #[inline(always)]
-pub fn lookup(ctx: &XdpContext, family: Family, src: &Addr, dst: &Addr, proto: u8, tot_len: u16) -> Route {
+pub fn lookup(
+    ctx: &XdpContext,
+    family: Family,
+    src: &Addr,
+    dst: &Addr,
+    proto: u8,
+    tot_len: u16,
+) -> Route {
     // SAFETY: `bpf_fib_lookup` is plain old data; all-zero is a valid value.
     let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     p.l4_protocol = proto;

@@ -22,7 +22,10 @@ pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<Backend
         return None;
     }
     let b = BACKENDS.get(flow.backend_id)?;
-    if b.generation != flow.backend_gen || b.listener_id != listener.id || b.flags & BACKEND_F_DOWN != 0 {
+    if b.generation != flow.backend_gen
+        || b.listener_id != listener.id
+        || b.flags & BACKEND_F_DOWN != 0
+    {
         return None;
     }
     Some(*b)
@@ -83,10 +86,14 @@ pub fn snat_bind(
             proto: key.proto,
             _pad: [0; 3],
         };
-        if let Some(old) = REVERSE.get_ptr_mut(&rkey) {
+        if let Some(old) = REVERSE.get_ptr_mut(rkey) {
             // SAFETY: map value pointer, valid for this program run.
             let old = unsafe { &mut *old };
-            if old.client == key.src && old.client_port == key.sport && old.vip == key.dst && old.vip_port == key.dport {
+            if old.client == key.src
+                && old.client_port == key.sport
+                && old.vip == key.dst
+                && old.vip_port == key.dport
+            {
                 old.backend_id = backend_id;
                 old.listener_id = listener_id;
                 old.seen_ns = now;
@@ -94,7 +101,7 @@ pub fn snat_bind(
             }
             continue;
         }
-        if REVERSE.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
+        if REVERSE.insert(rkey, rev, BPF_NOEXIST as u64).is_ok() {
             return Some((*addr, port));
         }
     }

@@ -9,7 +9,9 @@ use crate::{
     schedule,
     stats::{self, Dir, Drop},
 };
-use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext,
+};
 use slb_common::{
     limits::REFRESH_NS,
     listener::{DEST_SNAT, DEST_VIP, MODE_FULLNAT},
@@ -29,7 +31,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     };
-    let Some(&dest) = (unsafe { DESTS.get(&l3.dst) }) else {
+    let Some(&dest) = (unsafe { DESTS.get(l3.dst) }) else {
         stats::global(GlobalCounter::NotForUs);
         return xdp_action::XDP_PASS;
     };
@@ -50,7 +52,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
             _pad: 0,
         };
         // SAFETY: the listener value is copied before any map update.
-        if let Some(listener) = unsafe { LISTENERS.get(&vip) } {
+        if let Some(listener) = unsafe { LISTENERS.get(vip) } {
             let listener = *listener;
             return to_backend(ctx, &l3, &key, l4.tcp_flags, &listener);
         }
@@ -119,7 +121,19 @@ fn to_backend(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8, listener:
                 hop = route(ctx, l3, &src, &backend.addr);
                 flow.nh = hop.unwrap_or_default();
             }
-            if rewrite(ctx, l3.family, l3.proto, &Rewrite { src: &src, sport, dst: &backend.addr, dport: backend.port }).is_none() {
+            if rewrite(
+                ctx,
+                l3.family,
+                l3.proto,
+                &Rewrite {
+                    src: &src,
+                    sport,
+                    dst: &backend.addr,
+                    dport: backend.port,
+                },
+            )
+            .is_none()
+            {
                 return xdp_action::XDP_PASS;
             }
             stats::packet(listener.id, flow.backend_id, Dir::In, bytes, false);
@@ -163,8 +177,20 @@ fn to_backend(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8, listener:
     };
     // A failed insert only costs a re-schedule on the next packet, which
     // picks the same backend and source port.
-    let _ = FLOWS.insert(key, &flow, 0);
-    if rewrite(ctx, l3.family, l3.proto, &Rewrite { src: &src, sport, dst: &backend.addr, dport: backend.port }).is_none() {
+    let _ = FLOWS.insert(key, flow, 0);
+    if rewrite(
+        ctx,
+        l3.family,
+        l3.proto,
+        &Rewrite {
+            src: &src,
+            sport,
+            dst: &backend.addr,
+            dport: backend.port,
+        },
+    )
+    .is_none()
+    {
         return xdp_action::XDP_PASS;
     }
     stats::packet(listener.id, backend_id, Dir::In, bytes, true);
@@ -189,10 +215,21 @@ fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
     }
     let vip = rev.vip;
     let client = rev.client;
-    if rewrite(ctx, l3.family, l3.proto, &Rewrite { src: &vip, sport: rev.vip_port, dst: &client, dport: rev.client_port }).is_none() {
+    if rewrite(
+        ctx,
+        l3.family,
+        l3.proto,
+        &Rewrite {
+            src: &vip,
+            sport: rev.vip_port,
+            dst: &client,
+            dport: rev.client_port,
+        },
+    )
+    .is_none()
+    {
         return xdp_action::XDP_PASS;
     }
     stats::packet(rev.listener_id, rev.backend_id, Dir::Out, bytes, false);
     send(ctx, hop)
 }
-

@@ -1,7 +1,7 @@
 //! Address/port rewriting with incremental checksum updates.
 use crate::parse::{ptr_at, Family, ETH_LEN, V4_L4, V6_L4};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
-use slb_common::{csum::CsumUpdate, csum::udp_nonzero, Addr, PROTO_TCP};
+use slb_common::{csum::udp_nonzero, csum::CsumUpdate, Addr, PROTO_TCP};
 
 /// The new addresses and ports of a packet (ports in network order).
 pub struct Rewrite<'a> {
@@ -37,7 +37,12 @@ fn wr16(p: *mut u8, v: u16) {
 /// fixes the IPv4 header and TCP/UDP checksums. An IPv4 UDP checksum of 0
 /// ("none") is left alone.
 #[inline(always)]
-pub fn rewrite(ctx: &aya_ebpf::programs::XdpContext, family: Family, proto: u8, to: &Rewrite) -> Option<()> {
+pub fn rewrite(
+    ctx: &aya_ebpf::programs::XdpContext,
+    family: Family,
+    proto: u8,
+    to: &Rewrite,
+) -> Option<()> {
     // The transport header: 20 bytes for TCP covers the checksum at 16;
     // 8 for UDP covers it at 6.
     let l4_off = match family {
@@ -97,7 +102,14 @@ pub fn rewrite(ctx: &aya_ebpf::programs::XdpContext, family: Family, proto: u8, 
                 core::ptr::write_unaligned(src_p.wrapping_add(24) as *mut Addr, *to.dst);
             }
             let c = l4c.finish();
-            wr16(csum_ptr, if proto == PROTO_TCP { c } else { udp_nonzero(c) });
+            wr16(
+                csum_ptr,
+                if proto == PROTO_TCP {
+                    c
+                } else {
+                    udp_nonzero(c)
+                },
+            );
         }
     }
     Some(())

@@ -63,8 +63,7 @@ pub enum Parsed {
 #[inline(always)]
 fn read_addr16(p: *const [u8; 16]) -> Addr {
     // SAFETY: the caller checked that 16 bytes are inside the packet.
-    let b = unsafe { core::ptr::read_unaligned(p as *const [u32; 4]) };
-    b
+    unsafe { core::ptr::read_unaligned(p as *const [u32; 4]) }
 }
 
 #[inline(always)]

@@ -3,7 +3,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "slb", version, about = "SLB: XDP L4 load balancer with an L7 proxy")]
+#[command(
+    name = "slb",
+    version,
+    about = "SLB: XDP L4 load balancer with an L7 proxy"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -1,6 +1,6 @@
-pub mod sched;
-pub mod dataplane;
-pub mod config;
-pub mod planner;
 pub mod agent;
 pub mod cli;
+pub mod config;
+pub mod dataplane;
+pub mod planner;
+pub mod sched;

@@ -23,7 +23,11 @@ pub struct Agent {
 
 /// A scratch directory for one test's files, removed by `Agent` on drop.
 pub fn scratch_dir(tag: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("slbt-{tag}-{}-{}", std::process::id(), rand_suffix()));
+    let dir = std::env::temp_dir().join(format!(
+        "slbt-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -78,11 +82,16 @@ impl Agent {
             .args(args)
             .arg("-c")
             .arg(&config)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf);
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
         let mut agent = Agent {
             child: Some(child),
             log,
@@ -107,11 +116,17 @@ impl Agent {
             }
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
-                    anyhow::bail!("slb exited ({status}) before logging {needle:?}:\n{}", self.log_text());
+                    anyhow::bail!(
+                        "slb exited ({status}) before logging {needle:?}:\n{}",
+                        self.log_text()
+                    );
                 }
             }
             if start.elapsed() > timeout {
-                anyhow::bail!("slb did not log {needle:?} within {timeout:?}:\n{}", self.log_text());
+                anyhow::bail!(
+                    "slb did not log {needle:?} within {timeout:?}:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -139,7 +154,10 @@ impl Agent {
             }
             if start.elapsed() > Duration::from_secs(20) {
                 let _ = child.kill();
-                anyhow::bail!("slb did not exit within 20 s of SIGTERM:\n{}", self.log_text());
+                anyhow::bail!(
+                    "slb did not exit within 20 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -51,7 +51,10 @@ fn quote(ip: IpAddr) -> String {
 
 /// A configuration for the LB of a topology with `backends` backends.
 pub fn render(backends: usize, pin_dir: &Path, listeners: &[ListenerSpec]) -> String {
-    let ifaces: Vec<String> = lb_interfaces(backends).iter().map(|i| format!("\"{i}\"")).collect();
+    let ifaces: Vec<String> = lb_interfaces(backends)
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect();
     let mut local: Vec<String> = SNAT4.iter().map(|a| quote((*a).into())).collect();
     local.extend(SNAT6.iter().map(|a| quote((*a).into())));
     let mut s = String::new();
@@ -80,7 +83,11 @@ pub fn render(backends: usize, pin_dir: &Path, listeners: &[ListenerSpec]) -> St
             let _ = writeln!(s, "{e}");
         }
         for (a, p, w) in &l.backends {
-            let _ = write!(s, "  [[listener.backend]]\n  address = {}\n  port = {p}\n  weight = {w}\n", quote(*a));
+            let _ = write!(
+                s,
+                "  [[listener.backend]]\n  address = {}\n  port = {p}\n  weight = {w}\n",
+                quote(*a)
+            );
         }
     }
     s

@@ -46,7 +46,8 @@ impl Netns {
 
     /// `sysctl -w key=value` inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")]).map(drop)
+        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")])
+            .map(drop)
     }
 
     /// Runs `f` on a thread that has joined this namespace. Sockets created

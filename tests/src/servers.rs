@@ -37,7 +37,9 @@ pub struct NameServer {
 impl NameServer {
     /// A TCP name server bound to `addr` inside `ns`.
     pub fn tcp(ns: &Netns, addr: SocketAddr, name: &str) -> Result<NameServer> {
-        let listener = ns.enter(|| TcpListener::bind(addr))?.with_context(|| format!("bind {addr}"))?;
+        let listener = ns
+            .enter(|| TcpListener::bind(addr))?
+            .with_context(|| format!("bind {addr}"))?;
         listener.set_nonblocking(true)?;
         let seen = Arc::new(Seen::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -69,7 +71,9 @@ impl NameServer {
 
     /// A UDP name server bound to `addr` inside `ns`.
     pub fn udp(ns: &Netns, addr: SocketAddr, name: &str) -> Result<NameServer> {
-        let sock = ns.enter(|| UdpSocket::bind(addr))?.with_context(|| format!("bind udp {addr}"))?;
+        let sock = ns
+            .enter(|| UdpSocket::bind(addr))?
+            .with_context(|| format!("bind udp {addr}"))?;
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
         let seen = Arc::new(Seen::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -100,7 +104,11 @@ impl NameServer {
     }
 
     pub fn peers(&self) -> BTreeSet<IpAddr> {
-        self.seen.peers.lock().map(|p| p.clone()).unwrap_or_default()
+        self.seen
+            .peers
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -119,7 +127,11 @@ fn serve_tcp(mut conn: TcpStream, name: &str, stop: &AtomicBool) {
                     return;
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return,
         }
     }
@@ -144,7 +156,9 @@ pub fn tcp_hello(ns: &Netns, to: SocketAddr, timeout: Duration) -> Result<(Strin
     let mut name = Vec::new();
     let mut byte = [0u8; 1];
     loop {
-        let n = stream.read(&mut byte).with_context(|| format!("reading name from {to}"))?;
+        let n = stream
+            .read(&mut byte)
+            .with_context(|| format!("reading name from {to}"))?;
         if n == 0 || byte[0] == b'\n' {
             break;
         }
@@ -164,6 +178,8 @@ pub fn udp_ask(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) ->
     sock.set_read_timeout(Some(timeout))?;
     sock.send_to(payload, to)?;
     let mut buf = [0u8; 2048];
-    let (n, _) = sock.recv_from(&mut buf).with_context(|| format!("no UDP reply from {to}"))?;
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .with_context(|| format!("no UDP reply from {to}"))?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }

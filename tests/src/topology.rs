@@ -52,7 +52,8 @@ fn link(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> Result<()> {
     crate::sh(
         "ip",
         &[
-            "link", "add", a_dev, "netns", &a.name, "type", "veth", "peer", "name", b_dev, "netns", &b.name,
+            "link", "add", a_dev, "netns", &a.name, "type", "veth", "peer", "name", b_dev, "netns",
+            &b.name,
         ],
     )?;
     a.ip(&["link", "set", a_dev, "up"])?;
@@ -67,13 +68,18 @@ fn link(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> Result<()> {
 fn prepare_host_end(ns: &Netns, dev: &str) -> Result<()> {
     ns.exec("ethtool", &["-K", dev, "tx", "off"])?;
     let obj = pass_object();
-    let obj = obj.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
-    ns.ip(&["link", "set", "dev", dev, "xdpdrv", "obj", obj, "sec", "xdp"])?;
+    let obj = obj
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    ns.ip(&[
+        "link", "set", "dev", dev, "xdpdrv", "obj", obj, "sec", "xdp",
+    ])?;
     Ok(())
 }
 
 fn addr(ns: &Netns, dev: &str, a: &str) -> Result<()> {
-    ns.ip(&["addr", "add", a, "dev", dev, "nodad"]).or_else(|_| ns.ip(&["addr", "add", a, "dev", dev]))?;
+    ns.ip(&["addr", "add", a, "dev", dev, "nodad"])
+        .or_else(|_| ns.ip(&["addr", "add", a, "dev", dev]))?;
     Ok(())
 }
 
@@ -93,8 +99,10 @@ impl Topology {
         addr(&t.client, "eth0", "fd00::2/64")?;
         addr(&t.lb, "cl0", "10.0.0.1/24")?;
         addr(&t.lb, "cl0", "fd00::1/64")?;
-        t.client.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
-        t.client.ip(&["-6", "route", "add", "default", "via", "fd00::1"])?;
+        t.client
+            .ip(&["route", "add", "default", "via", "10.0.0.1"])?;
+        t.client
+            .ip(&["-6", "route", "add", "default", "via", "fd00::1"])?;
         prepare_host_end(&t.client, "eth0")?;
 
         for i in 0..backends {
@@ -105,8 +113,21 @@ impl Topology {
             addr(&ns, "eth0", &format!("{}/64", backend6(i)))?;
             addr(&t.lb, &lb_dev, &format!("10.0.{}.1/24", i + 1))?;
             addr(&t.lb, &lb_dev, &format!("fd00:{}::1/64", i + 1))?;
-            ns.ip(&["route", "add", "default", "via", &format!("10.0.{}.1", i + 1)])?;
-            ns.ip(&["-6", "route", "add", "default", "via", &format!("fd00:{}::1", i + 1)])?;
+            ns.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.0.{}.1", i + 1),
+            ])?;
+            ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("fd00:{}::1", i + 1),
+            ])?;
             prepare_host_end(&ns, "eth0")?;
             t.backends.push(ns);
         }
@@ -118,7 +139,9 @@ impl Topology {
 
     fn wait_v6_ready(&self) -> Result<()> {
         for _ in 0..100 {
-            let out = self.client.ip(&["-6", "addr", "show", "dev", "eth0", "tentative"])?;
+            let out = self
+                .client
+                .ip(&["-6", "addr", "show", "dev", "eth0", "tentative"])?;
             if out.trim().is_empty() {
                 return Ok(());
             }

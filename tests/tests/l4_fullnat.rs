@@ -29,14 +29,19 @@ fn tcp_servers(t: &Topology, port: u16, v6: bool) -> Vec<NameServer> {
 fn spread(t: &Topology, vip: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for i in 0..n {
-        let (name, _) = tcp_hello(&t.client, vip, T).unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
+        let (name, _) =
+            tcp_hello(&t.client, vip, T).unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
         *counts.entry(name).or_insert(0) += 1;
     }
     counts
 }
 
 fn snat_pool() -> Vec<IpAddr> {
-    SNAT4.iter().map(|a| IpAddr::V4(*a)).chain(SNAT6.iter().map(|a| IpAddr::V6(*a))).collect()
+    SNAT4
+        .iter()
+        .map(|a| IpAddr::V4(*a))
+        .chain(SNAT6.iter().map(|a| IpAddr::V6(*a)))
+        .collect()
 }
 
 fn assert_weighted(counts: &BTreeMap<String, usize>, weights: &[(&str, u32)], n: usize) {
@@ -68,7 +73,11 @@ fn tcp_weights_and_source_pool_v4() {
         let peers = s.peers();
         assert!(!peers.is_empty(), "{} saw no connection", s.name);
         for p in peers {
-            assert!(pool.contains(&p), "{} saw source {p}, not from the local-address pool", s.name);
+            assert!(
+                pool.contains(&p),
+                "{} saw source {p}, not from the local-address pool",
+                s.name
+            );
         }
     }
 }
@@ -78,7 +87,14 @@ fn tcp_and_udp_over_ipv6() {
     let t = Topology::new("v6", 2).unwrap();
     let servers = tcp_servers(&t, 8080, true);
     let udp: Vec<NameServer> = (0..2)
-        .map(|i| NameServer::udp(&t.backends[i], SocketAddr::new(backend6(i).into(), 5353), &format!("u{}", i + 1)).unwrap())
+        .map(|i| {
+            NameServer::udp(
+                &t.backends[i],
+                SocketAddr::new(backend6(i).into(), 5353),
+                &format!("u{}", i + 1),
+            )
+            .unwrap()
+        })
         .collect();
     let tcp = ListenerSpec::new("web6", VIP6.into(), 80, "tcp")
         .backend(backend6(0).into(), 8080, 1)
@@ -92,8 +108,13 @@ fn tcp_and_udp_over_ipv6() {
     assert_weighted(&counts, &[("b1", 1), ("b2", 1)], 200);
     let mut answers = BTreeMap::new();
     for i in 0..100 {
-        let a = udp_ask(&t.client, SocketAddr::new(VIP6.into(), 53), format!("q{i}").as_bytes(), T)
-            .unwrap_or_else(|e| panic!("datagram {i}: {e:#}"));
+        let a = udp_ask(
+            &t.client,
+            SocketAddr::new(VIP6.into(), 53),
+            format!("q{i}").as_bytes(),
+            T,
+        )
+        .unwrap_or_else(|e| panic!("datagram {i}: {e:#}"));
         *answers.entry(a).or_insert(0) += 1;
     }
     assert_eq!(answers.len(), 2, "both UDP backends answer: {answers:?}");
@@ -109,7 +130,14 @@ fn tcp_and_udp_over_ipv6() {
 fn udp_request_response_v4() {
     let t = Topology::new("u4", 2).unwrap();
     let udp: Vec<NameServer> = (0..2)
-        .map(|i| NameServer::udp(&t.backends[i], SocketAddr::new(backend4(i).into(), 5353), &format!("u{}", i + 1)).unwrap())
+        .map(|i| {
+            NameServer::udp(
+                &t.backends[i],
+                SocketAddr::new(backend4(i).into(), 5353),
+                &format!("u{}", i + 1),
+            )
+            .unwrap()
+        })
         .collect();
     let dns = ListenerSpec::new("dns", VIP4.into(), 53, "udp")
         .backend(backend4(0).into(), 5353, 1)
@@ -117,8 +145,13 @@ fn udp_request_response_v4() {
     let _agent = Agent::start(&t.lb, "u4", |d| render(2, d, &[dns])).unwrap();
     let mut answers = BTreeMap::new();
     for i in 0..200 {
-        let a = udp_ask(&t.client, SocketAddr::new(VIP4.into(), 53), format!("q{i}").as_bytes(), T)
-            .unwrap_or_else(|e| panic!("datagram {i}: {e:#}"));
+        let a = udp_ask(
+            &t.client,
+            SocketAddr::new(VIP4.into(), 53),
+            format!("q{i}").as_bytes(),
+            T,
+        )
+        .unwrap_or_else(|e| panic!("datagram {i}: {e:#}"));
         *answers.entry(a).or_insert(0) += 1;
     }
     assert_eq!(answers.len(), 2, "{answers:?}");
@@ -158,7 +191,10 @@ fn long_lived_connection_survives_adding_a_backend() {
 
     // The new backend gets new connections ...
     let counts = spread(&t, vip, 150);
-    assert!(counts.get("b3").copied().unwrap_or(0) > 20, "b3 gets new flows: {counts:?}");
+    assert!(
+        counts.get("b3").copied().unwrap_or(0) > 20,
+        "b3 gets new flows: {counts:?}"
+    );
     // ... and the old connection still talks to its backend.
     for i in 0..20 {
         echo(&mut conn, &format!("after-{i}"));
@@ -177,6 +213,8 @@ fn lb_own_address_still_reaches_its_stack() {
         assert_eq!(name, "lb");
     }
     // Ping from the client (ICMP is not for a VIP) also keeps working.
-    t.client.exec("ping", &["-c", "1", "-W", "2", &LB4.to_string()]).unwrap();
+    t.client
+        .exec("ping", &["-c", "1", "-W", "2", &LB4.to_string()])
+        .unwrap();
     let _ = CLIENT4;
 }

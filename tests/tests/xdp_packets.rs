@@ -117,23 +117,47 @@ struct Bed {
 impl Bed {
     fn new(tag: &str) -> Bed {
         let ns = Netns::new(&format!("pk{tag}")).unwrap();
-        ns.ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vc1"]).unwrap();
-        ns.ip(&["link", "add", "vb0", "type", "veth", "peer", "name", "vb1"]).unwrap();
+        ns.ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vc1"])
+            .unwrap();
+        ns.ip(&["link", "add", "vb0", "type", "veth", "peer", "name", "vb1"])
+            .unwrap();
         for d in ["vc0", "vc1", "vb0", "vb1"] {
             ns.ip(&["link", "set", d, "up"]).unwrap();
         }
-        for (dev, a) in [("vc0", "10.0.0.1/24"), ("vc0", "fd00::1/64"), ("vb0", "10.0.1.1/24"), ("vb0", "fd00:1::1/64")] {
+        for (dev, a) in [
+            ("vc0", "10.0.0.1/24"),
+            ("vc0", "fd00::1/64"),
+            ("vb0", "10.0.1.1/24"),
+            ("vb0", "fd00:1::1/64"),
+        ] {
             ns.ip(&["addr", "add", a, "dev", dev, "nodad"]).unwrap();
         }
-        ns.ip(&["route", "add", "10.0.2.0/24", "dev", "vb0"]).unwrap();
-        let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        ns.ip(&["route", "add", "10.0.2.0/24", "dev", "vb0"])
+            .unwrap();
+        let mac = |m: [u8; 6]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
         for (a, dev, m) in [
             ("10.0.0.2", "vc0", CLIENT_MAC),
             ("fd00::2", "vc0", CLIENT_MAC),
             ("10.0.1.2", "vb0", BACKEND_MAC),
             ("fd00:1::2", "vb0", BACKEND_MAC),
         ] {
-            ns.ip(&["neigh", "add", a, "lladdr", &mac(m), "dev", dev, "nud", "permanent"]).unwrap();
+            ns.ip(&[
+                "neigh",
+                "add",
+                a,
+                "lladdr",
+                &mac(m),
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
         }
         ns.sysctl("net.ipv4.conf.all.forwarding", "1").unwrap();
         ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
@@ -157,7 +181,11 @@ impl Bed {
             }
         })
         .unwrap();
-        Bed { dp, ns, _pins: pins }
+        Bed {
+            dp,
+            ns,
+            _pins: pins,
+        }
     }
 
     /// Runs the program on `frame` inside the namespace.
@@ -182,12 +210,22 @@ impl Bed {
     fn vb0_mac(&self) -> [u8; 6] {
         let out = self.ns.ip(&["-br", "link", "show", "vb0"]).unwrap();
         let mac = out.split_whitespace().nth(2).unwrap();
-        let b: Vec<u8> = mac.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+        let b: Vec<u8> = mac
+            .split(':')
+            .map(|x| u8::from_str_radix(x, 16).unwrap())
+            .collect();
         b.try_into().unwrap()
     }
 }
 
-fn tcp4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool, payload: &[u8]) -> Vec<u8> {
+fn tcp4(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    syn: bool,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
         .ipv4(src.octets(), dst.octets(), 64)
         .tcp(sport, dport, 1000, 64000);
@@ -228,26 +266,61 @@ fn parse_checked(frame: &[u8]) -> Out {
     let payload = p.payload.slice();
     let (src, dst, sport, dport, l4_csum) = match (&p.net, &p.transport) {
         (Some(NetHeaders::Ipv4(ip, _)), Some(t)) => {
-            assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 header checksum");
+            assert_eq!(
+                ip.header_checksum,
+                ip.calc_header_checksum(),
+                "IPv4 header checksum"
+            );
             let (sp, dp, c, want) = match t {
-                TransportHeader::Tcp(tcp) => (tcp.source_port, tcp.destination_port, tcp.checksum, tcp.calc_checksum_ipv4(ip, payload).unwrap()),
+                TransportHeader::Tcp(tcp) => (
+                    tcp.source_port,
+                    tcp.destination_port,
+                    tcp.checksum,
+                    tcp.calc_checksum_ipv4(ip, payload).unwrap(),
+                ),
                 TransportHeader::Udp(udp) => {
-                    let want = if udp.checksum == 0 { 0 } else { udp.calc_checksum_ipv4(ip, payload).unwrap() };
+                    let want = if udp.checksum == 0 {
+                        0
+                    } else {
+                        udp.calc_checksum_ipv4(ip, payload).unwrap()
+                    };
                     (udp.source_port, udp.destination_port, udp.checksum, want)
                 }
                 _ => panic!("unexpected transport"),
             };
             assert_eq!(c, want, "IPv4 transport checksum");
-            (IpAddr::from(ip.source), IpAddr::from(ip.destination), sp, dp, c)
+            (
+                IpAddr::from(ip.source),
+                IpAddr::from(ip.destination),
+                sp,
+                dp,
+                c,
+            )
         }
         (Some(NetHeaders::Ipv6(ip, _)), Some(t)) => {
             let (sp, dp, c, want) = match t {
-                TransportHeader::Tcp(tcp) => (tcp.source_port, tcp.destination_port, tcp.checksum, tcp.calc_checksum_ipv6(ip, payload).unwrap()),
-                TransportHeader::Udp(udp) => (udp.source_port, udp.destination_port, udp.checksum, udp.calc_checksum_ipv6(ip, payload).unwrap()),
+                TransportHeader::Tcp(tcp) => (
+                    tcp.source_port,
+                    tcp.destination_port,
+                    tcp.checksum,
+                    tcp.calc_checksum_ipv6(ip, payload).unwrap(),
+                ),
+                TransportHeader::Udp(udp) => (
+                    udp.source_port,
+                    udp.destination_port,
+                    udp.checksum,
+                    udp.calc_checksum_ipv6(ip, payload).unwrap(),
+                ),
                 _ => panic!("unexpected transport"),
             };
             assert_eq!(c, want, "IPv6 transport checksum");
-            (IpAddr::from(ip.source), IpAddr::from(ip.destination), sp, dp, c)
+            (
+                IpAddr::from(ip.source),
+                IpAddr::from(ip.destination),
+                sp,
+                dp,
+                c,
+            )
         }
         other => panic!("unexpected headers {other:?}"),
     };
@@ -270,7 +343,11 @@ fn syn_to_vip_is_rewritten_and_reply_translated_back() {
     let o = parse_checked(&out);
     assert_eq!(o.dst, IpAddr::V4(BACKEND));
     assert_eq!(o.dport, 8080);
-    assert_eq!(o.src, IpAddr::V4(SNAT), "source from the local-address pool");
+    assert_eq!(
+        o.src,
+        IpAddr::V4(SNAT),
+        "source from the local-address pool"
+    );
     assert!(o.sport >= 1024);
     assert_eq!(o.dst_mac, BACKEND_MAC);
     assert_eq!(o.src_mac, bed.vb0_mac());
@@ -279,7 +356,10 @@ fn syn_to_vip_is_rewritten_and_reply_translated_back() {
     let (v2, out2) = bed.run(&tcp4(CLIENT, 40000, VIP, 80, false, b"hello world"));
     assert_eq!(v2, XDP_REDIRECT);
     let o2 = parse_checked(&out2);
-    assert_eq!((o2.src, o2.sport, o2.dst, o2.dport), (o.src, o.sport, o.dst, o.dport));
+    assert_eq!(
+        (o2.src, o2.sport, o2.dst, o2.dport),
+        (o.src, o.sport, o.dst, o.dport)
+    );
 
     // The backend's reply goes back to the client from the VIP.
     let (v3, out3) = bed.run(&tcp4(BACKEND, 8080, SNAT, o.sport, false, b"response"));
@@ -341,7 +421,14 @@ fn ipv6_syn_is_rewritten_with_valid_checksum() {
 #[test]
 fn unresolved_neighbour_goes_to_the_kernel_translated() {
     let bed = Bed::new("nn");
-    let (v, out) = bed.run(&tcp4(CLIENT, 40000, Ipv4Addr::new(10, 10, 0, 11), 80, true, b""));
+    let (v, out) = bed.run(&tcp4(
+        CLIENT,
+        40000,
+        Ipv4Addr::new(10, 10, 0, 11),
+        80,
+        true,
+        b"",
+    ));
     assert_eq!(v, XDP_PASS, "the kernel resolves the neighbour");
     let o = parse_checked(&out);
     assert_eq!(o.dst, IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2)));
@@ -351,7 +438,14 @@ fn unresolved_neighbour_goes_to_the_kernel_translated() {
 #[test]
 fn listener_without_live_backend_drops_new_flows() {
     let bed = Bed::new("nb");
-    let (v, _) = bed.run(&tcp4(CLIENT, 40000, Ipv4Addr::new(10, 10, 0, 12), 80, true, b""));
+    let (v, _) = bed.run(&tcp4(
+        CLIENT,
+        40000,
+        Ipv4Addr::new(10, 10, 0, 12),
+        80,
+        true,
+        b"",
+    ));
     assert_eq!(v, XDP_DROP);
     let c = bed.dp.counters().unwrap();
     assert_eq!(c.no_backend, 1);
@@ -376,17 +470,32 @@ fn non_vip_and_malformed_frames_pass_untouched() {
         f
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("TCP to a non-VIP address", tcp4(CLIENT, 40000, Ipv4Addr::new(10, 0, 1, 1), 22, true, b"")),
-        ("UDP to a non-VIP address", udp4(CLIENT, 5000, Ipv4Addr::new(192, 0, 2, 1), 53, b"x")),
-        ("VIP on a port without listener", tcp4(CLIENT, 40000, VIP, 443, true, b"")),
+        (
+            "TCP to a non-VIP address",
+            tcp4(CLIENT, 40000, Ipv4Addr::new(10, 0, 1, 1), 22, true, b""),
+        ),
+        (
+            "UDP to a non-VIP address",
+            udp4(CLIENT, 5000, Ipv4Addr::new(192, 0, 2, 1), 53, b"x"),
+        ),
+        (
+            "VIP on a port without listener",
+            tcp4(CLIENT, 40000, VIP, 443, true, b""),
+        ),
         ("ARP", arp),
         // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.
         ("IPv4 EtherType without IP header", syn[..14].to_vec()),
         ("truncated IPv4 header to a VIP", syn[..14 + 12].to_vec()),
-        ("truncated TCP header to a VIP", syn[..14 + 20 + 10].to_vec()),
+        (
+            "truncated TCP header to a VIP",
+            syn[..14 + 20 + 10].to_vec(),
+        ),
         ("IPv4 options to a VIP", options),
         ("fragment to a VIP", fragment),
-        ("reply to a FULLNAT address without a flow", tcp4(BACKEND, 8080, SNAT, 5555, false, b"")),
+        (
+            "reply to a FULLNAT address without a flow",
+            tcp4(BACKEND, 8080, SNAT, 5555, false, b""),
+        ),
     ];
     for (what, frame) in cases {
         let (v, out) = bed.run(&frame);

@@ -5,7 +5,10 @@
 //! for removals).
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::planner::{Ids, Plan, Rings};
-use slb_common::{limits::{MAX_BACKENDS, RINGS_PER_LISTENER}, VipKey};
+use slb_common::{
+    limits::{MAX_BACKENDS, RINGS_PER_LISTENER},
+    VipKey,
+};
 use std::collections::BTreeSet;
 use tracing::debug;
 

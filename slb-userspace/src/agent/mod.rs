@@ -76,7 +76,10 @@ impl Running {
         }
         let previous = std::mem::replace(&mut self.cfg, cfg);
         match self.apply() {
-            Ok(()) => info!(listeners = self.cfg.listeners.len(), "configuration reloaded"),
+            Ok(()) => info!(
+                listeners = self.cfg.listeners.len(),
+                "configuration reloaded"
+            ),
             Err(e) => {
                 error!("applying the new configuration failed, restoring the previous one: {e:#}");
                 self.cfg = previous;
@@ -90,7 +93,8 @@ impl Running {
 
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(path: &Path) -> Result<()> {
-    let cfg = load_config(path).map_err(|e| anyhow::anyhow!("{}: invalid configuration:\n{e}", path.display()))?;
+    let cfg = load_config(path)
+        .map_err(|e| anyhow::anyhow!("{}: invalid configuration:\n{e}", path.display()))?;
     let opts = DataplaneOptions {
         pin_dir: cfg.agent.pin_path.clone(),
         flow_table_size: cfg.agent.flow_table_size,
@@ -104,7 +108,8 @@ pub async fn run(path: &Path) -> Result<()> {
     }
     let v6 = cfg.l4_listeners().any(|l| l.vip.is_ipv6());
     for iface in &cfg.agent.interfaces {
-        sysctl::enable_forwarding(iface, v6).map_err(|e| anyhow::anyhow!("interface {iface}: {e}"))?;
+        sysctl::enable_forwarding(iface, v6)
+            .map_err(|e| anyhow::anyhow!("interface {iface}: {e}"))?;
     }
     let mut st = Running {
         path: path.to_owned(),

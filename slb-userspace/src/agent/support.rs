@@ -8,20 +8,32 @@ pub fn check(cfg: &Config) -> Result<(), ConfigErrors> {
     for (i, l) in cfg.listeners.iter().enumerate() {
         let at = |key: &str| format!("listener[{i}].{key}");
         if l.protocol.is_l7() {
-            errors.push(ConfigError::new(at("protocol"), format!("{} listeners are not supported yet", l.protocol)));
+            errors.push(ConfigError::new(
+                at("protocol"),
+                format!("{} listeners are not supported yet", l.protocol),
+            ));
             continue;
         }
         if l.scheduler == Scheduler::Wlc {
-            errors.push(ConfigError::new(at("scheduler"), "wlc is not supported yet"));
+            errors.push(ConfigError::new(
+                at("scheduler"),
+                "wlc is not supported yet",
+            ));
         }
         if matches!(l.forwarding, Some(Forwarding::Nat | Forwarding::Dr)) {
             errors.push(ConfigError::new(
                 at("forwarding"),
-                format!("{} is not supported yet (fullnat is)", l.forwarding.map_or("", |f| f.as_str())),
+                format!(
+                    "{} is not supported yet (fullnat is)",
+                    l.forwarding.map_or("", |f| f.as_str())
+                ),
             ));
         }
         if l.persistence.is_some() {
-            errors.push(ConfigError::new(at("persistence"), "persistence is not supported yet"));
+            errors.push(ConfigError::new(
+                at("persistence"),
+                "persistence is not supported yet",
+            ));
         }
         if l.acl.is_some() {
             errors.push(ConfigError::new(at("acl"), "acl is not supported yet"));

@@ -37,7 +37,9 @@ pub fn enable_forwarding(iface: &str, v6: bool) -> Result<(), String> {
     }
     let rp = format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter");
     let all = "/proc/sys/net/ipv4/conf/all/rp_filter";
-    let strict = |p: &str| Path::new(p).exists() && std::fs::read_to_string(p).is_ok_and(|v| v.trim() == "1");
+    let strict = |p: &str| {
+        Path::new(p).exists() && std::fs::read_to_string(p).is_ok_and(|v| v.trim() == "1")
+    };
     if strict(&rp) || strict(all) {
         warn!(
             iface,

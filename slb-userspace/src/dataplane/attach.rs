@@ -40,7 +40,10 @@ impl Dataplane {
             .program_mut(object::PROG_LB)
             .ok_or(DataplaneError::Missing(object::PROG_LB))?
             .try_into()
-            .map_err(|source| DataplaneError::Program { name: object::PROG_LB, source })
+            .map_err(|source| DataplaneError::Program {
+                name: object::PROG_LB,
+                source,
+            })
     }
 
     /// Lets the program redirect to device `index`.
@@ -49,7 +52,12 @@ impl Dataplane {
             .insert(index, index, None, 0)
             .map_err(|e| DataplaneError::Interface {
                 name: format!("#{index}"),
-                reason: format!("adding to TX_PORTS: {e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
+                reason: format!(
+                    "adding to TX_PORTS: {e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                ),
             })
     }
 
@@ -63,13 +71,23 @@ impl Dataplane {
         };
         let prog = self.xdp()?;
         let (id, mode_name) = match mode {
-            AttachMode::Native => (prog.attach_to_if_index(index, XdpMode::Driver).map_err(fail)?, "native"),
-            AttachMode::Skb => (prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?, "skb"),
+            AttachMode::Native => (
+                prog.attach_to_if_index(index, XdpMode::Driver)
+                    .map_err(fail)?,
+                "native",
+            ),
+            AttachMode::Skb => (
+                prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?,
+                "skb",
+            ),
             AttachMode::Auto => match prog.attach_to_if_index(index, XdpMode::Driver) {
                 Ok(id) => (id, "native"),
                 Err(e) => {
                     warn!(iface, error = %e, "native XDP not available, falling back to skb mode");
-                    (prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?, "skb")
+                    (
+                        prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?,
+                        "skb",
+                    )
                 }
             },
         };
@@ -104,7 +122,11 @@ impl Dataplane {
                 Ok(()) => info!(iface, "XDP detached"),
                 Err(e) => warn!(iface, error = %e, "detaching XDP failed"),
             }
-            if let Err(e) = self.tx_ports.remove(link.attachment.ifindex).map_err(map_err("TX_PORTS")) {
+            if let Err(e) = self
+                .tx_ports
+                .remove(link.attachment.ifindex)
+                .map_err(map_err("TX_PORTS"))
+            {
                 warn!(iface, error = %e, "removing from TX_PORTS failed");
             }
         }

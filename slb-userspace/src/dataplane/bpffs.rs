@@ -29,7 +29,13 @@ pub fn ensure(dir: &Path) -> Result<(), DataplaneError> {
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
-    mount(Some("bpf"), dir, Some("bpf"), MsFlags::empty(), None::<&str>)
-        .map_err(|e| io("mount bpffs", std::io::Error::from(e)))?;
+    mount(
+        Some("bpf"),
+        dir,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| io("mount bpffs", std::io::Error::from(e)))?;
     Ok(())
 }

@@ -27,14 +27,20 @@ fn add(a: &mut Stats, b: &Stats) {
 
 impl Dataplane {
     pub fn listener_stats(&self, id: u32) -> Result<Stats, DataplaneError> {
-        let per_cpu = self.listener_stats.get(&id, 0).map_err(map_err("LISTENER_STATS"))?;
+        let per_cpu = self
+            .listener_stats
+            .get(&id, 0)
+            .map_err(map_err("LISTENER_STATS"))?;
         let mut sum = Stats::default();
         per_cpu.iter().for_each(|s| add(&mut sum, s));
         Ok(sum)
     }
 
     pub fn backend_stats(&self, id: u32) -> Result<Stats, DataplaneError> {
-        let per_cpu = self.backend_stats.get(&id, 0).map_err(map_err("BACKEND_STATS"))?;
+        let per_cpu = self
+            .backend_stats
+            .get(&id, 0)
+            .map_err(map_err("BACKEND_STATS"))?;
         let mut sum = Stats::default();
         per_cpu.iter().for_each(|s| add(&mut sum, s));
         Ok(sum)
@@ -43,7 +49,10 @@ impl Dataplane {
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
         let mut v = [0u64; GLOBAL_COUNTERS as usize];
         for (i, slot) in v.iter_mut().enumerate() {
-            let per_cpu = self.global_stats.get(&(i as u32), 0).map_err(map_err("GLOBAL_STATS"))?;
+            let per_cpu = self
+                .global_stats
+                .get(&(i as u32), 0)
+                .map_err(map_err("GLOBAL_STATS"))?;
             *slot = per_cpu.iter().sum();
         }
         let at = |c: GlobalCounter| v[c as usize];

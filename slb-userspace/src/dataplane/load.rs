@@ -86,7 +86,10 @@ fn check_pinned(dir: &Path, name: &str, want: u32) -> Result<bool, DataplaneErro
     if info.max_entries() != want {
         return Err(DataplaneError::Incompatible {
             path: dir.to_owned(),
-            reason: format!("{name} holds {} entries, this configuration needs {want}", info.max_entries()),
+            reason: format!(
+                "{name} holds {} entries, this configuration needs {want}",
+                info.max_entries()
+            ),
         });
     }
     Ok(true)
@@ -116,7 +119,9 @@ impl Dataplane {
         let mut version: Array<MapData, u32> = take(&mut ebpf, "VERSION")?;
         let found = version.get(&0, 0).map_err(map_err("VERSION"))?;
         if found == 0 {
-            version.set(0, LAYOUT_VERSION, 0).map_err(map_err("VERSION"))?;
+            version
+                .set(0, LAYOUT_VERSION, 0)
+                .map_err(map_err("VERSION"))?;
         } else if found != LAYOUT_VERSION {
             return Err(DataplaneError::Incompatible {
                 path: opts.pin_dir.clone(),
@@ -128,10 +133,14 @@ impl Dataplane {
             .program_mut(object::PROG_LB)
             .ok_or(DataplaneError::Missing(object::PROG_LB))?
             .try_into()
-            .map_err(|source| DataplaneError::Program { name: object::PROG_LB, source })?;
-        program
-            .load()
-            .map_err(|source| DataplaneError::Program { name: object::PROG_LB, source })?;
+            .map_err(|source| DataplaneError::Program {
+                name: object::PROG_LB,
+                source,
+            })?;
+        program.load().map_err(|source| DataplaneError::Program {
+            name: object::PROG_LB,
+            source,
+        })?;
 
         Ok(Dataplane {
             dests: take(&mut ebpf, "DESTS")?,
@@ -162,7 +171,10 @@ impl Dataplane {
             .program(object::PROG_LB)
             .ok_or(DataplaneError::Missing(object::PROG_LB))?
             .try_into()
-            .map_err(|source| DataplaneError::Program { name: object::PROG_LB, source })
+            .map_err(|source| DataplaneError::Program {
+                name: object::PROG_LB,
+                source,
+            })
     }
 
     pub fn ring_size(&self) -> u32 {

@@ -1,9 +1,7 @@
 //! Typed writes of the configuration maps.
 use super::{map_err, Dataplane, DataplaneError};
 use aya::maps::MapError;
-use slb_common::{
-    limits::MAX_SNAT_ADDRS, Addr, Backend, Listener, SnatPool, VipKey,
-};
+use slb_common::{limits::MAX_SNAT_ADDRS, Addr, Backend, Listener, SnatPool, VipKey};
 use std::collections::BTreeMap;
 
 /// A missing key on delete is not an error: the goal (absent) is reached.
@@ -16,8 +14,14 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
 }
 
 impl Dataplane {
-    pub fn set_listener(&mut self, key: &VipKey, listener: &Listener) -> Result<(), DataplaneError> {
-        self.listeners.insert(key, listener, 0).map_err(map_err("LISTENERS"))
+    pub fn set_listener(
+        &mut self,
+        key: &VipKey,
+        listener: &Listener,
+    ) -> Result<(), DataplaneError> {
+        self.listeners
+            .insert(key, listener, 0)
+            .map_err(map_err("LISTENERS"))
     }
 
     pub fn remove_listener(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
@@ -31,7 +35,9 @@ impl Dataplane {
     }
 
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
-        self.backends.set(id, backend, 0).map_err(map_err("BACKENDS"))
+        self.backends
+            .set(id, backend, 0)
+            .map_err(map_err("BACKENDS"))
     }
 
     pub fn backend(&self, id: u32) -> Result<Backend, DataplaneError> {
@@ -41,12 +47,19 @@ impl Dataplane {
     /// Writes a lookup table at `base`. Only slots that differ from
     /// `previous` (what the caller knows is there) are written: a weight
     /// change on a 65537-slot table touches a few hundred slots, not all.
-    pub fn write_ring(&mut self, base: u32, slots: &[u32], previous: Option<&[u32]>) -> Result<(), DataplaneError> {
+    pub fn write_ring(
+        &mut self,
+        base: u32,
+        slots: &[u32],
+        previous: Option<&[u32]>,
+    ) -> Result<(), DataplaneError> {
         for (i, &slot) in slots.iter().enumerate() {
             if previous.and_then(|p| p.get(i)) == Some(&slot) {
                 continue;
             }
-            self.ring.set(base + i as u32, slot, 0).map_err(map_err("RING"))?;
+            self.ring
+                .set(base + i as u32, slot, 0)
+                .map_err(map_err("RING"))?;
         }
         Ok(())
     }
@@ -61,7 +74,9 @@ impl Dataplane {
         }
         for (addr, flags) in desired {
             if self.dests.get(addr, 0).ok() != Some(*flags) {
-                self.dests.insert(addr, flags, 0).map_err(map_err("DESTS"))?;
+                self.dests
+                    .insert(addr, flags, 0)
+                    .map_err(map_err("DESTS"))?;
             }
         }
         Ok(())
@@ -81,10 +96,14 @@ impl Dataplane {
             });
         }
         for (i, a) in v4.iter().enumerate() {
-            self.snat_v4.set(i as u32, a, 0).map_err(map_err("SNAT_V4"))?;
+            self.snat_v4
+                .set(i as u32, a, 0)
+                .map_err(map_err("SNAT_V4"))?;
         }
         for (i, a) in v6.iter().enumerate() {
-            self.snat_v6.set(i as u32, a, 0).map_err(map_err("SNAT_V6"))?;
+            self.snat_v6
+                .set(i as u32, a, 0)
+                .map_err(map_err("SNAT_V6"))?;
         }
         let pool = SnatPool {
             v4_count: v4.len() as u32,

@@ -49,7 +49,8 @@ impl Ids {
         let mut used: BTreeSet<u32> = self.listeners.values().copied().collect();
         for name in listeners {
             if !self.listeners.contains_key(name) {
-                let id = lowest_free(&used, MAX_LISTENERS).ok_or(IdError::Listeners(MAX_LISTENERS))?;
+                let id =
+                    lowest_free(&used, MAX_LISTENERS).ok_or(IdError::Listeners(MAX_LISTENERS))?;
                 used.insert(id);
                 self.listeners.insert(name.clone(), id);
             }
@@ -101,12 +102,21 @@ mod tests {
     #[test]
     fn unchanged_entries_keep_their_ids() {
         let mut ids = Ids::default();
-        let b = [bk("web", "10.0.1.1:80"), bk("web", "10.0.1.2:80"), bk("web", "10.0.1.3:80")];
+        let b = [
+            bk("web", "10.0.1.1:80"),
+            bk("web", "10.0.1.2:80"),
+            bk("web", "10.0.1.3:80"),
+        ];
         ids.assign(&["web".into(), "dns".into()], &b).unwrap();
         let before: Vec<_> = b.iter().map(|k| ids.backend(k).unwrap()).collect();
         // Remove the middle backend, add a new one and a listener.
-        let b2 = [bk("web", "10.0.1.1:80"), bk("web", "10.0.1.3:80"), bk("web", "10.0.1.4:80")];
-        ids.assign(&["dns".into(), "web".into(), "new".into()], &b2).unwrap();
+        let b2 = [
+            bk("web", "10.0.1.1:80"),
+            bk("web", "10.0.1.3:80"),
+            bk("web", "10.0.1.4:80"),
+        ];
+        ids.assign(&["dns".into(), "web".into(), "new".into()], &b2)
+            .unwrap();
         assert_eq!(ids.backend(&b2[0]).unwrap(), before[0]);
         assert_eq!(ids.backend(&b2[1]).unwrap(), before[2]);
         assert_eq!(ids.listener("web"), Some(0));
@@ -122,6 +132,9 @@ mod tests {
     fn limits_are_enforced() {
         let mut ids = Ids::default();
         let names: Vec<String> = (0..=MAX_LISTENERS).map(|i| format!("l{i}")).collect();
-        assert_eq!(ids.assign(&names, &[]), Err(IdError::Listeners(MAX_LISTENERS)));
+        assert_eq!(
+            ids.assign(&names, &[]),
+            Err(IdError::Listeners(MAX_LISTENERS))
+        );
     }
 }

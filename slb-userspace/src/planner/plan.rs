@@ -8,8 +8,8 @@ use crate::sched::SchedError;
 use slb_common::{
     addr::to_addr,
     listener::{
-        BACKEND_F_DOWN, DEST_SNAT, DEST_VIP, MODE_DR, MODE_FULLNAT, MODE_NAT, SCHED_MAGLEV, SCHED_SH, SCHED_WLC,
-        SCHED_WRR,
+        BACKEND_F_DOWN, DEST_SNAT, DEST_VIP, MODE_DR, MODE_FULLNAT, MODE_NAT, SCHED_MAGLEV,
+        SCHED_SH, SCHED_WLC, SCHED_WRR,
     },
     Addr, Backend, Listener, VipKey, PROTO_TCP, PROTO_UDP,
 };
@@ -100,7 +100,11 @@ fn secs(d: std::time::Duration) -> u32 {
 
 /// Computes the map contents for `cfg` with `health`, assigning stable ids.
 pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanError> {
-    let l4: Vec<_> = cfg.listeners.iter().filter(|l| l.protocol.is_l4()).collect();
+    let l4: Vec<_> = cfg
+        .listeners
+        .iter()
+        .filter(|l| l.protocol.is_l4())
+        .collect();
     let names: Vec<String> = l4.iter().map(|l| l.name.clone()).collect();
     let keys: Vec<BackendKey> = l4
         .iter()
@@ -117,7 +121,9 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
     let mut out = Plan::default();
     for l in l4 {
         // Invariant: `assign` just gave every listener and backend an id.
-        let Some(id) = ids.listener(&l.name) else { continue };
+        let Some(id) = ids.listener(&l.name) else {
+            continue;
+        };
         let mut backends = Vec::new();
         let mut live = Vec::new();
         for b in &l.backends {
@@ -125,7 +131,9 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
                 listener: l.name.clone(),
                 addr: b.socket_addr(),
             };
-            let Some((bid, generation)) = ids.backend(&key) else { continue };
+            let Some((bid, generation)) = ids.backend(&key) else {
+                continue;
+            };
             let up = health.is_up(&key);
             if up && b.weight > 0 {
                 live.push(Candidate {
@@ -149,10 +157,11 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
                 up,
             });
         }
-        let table = tables::build(l.scheduler, &live, ring_size).map_err(|source| PlanError::Table {
-            listener: l.name.clone(),
-            source,
-        })?;
+        let table =
+            tables::build(l.scheduler, &live, ring_size).map_err(|source| PlanError::Table {
+                listener: l.name.clone(),
+                source,
+            })?;
         let vip = to_addr(l.vip);
         *out.dests.entry(vip).or_insert(0) |= DEST_VIP;
         out.listeners.push(ListenerPlan {

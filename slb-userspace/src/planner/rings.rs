@@ -101,17 +101,38 @@ mod tests {
     fn alternates_halves_and_skips_identical_tables() {
         let mut r = Rings::default();
         let s = r.prepare(3, &[1, 2, 3], 7).unwrap();
-        assert_eq!(s, RingSwap { half: 0, base: 42, previous: None });
+        assert_eq!(
+            s,
+            RingSwap {
+                half: 0,
+                base: 42,
+                previous: None
+            }
+        );
         r.committed(3, s.half, vec![1, 2, 3]);
         assert_eq!(r.live_base(3, 7), 42);
         assert!(r.prepare(3, &[1, 2, 3], 7).is_none());
         let s = r.prepare(3, &[1, 1, 3], 7).unwrap();
-        assert_eq!(s, RingSwap { half: 1, base: 49, previous: None });
+        assert_eq!(
+            s,
+            RingSwap {
+                half: 1,
+                base: 49,
+                previous: None
+            }
+        );
         r.committed(3, s.half, vec![1, 1, 3]);
         assert_eq!(r.live_base(3, 7), 49);
         // Back to the first half, which still holds the first table.
         let s = r.prepare(3, &[2, 2, 2], 7).unwrap();
-        assert_eq!(s, RingSwap { half: 0, base: 42, previous: Some(vec![1, 2, 3]) });
+        assert_eq!(
+            s,
+            RingSwap {
+                half: 0,
+                base: 42,
+                previous: Some(vec![1, 2, 3])
+            }
+        );
     }
 
     #[test]
@@ -119,6 +140,13 @@ mod tests {
         let mut r = Rings::default();
         r.adopt(1, 0);
         let s = r.prepare(1, &[5], 7).unwrap();
-        assert_eq!(s, RingSwap { half: 1, base: 21, previous: None });
+        assert_eq!(
+            s,
+            RingSwap {
+                half: 1,
+                base: 21,
+                previous: None
+            }
+        );
     }
 }

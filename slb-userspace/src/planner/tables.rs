@@ -12,7 +12,11 @@ pub struct Candidate {
 /// The table the XDP program indexes for new flows: Maglev (`maglev`, and
 /// `sh` with a source-address hash) has exactly `ring_size` slots; `wrr`
 /// is one period of the smooth weighted sequence (at most `ring_size`).
-pub fn build(scheduler: Scheduler, live: &[Candidate], ring_size: u32) -> Result<Vec<u32>, SchedError> {
+pub fn build(
+    scheduler: Scheduler,
+    live: &[Candidate],
+    ring_size: u32,
+) -> Result<Vec<u32>, SchedError> {
     match scheduler {
         Scheduler::Maglev | Scheduler::Sh => {
             let backends: Vec<MaglevBackend> = live
