@@ -20,6 +20,18 @@ pub enum Command {
     Run {
         #[arg(short, long, default_value = "/etc/slb/slb.toml")]
         config: PathBuf,
+        /// On SIGTERM/SIGINT leave the XDP program attached and its maps
+        /// pinned, so established flows keep being forwarded; the next
+        /// `slb run` adopts that state (hitless restart/upgrade).
+        #[arg(long)]
+        keep_dataplane: bool,
+    },
+    /// Serve only the http/https listeners with the L7 proxy: no XDP,
+    /// unprivileged where ports (>= 1024) and addresses allow (SIGHUP
+    /// reloads).
+    Proxy {
+        #[arg(short, long, default_value = "/etc/slb/slb.toml")]
+        config: PathBuf,
     },
     /// Check a configuration file and print every error with its key path.
     Validate {
@@ -29,4 +41,30 @@ pub enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Show listeners, backends, health, weights, active flows and counters
+    /// of the running agent.
+    Status {
+        #[command(flatten)]
+        agent: AgentSocket,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running agent re-read its configuration (like SIGHUP), and
+    /// report the outcome: every error of a rejected file is printed.
+    Reload {
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+}
+
+/// How the CLI finds the running agent's control socket.
+#[derive(clap::Args)]
+pub struct AgentSocket {
+    /// The agent's configuration file (its `agent.control_socket` is used).
+    #[arg(short, long, default_value = "/etc/slb/slb.toml")]
+    pub config: PathBuf,
+    /// The control socket itself (overrides --config).
+    #[arg(long)]
+    pub control_socket: Option<PathBuf>,
 }

@@ -1,6 +1,11 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dataplane;
+pub mod health;
+pub mod localaddr;
+pub mod metrics;
 pub mod planner;
 pub mod sched;
+pub mod status;

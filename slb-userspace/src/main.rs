@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::Parser;
-use slb::{agent, cli};
+use slb::{agent, cli, control, status};
 use std::process::ExitCode;
 
 fn init_logging() {
@@ -36,18 +36,96 @@ fn validate(path: &std::path::Path, print: bool) -> ExitCode {
     }
 }
 
+/// The control socket named by `--control-socket`, or by the config file.
+fn socket_path(a: &cli::AgentSocket) -> Result<std::path::PathBuf, String> {
+    if let Some(p) = &a.control_socket {
+        return Ok(p.clone());
+    }
+    slb::config::load(&a.config)
+        .map(|c| c.agent.control_socket)
+        .map_err(|e| {
+            format!(
+                "{}: cannot find the control socket:\n{e}",
+                a.config.display()
+            )
+        })
+}
+
+/// `slb status` / `slb reload`: one request to the running agent.
+fn ask(a: &cli::AgentSocket, req: control::Request, json: bool) -> ExitCode {
+    let path = match socket_path(a) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("slb: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match control::request(&path, &req, std::time::Duration::from_secs(30)) {
+        Ok(control::Response::Status(s)) => {
+            if json {
+                match serde_json::to_string_pretty(&s) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("slb: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", status::render_table(&s));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(control::Response::Reloaded { generation }) => {
+            println!("reloaded (configuration generation {generation})");
+            ExitCode::SUCCESS
+        }
+        Ok(control::Response::Error { errors }) => {
+            eprintln!("slb: the agent refused:");
+            for e in errors {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("slb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Validate { config, print } => validate(&config, print),
-        cli::Command::Run { config } => {
+        cli::Command::Status { agent, json } => ask(&agent, control::Request::Status, json),
+        cli::Command::Reload { agent } => ask(&agent, control::Request::Reload, false),
+        cli::Command::Proxy { config } => {
             init_logging();
+            let result: Result<()> = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(slb::l7::command::run(&config)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("slb: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        cli::Command::Run {
+            config,
+            keep_dataplane,
+        } => {
+            init_logging();
+            let opts = agent::RunOptions { keep_dataplane };
             let result: Result<()> = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(agent::run(&config)));
+                .and_then(|rt| rt.block_on(agent::run(&config, opts)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

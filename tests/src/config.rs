@@ -1,5 +1,5 @@
 //! Agent configurations for the test bed.
-use crate::topology::{lb_interfaces, PROBE4, SNAT4, SNAT6};
+use crate::topology::{lb_interfaces, PROBE4, PROBE6, SNAT4, SNAT6};
 use std::{fmt::Write, net::IpAddr, path::Path};
 
 /// One `[[listener]]` of a generated configuration.
@@ -61,7 +61,7 @@ pub fn render(backends: usize, pin_dir: &Path, listeners: &[ListenerSpec]) -> St
     // Writing into a String cannot fail.
     let _ = write!(
         s,
-        "[agent]\ninterfaces = [{}]\nxdp_mode = \"native\"\nprobe_source = [\"{PROBE4}\", \"fd64::1\"]\n\
+        "[agent]\ninterfaces = [{}]\nxdp_mode = \"native\"\nprobe_source = [\"{PROBE4}\", \"{PROBE6}\"]\n\
          local_addresses = [{}]\npin_path = \"{}\"\nflow_table_size = 65536\nmaglev_table_size = 65537\n\
          control_socket = \"{}\"\n",
         ifaces.join(", "),

@@ -183,3 +183,77 @@ pub fn udp_ask(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) ->
         .with_context(|| format!("no UDP reply from {to}"))?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
+
+/// A backend that answers HTTP requests with a settable status and
+/// remembers each request's head (request line and headers), for checking
+/// what HTTP health checks send.
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
+    pub requests: Arc<Mutex<Vec<(IpAddr, String)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    pub fn start(ns: &Netns, addr: SocketAddr, status: u16) -> Result<HttpServer> {
+        let listener = ns
+            .enter(|| TcpListener::bind(addr))?
+            .with_context(|| format!("bind {addr}"))?;
+        listener.set_nonblocking(true)?;
+        let code = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c2, r2, s2) = (code.clone(), requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                let Ok((mut conn, peer)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                if let Ok(mut r) = r2.lock() {
+                    r.push((peer.ip(), String::from_utf8_lossy(&head).into_owned()));
+                }
+                let code = c2.load(Ordering::Relaxed);
+                let body = format!("status {code}\n");
+                let _ = conn.write_all(
+                    format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+                );
+            }
+        });
+        Ok(HttpServer {
+            addr,
+            status: code,
+            requests,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::Relaxed);
+    }
+
+    pub fn requests(&self) -> Vec<(IpAddr, String)> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -24,6 +24,7 @@ pub const LB4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const SNAT4: [Ipv4Addr; 2] = [Ipv4Addr::new(100, 64, 0, 10), Ipv4Addr::new(100, 64, 0, 11)];
 pub const SNAT6: [Ipv6Addr; 1] = [Ipv6Addr::new(0xfd64, 0, 0, 0, 0, 0, 0, 0x10)];
 pub const PROBE4: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+pub const PROBE6: Ipv6Addr = Ipv6Addr::new(0xfd64, 0, 0, 0, 0, 0, 0, 1);
 
 pub fn backend4(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, i as u8 + 1, 2)

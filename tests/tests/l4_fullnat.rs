@@ -4,7 +4,7 @@
 use slb_tests::{
     config::{render, ListenerSpec},
     servers::{tcp_hello, udp_ask, NameServer},
-    topology::{backend4, backend6, CLIENT4, LB4, SNAT4, SNAT6, VIP4, VIP6},
+    topology::{backend4, backend6, CLIENT4, LB4, PROBE4, PROBE6, SNAT4, SNAT6, VIP4, VIP6},
     Agent, Topology,
 };
 use std::{
@@ -36,11 +36,14 @@ fn spread(t: &Topology, vip: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     counts
 }
 
+/// Addresses a backend may see: the FULLNAT pool, and the health-check
+/// source (which probes from the same 100.64.0.0/10 range).
 fn snat_pool() -> Vec<IpAddr> {
     SNAT4
         .iter()
         .map(|a| IpAddr::V4(*a))
         .chain(SNAT6.iter().map(|a| IpAddr::V6(*a)))
+        .chain([IpAddr::V4(PROBE4), IpAddr::V6(PROBE6)])
         .collect()
 }
 

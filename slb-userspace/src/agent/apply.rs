@@ -3,8 +3,10 @@
 //! tables before the listener entries that point at them, listener entries
 //! before the destination flags that lead to them (and the reverse order
 //! for removals).
+use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneError};
-use crate::planner::{Ids, Plan, Rings};
+use crate::planner::{self, BackendKey, Ids, Plan, Rings};
+use slb_common::addr::to_addr;
 use slb_common::{
     limits::{MAX_BACKENDS, RINGS_PER_LISTENER},
     VipKey,
@@ -19,21 +21,43 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// Prepares for maps adopted from a previous run: generations continue
-    /// from the pinned backend entries (so a reused id re-schedules the
-    /// flows of its previous owner), and each listener's next table goes to
-    /// the half that is not live.
-    pub fn adopt(&mut self, dp: &Dataplane) -> Result<(), DataplaneError> {
+    /// Prepares for maps adopted from a previous run. Listeners and
+    /// backends that are still configured keep their ids and generations,
+    /// so their flows keep their backend; any other id that gets reused
+    /// continues its generation count, so flows of its previous owner are
+    /// re-scheduled. Each listener's next table goes to the half that is
+    /// not live.
+    pub fn adopt(&mut self, dp: &Dataplane, cfg: &Config) -> Result<(), DataplaneError> {
+        let mut pinned_backends = Vec::new();
         for id in 0..MAX_BACKENDS {
             let b = dp.backend(id)?;
             if b.generation != 0 {
                 self.ids.seed_generation(id, b.generation);
+                pinned_backends.push((id, b));
             }
         }
         let ring_size = dp.ring_size();
-        for (_, l) in dp.listener_entries() {
+        let entries = dp.listener_entries();
+        for (key, l) in &entries {
             let half = (l.ring_base / ring_size) % RINGS_PER_LISTENER;
             self.rings.adopt(l.id, half as usize);
+            let Some(listener) = cfg.l4_listeners().find(|c| planner::vip_key(c) == *key) else {
+                continue;
+            };
+            self.ids.preassign_listener(&listener.name, l.id);
+            for b in &listener.backends {
+                let (addr, port) = (to_addr(b.address), b.port.to_be());
+                if let Some((id, pinned)) = pinned_backends
+                    .iter()
+                    .find(|(_, p)| p.listener_id == l.id && p.addr == addr && p.port == port)
+                {
+                    let key = BackendKey {
+                        listener: listener.name.clone(),
+                        addr: b.socket_addr(),
+                    };
+                    self.ids.preassign_backend(key, *id, pinned.generation);
+                }
+            }
         }
         Ok(())
     }

@@ -1,6 +1,12 @@
-//! Attaching the program to interfaces and the redirect device map.
+//! Attaching the program to interfaces, pinning the links so the program
+//! keeps forwarding while no agent runs, and adopting pinned links on start.
 use super::{map_err, object, Dataplane, DataplaneError};
-use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
+use aya::programs::{
+    links::{FdLink, PinnedLink},
+    xdp::XdpLink,
+    Xdp, XdpMode,
+};
+use std::path::PathBuf;
 use tracing::{info, warn};
 
 /// How the program is attached (`agent.xdp_mode`).
@@ -18,13 +24,17 @@ pub enum AttachMode {
 pub struct Attachment {
     pub iface: String,
     pub ifindex: u32,
-    /// "native" or "skb".
+    /// "native", "skb", or "adopted" (a pinned link of a previous run now
+    /// runs this program).
     pub mode: &'static str,
 }
 
 pub(super) struct Link {
-    pub(super) id: XdpLinkId,
-    pub(super) attachment: Attachment,
+    /// The bpf_link, pinned at `pin`. Closing it alone does not detach:
+    /// the pin keeps the link (and the program) alive.
+    fd: FdLink,
+    pin: PathBuf,
+    attachment: Attachment,
 }
 
 pub(crate) fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
@@ -32,6 +42,15 @@ pub(crate) fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
         name: iface.to_owned(),
         reason: format!("no such interface ({e})"),
     })
+}
+
+fn iface_err(iface: &str, what: &str) -> impl FnOnce(String) -> DataplaneError {
+    let name = iface.to_owned();
+    let what = what.to_owned();
+    move |e| DataplaneError::Interface {
+        name,
+        reason: format!("{what}: {e}"),
+    }
 }
 
 impl Dataplane {
@@ -61,35 +80,64 @@ impl Dataplane {
             })
     }
 
-    /// Attaches the program to `iface` and lets it redirect there.
+    /// Attaches the program to `iface` and lets it redirect there. A link
+    /// pinned by a previous run is taken over in place (the new program
+    /// replaces the old one atomically: no packet sees no program).
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attachment, DataplaneError> {
         let index = ifindex(iface)?;
         self.add_tx_port(index)?;
-        let fail = |e: aya::programs::ProgramError| DataplaneError::Interface {
-            name: iface.to_owned(),
-            reason: format!("attaching XDP: {e}"),
-        };
+        let pin = self.pin_dir.join(format!("link_{iface}"));
         let prog = self.xdp()?;
-        let (id, mode_name) = match mode {
-            AttachMode::Native => (
-                prog.attach_to_if_index(index, XdpMode::Driver)
-                    .map_err(fail)?,
-                "native",
-            ),
-            AttachMode::Skb => (
-                prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?,
-                "skb",
-            ),
-            AttachMode::Auto => match prog.attach_to_if_index(index, XdpMode::Driver) {
-                Ok(id) => (id, "native"),
-                Err(e) => {
-                    warn!(iface, error = %e, "native XDP not available, falling back to skb mode");
-                    (
-                        prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?,
-                        "skb",
-                    )
-                }
-            },
+        let (id, mode_name) = if pin.exists() {
+            let fd: FdLink = PinnedLink::from_pin(&pin)
+                .map_err(|e| iface_err(iface, "opening the pinned link")(e.to_string()))?
+                .into();
+            let link = XdpLink::try_from(fd)
+                .map_err(|e| iface_err(iface, "pinned link")(e.to_string()))?;
+            let id = prog
+                .attach_to_link(link)
+                .map_err(|e| iface_err(iface, "taking over the pinned link")(e.to_string()))?;
+            (id, "adopted")
+        } else {
+            let fail =
+                |e: aya::programs::ProgramError| iface_err(iface, "attaching XDP")(e.to_string());
+            match mode {
+                AttachMode::Native => (
+                    prog.attach_to_if_index(index, XdpMode::Driver)
+                        .map_err(fail)?,
+                    "native",
+                ),
+                AttachMode::Skb => (
+                    prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?,
+                    "skb",
+                ),
+                AttachMode::Auto => match prog.attach_to_if_index(index, XdpMode::Driver) {
+                    Ok(id) => (id, "native"),
+                    Err(e) => {
+                        warn!(iface, error = %e, "native XDP not available, falling back to skb mode");
+                        (
+                            prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?,
+                            "skb",
+                        )
+                    }
+                },
+            }
+        };
+        let link = prog
+            .take_link(id)
+            .map_err(|e| iface_err(iface, "taking the link")(e.to_string()))?;
+        let fd = FdLink::try_from(link).map_err(|e| {
+            iface_err(
+                iface,
+                "the kernel attached XDP without a bpf_link, which cannot be pinned",
+            )(e.to_string())
+        })?;
+        let fd = if pin.exists() {
+            fd
+        } else {
+            fd.pin(&pin)
+                .map_err(|e| iface_err(iface, "pinning the link")(e.to_string()))?
+                .into()
         };
         let attachment = Attachment {
             iface: iface.to_owned(),
@@ -98,7 +146,8 @@ impl Dataplane {
         };
         info!(iface, mode = mode_name, "XDP attached");
         self.links.push(Link {
-            id,
+            fd,
+            pin,
             attachment: attachment.clone(),
         });
         Ok(attachment)
@@ -108,20 +157,17 @@ impl Dataplane {
         self.links.iter().map(|l| l.attachment.clone()).collect()
     }
 
-    /// Detaches from every interface (in reverse order of attaching).
+    /// Detaches from every interface (in reverse order of attaching): the
+    /// pins go, and closing the last reference destroys each link.
     pub fn detach_all(&mut self) {
         let links = std::mem::take(&mut self.links);
         for link in links.into_iter().rev() {
             let iface = link.attachment.iface.clone();
-            match self.xdp().and_then(|p| {
-                p.detach(link.id).map_err(|source| DataplaneError::Program {
-                    name: object::PROG_LB,
-                    source,
-                })
-            }) {
-                Ok(()) => info!(iface, "XDP detached"),
-                Err(e) => warn!(iface, error = %e, "detaching XDP failed"),
+            if let Err(e) = std::fs::remove_file(&link.pin) {
+                warn!(iface, error = %e, "removing the pinned link failed");
             }
+            drop(link.fd);
+            info!(iface, "XDP detached");
             if let Err(e) = self
                 .tx_ports
                 .remove(link.attachment.ifindex)
@@ -129,6 +175,14 @@ impl Dataplane {
             {
                 warn!(iface, error = %e, "removing from TX_PORTS failed");
             }
+        }
+    }
+
+    /// Leaves the program attached and every map pinned: forwarding goes on
+    /// without an agent, and the next `slb run` adopts this state.
+    pub fn keep_running(mut self) {
+        for link in std::mem::take(&mut self.links) {
+            info!(iface = %link.attachment.iface, pin = %link.pin.display(), "XDP left attached");
         }
     }
 }

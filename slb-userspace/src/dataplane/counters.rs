@@ -75,3 +75,43 @@ impl Dataplane {
         (self.flows.keys().count(), self.reverse.keys().count())
     }
 }
+
+/// The clock of the flow timestamps (`bpf_ktime_get_coarse_ns`).
+fn monotonic_coarse_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+impl Dataplane {
+    /// Live flows per backend id: entries whose backend slot still holds the
+    /// backend they were scheduled to and that were seen within their
+    /// listener's idle timeout (`idle_ns(listener_id)`). Walks the table:
+    /// for status and metrics, not per packet.
+    pub fn active_flows(
+        &self,
+        idle_ns: impl Fn(u32) -> Option<u64>,
+    ) -> std::collections::BTreeMap<u32, u64> {
+        let now = monotonic_coarse_ns();
+        let mut generations = std::collections::BTreeMap::new();
+        let mut out = std::collections::BTreeMap::new();
+        for (_, flow) in self.flows.iter().filter_map(Result::ok) {
+            let Some(idle) = idle_ns(flow.listener_id) else {
+                continue;
+            };
+            if now.saturating_sub(flow.seen_ns) > idle {
+                continue;
+            }
+            let generation = *generations.entry(flow.backend_id).or_insert_with(|| {
+                self.backends
+                    .get(&flow.backend_id, 0)
+                    .map(|b| b.generation)
+                    .unwrap_or(0)
+            });
+            if generation == flow.backend_gen {
+                *out.entry(flow.backend_id).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+}

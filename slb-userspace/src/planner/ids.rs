@@ -86,6 +86,18 @@ impl Ids {
         let g = self.generations.entry(id).or_insert(0);
         *g = (*g).max(generation);
     }
+
+    /// Keeps the id a listener had in adopted pinned state.
+    pub fn preassign_listener(&mut self, name: &str, id: u32) {
+        self.listeners.insert(name.to_owned(), id);
+    }
+
+    /// Keeps the id and generation a backend had in adopted pinned state,
+    /// so its flows stay pinned to it across an agent restart.
+    pub fn preassign_backend(&mut self, key: BackendKey, id: u32, generation: u32) {
+        self.backends.insert(key, id);
+        self.generations.insert(id, generation);
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +138,23 @@ mod tests {
         let (id, gen) = ids.backend(&b2[2]).unwrap();
         assert_eq!(id, before[1].0);
         assert_eq!(gen, before[1].1 + 1);
+    }
+
+    #[test]
+    fn preassigned_ids_survive_assignment() {
+        let mut ids = Ids::default();
+        ids.seed_generation(0, 7);
+        ids.preassign_listener("web", 5);
+        ids.preassign_backend(bk("web", "10.0.1.2:80"), 9, 4);
+        ids.assign(
+            &["web".into()],
+            &[bk("web", "10.0.1.1:80"), bk("web", "10.0.1.2:80")],
+        )
+        .unwrap();
+        assert_eq!(ids.listener("web"), Some(5));
+        assert_eq!(ids.backend(&bk("web", "10.0.1.2:80")), Some((9, 4)));
+        // A new backend on a previously used id continues its generations.
+        assert_eq!(ids.backend(&bk("web", "10.0.1.1:80")), Some((0, 8)));
     }
 
     #[test]

@@ -13,5 +13,5 @@ mod rings;
 mod tables;
 
 pub use ids::{BackendKey, Ids};
-pub use plan::{plan, BackendPlan, Health, ListenerPlan, Plan, PlanError};
+pub use plan::{plan, vip_key, BackendPlan, Health, ListenerPlan, Plan, PlanError};
 pub use rings::{RingSwap, Rings};

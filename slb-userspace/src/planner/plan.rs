@@ -98,6 +98,16 @@ fn secs(d: std::time::Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
 }
 
+/// The `LISTENERS` key of an L4 listener.
+pub fn vip_key(l: &crate::config::Listener) -> VipKey {
+    VipKey {
+        addr: to_addr(l.vip),
+        port: l.port.to_be(),
+        proto: proto_number(l.protocol),
+        _pad: 0,
+    }
+}
+
 /// Computes the map contents for `cfg` with `health`, assigning stable ids.
 pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanError> {
     let l4: Vec<_> = cfg
@@ -162,17 +172,12 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
                 listener: l.name.clone(),
                 source,
             })?;
-        let vip = to_addr(l.vip);
-        *out.dests.entry(vip).or_insert(0) |= DEST_VIP;
+        let key = vip_key(l);
+        *out.dests.entry(key.addr).or_insert(0) |= DEST_VIP;
         out.listeners.push(ListenerPlan {
             name: l.name.clone(),
             id,
-            key: VipKey {
-                addr: vip,
-                port: l.port.to_be(),
-                proto: proto_number(l.protocol),
-                _pad: 0,
-            },
+            key,
             entry: Listener {
                 id,
                 ring_base: 0,

@@ -1,0 +1,557 @@
+//! The probing tasks and the [`Checker`] handle that owns them.
+//!
+//! One tokio task per target: it sleeps until its first probe (spread over
+//! one interval, see [`super::schedule`]), then probes once per interval
+//! tick. A task is a timer and, during a probe, one socket, so 1000+
+//! targets cost little; a slow backend only delays its own task. Results
+//! go into a shared table (a short `std` mutex section per probe), where
+//! the state machine decides; each change is logged and sent on the
+//! transition channel while the table is locked, so no transition of a
+//! target is sent after [`Checker::update`] removed or replaced it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{info, warn};
+
+use super::probe::{self, Outcome};
+use super::schedule::first_offset;
+use super::state::HealthState;
+use super::{Observer, Target, TargetStatus, Transition};
+use crate::planner::BackendKey;
+
+/// The state of one target, shared between its task and the handle.
+struct Slot {
+    /// Which task owns the slot: a replaced target's old task must not
+    /// write into its successor's slot.
+    generation: u64,
+    target: Target,
+    state: HealthState,
+    last_change: Option<SystemTime>,
+    last_reason: Option<String>,
+    last_result: Option<String>,
+    last_probe: Option<SystemTime>,
+    last_latency: Option<Duration>,
+}
+
+type Table = Arc<Mutex<BTreeMap<BackendKey, Slot>>>;
+
+fn lock(table: &Table) -> MutexGuard<'_, BTreeMap<BackendKey, Slot>> {
+    // A panic while holding the lock cannot leave a slot half-written in a
+    // way that matters; keep going with the data.
+    table.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Handle on the running health checks. Dropping it (or [`stop`]) stops
+/// all probing.
+///
+/// [`stop`]: Checker::stop
+pub struct Checker {
+    runtime: Handle,
+    table: Table,
+    tasks: BTreeMap<BackendKey, JoinHandle<()>>,
+    events: UnboundedSender<Transition>,
+    observer: Option<Observer>,
+    next_generation: u64,
+}
+
+impl Checker {
+    /// Spawns probing on the current tokio runtime; transitions are sent on
+    /// the returned channel. Panics outside a tokio runtime.
+    pub fn start(targets: Vec<Target>) -> (Checker, UnboundedReceiver<Transition>) {
+        Self::start_with_observer(targets, None)
+    }
+
+    /// Like [`start`](Checker::start), calling `observer` after every probe.
+    pub fn start_with_observer(
+        targets: Vec<Target>,
+        observer: Option<Observer>,
+    ) -> (Checker, UnboundedReceiver<Transition>) {
+        let (tx, rx) = unbounded_channel();
+        let mut checker = Checker {
+            runtime: Handle::current(),
+            table: Arc::new(Mutex::new(BTreeMap::new())),
+            tasks: BTreeMap::new(),
+            events: tx,
+            observer,
+            next_generation: 0,
+        };
+        let fresh = dedup(targets)
+            .into_iter()
+            .map(|t| (t, HealthState::new()))
+            .collect();
+        checker.spawn_batch(fresh);
+        (checker, rx)
+    }
+
+    /// Replaces the target set (config reload). A target whose key, address,
+    /// source and check settings are all unchanged keeps its task, state
+    /// and counters (it is not probed early). Removed targets stop. New
+    /// targets start up-but-unconfirmed; a target whose settings changed
+    /// keeps its current up/down only provisionally: the first probe under
+    /// the new settings decides. First probes of the started targets are
+    /// spread over their interval.
+    pub fn update(&mut self, targets: Vec<Target>) {
+        let targets = dedup(targets);
+        let mut start = Vec::new();
+        {
+            let mut table = lock(&self.table);
+            let wanted: BTreeSet<&BackendKey> = targets.iter().map(|t| &t.key).collect();
+            let gone: Vec<BackendKey> = table
+                .keys()
+                .filter(|k| !wanted.contains(k))
+                .cloned()
+                .collect();
+            for key in gone {
+                table.remove(&key);
+                if let Some(task) = self.tasks.remove(&key) {
+                    task.abort();
+                }
+            }
+            for target in targets {
+                match table.get(&target.key) {
+                    Some(slot) if slot.target == target => {}
+                    Some(slot) => {
+                        let state = HealthState::provisional(slot.state.is_up());
+                        table.remove(&target.key);
+                        if let Some(task) = self.tasks.remove(&target.key) {
+                            task.abort();
+                        }
+                        start.push((target, state));
+                    }
+                    None => start.push((target, HealthState::new())),
+                }
+            }
+        }
+        self.spawn_batch(start);
+    }
+
+    /// The current view of every target, in key order.
+    pub fn snapshot(&self) -> Vec<TargetStatus> {
+        lock(&self.table)
+            .iter()
+            .map(|(key, s)| TargetStatus {
+                key: key.clone(),
+                protocol: s.target.check.protocol(),
+                up: s.state.is_up(),
+                confirmed: s.state.is_confirmed(),
+                last_change: s.last_change,
+                last_reason: s.last_reason.clone(),
+                last_result: s.last_result.clone(),
+                last_probe: s.last_probe,
+                last_latency: s.last_latency,
+                consecutive_ok: s.state.consecutive_ok(),
+                consecutive_fail: s.state.consecutive_fail(),
+            })
+            .collect()
+    }
+
+    /// The targets currently down.
+    pub fn down(&self) -> BTreeSet<BackendKey> {
+        lock(&self.table)
+            .iter()
+            .filter(|(_, s)| !s.state.is_up())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Number of targets being checked.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Stops all probing.
+    pub fn stop(mut self) {
+        self.abort_all();
+    }
+
+    fn abort_all(&mut self) {
+        let mut table = lock(&self.table);
+        table.clear();
+        for (_, task) in std::mem::take(&mut self.tasks) {
+            task.abort();
+        }
+    }
+
+    /// Inserts the slots and spawns the tasks of targets started together,
+    /// spreading their first probes.
+    fn spawn_batch(&mut self, batch: Vec<(Target, HealthState)>) {
+        let count = batch.len();
+        let mut table = lock(&self.table);
+        for (index, (target, state)) in batch.into_iter().enumerate() {
+            self.next_generation += 1;
+            let generation = self.next_generation;
+            let key = target.key.clone();
+            let offset = first_offset(index, count, target.check.interval);
+            table.insert(
+                key.clone(),
+                Slot {
+                    generation,
+                    target: target.clone(),
+                    state,
+                    last_change: None,
+                    last_reason: None,
+                    last_result: None,
+                    last_probe: None,
+                    last_latency: None,
+                },
+            );
+            let task = Task {
+                table: self.table.clone(),
+                generation,
+                target,
+                events: self.events.clone(),
+                observer: self.observer.clone(),
+            };
+            let handle = self.runtime.spawn(task.run(offset));
+            self.tasks.insert(key, handle);
+        }
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
+
+/// Keeps the first target of each key.
+fn dedup(targets: Vec<Target>) -> Vec<Target> {
+    let mut seen = BTreeSet::new();
+    targets
+        .into_iter()
+        .filter(|t| {
+            let new = seen.insert(t.key.clone());
+            if !new {
+                warn!(
+                    listener = %t.key.listener,
+                    "health check target {} given twice; the first one is used",
+                    t.key.addr
+                );
+            }
+            new
+        })
+        .collect()
+}
+
+/// The probing loop of one target.
+struct Task {
+    table: Table,
+    generation: u64,
+    target: Target,
+    events: UnboundedSender<Transition>,
+    observer: Option<Observer>,
+}
+
+impl Task {
+    async fn run(self, offset: Duration) {
+        let interval = self.target.check.interval.max(Duration::from_millis(1));
+        let mut ticks = tokio::time::interval_at(Instant::now() + offset, interval);
+        // A probe longer than the interval: skip the missed ticks, keeping
+        // the phase (probes of one target never overlap).
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            ticks.tick().await;
+            let outcome = probe::run(&self.target).await;
+            if let Some(observe) = &self.observer {
+                observe(
+                    &self.target.key,
+                    self.target.check.protocol(),
+                    outcome.latency,
+                    outcome.ok,
+                );
+            }
+            if !self.record(outcome) {
+                return;
+            }
+        }
+    }
+
+    /// Applies one result; false when the target was removed or replaced.
+    fn record(&self, outcome: Outcome) -> bool {
+        let mut table = lock(&self.table);
+        let Some(slot) = table.get_mut(&self.target.key) else {
+            return false;
+        };
+        if slot.generation != self.generation {
+            return false;
+        }
+        let now = SystemTime::now();
+        slot.last_probe = Some(now);
+        slot.last_latency = Some(outcome.latency);
+        let check = &self.target.check;
+        let change = slot.state.record(
+            outcome.ok,
+            &outcome.reason,
+            check.healthy_threshold,
+            check.unhealthy_threshold,
+        );
+        slot.last_result = Some(outcome.reason);
+        if let Some(change) = change {
+            slot.last_change = Some(now);
+            slot.last_reason = Some(change.reason.clone());
+            info!(
+                listener = %self.target.key.listener,
+                "{}",
+                change.describe(self.target.key.addr)
+            );
+            // The receiver may be gone (shutting down): nothing to do then.
+            let _ = self.events.send(Transition {
+                key: self.target.key.clone(),
+                up: change.up,
+                reason: change.reason,
+                count: change.count,
+                threshold: change.threshold,
+                at: now,
+            });
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HealthCheck, Probe};
+    use crate::health::testutil::check;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::TcpListener;
+    use tokio::time::timeout;
+
+    fn target(listener: &str, addr: SocketAddr, check: HealthCheck) -> Target {
+        Target {
+            key: BackendKey {
+                listener: listener.into(),
+                addr,
+            },
+            addr,
+            source: "127.0.0.1".parse().unwrap(),
+            check,
+        }
+    }
+
+    async fn listen(ip: &str) -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind((ip, 0)).await.unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    /// Waits for the next transition of `key`, skipping others.
+    async fn next_for(
+        rx: &mut UnboundedReceiver<Transition>,
+        key: &BackendKey,
+        within: Duration,
+    ) -> Transition {
+        timeout(within, async {
+            loop {
+                let t = rx.recv().await.expect("channel closed");
+                if &t.key == key {
+                    return t;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no transition of {key:?} within {within:?}"))
+    }
+
+    #[tokio::test]
+    async fn down_on_failure_and_up_again() {
+        let c = check(Probe::Tcp);
+        let (l1, a1) = listen("127.0.0.11").await;
+        let (l2, a2) = listen("127.0.0.12").await;
+        let (l3, a3) = listen("127.0.0.13").await;
+        let targets = vec![
+            target("web", a1, c.clone()),
+            target("web", a2, c.clone()),
+            target("web", a3, c.clone()),
+        ];
+        let probes = Arc::new(AtomicUsize::new(0));
+        let p2 = probes.clone();
+        let observer: Observer = Arc::new(move |_, proto, _, _| {
+            assert_eq!(proto, crate::config::CheckProtocol::Tcp);
+            p2.fetch_add(1, Ordering::Relaxed);
+        });
+        let (checker, mut rx) = Checker::start_with_observer(targets.clone(), Some(observer));
+        // Up but unconfirmed at first.
+        assert!(checker.down().is_empty());
+        assert!(checker.snapshot().iter().all(|s| s.up && !s.confirmed));
+
+        // The first probes (spread over one interval) confirm all three.
+        let mut first = Vec::new();
+        for _ in 0..3 {
+            first.push(
+                timeout(Duration::from_millis(1500), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        assert!(first
+            .iter()
+            .all(|t| t.up && t.reason == "ok" && (t.count, t.threshold) == (1, 1)));
+        assert!(checker.snapshot().iter().all(|s| s.up && s.confirmed));
+
+        // Kill the second: down after 2 failures.
+        drop(l2);
+        let bound = c.interval * c.unhealthy_threshold + c.timeout + Duration::from_millis(300);
+        let t = next_for(&mut rx, &targets[1].key, bound).await;
+        assert!(!t.up);
+        assert_eq!(t.describe(), format!("{a2} down: connect refused (2/2)"));
+        assert_eq!(checker.down(), BTreeSet::from([targets[1].key.clone()]));
+        let s = checker
+            .snapshot()
+            .into_iter()
+            .find(|s| s.key == targets[1].key)
+            .unwrap();
+        assert_eq!(s.last_reason.as_deref(), Some("connect refused"));
+        assert_eq!(s.consecutive_fail, 2);
+        assert!(s.last_latency.is_some());
+
+        // Restart it: up again after 2 successes.
+        let l2 = TcpListener::bind(a2).await.unwrap();
+        let t = next_for(&mut rx, &targets[1].key, bound).await;
+        assert!(t.up);
+        assert_eq!(t.describe(), format!("{a2} up: ok (2/2)"));
+        assert!(checker.down().is_empty());
+        assert!(probes.load(Ordering::Relaxed) >= 7);
+        checker.stop();
+        drop((l1, l2, l3));
+    }
+
+    #[tokio::test]
+    async fn update_keeps_unchanged_targets() {
+        let c = check(Probe::Tcp);
+        let (_l1, a1) = listen("127.0.0.21").await;
+        let (_l2, a2) = listen("127.0.0.22").await;
+        let (_l3, a3) = listen("127.0.0.23").await;
+        let t1 = target("web", a1, c.clone());
+        let t2 = target("web", a2, c.clone());
+        let t3 = target("web", a3, c.clone());
+        let (mut checker, mut rx) = Checker::start(vec![t1.clone(), t2.clone()]);
+        for _ in 0..2 {
+            timeout(Duration::from_millis(1500), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let before = checker.snapshot();
+        let s1 = before.iter().find(|s| s.key == t1.key).unwrap().clone();
+        assert!(s1.confirmed);
+
+        // t1 unchanged, t2 with a new threshold, t3 new.
+        let mut c2 = c.clone();
+        c2.healthy_threshold = 3;
+        let t2b = target("web", a2, c2);
+        checker.update(vec![t1.clone(), t2b, t3.clone()]);
+        assert_eq!(checker.len(), 3);
+        let after = checker.snapshot();
+        let s1b = after.iter().find(|s| s.key == t1.key).unwrap();
+        assert!(s1b.confirmed);
+        assert_eq!(s1b.last_change, s1.last_change);
+        assert!(s1b.consecutive_ok >= s1.consecutive_ok);
+        let s2b = after.iter().find(|s| s.key == t2.key).unwrap();
+        assert!(s2b.up && !s2b.confirmed);
+        let s3 = after.iter().find(|s| s.key == t3.key).unwrap();
+        assert!(s3.up && !s3.confirmed);
+
+        // The changed and the new target are decided by their first probe;
+        // the unchanged one sends nothing.
+        let mut got = BTreeSet::new();
+        for _ in 0..2 {
+            let t = timeout(Duration::from_millis(1500), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(t.up && t.count == 1);
+            got.insert(t.key);
+        }
+        assert_eq!(got, BTreeSet::from([t2.key.clone(), t3.key.clone()]));
+        let s1c = checker
+            .snapshot()
+            .into_iter()
+            .find(|s| s.key == t1.key)
+            .unwrap();
+        assert_eq!(s1c.last_change, s1.last_change);
+
+        // Removing stops it.
+        checker.update(vec![t3.clone()]);
+        assert_eq!(checker.len(), 1);
+        let keys: Vec<_> = checker.snapshot().into_iter().map(|s| s.key).collect();
+        assert_eq!(keys, vec![t3.key]);
+        assert!(timeout(Duration::from_millis(1200), rx.recv())
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_slow_target_does_not_delay_others() {
+        // One target that never answers (HTTP to a silent server, timeout
+        // 2 s) probed first, one fast probed 500 ms later: the fast one is
+        // decided well before the slow one times out.
+        let silent = crate::health::testutil::silent_server("127.0.0.31").await;
+        let (_l, fast) = listen("127.0.0.32").await;
+        let http = Probe::Http(crate::config::HttpProbe {
+            method: crate::config::HttpMethod::Head,
+            path: "/".into(),
+            host: None,
+            port: None,
+            codes: vec![crate::config::StatusClass::S2xx],
+        });
+        let mut slow_check = check(http);
+        slow_check.timeout = Duration::from_secs(2);
+        let slow_t = target("web", silent, slow_check);
+        let fast_t = target("web", fast, check(Probe::Tcp));
+        // Fast target second: its first probe starts 500 ms in.
+        let (checker, mut rx) = Checker::start(vec![slow_t.clone(), fast_t.clone()]);
+        let t = timeout(Duration::from_millis(1500), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.key, fast_t.key);
+        assert!(t.up);
+        // The slow one times out 2 s after the start.
+        let t = timeout(Duration::from_millis(2500), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.key, slow_t.key);
+        assert_eq!(t.reason, "timeout");
+        drop(checker);
+    }
+
+    #[tokio::test]
+    async fn many_targets_are_cheap() {
+        // 1000 targets (closed ports on loopback): all decided within
+        // about one interval.
+        let c = check(Probe::Tcp);
+        let port = crate::health::testutil::free_port().await;
+        let targets: Vec<Target> = (0..1000u32)
+            .map(|i| {
+                let ip = std::net::Ipv4Addr::from(0x7f01_0000 + i);
+                target("many", SocketAddr::new(ip.into(), port), c.clone())
+            })
+            .collect();
+        let (checker, mut rx) = Checker::start(targets);
+        let mut n = 0;
+        while n < 1000 {
+            let t = timeout(Duration::from_millis(2500), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!t.up);
+            assert_eq!(t.reason, "connect refused");
+            n += 1;
+        }
+        assert_eq!(checker.down().len(), 1000);
+    }
+}

@@ -1,0 +1,310 @@
+//! `http` check: one HTTP/1.1 request over a TCP connection from the probe
+//! source; success = the response status is in an accepted class. The
+//! client is hyper's HTTP/1 connection (no hand-written parser).
+//!
+//! Request: the configured method (`HEAD` by default, or `GET`) and path,
+//! `Host` = the configured host verbatim, or else the backend's address
+//! (IPv6 in brackets) with `:port` when the port is not 80,
+//! `User-Agent: slb-health/<version>`, `Connection: close`. For `GET` at
+//! most 64 KiB of the body are read, then the connection is dropped. The
+//! connection closes with RST like the `tcp` check. A `#fragment` in the
+//! configured path is not sent (RFC 9110: never part of a request target).
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{CONNECTION, HOST, USER_AGENT};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+
+use super::probe_tcp::connect;
+use crate::config::{HttpMethod, HttpProbe};
+
+/// `User-Agent` of every HTTP check.
+pub const USER_AGENT_VALUE: &str = concat!("slb-health/", env!("CARGO_PKG_VERSION"));
+
+/// Most body bytes read (and discarded) after a `GET`.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The `Host` header for a check of `addr` on `port`.
+pub fn host_header(check: &HttpProbe, addr: IpAddr, port: u16) -> String {
+    if let Some(host) = &check.host {
+        return host.clone();
+    }
+    let host = match addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    if port == 80 {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn request(check: &HttpProbe, host: &str) -> Result<Request<Empty<Bytes>>, String> {
+    let method = match check.method {
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Get => Method::GET,
+    };
+    Request::builder()
+        .method(method)
+        .uri(check.path.as_str())
+        .header(HOST, host)
+        .header(USER_AGENT, USER_AGENT_VALUE)
+        .header(CONNECTION, "close")
+        .body(Empty::new())
+        .map_err(|e| format!("invalid request: {e}"))
+}
+
+/// One `http` probe of backend `addr` (without the timeout, which the
+/// caller applies to the whole exchange).
+pub async fn probe(addr: SocketAddr, source: IpAddr, check: &HttpProbe) -> Result<(), String> {
+    let port = check.port.unwrap_or(addr.port());
+    let target = SocketAddr::new(addr.ip(), port);
+    let req = request(check, &host_header(check, addr.ip(), port))?;
+    let stream = connect(target, source).await?;
+
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("http: {e}"))?;
+    let exchange = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| http_reason(&e))?;
+        let status = resp.status().as_u16();
+        if check.method == HttpMethod::Get {
+            // Read and discard at most MAX_BODY bytes; the status decides.
+            let mut body = resp.into_body();
+            let mut read = 0usize;
+            while read < MAX_BODY {
+                match body.frame().await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                    Some(Err(_)) | None => break,
+                }
+            }
+        }
+        Ok::<u16, String>(status)
+    };
+    tokio::pin!(conn);
+    tokio::pin!(exchange);
+    let status = tokio::select! {
+        biased;
+        r = &mut exchange => r?,
+        c = &mut conn => match c {
+            // The connection ended first (e.g. closed after the
+            // response): the exchange has its answer or its error.
+            Ok(()) => exchange.await?,
+            Err(e) => return Err(http_reason(&e)),
+        },
+    };
+    if check.accepts(status) {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}
+
+/// The failure reason for a hyper error: the socket error when there is
+/// one, else hyper's description.
+fn http_reason(e: &hyper::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return super::probe::io_reason(io);
+        }
+        source = s.source();
+    }
+    if e.is_incomplete_message() {
+        return "connection closed before the response".to_owned();
+    }
+    format!("http: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Probe, StatusClass};
+    use crate::health::probe::run_check;
+    use crate::health::testutil::{check, free_port, http_server, silent_server};
+
+    fn http(
+        method: HttpMethod,
+        path: &str,
+        host: Option<&str>,
+        codes: &[StatusClass],
+    ) -> HttpProbe {
+        HttpProbe {
+            method,
+            path: path.into(),
+            host: host.map(Into::into),
+            port: None,
+            codes: codes.to_vec(),
+        }
+    }
+
+    fn default_http() -> HttpProbe {
+        http(
+            HttpMethod::Head,
+            "/",
+            None,
+            &[StatusClass::S2xx, StatusClass::S3xx],
+        )
+    }
+
+    #[test]
+    fn host_header_defaults_to_the_address() {
+        let c = default_http();
+        assert_eq!(
+            host_header(&c, "10.0.1.12".parse().unwrap(), 80),
+            "10.0.1.12"
+        );
+        assert_eq!(
+            host_header(&c, "10.0.1.12".parse().unwrap(), 8080),
+            "10.0.1.12:8080"
+        );
+        assert_eq!(host_header(&c, "fd00::1".parse().unwrap(), 80), "[fd00::1]");
+        assert_eq!(
+            host_header(&c, "fd00::1".parse().unwrap(), 81),
+            "[fd00::1]:81"
+        );
+        let c = http(
+            HttpMethod::Head,
+            "/",
+            Some("www.example.com"),
+            &[StatusClass::S2xx],
+        );
+        assert_eq!(
+            host_header(&c, "fd00::1".parse().unwrap(), 81),
+            "www.example.com"
+        );
+    }
+
+    #[tokio::test]
+    async fn head_by_default_with_address_host_from_the_source() {
+        let server = http_server("127.0.0.1", 200).await;
+        let source: IpAddr = "127.0.0.2".parse().unwrap();
+        let out = run_check(server.addr, source, &check(Probe::Http(default_http()))).await;
+        assert!(out.ok, "{out:?}");
+        let seen = server.requests();
+        assert_eq!(seen.len(), 1);
+        let r = &seen[0];
+        assert_eq!(r.method, "HEAD");
+        assert_eq!(r.uri, "/");
+        assert_eq!(
+            r.host.as_deref(),
+            Some(&*format!("127.0.0.1:{}", server.addr.port()))
+        );
+        assert_eq!(r.user_agent.as_deref(), Some(USER_AGENT_VALUE));
+        assert_eq!(r.connection.as_deref(), Some("close"));
+        assert_eq!(r.version, "HTTP/1.1");
+        assert_eq!(r.peer.ip(), source);
+    }
+
+    #[tokio::test]
+    async fn get_with_configured_path_and_host() {
+        let server = http_server("127.0.0.1", 200).await;
+        let c = http(
+            HttpMethod::Get,
+            "/health/check.html?x=1&y=%20#top",
+            Some("www.example.com"),
+            &[StatusClass::S2xx],
+        );
+        let out = run_check(
+            server.addr,
+            "127.0.0.1".parse().unwrap(),
+            &check(Probe::Http(c)),
+        )
+        .await;
+        assert!(out.ok, "{out:?}");
+        let r = &server.requests()[0];
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.uri, "/health/check.html?x=1&y=%20");
+        assert_eq!(r.host.as_deref(), Some("www.example.com"));
+    }
+
+    #[tokio::test]
+    async fn get_with_a_large_body_reads_at_most_64k() {
+        // 1 MiB body: the probe succeeds without reading it all.
+        let server =
+            crate::health::testutil::http_server_with_body("127.0.0.1", 200, 1 << 20).await;
+        let c = http(HttpMethod::Get, "/", None, &[StatusClass::S2xx]);
+        let out = run_check(
+            server.addr,
+            "127.0.0.1".parse().unwrap(),
+            &check(Probe::Http(c)),
+        )
+        .await;
+        assert!(out.ok, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn a_check_port_overrides_the_backend_port() {
+        let server = http_server("127.0.0.1", 204).await;
+        let mut c = default_http();
+        c.port = Some(server.addr.port());
+        // The backend's own port is closed; the check goes to `port`.
+        let backend = SocketAddr::new(server.addr.ip(), free_port().await);
+        let out = run_check(
+            backend,
+            "127.0.0.1".parse().unwrap(),
+            &check(Probe::Http(c)),
+        )
+        .await;
+        assert!(out.ok, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn status_404_fails_unless_4xx_is_accepted() {
+        let server = http_server("127.0.0.1", 404).await;
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        let out = run_check(server.addr, src, &check(Probe::Http(default_http()))).await;
+        assert!(!out.ok);
+        assert_eq!(out.reason, "status 404");
+
+        let c = http(
+            HttpMethod::Head,
+            "/",
+            None,
+            &[StatusClass::S2xx, StatusClass::S4xx],
+        );
+        let out = run_check(server.addr, src, &check(Probe::Http(c))).await;
+        assert!(out.ok, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn status_500_fails_with_defaults() {
+        let server = http_server("127.0.0.1", 503).await;
+        let out = run_check(
+            server.addr,
+            "127.0.0.1".parse().unwrap(),
+            &check(Probe::Http(default_http())),
+        )
+        .await;
+        assert_eq!(out.reason, "status 503");
+    }
+
+    #[tokio::test]
+    async fn timeout_against_a_server_that_never_answers() {
+        let server = silent_server("127.0.0.1").await;
+        let c = check(Probe::Http(default_http()));
+        let out = run_check(server, "127.0.0.1".parse().unwrap(), &c).await;
+        assert!(!out.ok);
+        assert_eq!(out.reason, "timeout");
+        assert!(out.latency >= c.timeout);
+    }
+
+    #[tokio::test]
+    async fn connect_refused() {
+        let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port().await);
+        let out = run_check(
+            addr,
+            "127.0.0.1".parse().unwrap(),
+            &check(Probe::Http(default_http())),
+        )
+        .await;
+        assert_eq!(out.reason, "connect refused");
+    }
+}

@@ -1,0 +1,122 @@
+//! `udp` check: send the payload from a socket bound to the probe source
+//! and *connected* to the backend, so that an ICMP port-unreachable comes
+//! back as `ECONNREFUSED` on receive. Success = any reply, or with
+//! `expect`, a reply containing those bytes; the first reply decides.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::net::UdpSocket;
+
+use super::probe::{bind_reason, io_reason};
+use crate::config::UdpProbe;
+
+/// One `udp` probe (without the timeout, which the caller applies: no
+/// reply at all ends as `timeout`).
+pub async fn probe(addr: SocketAddr, source: IpAddr, check: &UdpProbe) -> Result<(), String> {
+    let socket = UdpSocket::bind(SocketAddr::new(source, 0))
+        .await
+        .map_err(|e| bind_reason(source, &e))?;
+    socket.connect(addr).await.map_err(|e| io_reason(&e))?;
+    socket
+        .send(check.payload.as_bytes())
+        .await
+        .map_err(|e| udp_reason(&e))?;
+    let mut buf = vec![0u8; 65536];
+    let n = socket.recv(&mut buf).await.map_err(|e| udp_reason(&e))?;
+    match &check.expect {
+        None => Ok(()),
+        Some(expect) if contains(&buf[..n], expect.as_bytes()) => Ok(()),
+        Some(_) => Err("unexpected reply".to_owned()),
+    }
+}
+
+fn udp_reason(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+        "port unreachable".to_owned()
+    } else {
+        io_reason(e)
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Probe;
+    use crate::health::probe::run_check;
+    use crate::health::testutil::{check, free_udp_port, udp_echo};
+
+    fn udp(payload: &str, expect: Option<&str>) -> Probe {
+        Probe::Udp(UdpProbe {
+            payload: payload.into(),
+            expect: expect.map(Into::into),
+        })
+    }
+
+    #[test]
+    fn containment() {
+        assert!(contains(b"hello world", b"o w"));
+        assert!(!contains(b"hello", b"hello!"));
+        assert!(contains(b"x", b""));
+    }
+
+    #[tokio::test]
+    async fn echo_server_is_up_from_the_source() {
+        let server = udp_echo("127.0.0.1").await;
+        let source: IpAddr = "127.0.0.2".parse().unwrap();
+        let out = run_check(server.addr, source, &check(udp("ping", None))).await;
+        assert!(out.ok, "{out:?}");
+        assert_eq!(
+            server.peers(),
+            vec![SocketAddr::new(source, server.peers()[0].port())]
+        );
+        let out = run_check(server.addr, source, &check(udp("ping", Some("in")))).await;
+        assert!(out.ok, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_port_unreachable() {
+        let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_udp_port().await);
+        let out = run_check(
+            addr,
+            "127.0.0.1".parse().unwrap(),
+            &check(udp("ping", None)),
+        )
+        .await;
+        assert!(!out.ok);
+        assert_eq!(out.reason, "port unreachable");
+    }
+
+    #[tokio::test]
+    async fn expect_mismatch_is_unexpected_reply() {
+        let server = udp_echo("127.0.0.1").await;
+        let out = run_check(
+            server.addr,
+            "127.0.0.1".parse().unwrap(),
+            &check(udp("ping", Some("pong"))),
+        )
+        .await;
+        assert!(!out.ok);
+        assert_eq!(out.reason, "unexpected reply");
+    }
+
+    #[tokio::test]
+    async fn ipv6_echo() {
+        let Ok(sock) = UdpSocket::bind("[::1]:0").await else {
+            eprintln!("no IPv6 loopback: skipped");
+            return;
+        };
+        drop(sock);
+        let server = udp_echo("::1").await;
+        let out = run_check(
+            server.addr,
+            "::1".parse().unwrap(),
+            &check(udp("ping", None)),
+        )
+        .await;
+        assert!(out.ok, "{out:?}");
+    }
+}

@@ -1,0 +1,89 @@
+//! What `slb status` and `/metrics` show: one snapshot type, built by the
+//! agent from the configuration, health and dataplane counters, so both
+//! views always report the same numbers.
+mod render;
+
+pub use render::render_table;
+
+use serde::{Deserialize, Serialize};
+
+/// Health of a backend as an operator reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    Up,
+    Down,
+    /// Weight 0: no new flows by configuration, not a failure.
+    Drained,
+}
+
+impl BackendState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Drained => "drained",
+        }
+    }
+}
+
+/// Dataplane counters of a listener or backend (summed over CPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub conns: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub drop_no_backend: u64,
+    pub drop_acl: u64,
+    pub drop_no_port: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub address: String,
+    pub weight: u32,
+    pub state: BackendState,
+    /// Seconds since the epoch of the last health change, if any.
+    pub since: Option<u64>,
+    /// Why the health state is what it is (`connect refused (3/3)`).
+    pub reason: Option<String>,
+    pub active_flows: u64,
+    pub counters: Counters,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub vip: String,
+    pub port: u16,
+    pub protocol: String,
+    pub scheduler: String,
+    /// `fullnat`, `nat`, `dr` (L4) or `proxy` (http/https).
+    pub mode: String,
+    pub counters: Counters,
+    pub backends: Vec<BackendStatus>,
+}
+
+/// Global dataplane counters (SPEC §3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalCounters {
+    pub not_for_us: u64,
+    pub parse_errors: u64,
+    pub no_backend: u64,
+    pub flow_misses: u64,
+    pub fib_pass: u64,
+    pub fib_drop: u64,
+    pub unsupported: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Incremented by every applied configuration (start = 1).
+    pub generation: u64,
+    pub listeners: Vec<ListenerStatus>,
+    pub global: GlobalCounters,
+    /// Entries in the connection table.
+    pub flows: u64,
+}

@@ -1,0 +1,132 @@
+//! The human-readable status table, laid out like `ipvsadm -L -n --stats`.
+use super::{BackendStatus, Snapshot};
+use std::fmt::Write;
+
+fn endpoint(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+fn state(b: &BackendStatus) -> String {
+    match &b.reason {
+        Some(r) if b.state != super::BackendState::Drained => format!("{} ({r})", b.state.as_str()),
+        _ => b.state.as_str().to_owned(),
+    }
+}
+
+/// Renders a snapshot as text.
+pub fn render_table(s: &Snapshot) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        out,
+        "SLB generation {}, {} flows in table\n{:<4} {:<30} {:>8} {:>7} {:>10} {:>10} {:>12} {:>12}  {}",
+        s.generation, s.flows, "Prot", "LocalAddress:Port Scheduler Mode", "Weight", "Active", "Conns", "InPkts", "InBytes", "OutBytes", "State"
+    );
+    let _ = writeln!(out, "  -> RemoteAddress:Port");
+    for l in &s.listeners {
+        let _ = writeln!(
+            out,
+            "{:<4} {:<30} {:>8} {:>7} {:>10} {:>10} {:>12} {:>12}",
+            l.protocol.to_uppercase(),
+            format!("{} {} {}", endpoint(&l.vip, l.port), l.scheduler, l.mode),
+            "",
+            "",
+            l.counters.conns,
+            l.counters.packets_in,
+            l.counters.bytes_in,
+            l.counters.bytes_out
+        );
+        for b in &l.backends {
+            let _ = writeln!(
+                out,
+                "  -> {:<30} {:>6} {:>7} {:>10} {:>10} {:>12} {:>12}  {}",
+                b.address,
+                b.weight,
+                b.active_flows,
+                b.counters.conns,
+                b.counters.packets_in,
+                b.counters.bytes_in,
+                b.counters.bytes_out,
+                state(b)
+            );
+        }
+        let c = &l.counters;
+        if c.drop_no_backend + c.drop_acl + c.drop_no_port > 0 {
+            let _ = writeln!(
+                out,
+                "     dropped: no backend {}, acl {}, no source port {}",
+                c.drop_no_backend, c.drop_acl, c.drop_no_port
+            );
+        }
+    }
+    let g = &s.global;
+    let _ = writeln!(
+        out,
+        "global: not for us {}, parse errors {}, no backend {}, flow misses {}, via kernel (no neighbour) {}, no route {}, unsupported {}",
+        g.not_for_us, g.parse_errors, g.no_backend, g.flow_misses, g.fib_pass, g.fib_drop, g.unsupported
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::*;
+
+    #[test]
+    fn table_lists_listeners_backends_and_states() {
+        let s = Snapshot {
+            generation: 3,
+            flows: 12,
+            global: GlobalCounters::default(),
+            listeners: vec![ListenerStatus {
+                name: "web".into(),
+                vip: "10.0.0.10".into(),
+                port: 80,
+                protocol: "tcp".into(),
+                scheduler: "maglev".into(),
+                mode: "fullnat".into(),
+                counters: Counters {
+                    conns: 7,
+                    ..Default::default()
+                },
+                backends: vec![
+                    BackendStatus {
+                        address: "10.0.1.11:8080".into(),
+                        weight: 100,
+                        state: BackendState::Up,
+                        since: None,
+                        reason: None,
+                        active_flows: 2,
+                        counters: Counters {
+                            conns: 5,
+                            ..Default::default()
+                        },
+                    },
+                    BackendStatus {
+                        address: "10.0.1.12:8080".into(),
+                        weight: 100,
+                        state: BackendState::Down,
+                        since: Some(1),
+                        reason: Some("connect refused (3/3)".into()),
+                        active_flows: 0,
+                        counters: Counters::default(),
+                    },
+                ],
+            }],
+        };
+        let t = render_table(&s);
+        assert!(t.contains("TCP  10.0.0.10:80 maglev fullnat"), "{t}");
+        assert!(t.contains("-> 10.0.1.12:8080"), "{t}");
+        assert!(t.contains("down (connect refused (3/3))"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.contains("10.0.1.11:8080") && l.trim_end().ends_with("up")),
+            "{t}"
+        );
+    }
+}

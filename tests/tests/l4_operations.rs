@@ -1,0 +1,363 @@
+//! Operating the agent with real traffic in the namespace test bed: health
+//! checks taking backends out and back, status and metrics agreeing with
+//! the traffic sent, reloads and drains not disturbing established
+//! connections, and a restart with the dataplane kept running.
+use slb_tests::{
+    config::{render, ListenerSpec},
+    servers::{tcp_hello, udp_ask, HttpServer, NameServer},
+    topology::{backend4, PROBE4, VIP4},
+    Agent, Topology,
+};
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+const T: Duration = Duration::from_secs(3);
+const FAST_TCP_CHECK: &str = r#"health_check = { protocol = "tcp", interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+
+fn vip() -> SocketAddr {
+    SocketAddr::new(VIP4.into(), 80)
+}
+
+fn tcp_server(t: &Topology, i: usize) -> NameServer {
+    NameServer::tcp(
+        &t.backends[i],
+        SocketAddr::new(backend4(i).into(), 8080),
+        &format!("b{}", i + 1),
+    )
+    .unwrap()
+}
+
+fn web(n: usize, weights: &[u32]) -> ListenerSpec {
+    let mut l = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
+        .scheduler("maglev")
+        .extra(FAST_TCP_CHECK);
+    for (i, w) in weights.iter().enumerate().take(n) {
+        l = l.backend(backend4(i).into(), 8080, *w);
+    }
+    l
+}
+
+fn addr(i: usize) -> String {
+    format!("{}:8080", backend4(i))
+}
+
+fn echo(conn: &mut TcpStream, msg: &str) {
+    conn.write_all(msg.as_bytes()).unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(String::from_utf8_lossy(&buf), msg);
+}
+
+fn spread(t: &Topology, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        let (name, _) =
+            tcp_hello(&t.client, vip(), T).unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Opens a connection that lands on backend `name` (retrying new ones).
+fn connection_to(t: &Topology, name: &str) -> TcpStream {
+    for _ in 0..200 {
+        let (got, conn) = tcp_hello(&t.client, vip(), T).unwrap();
+        if got == name {
+            return conn;
+        }
+    }
+    panic!("no connection landed on {name}");
+}
+
+#[test]
+fn failed_backend_leaves_rotation_and_comes_back() {
+    let t = Topology::new("hc", 3).unwrap();
+    let _b1 = tcp_server(&t, 0);
+    let b2 = tcp_server(&t, 1);
+    let _b3 = tcp_server(&t, 2);
+    let agent = Agent::start(&t.lb, "hc", |d| render(3, d, &[web(3, &[1, 1, 1])])).unwrap();
+    // Wait for the first probe to confirm it (before that it is up but
+    // unconfirmed, and has no reason yet).
+    let start = Instant::now();
+    while agent.backend_status("web", &addr(1)).unwrap()["reason"].is_null() {
+        assert!(start.elapsed() < T, "never probed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    drop(b2);
+    let killed = Instant::now();
+    // interval × unhealthy_threshold + timeout = 1 s × 2 + 1 s.
+    agent
+        .wait_backend_state("web", &addr(1), "down", Duration::from_secs(6))
+        .unwrap();
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(4), "marked down after {took:?}");
+    let log = agent.log_text();
+    assert!(
+        log.contains(&format!("{} down: connect refused (2/2)", addr(1))),
+        "{log}"
+    );
+    let b = agent.backend_status("web", &addr(1)).unwrap();
+    assert_eq!(b["reason"], "connect refused (2/2)", "{b}");
+
+    let counts = spread(&t, 100);
+    assert!(!counts.contains_key("b2"), "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 100);
+
+    let _b2 = tcp_server(&t, 1);
+    agent
+        .wait_backend_state("web", &addr(1), "up", Duration::from_secs(5))
+        .unwrap();
+    assert!(agent
+        .log_text()
+        .contains(&format!("{} up: ok (2/2)", addr(1))));
+    let counts = spread(&t, 100);
+    assert!(counts.get("b2").copied().unwrap_or(0) > 10, "{counts:?}");
+}
+
+#[test]
+fn checks_come_from_the_probe_source_with_the_configured_http_request() {
+    let t = Topology::new("hh", 2).unwrap();
+    let tcp = tcp_server(&t, 0);
+    let http = HttpServer::start(
+        &t.backends[1],
+        SocketAddr::new(backend4(1).into(), 8080),
+        200,
+    )
+    .unwrap();
+    let tcp_l = ListenerSpec::new("tcpcheck", VIP4.into(), 80, "tcp")
+        .extra(FAST_TCP_CHECK)
+        .backend(backend4(0).into(), 8080, 1);
+    let http_l = ListenerSpec::new("httpcheck", VIP4.into(), 81, "tcp")
+        .extra(
+            r#"health_check = { protocol = "http", method = "GET", host = "health.example", path = "/healthz?x=1", interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }"#,
+        )
+        .backend(backend4(1).into(), 8080, 1);
+    let agent = Agent::start(&t.lb, "hh", |d| render(2, d, &[tcp_l, http_l])).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // No client traffic was sent: everything the backends saw is checks.
+    let probe: IpAddr = PROBE4.into();
+    assert!(tcp.count() >= 2, "tcp checks arrived");
+    assert_eq!(tcp.peers().into_iter().collect::<Vec<_>>(), vec![probe]);
+    let reqs = http.requests();
+    assert!(reqs.len() >= 2);
+    for (peer, head) in &reqs {
+        assert_eq!(*peer, probe);
+        assert!(head.starts_with("GET /healthz?x=1 HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\nhost: health.example"),
+            "{head}"
+        );
+    }
+    agent
+        .wait_backend_state("httpcheck", &addr(1), "up", T)
+        .unwrap();
+
+    http.set_status(404);
+    agent
+        .wait_backend_state("httpcheck", &addr(1), "down", Duration::from_secs(5))
+        .unwrap();
+    let b = agent.backend_status("httpcheck", &addr(1)).unwrap();
+    assert_eq!(b["reason"], "status 404 (2/2)", "{b}");
+}
+
+#[test]
+fn udp_checks_detect_a_closed_port_and_keep_an_echo_service_up() {
+    let t = Topology::new("hu", 2).unwrap();
+    let _echo = NameServer::udp(
+        &t.backends[0],
+        SocketAddr::new(backend4(0).into(), 5353),
+        "u1",
+    )
+    .unwrap();
+    let check = r#"health_check = { protocol = "udp", interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+    let dns = ListenerSpec::new("dns", VIP4.into(), 53, "udp")
+        .extra(check)
+        .backend(backend4(0).into(), 5353, 1)
+        .backend(backend4(1).into(), 5353, 1);
+    let agent = Agent::start(&t.lb, "hu", |d| render(2, d, &[dns])).unwrap();
+    agent
+        .wait_backend_state(
+            "dns",
+            &format!("{}:5353", backend4(1)),
+            "down",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let b = agent
+        .backend_status("dns", &format!("{}:5353", backend4(1)))
+        .unwrap();
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("port unreachable"),
+        "{b}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let up = agent
+        .backend_status("dns", &format!("{}:5353", backend4(0)))
+        .unwrap();
+    assert_eq!(up["state"], "up", "{up}");
+    // Every request now goes to the live backend.
+    for i in 0..20 {
+        let a = udp_ask(
+            &t.client,
+            SocketAddr::new(VIP4.into(), 53),
+            format!("q{i}").as_bytes(),
+            T,
+        )
+        .unwrap();
+        assert_eq!(a, "u1");
+    }
+}
+
+#[test]
+fn weight_zero_drains_and_reloads_keep_established_connections() {
+    let t = Topology::new("dr", 3).unwrap();
+    let _s: Vec<_> = (0..3).map(|i| tcp_server(&t, i)).collect();
+    let mut agent = Agent::start(&t.lb, "dr", |d| render(3, d, &[web(2, &[1, 1])])).unwrap();
+    let dir = agent.dir().to_owned();
+    let mut on_b1 = connection_to(&t, "b1");
+    let mut on_b2 = connection_to(&t, "b2");
+    echo(&mut on_b1, "hello");
+
+    // Drain b1: new connections avoid it, the open one keeps working.
+    let out = agent.reload(&render(3, &dir, &[web(2, &[0, 1])])).unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    agent
+        .wait_backend_state("web", &addr(0), "drained", T)
+        .unwrap();
+    let counts = spread(&t, 60);
+    assert_eq!(counts.get("b2"), Some(&60), "{counts:?}");
+    echo(&mut on_b1, "still here");
+
+    // Add b3, re-weight, remove b1 while the b2 connection is open.
+    let mut three = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
+        .scheduler("maglev")
+        .extra(FAST_TCP_CHECK);
+    three = three
+        .backend(backend4(1).into(), 8080, 1)
+        .backend(backend4(2).into(), 8080, 3);
+    let out = agent.reload(&render(3, &dir, &[three])).unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    let counts = spread(&t, 120);
+    assert!(counts.get("b3").copied().unwrap_or(0) > 60, "{counts:?}");
+    for i in 0..10 {
+        echo(&mut on_b2, &format!("unchanged backend {i}"));
+    }
+
+    // An invalid file is rejected with its errors; nothing changes.
+    let before = agent.status().unwrap();
+    std::fs::write(&agent.config, "[agent]\nbogus = 1\n").unwrap();
+    let err = agent.cli(&["reload"]).unwrap_err().to_string();
+    assert!(err.contains("bogus"), "{err}");
+    let after = agent.status().unwrap();
+    assert_eq!(before["generation"], after["generation"]);
+    assert_eq!(
+        before["listeners"][0]["backends"].as_array().unwrap().len(),
+        2
+    );
+    echo(&mut on_b2, "after the rejected reload");
+}
+
+#[test]
+fn status_and_metrics_agree_with_the_traffic_sent() {
+    let t = Topology::new("st", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let agent = Agent::start(&t.lb, "st", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    let n = 50;
+    let counts = spread(&t, n);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(tcp_hello(&t.client, vip(), T).unwrap().1);
+    }
+    let s = agent.status().unwrap();
+    let web = &s["listeners"][0];
+    assert_eq!(web["counters"]["conns"], (n + 3) as u64, "{web}");
+    let per: u64 = web["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["counters"]["conns"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per, (n + 3) as u64);
+    let active: u64 = web["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["active_flows"].as_u64().unwrap())
+        .sum();
+    assert!(active >= 3, "the open connections are active: {web}");
+    for (i, name) in ["b1", "b2"].iter().enumerate() {
+        let b = &web["backends"][i];
+        let sent = counts.get(*name).copied().unwrap_or(0) as u64;
+        assert!(b["counters"]["conns"].as_u64().unwrap() >= sent, "{b}");
+    }
+
+    let text = Agent::metrics(&t.lb, "127.0.0.1:9470").unwrap();
+    let line = format!(
+        "slb_listener_connections_total{{listener=\"web\"}} {}",
+        n + 3
+    );
+    assert!(text.contains(&line), "missing {line} in\n{text}");
+    for (i, b) in web["backends"].as_array().unwrap().iter().enumerate() {
+        let line = format!(
+            "slb_backend_connections_total{{listener=\"web\",backend=\"{}\"}} {}",
+            addr(i),
+            b["counters"]["conns"]
+        );
+        assert!(text.contains(&line), "missing {line}");
+        assert!(text.contains(&format!(
+            "slb_backend_healthy{{listener=\"web\",backend=\"{}\",state=\"up\"}} 1",
+            addr(i)
+        )));
+    }
+    assert!(
+        text.contains("slb_health_check_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("slb_config_generation 1"), "{text}");
+
+    let table = agent.cli(&["status"]).unwrap();
+    assert!(
+        table.contains("TCP  10.10.0.10:80 maglev fullnat"),
+        "{table}"
+    );
+}
+
+#[test]
+fn established_connection_survives_an_agent_restart_with_kept_dataplane() {
+    let t = Topology::new("rs", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let mut agent =
+        Agent::start_keeping(&t.lb, "rs", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    let (name, mut conn) = tcp_hello(&t.client, vip(), T).unwrap();
+    echo(&mut conn, "before");
+    let status = agent.stop().unwrap();
+    assert!(status.success(), "{}", agent.log_text());
+    assert!(agent.log_text().contains("dataplane left running"));
+    // No agent: the pinned program keeps forwarding.
+    for i in 0..5 {
+        echo(&mut conn, &format!("no agent {i}"));
+    }
+    agent.restart().unwrap();
+    assert!(
+        agent.log_text().contains("adopting pinned dataplane state"),
+        "{}",
+        agent.log_text()
+    );
+    for i in 0..5 {
+        echo(&mut conn, &format!("new agent {i}"));
+    }
+    // The adopted flow kept its backend; new connections still work.
+    let counts = spread(&t, 20);
+    assert_eq!(counts.values().sum::<usize>(), 20);
+    assert!(["b1", "b2"].contains(&name.as_str()));
+}
