@@ -32,6 +32,9 @@ pub enum Command {
     Proxy {
         #[arg(short, long, default_value = "/etc/slb/slb.toml")]
         config: PathBuf,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Check a configuration file and print every error with its key path.
     Validate {

@@ -4,6 +4,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod health;
+pub mod l7;
 pub mod localaddr;
 pub mod metrics;
 pub mod planner;

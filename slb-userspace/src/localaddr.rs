@@ -122,9 +122,23 @@ impl LocalAddrs {
             .collect())
     }
 
-    /// True when `addr` is configured on some device of this namespace.
+    /// True when `addr` is configured on some device of this namespace, or
+    /// routed locally without being configured (127.0.0.0/8 beyond
+    /// 127.0.0.1, `ip route add local ...` ranges): a socket can bind it.
     pub fn is_local(&mut self, addr: IpAddr) -> Result<bool, LocalAddrError> {
-        Ok(self.local_addresses()?.contains(&addr))
+        if self.local_addresses()?.contains(&addr) {
+            return Ok(true);
+        }
+        // With non-local binds allowed (common next to keepalived) a bind
+        // proves nothing.
+        let sysctl = match addr {
+            IpAddr::V4(_) => "/proc/sys/net/ipv4/ip_nonlocal_bind",
+            IpAddr::V6(_) => "/proc/sys/net/ipv6/ip_nonlocal_bind",
+        };
+        if std::fs::read_to_string(sysctl).is_ok_and(|v| v.trim() != "0") {
+            return Ok(false);
+        }
+        Ok(std::net::UdpSocket::bind((addr, 0)).is_ok())
     }
 
     /// Makes `addr` local: adds it to `lo` unless some device has it

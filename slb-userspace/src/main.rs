@@ -93,46 +93,57 @@ fn ask(a: &cli::AgentSocket, req: control::Request, json: bool) -> ExitCode {
     }
 }
 
+/// `slb run` / `slb proxy`: the agent on a tokio runtime.
+fn serve(config: &std::path::Path, opts: agent::RunOptions) -> ExitCode {
+    serve_with(config, opts, None)
+}
+
+fn serve_with(
+    config: &std::path::Path,
+    opts: agent::RunOptions,
+    workers: Option<usize>,
+) -> ExitCode {
+    init_logging();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        rt.worker_threads(n.max(1));
+    }
+    let result: Result<()> = rt
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(agent::run(config, opts)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Validate { config, print } => validate(&config, print),
         cli::Command::Status { agent, json } => ask(&agent, control::Request::Status, json),
         cli::Command::Reload { agent } => ask(&agent, control::Request::Reload, false),
-        cli::Command::Proxy { config } => {
-            init_logging();
-            let result: Result<()> = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(slb::l7::command::run(&config)));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("slb: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
         cli::Command::Run {
             config,
             keep_dataplane,
-        } => {
-            init_logging();
-            let opts = agent::RunOptions { keep_dataplane };
-            let result: Result<()> = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(agent::run(&config, opts)));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("slb: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        } => serve(
+            &config,
+            agent::RunOptions {
+                mode: agent::Mode::Full,
+                keep_dataplane,
+            },
+        ),
+        cli::Command::Proxy { config, workers } => {
+            let opts = agent::RunOptions {
+                mode: agent::Mode::ProxyOnly,
+                keep_dataplane: false,
+            };
+            serve_with(&config, opts, workers)
         }
     }
 }

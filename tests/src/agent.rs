@@ -81,20 +81,34 @@ impl Agent {
     pub fn restart(&mut self) -> Result<()> {
         anyhow::ensure!(self.child.is_none(), "agent still running");
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let fresh = Self::spawn_child(&self.ns, &self.config, &self.log, &args)?;
+        let fresh = Self::spawn_child(&self.ns, &self.config, &self.log, &args, None)?;
         self.child = Some(fresh);
         self.wait_for_log_count(READY, 2, Duration::from_secs(30))
     }
 
-    fn spawn_child(ns: &str, config: &Path, log: &Path, args: &[&str]) -> Result<Child> {
+    fn spawn_child(
+        ns: &str,
+        config: &Path,
+        log: &Path,
+        args: &[&str],
+        uid: Option<u32>,
+    ) -> Result<Child> {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
         let bin = slb_bin();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(&bin)
+        cmd.args(["netns", "exec", ns]);
+        if let Some(uid) = uid {
+            // Drop root entirely: the unprivileged `slb proxy` case.
+            cmd.arg("setpriv")
+                .arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .arg("--clear-groups")
+                .arg("--inh-caps=-all");
+        }
+        cmd.arg(&bin)
             .args(args)
             .arg("-c")
             .arg(config)
@@ -110,8 +124,18 @@ impl Agent {
     }
 
     fn spawn(ns: &Netns, dir: PathBuf, config: PathBuf, args: &[&str]) -> Result<Agent> {
+        Self::spawn_as(ns, dir, config, args, None)
+    }
+
+    fn spawn_as(
+        ns: &Netns,
+        dir: PathBuf,
+        config: PathBuf,
+        args: &[&str],
+        uid: Option<u32>,
+    ) -> Result<Agent> {
         let log = dir.join("agent.log");
-        let child = Self::spawn_child(&ns.name, &config, &log, args)?;
+        let child = Self::spawn_child(&ns.name, &config, &log, args, uid)?;
         Ok(Agent {
             child: Some(child),
             log,
@@ -170,7 +194,18 @@ impl Agent {
 
     /// Starts `slb <args> -c <config>` in `ns` with an existing config file.
     pub fn start_with(ns: &Netns, dir: PathBuf, config: PathBuf, args: &[&str]) -> Result<Agent> {
-        let mut agent = Self::spawn(ns, dir, config, args)?;
+        Self::start_as(ns, dir, config, args, None)
+    }
+
+    /// `start_with`, running slb as user `uid` (no capabilities) when given.
+    pub fn start_as(
+        ns: &Netns,
+        dir: PathBuf,
+        config: PathBuf,
+        args: &[&str],
+        uid: Option<u32>,
+    ) -> Result<Agent> {
+        let mut agent = Self::spawn_as(ns, dir, config, args, uid)?;
         agent.wait_for_log(READY, Duration::from_secs(30))?;
         Ok(agent)
     }

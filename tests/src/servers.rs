@@ -189,6 +189,7 @@ pub fn udp_ask(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) ->
 /// what HTTP health checks send.
 pub struct HttpServer {
     pub addr: SocketAddr,
+    pub name: String,
     pub status: Arc<std::sync::atomic::AtomicU16>,
     pub requests: Arc<Mutex<Vec<(IpAddr, String)>>>,
     stop: Arc<AtomicBool>,
@@ -197,6 +198,17 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(ns: &Netns, addr: SocketAddr, status: u16) -> Result<HttpServer> {
+        Self::start_named(ns, addr, status, "")
+    }
+
+    /// As `start`; the body of every answer is `<name>` (or `status
+    /// <code>` when `name` is empty).
+    pub fn start_named(
+        ns: &Netns,
+        addr: SocketAddr,
+        status: u16,
+        name: &str,
+    ) -> Result<HttpServer> {
         let listener = ns
             .enter(|| TcpListener::bind(addr))?
             .with_context(|| format!("bind {addr}"))?;
@@ -204,7 +216,12 @@ impl HttpServer {
         let code = Arc::new(std::sync::atomic::AtomicU16::new(status));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c2, r2, s2) = (code.clone(), requests.clone(), stop.clone());
+        let (c2, r2, s2, n2) = (
+            code.clone(),
+            requests.clone(),
+            stop.clone(),
+            name.to_owned(),
+        );
         let thread = std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 let Ok((mut conn, peer)) = listener.accept() else {
@@ -225,7 +242,11 @@ impl HttpServer {
                     r.push((peer.ip(), String::from_utf8_lossy(&head).into_owned()));
                 }
                 let code = c2.load(Ordering::Relaxed);
-                let body = format!("status {code}\n");
+                let body = if n2.is_empty() {
+                    format!("status {code}\n")
+                } else {
+                    format!("{n2}\n")
+                };
                 let _ = conn.write_all(
                     format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
                 );
@@ -233,6 +254,7 @@ impl HttpServer {
         });
         Ok(HttpServer {
             addr,
+            name: name.to_owned(),
             status: code,
             requests,
             stop,
@@ -256,4 +278,26 @@ impl Drop for HttpServer {
             let _ = t.join();
         }
     }
+}
+
+/// Sends `GET <path>` with `Host: <host>` from inside `ns` and returns the
+/// status code and body (HTTP/1.1, `Connection: close`).
+pub fn http_get(ns: &Netns, to: SocketAddr, host: &str, path: &str) -> Result<(u16, String)> {
+    let mut s = ns
+        .enter(|| TcpStream::connect_timeout(&to, Duration::from_secs(3)))?
+        .with_context(|| format!("connect {to}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("bad status line in {head}"))?;
+    Ok((code, body.to_owned()))
 }

@@ -1,17 +1,22 @@
 //! `cargo xtask demo`: the main job on a built-in topology. Builds slb,
 //! creates a client, a load balancer and three backends in network
 //! namespaces, runs `slb run` on the load balancer with a printed config,
-//! sends a few hundred TCP connections and UDP requests to the VIPs and
-//! prints which backend answered, next to the configured weights. Everything
-//! is torn down at the end (also on failure).
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+//! sends TCP connections and UDP requests to the VIPs and prints which
+//! backend answered next to the configured weights; then kills one backend,
+//! shows the health checks taking it out, and sends the traffic again.
+//! Everything is torn down at the end (also on failure).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 use slb_tests::{
     config::{render, ListenerSpec},
     servers::{tcp_hello, udp_ask, NameServer},
-    topology::{backend4, VIP4},
-    Agent, Topology,
+    topology::{backend4, Topology, VIP4},
+    Agent,
 };
 
 use crate::{
@@ -22,13 +27,62 @@ use crate::{
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// TCP connections to open through the VIP.
+    /// TCP connections per round (UDP requests: half as many).
     #[arg(long, default_value_t = 600)]
     connections: usize,
 }
 
 const WEIGHTS: [u32; 3] = [1, 2, 3];
 const TIMEOUT: Duration = Duration::from_secs(3);
+const CHECK: &str = r#"health_check = { interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+
+type Counts = BTreeMap<String, usize>;
+
+/// One round of traffic: TCP connections to :80, UDP requests to :53.
+fn traffic(t: &Topology, connections: usize) -> Result<(Counts, Counts)> {
+    let mut tcp = Counts::new();
+    for i in 0..connections {
+        let (name, _) = tcp_hello(&t.client, SocketAddr::new(VIP4.into(), 80), TIMEOUT)
+            .with_context(|| format!("connection {i}"))?;
+        *tcp.entry(name).or_default() += 1;
+    }
+    let mut udp = Counts::new();
+    for i in 0..connections / 2 {
+        let name = udp_ask(
+            &t.client,
+            SocketAddr::new(VIP4.into(), 53),
+            format!("q{i}").as_bytes(),
+            TIMEOUT,
+        )
+        .with_context(|| format!("UDP request {i}"))?;
+        *udp.entry(name).or_default() += 1;
+    }
+    Ok((tcp, udp))
+}
+
+fn table(title: &str, (tcp, udp): &(Counts, Counts), connections: usize) {
+    let total_w: u32 = WEIGHTS.iter().sum();
+    let share = |m: &Counts, name: &str, n: usize| {
+        let c = m.get(name).copied().unwrap_or(0);
+        format!("{c} ({:.1}%)", 100.0 * c as f64 / n.max(1) as f64)
+    };
+    println!("\n{title}");
+    println!(
+        "{:<10} {:>6} {:>13} {:>15} {:>15}",
+        "backend", "weight", "weight share", "tcp (maglev)", "udp (wrr)"
+    );
+    for (i, w) in WEIGHTS.iter().enumerate() {
+        let name = format!("backend-{}", i + 1);
+        println!(
+            "{:<10} {:>6} {:>12.1}% {:>15} {:>15}",
+            name,
+            w,
+            100.0 * *w as f64 / total_w as f64,
+            share(tcp, &name, connections),
+            share(udp, &name, connections / 2)
+        );
+    }
+}
 
 pub fn run(args: Args) -> Result<()> {
     if !is_root() {
@@ -45,22 +99,27 @@ pub fn run(args: Args) -> Result<()> {
         "==> topology: client ─ lb ─ 3 backends (network namespaces, veth, native XDP on the lb)"
     );
     let t = Topology::new("demo", 3)?;
-    let mut servers = Vec::new();
+    let mut servers: Vec<Option<(NameServer, NameServer)>> = Vec::new();
     for i in 0..3 {
         let name = format!("backend-{}", i + 1);
-        servers.push(NameServer::tcp(
+        let tcp = NameServer::tcp(
             &t.backends[i],
             SocketAddr::new(backend4(i).into(), 8080),
             &name,
-        )?);
-        servers.push(NameServer::udp(
+        )?;
+        let udp = NameServer::udp(
             &t.backends[i],
             SocketAddr::new(backend4(i).into(), 5353),
             &name,
-        )?);
+        )?;
+        servers.push(Some((tcp, udp)));
     }
-    let mut web = ListenerSpec::new("web", VIP4.into(), 80, "tcp").scheduler("maglev");
-    let mut dns = ListenerSpec::new("dns", VIP4.into(), 53, "udp").scheduler("wrr");
+    let mut web = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
+        .scheduler("maglev")
+        .extra(CHECK);
+    let mut dns = ListenerSpec::new("dns", VIP4.into(), 53, "udp")
+        .scheduler("wrr")
+        .extra(CHECK);
     for (i, w) in WEIGHTS.iter().enumerate() {
         web = web.backend(backend4(i).into(), 8080, *w);
         dns = dns.backend(backend4(i).into(), 5353, *w);
@@ -79,62 +138,59 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     println!(
-        "==> {} TCP connections to {VIP4}:80 from the client",
-        args.connections
+        "\n==> round 1: {} TCP connections to {VIP4}:80, {} UDP requests to {VIP4}:53",
+        args.connections,
+        args.connections / 2
     );
-    let mut tcp: BTreeMap<String, usize> = BTreeMap::new();
-    for i in 0..args.connections {
-        let (name, _) = tcp_hello(&t.client, SocketAddr::new(VIP4.into(), 80), TIMEOUT)
-            .with_context(|| format!("connection {i}"))?;
-        *tcp.entry(name).or_default() += 1;
-    }
-    let requests = args.connections / 2;
-    println!("==> {requests} UDP requests to {VIP4}:53 from the client");
-    let mut udp: BTreeMap<String, usize> = BTreeMap::new();
-    for i in 0..requests {
-        let name = udp_ask(
-            &t.client,
-            SocketAddr::new(VIP4.into(), 53),
-            format!("q{i}").as_bytes(),
-            TIMEOUT,
-        )
-        .with_context(|| format!("request {i}"))?;
-        *udp.entry(name).or_default() += 1;
-    }
+    let before = traffic(&t, args.connections)?;
+    table("round 1: all backends up", &before, args.connections);
 
-    let total_w: u32 = WEIGHTS.iter().sum();
-    println!();
-    println!(
-        "{:<10} {:>6} {:>13} {:>15} {:>15}",
-        "backend", "weight", "weight share", "tcp (maglev)", "udp (wrr)"
-    );
-    for (i, w) in WEIGHTS.iter().enumerate() {
-        let name = format!("backend-{}", i + 1);
-        let share = |m: &BTreeMap<String, usize>, n: usize| {
-            let c = m.get(&name).copied().unwrap_or(0);
-            format!("{c} ({:.1}%)", 100.0 * c as f64 / n.max(1) as f64)
-        };
-        println!(
-            "{:<10} {:>6} {:>12.1}% {:>15} {:>15}",
-            name,
-            w,
-            100.0 * *w as f64 / total_w as f64,
-            share(&tcp, args.connections),
-            share(&udp, requests)
-        );
-    }
-    let pool: Vec<String> = servers
+    let seen: BTreeSet<String> = servers
         .iter()
-        .flat_map(|s| s.peers())
+        .flatten()
+        .flat_map(|(a, b)| a.peers().into_iter().chain(b.peers()))
         .map(|p| p.to_string())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
         .collect();
     println!(
-        "\nsource addresses the backends saw (FULLNAT pool): {}",
-        pool.join(", ")
+        "\nsource addresses the backends saw (FULLNAT pool, health-check source): {}",
+        seen.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+
+    println!("\n==> killing backend-2 (its TCP and UDP servers stop)");
+    let log_before = agent.log_text().len();
+    servers[1] = None;
+    let killed = Instant::now();
+    while !agent.log_text()[log_before..].contains("10.0.2.2:8080 down")
+        || !agent.log_text()[log_before..].contains("10.0.2.2:5353 down")
+    {
+        if killed.elapsed() > Duration::from_secs(15) {
+            bail!("backend-2 was not marked down:\n{}", agent.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "==> health checks took it out after {:.1}s:",
+        killed.elapsed().as_secs_f64()
+    );
+    for line in agent.log_text()[log_before..]
+        .lines()
+        .filter(|l| l.contains(" down: "))
+    {
+        println!("    {line}");
+    }
+    println!("\n==> slb status");
+    for line in agent.cli(&["status"])?.lines() {
+        println!("    {line}");
+    }
+
+    println!("\n==> round 2: the same traffic again");
+    let after = traffic(&t, args.connections)?;
+    table(
+        "round 2: backend-2 down (no failed connection or request)",
+        &after,
+        args.connections,
     );
     drop(agent);
-    println!("==> torn down: slb stopped, XDP detached, namespaces removed");
+    println!("\n==> torn down: slb stopped, XDP detached, namespaces removed");
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! `slb run`: load the dataplane, keep it in step with the configuration
-//! and with health checks, answer status/reload requests, serve metrics,
-//! detach cleanly on exit (or leave the dataplane running).
+//! The agent behind `slb run` and `slb proxy`: keeps the XDP dataplane (run
+//! only) and the L7 proxy in step with the configuration and with health
+//! checks, answers status/reload requests, serves metrics, and on exit
+//! detaches cleanly (or leaves the dataplane running).
 mod apply;
 mod running;
 mod snapshot;
@@ -11,25 +12,37 @@ pub use apply::Applier;
 pub use support::check as check_supported;
 
 use crate::{
-    config::{self, Config, XdpMode},
+    config::{self, Config, ConfigErrors, XdpMode},
     control,
     dataplane::{AttachMode, Dataplane, DataplaneOptions},
     health::{Checker, Observer},
+    l7::{L7Metrics, Proxy},
     localaddr::LocalAddrs,
     metrics::{self, Metrics},
+    planner::Health,
 };
 use anyhow::{Context, Result};
 use running::Running;
 use std::{path::Path, sync::Arc};
 use tokio::{
     signal::unix::{signal, SignalKind},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
-use tracing::info;
+use tracing::{info, warn};
 
-/// Logged once the program is attached and the maps are filled; tests and
-/// scripts wait for it.
+/// Logged once everything is attached, bound and filled; tests and scripts
+/// wait for it.
 pub const READY: &str = "slb ready";
+
+/// What the agent serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `slb run`: the XDP dataplane for tcp/udp listeners and the proxy for
+    /// http/https listeners.
+    Full,
+    /// `slb proxy`: only the http/https listeners, no XDP.
+    ProxyOnly,
+}
 
 fn attach_mode(m: XdpMode) -> AttachMode {
     match m {
@@ -39,56 +52,85 @@ fn attach_mode(m: XdpMode) -> AttachMode {
     }
 }
 
-/// Loads and fully checks a configuration for `slb run`.
-pub fn load_config(path: &Path) -> Result<Config, config::ConfigErrors> {
-    let cfg = load_config_for_validate(path)?;
-    cfg.require_dataplane()?;
-    Ok(cfg)
-}
-
-/// What `slb validate` checks: the file, and that this build serves every
-/// feature it uses.
-pub fn load_config_for_validate(path: &Path) -> Result<Config, config::ConfigErrors> {
+/// What `slb validate` checks: the file (certificates included), and that
+/// this build serves every feature it uses.
+pub fn load_config_for_validate(path: &Path) -> Result<Config, ConfigErrors> {
     let cfg = config::load(path)?;
+    cfg.require_certificates()?;
     support::check(&cfg)?;
     Ok(cfg)
 }
 
-/// Options of `slb run`.
-#[derive(Clone, Debug, Default)]
+/// Loads and fully checks a configuration for `mode`.
+pub fn load_config(path: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
+    let cfg = load_config_for_validate(path)?;
+    match mode {
+        Mode::Full => cfg.require_dataplane()?,
+        Mode::ProxyOnly => {
+            if cfg.l7_listeners().next().is_none() {
+                return Err(ConfigErrors::one(
+                    "listener",
+                    "no http/https listener to serve (`slb proxy` serves only those)",
+                ));
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+/// Options of `slb run` / `slb proxy`.
+#[derive(Clone, Debug)]
 pub struct RunOptions {
+    pub mode: Mode,
     /// On SIGTERM/SIGINT leave the XDP program attached and the maps
     /// pinned: forwarding of established flows goes on, and the next
     /// `slb run` adopts the state.
     pub keep_dataplane: bool,
 }
 
-/// Runs the agent until SIGINT/SIGTERM.
-pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
-    let cfg = load_config(path)
-        .map_err(|e| anyhow::anyhow!("{}: invalid configuration:\n{e}", path.display()))?;
-    let dp_opts = DataplaneOptions {
+/// Loads the dataplane, adopting pinned state when there is some.
+fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Applier)> {
+    let opts = DataplaneOptions {
         pin_dir: cfg.agent.pin_path.clone(),
         flow_table_size: cfg.agent.flow_table_size,
         ring_size: cfg.agent.maglev_table_size,
     };
-    let dp = Dataplane::load(&dp_opts).context("loading the XDP dataplane")?;
+    let dp = Dataplane::load(&opts).context("loading the XDP dataplane")?;
     let mut applier = Applier::default();
     if dp.adopted {
-        info!(pin_path = %dp_opts.pin_dir.display(), "adopting pinned dataplane state");
-        applier.adopt(&dp, &cfg)?;
+        info!(pin_path = %opts.pin_dir.display(), "adopting pinned dataplane state");
+        applier.adopt(&dp, cfg)?;
     }
     let v6 = cfg.l4_listeners().any(|l| l.vip.is_ipv6());
     for iface in &cfg.agent.interfaces {
         sysctl::enable_forwarding(iface, v6)
             .map_err(|e| anyhow::anyhow!("interface {iface}: {e}"))?;
     }
+    Ok((dp, applier))
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
+    let cfg = load_config(path, opts.mode)
+        .map_err(|e| anyhow::anyhow!("{}: invalid configuration:\n{e}", path.display()))?;
+    if opts.mode == Mode::ProxyOnly && cfg.l4_listeners().next().is_some() {
+        warn!("`slb proxy` ignores the tcp/udp listeners (they need `slb run`)");
+    }
+    let dataplane = match opts.mode {
+        Mode::Full => Some(load_dataplane(&cfg)?),
+        Mode::ProxyOnly => None,
+    };
     let mut local = LocalAddrs::new().context("managing local addresses")?;
     local
-        .sync(&cfg.agent.probe_source)
-        .context("adding the health-check source address")?;
+        .sync(&running::local_addresses(&cfg, opts.mode))
+        .context(
+        "adding the health-check source and L7 VIPs to lo (needs CAP_NET_ADMIN unless they exist)",
+    )?;
 
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    let l7_metrics = L7Metrics::new();
+    l7_metrics.register(&mut metrics.registry);
+    let metrics = Arc::new(metrics);
     let observer: Observer = {
         let m = metrics.clone();
         Arc::new(move |_key, protocol, took, ok| {
@@ -96,14 +138,26 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         })
     };
     let (checker, transitions) =
-        Checker::start_with_observer(running::targets(&cfg), Some(observer));
+        Checker::start_with_observer(running::targets(&cfg, opts.mode), Some(observer));
+    let (health_tx, health_rx) = watch::channel(Health::default());
+    let proxy = if cfg.l7_listeners().next().is_some() {
+        Some(
+            Proxy::start(&cfg.listeners, health_rx, l7_metrics)
+                .await
+                .context("starting the L7 proxy")?,
+        )
+    } else {
+        None
+    };
 
     let mut st = Running::new(
         path.to_owned(),
+        opts.mode,
         cfg,
-        dp,
-        applier,
+        dataplane,
         checker,
+        health_tx,
+        proxy,
         metrics.clone(),
         local,
     );
@@ -111,17 +165,26 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
 
     let (to_agent, mut requests) = mpsc::channel(64);
     let _control = control::serve(&st.cfg.agent.control_socket, to_agent.clone()).await?;
-    let _metrics = metrics::serve(st.cfg.agent.metrics_listen, metrics, to_agent).await?;
-
-    let mode = attach_mode(st.cfg.agent.xdp_mode);
-    let ifaces = st.cfg.agent.interfaces.clone();
-    for iface in &ifaces {
-        if let Err(e) = st.dp.attach(iface, mode) {
-            st.shutdown(false);
-            return Err(e).context("attaching XDP");
+    let _metrics = match metrics::serve(st.cfg.agent.metrics_listen, metrics, to_agent).await {
+        Ok(h) => Some(h),
+        // The proxy may run unprivileged next to an agent that owns the
+        // port; metrics are worth a warning, not a refusal to serve.
+        Err(e) if opts.mode == Mode::ProxyOnly => {
+            warn!("metrics not served: {e}");
+            None
         }
+        Err(e) => return Err(e.into()),
+    };
+
+    if let Err(e) = st.attach(attach_mode(st.cfg.agent.xdp_mode)) {
+        st.shutdown(false).await;
+        return Err(e).context("attaching XDP");
     }
-    info!(listeners = st.cfg.l4_listeners().count(), interfaces = ?ifaces, "{READY}");
+    info!(
+        l4_listeners = st.cfg.l4_listeners().count(),
+        l7_listeners = st.cfg.l7_listeners().count(),
+        "{READY}"
+    );
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -131,15 +194,15 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => { st.reload(); }
+            _ = hup.recv() => { st.reload().await; }
             Some(t) = transitions.recv() => st.health_changed(t),
             Some((req, reply)) = requests.recv() => {
-                let _ = reply.send(st.handle(req));
+                let _ = reply.send(st.handle(req).await);
             }
         }
     }
     info!(keep_dataplane = opts.keep_dataplane, "shutting down");
     std::fs::remove_file(&st.cfg.agent.control_socket).ok();
-    st.shutdown(opts.keep_dataplane);
+    st.shutdown(opts.keep_dataplane).await;
     Ok(())
 }

@@ -1,35 +1,59 @@
 //! The running agent's state and what it does on each event.
-use super::{apply::Applier, load_config, snapshot};
+use super::{apply::Applier, load_config, snapshot, Mode};
 use crate::{
     config::Config,
     control::{Request, Response},
-    dataplane::Dataplane,
+    dataplane::{AttachMode, Dataplane, DataplaneError},
     health::{Checker, Target, Transition},
+    l7::ProxyHandle,
     localaddr::LocalAddrs,
     metrics::Metrics,
     planner::{self, Health},
 };
-use std::{path::PathBuf, sync::Arc};
+use std::{net::IpAddr, path::PathBuf, sync::Arc};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-/// Health-check targets of every checked backend of the L4 listeners.
-pub fn targets(cfg: &Config) -> Vec<Target> {
-    cfg.l4_listeners()
+/// Health-check targets: every backend of a listener that checks health
+/// (for http/https listeners, the backends of every group too).
+pub fn targets(cfg: &Config, mode: Mode) -> Vec<Target> {
+    cfg.listeners
+        .iter()
+        .filter(|l| mode == Mode::Full || l.protocol.is_l7())
         .filter_map(|l| Some((l, l.health_check.as_ref()?)))
         .flat_map(|(l, check)| {
-            l.backends
-                .iter()
+            l.all_backends()
+                .into_iter()
                 .filter_map(move |b| Target::new(&cfg.agent, &l.name, b.socket_addr(), check))
         })
         .collect()
 }
 
+/// Addresses that must be local: the probe sources (when something is
+/// checked) and the VIPs of http/https listeners (SPEC §4, §5).
+pub fn local_addresses(cfg: &Config, mode: Mode) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = Vec::new();
+    if !targets(cfg, mode).is_empty() {
+        v.extend(cfg.agent.probe_source.iter().copied());
+    }
+    for l in cfg.l7_listeners() {
+        if !v.contains(&l.vip) {
+            v.push(l.vip);
+        }
+    }
+    v
+}
+
 pub struct Running {
     pub path: PathBuf,
+    mode: Mode,
     pub cfg: Config,
-    pub dp: Dataplane,
-    applier: Applier,
+    /// The XDP dataplane and its writer (`slb run` only).
+    dataplane: Option<(Dataplane, Applier)>,
     checker: Checker,
+    /// Tells the proxy which backends are down.
+    health_tx: watch::Sender<Health>,
+    proxy: Option<ProxyHandle>,
     metrics: Arc<Metrics>,
     local: LocalAddrs,
     /// Configurations applied so far (1 after start).
@@ -37,21 +61,26 @@ pub struct Running {
 }
 
 impl Running {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: PathBuf,
+        mode: Mode,
         cfg: Config,
-        dp: Dataplane,
-        applier: Applier,
+        dataplane: Option<(Dataplane, Applier)>,
         checker: Checker,
+        health_tx: watch::Sender<Health>,
+        proxy: Option<ProxyHandle>,
         metrics: Arc<Metrics>,
         local: LocalAddrs,
     ) -> Running {
         Running {
             path,
+            mode,
             cfg,
-            dp,
-            applier,
+            dataplane,
             checker,
+            health_tx,
+            proxy,
             metrics,
             local,
             generation: 0,
@@ -64,59 +93,82 @@ impl Running {
         }
     }
 
-    /// Plans the current configuration with `health` and writes it.
-    pub fn apply(&mut self, health: &Health) -> anyhow::Result<()> {
-        let plan = planner::plan(&self.cfg, &mut self.applier.ids, health)?;
-        self.applier.apply(&mut self.dp, &plan)?;
+    /// Plans the current configuration with the current health and writes
+    /// it to the dataplane; tells the proxy about health.
+    fn apply(&mut self) -> anyhow::Result<()> {
+        let health = self.health();
+        if let Some((dp, applier)) = self.dataplane.as_mut() {
+            let plan = planner::plan(&self.cfg, &mut applier.ids, &health)?;
+            applier.apply(dp, &plan)?;
+        }
+        self.health_tx.send_replace(health);
         Ok(())
     }
 
-    /// Applies a configuration for the first time (start).
+    /// Applies the configuration for the first time.
     pub fn start(&mut self) -> anyhow::Result<()> {
-        self.apply(&Health::default())?;
+        self.apply()?;
         self.generation = 1;
         Ok(())
     }
 
-    /// A backend went down or came back: its table slots move at once.
+    /// Attaches the XDP program to the configured interfaces (`slb run`).
+    pub fn attach(&mut self, mode: AttachMode) -> Result<(), DataplaneError> {
+        if let Some((dp, _)) = self.dataplane.as_mut() {
+            for iface in &self.cfg.agent.interfaces {
+                dp.attach(iface, mode)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A backend went down or came back: its table slots move at once, and
+    /// the proxy stops or resumes using it.
     pub fn health_changed(&mut self, t: Transition) {
-        let health = self.health();
-        if let Err(e) = self.apply(&health) {
+        if let Err(e) = self.apply() {
             error!("applying the health change of {} failed: {e:#}", t.key.addr);
         }
     }
 
-    /// Re-reads the file. A file that does not validate, or changes
-    /// `[agent]` settings, leaves the running configuration in force.
-    pub fn reload(&mut self) -> Response {
-        let response = self.try_reload();
-        let ok = matches!(response, Response::Reloaded { .. });
-        self.metrics.record_reload(ok);
+    /// Re-reads the file. A file that does not validate, changes `[agent]`
+    /// settings, or cannot be applied leaves the running configuration in
+    /// force.
+    pub async fn reload(&mut self) -> Response {
+        let response = self.try_reload().await;
+        self.metrics
+            .record_reload(matches!(response, Response::Reloaded { .. }));
         response
     }
 
-    fn try_reload(&mut self) -> Response {
-        let cfg = match load_config(&self.path) {
+    async fn try_reload(&mut self) -> Response {
+        let refuse = |errors: Vec<String>| {
+            error!(
+                "reload rejected, the running configuration stays in force:\n{}",
+                errors.join("\n")
+            );
+            Response::Error { errors }
+        };
+        let cfg = match load_config(&self.path, self.mode) {
             Ok(c) => c,
-            Err(errors) => {
-                error!("reload rejected, the running configuration stays in force:\n{errors}");
-                return Response::Error {
-                    errors: errors.errors.iter().map(|e| e.to_string()).collect(),
-                };
-            }
+            Err(errors) => return refuse(errors.errors.iter().map(|e| e.to_string()).collect()),
         };
         if cfg.agent != self.cfg.agent {
-            let msg =
-                "reload rejected: [agent] settings change only with a restart; nothing was changed";
-            error!("{msg}");
-            return Response::Error {
-                errors: vec![msg.into()],
-            };
+            return refuse(vec![
+                "[agent] settings change only with a restart; nothing was changed".into(),
+            ]);
+        }
+        if let Err(e) = self.local.sync(&local_addresses(&cfg, self.mode)) {
+            return refuse(vec![format!("local addresses: {e}")]);
+        }
+        if let Some(proxy) = &self.proxy {
+            if let Err(e) = proxy.reload(&cfg.listeners).await {
+                let _ = self.local.sync(&local_addresses(&self.cfg, self.mode));
+                return refuse(vec![format!("L7 proxy: {e}")]);
+            }
         }
         let previous = std::mem::replace(&mut self.cfg, cfg);
-        self.checker.update(targets(&self.cfg));
-        let health = self.health();
-        match self.apply(&health) {
+        self.checker.update(targets(&self.cfg, self.mode));
+        match self.apply() {
             Ok(()) => {
                 self.generation += 1;
                 info!(
@@ -129,29 +181,30 @@ impl Running {
                 }
             }
             Err(e) => {
-                error!("reload rejected: applying it failed, restoring the previous configuration: {e:#}");
                 self.cfg = previous;
-                self.checker.update(targets(&self.cfg));
-                let health = self.health();
-                if let Err(e) = self.apply(&health) {
+                self.checker.update(targets(&self.cfg, self.mode));
+                if let Some(proxy) = &self.proxy {
+                    if let Err(e) = proxy.reload(&self.cfg.listeners).await {
+                        error!("restoring the previous proxy configuration failed: {e}");
+                    }
+                }
+                let _ = self.local.sync(&local_addresses(&self.cfg, self.mode));
+                if let Err(e) = self.apply() {
                     error!("restoring the previous configuration failed: {e:#}");
                 }
-                Response::Error {
-                    errors: vec![format!("{e:#}")],
-                }
+                refuse(vec![format!("applying it failed: {e:#}")])
             }
         }
     }
 
-    pub fn handle(&mut self, req: Request) -> Response {
+    pub async fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::Reload => self.reload(),
+            Request::Reload => self.reload().await,
             Request::Status => {
                 match snapshot::build(
                     &self.cfg,
-                    &self.applier.ids,
+                    self.dataplane.as_ref(),
                     &self.checker.snapshot(),
-                    &self.dp,
                     self.generation,
                 ) {
                     Ok(s) => Response::Status(s),
@@ -163,25 +216,31 @@ impl Running {
         }
     }
 
-    /// Stops health checks, removes the addresses the agent added, then
-    /// either detaches and unpins everything or leaves the dataplane
-    /// running for the next agent.
-    pub fn shutdown(self, keep_dataplane: bool) {
+    /// Stops health checks and the proxy, removes the addresses the agent
+    /// added, then either detaches and unpins everything or leaves the
+    /// dataplane running for the next agent.
+    pub async fn shutdown(self, keep_dataplane: bool) {
         let Running {
-            dp,
+            dataplane,
             checker,
             mut local,
+            proxy,
             ..
         } = self;
         checker.stop();
+        if let Some(proxy) = proxy {
+            proxy.shutdown().await;
+        }
         if let Err(e) = local.release() {
             warn!("removing added local addresses: {e}");
         }
+        let Some((mut dp, _)) = dataplane else {
+            return;
+        };
         if keep_dataplane {
             dp.keep_running();
             info!("dataplane left running; the next `slb run` adopts it");
         } else {
-            let mut dp = dp;
             dp.detach_all();
             match dp.unpin() {
                 Ok(()) => info!("dataplane detached, pinned state removed"),

@@ -1,10 +1,11 @@
 //! Builds the status snapshot from configuration, ids, health and the
 //! dataplane's counters.
+use super::apply::Applier;
 use crate::{
-    config::{Config, Forwarding},
+    config::{Config, Forwarding, Listener},
     dataplane::{Dataplane, DataplaneError},
     health::TargetStatus,
-    planner::{BackendKey, Ids},
+    planner::BackendKey,
     status::{BackendState, BackendStatus, Counters, GlobalCounters, ListenerStatus, Snapshot},
 };
 use slb_common::Stats;
@@ -23,90 +24,121 @@ fn counters(s: &Stats) -> Counters {
     }
 }
 
+/// Health state, weight and reason of one backend.
+fn backend_health(
+    l: &Listener,
+    b: &crate::config::Backend,
+    health: &BTreeMap<&BackendKey, &TargetStatus>,
+) -> (BackendState, Option<u64>, Option<String>) {
+    let key = BackendKey {
+        listener: l.name.clone(),
+        addr: b.socket_addr(),
+    };
+    let h = health.get(&key);
+    let state = if h.is_some_and(|h| !h.up) {
+        BackendState::Down
+    } else if b.weight == 0 {
+        BackendState::Drained
+    } else {
+        BackendState::Up
+    };
+    let since = h
+        .and_then(|h| h.last_change)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let reason = h.and_then(|h| {
+        let reason = h.last_reason.clone()?;
+        let (n, of) = if h.up {
+            (
+                h.consecutive_ok,
+                l.health_check.as_ref().map_or(1, |c| c.healthy_threshold),
+            )
+        } else {
+            (
+                h.consecutive_fail,
+                l.health_check.as_ref().map_or(1, |c| c.unhealthy_threshold),
+            )
+        };
+        Some(format!("{reason} ({}/{of})", n.min(of)))
+    });
+    (state, since, reason)
+}
+
+fn listener_status(
+    l: &Listener,
+    mode: &str,
+    counters: Counters,
+    backends: Vec<BackendStatus>,
+) -> ListenerStatus {
+    ListenerStatus {
+        name: l.name.clone(),
+        vip: l.vip.to_string(),
+        port: l.port,
+        protocol: l.protocol.as_str().to_owned(),
+        scheduler: match &l.l7 {
+            Some(l7) => l7.scheduler.as_str().to_owned(),
+            None => l.scheduler.as_str().to_owned(),
+        },
+        mode: mode.to_owned(),
+        counters,
+        backends,
+    }
+}
+
+/// The snapshot: L4 listeners with dataplane counters (`slb run`), then
+/// http/https listeners with their backends' health (their request
+/// counters are the `slb_l7_*` metrics).
 pub fn build(
     cfg: &Config,
-    ids: &Ids,
+    dataplane: Option<&(Dataplane, Applier)>,
     health: &[TargetStatus],
-    dp: &Dataplane,
     generation: u64,
 ) -> Result<Snapshot, DataplaneError> {
     let health: BTreeMap<&BackendKey, &TargetStatus> = health.iter().map(|t| (&t.key, t)).collect();
-    let idle: BTreeMap<u32, u64> = cfg
-        .l4_listeners()
-        .filter_map(|l| Some((ids.listener(&l.name)?, l.idle_timeout.as_nanos() as u64)))
-        .collect();
-    let active = dp.active_flows(|id| idle.get(&id).copied());
     let mut listeners = Vec::new();
-    for l in cfg.l4_listeners() {
-        let Some(lid) = ids.listener(&l.name) else {
-            continue;
-        };
-        let mut backends = Vec::new();
-        for b in &l.backends {
-            let key = BackendKey {
-                listener: l.name.clone(),
-                addr: b.socket_addr(),
-            };
-            let Some((bid, _)) = ids.backend(&key) else {
+    let mut global = GlobalCounters::default();
+    let mut flows = 0;
+    if let Some((dp, applier)) = dataplane {
+        let ids = &applier.ids;
+        let idle: BTreeMap<u32, u64> = cfg
+            .l4_listeners()
+            .filter_map(|l| Some((ids.listener(&l.name)?, l.idle_timeout.as_nanos() as u64)))
+            .collect();
+        let active = dp.active_flows(|id| idle.get(&id).copied());
+        for l in cfg.l4_listeners() {
+            let Some(lid) = ids.listener(&l.name) else {
                 continue;
             };
-            let h = health.get(&key);
-            let down = h.is_some_and(|h| !h.up);
-            let state = if down {
-                BackendState::Down
-            } else if b.weight == 0 {
-                BackendState::Drained
-            } else {
-                BackendState::Up
-            };
-            backends.push(BackendStatus {
-                address: b.socket_addr().to_string(),
-                weight: b.weight,
-                state,
-                since: h
-                    .and_then(|h| h.last_change)
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs()),
-                reason: h.and_then(|h| {
-                    let reason = h.last_reason.clone()?;
-                    let (n, of) = if h.up {
-                        (
-                            h.consecutive_ok,
-                            l.health_check.as_ref().map_or(1, |c| c.healthy_threshold),
-                        )
-                    } else {
-                        (
-                            h.consecutive_fail,
-                            l.health_check.as_ref().map_or(1, |c| c.unhealthy_threshold),
-                        )
-                    };
-                    Some(format!("{reason} ({}/{of})", n.min(of)))
-                }),
-                active_flows: active.get(&bid).copied().unwrap_or(0),
-                counters: counters(&dp.backend_stats(bid)?),
-            });
+            let mut backends = Vec::new();
+            for b in &l.backends {
+                let key = BackendKey {
+                    listener: l.name.clone(),
+                    addr: b.socket_addr(),
+                };
+                let Some((bid, _)) = ids.backend(&key) else {
+                    continue;
+                };
+                let (state, since, reason) = backend_health(l, b, &health);
+                backends.push(BackendStatus {
+                    address: b.socket_addr().to_string(),
+                    weight: b.weight,
+                    state,
+                    since,
+                    reason,
+                    active_flows: active.get(&bid).copied().unwrap_or(0),
+                    counters: counters(&dp.backend_stats(bid)?),
+                });
+            }
+            let mode = l.forwarding.unwrap_or(Forwarding::FullNat).as_str();
+            listeners.push(listener_status(
+                l,
+                mode,
+                counters(&dp.listener_stats(lid)?),
+                backends,
+            ));
         }
-        listeners.push(ListenerStatus {
-            name: l.name.clone(),
-            vip: l.vip.to_string(),
-            port: l.port,
-            protocol: l.protocol.as_str().to_owned(),
-            scheduler: l.scheduler.as_str().to_owned(),
-            mode: l
-                .forwarding
-                .unwrap_or(Forwarding::FullNat)
-                .as_str()
-                .to_owned(),
-            counters: counters(&dp.listener_stats(lid)?),
-            backends,
-        });
-    }
-    let g = dp.counters()?;
-    let (flows, _) = dp.flow_entries();
-    Ok(Snapshot {
-        generation,
-        listeners,
-        global: GlobalCounters {
+        let g = dp.counters()?;
+        global = GlobalCounters {
             not_for_us: g.not_for_us,
             parse_errors: g.parse_errors,
             no_backend: g.no_backend,
@@ -114,7 +146,32 @@ pub fn build(
             fib_pass: g.fib_pass,
             fib_drop: g.fib_drop,
             unsupported: g.unsupported,
-        },
-        flows: flows as u64,
+        };
+        flows = dp.flow_entries().0 as u64;
+    }
+    for l in cfg.l7_listeners() {
+        let backends = l
+            .all_backends()
+            .iter()
+            .map(|b| {
+                let (state, since, reason) = backend_health(l, b, &health);
+                BackendStatus {
+                    address: b.socket_addr().to_string(),
+                    weight: b.weight,
+                    state,
+                    since,
+                    reason,
+                    active_flows: 0,
+                    counters: Counters::default(),
+                }
+            })
+            .collect();
+        listeners.push(listener_status(l, "proxy", Counters::default(), backends));
+    }
+    Ok(Snapshot {
+        generation,
+        listeners,
+        global,
+        flows,
     })
 }

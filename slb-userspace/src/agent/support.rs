@@ -8,10 +8,6 @@ pub fn check(cfg: &Config) -> Result<(), ConfigErrors> {
     for (i, l) in cfg.listeners.iter().enumerate() {
         let at = |key: &str| format!("listener[{i}].{key}");
         if l.protocol.is_l7() {
-            errors.push(ConfigError::new(
-                at("protocol"),
-                format!("{} listeners are not supported yet", l.protocol),
-            ));
             continue;
         }
         if l.scheduler == Scheduler::Wlc {

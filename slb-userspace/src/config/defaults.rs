@@ -72,3 +72,31 @@ pub fn check_protocol(protocol: Protocol) -> CheckProtocol {
         Protocol::Http | Protocol::Https => CheckProtocol::Http,
     }
 }
+
+// http/https listeners (SPEC §5)
+pub const L7_SCHEDULER: super::model::L7Scheduler = super::model::L7Scheduler::Wrr;
+/// Cookie inserted by `persistence = { mode = "insert_cookie" }`.
+pub const INSERT_COOKIE: &str = "SERVERID";
+pub const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const BACKEND_CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+pub const BACKEND_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const BACKEND_RESPONSE_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+pub const CLIENT_IDLE_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+pub const REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+pub const REQUEST_HEADER_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+/// Lower bound of the proxy's timeouts (short ones are for tests).
+pub const L7_TIMEOUT_MIN: Duration = Duration::from_millis(10);
+pub const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
+pub const MAX_REQUESTS_PER_CONNECTION_MAX: u32 = 1_000_000;
+/// Request line plus header fields, bytes.
+pub const MAX_HEADER_SIZE: u32 = 16_384;
+pub const MAX_HEADER_SIZE_MIN: u32 = 1024;
+pub const MAX_HEADER_SIZE_MAX: u32 = 1_048_576;
+/// Forwarding rules per listener.
+pub const MAX_RULES: usize = 20;
+/// Named backend groups per listener.
+pub const MAX_GROUPS: usize = 20;
+/// Name of the listener's own backend list as a rule target.
+pub const DEFAULT_GROUP: &str = "default";
+pub const RULE_PATH_MAX_LEN: usize = 1024;

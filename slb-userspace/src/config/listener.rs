@@ -2,6 +2,7 @@
 //! involve only that listener.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -9,9 +10,10 @@ use ipnet::IpNet;
 use super::defaults as d;
 use super::error::Errors;
 use super::health;
+use super::l7;
 use super::model::{
-    Acl, AclMode, Backend, Forwarding, HealthCheck, Listener, Persistence, PersistenceMode,
-    Protocol, Scheduler,
+    Acl, AclMode, Backend, Forwarding, HealthCheck, L7Settings, Listener, Persistence,
+    PersistenceMode, Protocol, Scheduler,
 };
 use super::raw::{RawAcl, RawBackend, RawListener, RawPersistence};
 use super::values::{
@@ -35,7 +37,10 @@ pub(crate) struct Draft {
     pub health_check: Option<Option<HealthCheck>>,
     /// `None` when any backend had an error.
     pub backends: Option<Vec<Backend>>,
-    /// Addresses of the backends that have a valid one.
+    /// `Some(None)` for tcp/udp listeners.
+    pub l7: Option<Option<L7Settings>>,
+    /// Addresses of the backends (of every group, on http/https listeners)
+    /// that have a valid one.
     pub backend_addresses: Vec<IpAddr>,
     /// Health checks on (`enabled` not false), even if their settings are wrong.
     pub checks_health: bool,
@@ -56,6 +61,7 @@ impl Draft {
             acl: self.acl?,
             health_check: self.health_check?,
             backends: self.backends?,
+            l7: self.l7?,
         })
     }
 
@@ -70,7 +76,12 @@ impl Draft {
     }
 }
 
-pub(crate) fn check(raw: &RawListener, index: usize, errs: &mut Errors) -> Draft {
+pub(crate) fn check(
+    raw: &RawListener,
+    index: usize,
+    base: Option<&Path>,
+    errs: &mut Errors,
+) -> Draft {
     let path = format!("listener[{index}]");
     let k = |name: &str| key(&path, name);
 
@@ -93,13 +104,31 @@ pub(crate) fn check(raw: &RawListener, index: usize, errs: &mut Errors) -> Draft
         &k("protocol"),
         errs,
     );
-    let scheduler = keyword_or(
-        raw.scheduler.as_ref(),
-        Scheduler::ALL,
-        d::SCHEDULER,
-        &k("scheduler"),
-        errs,
-    );
+    // http/https listeners have keys and schedulers of their own.
+    let l7_draft = match protocol {
+        Some(p) if p.is_l7() => {
+            let own = l7::Own {
+                vip,
+                port: listen_port,
+            };
+            Some(l7::check(raw, p, own, &path, base, errs))
+        }
+        Some(p) => {
+            l7::reject_on_l4(raw, p, &path, errs);
+            None
+        }
+        None => None,
+    };
+    let scheduler = match &l7_draft {
+        Some(l7d) => l7d.scheduler,
+        None => keyword_or(
+            raw.scheduler.as_ref(),
+            Scheduler::ALL,
+            d::SCHEDULER,
+            &k("scheduler"),
+            errs,
+        ),
+    };
 
     let forwarding = match (&raw.forwarding, protocol) {
         (Some(_), Some(p)) if p.is_l7() => {
@@ -128,6 +157,8 @@ pub(crate) fn check(raw: &RawListener, index: usize, errs: &mut Errors) -> Draft
 
     let persistence = match &raw.persistence {
         None => Some(None),
+        // Cookie persistence of http/https listeners is in `l7`.
+        Some(_) if l7_draft.is_some() => Some(None),
         Some(p) => check_persistence(p, protocol, &k("persistence"), errs).map(Some),
     };
     let acl = match &raw.acl {
@@ -154,6 +185,10 @@ pub(crate) fn check(raw: &RawListener, index: usize, errs: &mut Errors) -> Draft
         acl,
         health_check,
         backends: None,
+        l7: match &l7_draft {
+            Some(l7d) => l7d.settings.clone().map(Some),
+            None => Some(None),
+        },
         backend_addresses: Vec::new(),
         checks_health: raw
             .health_check
@@ -161,7 +196,11 @@ pub(crate) fn check(raw: &RawListener, index: usize, errs: &mut Errors) -> Draft
             .and_then(|h| h.enabled)
             .unwrap_or(true),
     };
-    check_backends(&raw.backend, &mut draft, errs);
+    let redirect_only = l7_draft.as_ref().is_some_and(|l| l.redirect_only);
+    check_backends(&raw.backend, redirect_only, &mut draft, errs);
+    if let Some(l7d) = l7_draft {
+        draft.backend_addresses.extend(l7d.group_addresses);
+    }
     draft
 }
 
@@ -190,6 +229,12 @@ fn check_persistence(
             );
             return None;
         }
+    }
+    if raw.cookie.is_some() {
+        errs.push(
+            key(path, "cookie"),
+            "unknown field `cookie` here: only the cookie modes of http/https listeners take it",
+        );
     }
     let timeout = duration_or(
         raw.timeout.as_ref(),
@@ -252,8 +297,14 @@ fn parse_cidr(text: &str, path: &str, errs: &mut Errors) -> Option<IpNet> {
     Some(net)
 }
 
-fn check_backends(raw: &[RawBackend], draft: &mut Draft, errs: &mut Errors) {
+/// `redirect_only`: an http listener that redirects every request to https
+/// may have no backend.
+fn check_backends(raw: &[RawBackend], redirect_only: bool, draft: &mut Draft, errs: &mut Errors) {
     let path = draft.path.clone();
+    if raw.is_empty() && redirect_only {
+        draft.backends = Some(Vec::new());
+        return;
+    }
     if raw.is_empty() {
         errs.push(
             key(&path, "backend"),

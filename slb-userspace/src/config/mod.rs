@@ -1,6 +1,7 @@
 //! The agent's configuration file (SPEC §2, §4): parsing and validation.
 //!
-//! Pure: no network I/O; the only file access is [`load`].
+//! No network I/O. Files read: the configuration ([`load`]) and the PEM
+//! files of https listeners (checked by validation, see `l7`).
 //!
 //! Two stages: serde reads the TOML into lenient `raw` types through
 //! `serde_path_to_error`, so a structural problem (unknown key, wrong TOML
@@ -13,12 +14,15 @@ pub mod defaults;
 mod duration;
 mod error;
 mod health;
+mod l7;
 mod listener;
 mod model;
 mod raw;
 mod validate;
 mod values;
 
+#[cfg(test)]
+mod l7_tests;
 #[cfg(test)]
 mod tests;
 
@@ -29,9 +33,17 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
 /// Parses and validates a configuration. On failure, every error found.
+/// Relative certificate paths are taken from the current directory.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let raw: raw::RawConfig = read_toml(text)?;
-    validate::validate(&raw)
+    validate::validate(&raw, None)
+}
+
+/// Like [`parse`], with relative certificate paths taken from `base` (the
+/// configuration file's directory).
+pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    let raw: raw::RawConfig = read_toml(text)?;
+    validate::validate(&raw, Some(base))
 }
 
 /// Reads and parses the file at `path`. A file that cannot be read is an
@@ -43,7 +55,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             format!("cannot read the configuration file: {e}"),
         )
     })?;
-    parse(&text)
+    match path.parent() {
+        Some(dir) => parse_in(&text, dir),
+        None => parse(&text),
+    }
 }
 
 impl Config {
@@ -58,6 +73,32 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Checks what the L7 proxy needs beyond a valid file: every `https`
+    /// listener has a certificate. (`slb proxy`, and `slb run` with https
+    /// listeners, call this.)
+    pub fn require_certificates(&self) -> Result<(), ConfigErrors> {
+        let errors: Vec<ConfigError> = self
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| {
+                l.protocol == Protocol::Https
+                    && l.l7.as_ref().is_none_or(|s| s.certificates.is_empty())
+            })
+            .map(|(i, _)| {
+                ConfigError::new(
+                    format!("listener[{i}].certificate"),
+                    "an https listener needs at least one [[listener.certificate]] with cert and key",
+                )
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors { errors })
+        }
     }
 
     /// The listeners served by the XDP dataplane (`tcp`, `udp`).

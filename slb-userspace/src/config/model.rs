@@ -248,9 +248,18 @@ pub struct Listener {
     pub health_check: Option<HealthCheck>,
     /// At least one; `(address, port)` unique. For `tcp`/`udp` listeners
     /// every backend has the VIP's address family; with `dr` every backend
-    /// port equals the listener port.
+    /// port equals the listener port. Empty only on an `http` listener with
+    /// `redirect_https = true` (it answers every request itself). On
+    /// `http`/`https` listeners this is the default group of the forwarding
+    /// rules.
     #[serde(rename = "backend")]
     pub backends: Vec<Backend>,
+    /// `Some` exactly for `http`/`https` listeners: the proxy's settings.
+    /// There, `scheduler` is `Wrr`, `Wlc`, or `Maglev` standing for
+    /// `scheduler = "hash"` (consistent hashing on `l7.hash_key`), and
+    /// `idle_timeout` is the idle timeout of upgraded (WebSocket) connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7Settings>,
 }
 
 impl Listener {
@@ -258,6 +267,168 @@ impl Listener {
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.vip, self.port)
     }
+
+    /// Every backend of the listener once: for `tcp`/`udp` listeners its
+    /// `backends`; for `http`/`https` listeners the default group followed
+    /// by the backends of the named groups, without repeating an address
+    /// that is in several groups (health is per `(listener, address)`). A
+    /// backend listed several times keeps its first weight.
+    pub fn all_backends(&self) -> Vec<Backend> {
+        let mut out: Vec<Backend> = Vec::new();
+        let groups = self.l7.iter().flat_map(|l7| l7.groups.iter());
+        for b in self
+            .backends
+            .iter()
+            .chain(groups.flat_map(|g| g.backends.iter()))
+        {
+            if !out.iter().any(|o| o.socket_addr() == b.socket_addr()) {
+                out.push(b.clone());
+            }
+        }
+        out
+    }
+}
+
+keyword_enum!(
+    /// Scheduler of an `http`/`https` listener (`scheduler` key there).
+    L7Scheduler {
+        /// Weighted round robin.
+        Wrr = "wrr",
+        /// Weighted least in-flight requests.
+        Wlc = "wlc",
+        /// Consistent hashing on `hash_key` (weighted rendezvous hashing).
+        Hash = "hash",
+    }
+);
+
+keyword_enum!(
+    /// Cookie persistence of an `http`/`https` listener.
+    CookieMode {
+        /// The proxy sets its own cookie (`SERVERID`) naming the backend.
+        InsertCookie = "insert_cookie",
+        /// The proxy prefixes the application's own cookie with the backend.
+        RewriteCookie = "rewrite_cookie",
+    }
+);
+
+/// The settings of an `http`/`https` listener (the keys that only they take).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct L7Settings {
+    pub scheduler: L7Scheduler,
+    /// `Some` exactly when `scheduler` is `Hash`.
+    pub hash_key: Option<HashKey>,
+    pub persistence: Option<CookiePersistence>,
+    /// Only `true` on `http` listeners: every request gets a 301 to https.
+    pub redirect_https: bool,
+    /// Compress compressible responses the backend sent uncompressed.
+    pub gzip: bool,
+    /// Per attempt; then the next backend is tried. 10ms..=300s.
+    #[serde(serialize_with = "super::duration::serialize")]
+    pub backend_connect_timeout: Duration,
+    /// Until the backend's response header; then 504. 10ms..=3600s.
+    #[serde(serialize_with = "super::duration::serialize")]
+    pub backend_response_timeout: Duration,
+    /// Keep-alive idle time of a client connection between requests.
+    /// 10ms..=3600s.
+    #[serde(serialize_with = "super::duration::serialize")]
+    pub client_idle_timeout: Duration,
+    /// Time to read a request's header. 10ms..=300s.
+    #[serde(serialize_with = "super::duration::serialize")]
+    pub request_header_timeout: Duration,
+    /// 1..=1_000_000.
+    pub max_requests_per_connection: u32,
+    /// Bytes of request line and header fields; beyond, 431. 1024..=1048576.
+    pub max_header_size: u32,
+    /// `https` listeners: the first is the default (no SNI or no match);
+    /// at least one once [`Config::require_certificates`] passed (`parse`
+    /// accepts none, as `slb run` without the proxy needs none); empty on
+    /// `http` listeners. Files were readable, parsed,
+    /// and the key matched the certificate when the config was validated.
+    #[serde(rename = "certificate")]
+    pub certificates: Vec<Certificate>,
+    /// Mutual TLS: client certificates must chain to these CA certificates.
+    pub client_ca: Option<PathBuf>,
+    /// At most `MAX_RULES`; each names an existing group.
+    #[serde(rename = "rule")]
+    pub rules: Vec<Rule>,
+    /// Names unique, not "default"; each has at least one backend,
+    /// `(address, port)` unique within the group.
+    #[serde(rename = "group")]
+    pub groups: Vec<Group>,
+}
+
+impl L7Settings {
+    /// The group called `name` (`None` for "default", the listener's own
+    /// backends, or an unknown name).
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+/// What `scheduler = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashKey {
+    /// A request header (name lower-cased).
+    Header(String),
+    /// A request cookie.
+    Cookie(String),
+}
+
+/// `persistence = { mode = "insert_cookie" | "rewrite_cookie", ... }` on an
+/// `http`/`https` listener.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CookiePersistence {
+    pub mode: CookieMode,
+    /// The inserted cookie (default "SERVERID") or the application's cookie
+    /// that is rewritten (required). A cookie-name token.
+    pub cookie: String,
+    /// `insert_cookie` only: the cookie's Max-Age.
+    #[serde(
+        serialize_with = "serialize_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+fn serialize_opt_duration<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => super::duration::serialize(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// One `[[listener.certificate]]`: PEM files (absolute, or made absolute
+/// against the configuration file's directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Certificate {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// One `[[listener.rule]]`: requests matching `host` and `path` go to
+/// `group`. At least one of `host` and `path` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    /// Lower-case; an exact name or `*.suffix` (any name ending in `.suffix`).
+    pub host: Option<String>,
+    /// A path prefix starting with `/`.
+    pub path: Option<String>,
+    /// A group's name, or "default" for the listener's own backends.
+    pub group: String,
+}
+
+/// One `[[listener.group]]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    pub name: String,
+    #[serde(rename = "backend")]
+    pub backends: Vec<Backend>,
 }
 
 /// `persistence = { mode = "source_ip", timeout = "1000s" }`.

@@ -48,6 +48,53 @@ pub(crate) struct RawListener {
     pub health_check: Option<RawHealthCheck>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
+    // Only for http/https listeners (config/l7.rs).
+    pub hash_key: Option<RawHashKey>,
+    pub redirect_https: Option<bool>,
+    pub gzip: Option<bool>,
+    pub backend_connect_timeout: Option<RawDuration>,
+    pub backend_response_timeout: Option<RawDuration>,
+    pub client_idle_timeout: Option<RawDuration>,
+    pub request_header_timeout: Option<RawDuration>,
+    pub max_requests_per_connection: Option<i64>,
+    pub max_header_size: Option<i64>,
+    pub client_ca: Option<String>,
+    #[serde(default)]
+    pub certificate: Vec<RawCertificate>,
+    #[serde(default)]
+    pub rule: Vec<RawRule>,
+    #[serde(default)]
+    pub group: Vec<RawGroup>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHashKey {
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertificate {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGroup {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub backend: Vec<RawBackend>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +102,8 @@ pub(crate) struct RawListener {
 pub(crate) struct RawPersistence {
     pub mode: Option<String>,
     pub timeout: Option<RawDuration>,
+    /// L7 cookie modes only.
+    pub cookie: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,6 +2,7 @@
 //! relate several tables, collecting every error.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use slb_common::limits::{MAX_BACKENDS, MAX_LISTENERS};
 
@@ -11,14 +12,15 @@ use super::listener::{self, Draft};
 use super::model::{Config, Scheduler};
 use super::raw::RawConfig;
 
-pub(crate) fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
+/// `base`: the directory relative file names (certificates) are taken from.
+pub(crate) fn validate(raw: &RawConfig, base: Option<&Path>) -> Result<Config, ConfigErrors> {
     let mut errs = Errors::default();
     let agent = agent::check(&raw.agent, &mut errs);
     let drafts: Vec<Draft> = raw
         .listener
         .iter()
         .enumerate()
-        .map(|(i, l)| listener::check(l, i, &mut errs))
+        .map(|(i, l)| listener::check(l, i, base, &mut errs))
         .collect();
 
     unique_names(&drafts, &mut errs);
@@ -241,7 +243,8 @@ fn maglev_size(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
     };
     for l in drafts {
         let n = l.backend_addresses.len();
-        if l.scheduler == Some(Scheduler::Maglev) && n > size as usize {
+        // (An http/https listener's "hash" has no table.)
+        if l.scheduler == Some(Scheduler::Maglev) && l.is_l4() && n > size as usize {
             errs.push(
                 format!("{}.scheduler", l.path),
                 format!("maglev needs agent.maglev_table_size ({size}) to be at least the number of backends ({n})"),

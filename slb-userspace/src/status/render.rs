@@ -12,7 +12,7 @@ fn endpoint(addr: &str, port: u16) -> String {
 
 fn state(b: &BackendStatus) -> String {
     match &b.reason {
-        Some(r) if b.state != super::BackendState::Drained => format!("{} ({r})", b.state.as_str()),
+        Some(r) if b.state != super::BackendState::Drained => format!("{}: {r}", b.state.as_str()),
         _ => b.state.as_str().to_owned(),
     }
 }
@@ -23,8 +23,12 @@ pub fn render_table(s: &Snapshot) -> String {
     // Writing into a String cannot fail.
     let _ = writeln!(
         out,
-        "SLB generation {}, {} flows in table\n{:<4} {:<30} {:>8} {:>7} {:>10} {:>10} {:>12} {:>12}  {}",
-        s.generation, s.flows, "Prot", "LocalAddress:Port Scheduler Mode", "Weight", "Active", "Conns", "InPkts", "InBytes", "OutBytes", "State"
+        "SLB generation {}, {} flows in table",
+        s.generation, s.flows
+    );
+    let _ = writeln!(
+        out,
+        "Prot LocalAddress:Port Scheduler Mode      Weight  Active      Conns     InPkts      InBytes     OutBytes  State"
     );
     let _ = writeln!(out, "  -> RemoteAddress:Port");
     for l in &s.listeners {
@@ -122,7 +126,7 @@ mod tests {
         let t = render_table(&s);
         assert!(t.contains("TCP  10.0.0.10:80 maglev fullnat"), "{t}");
         assert!(t.contains("-> 10.0.1.12:8080"), "{t}");
-        assert!(t.contains("down (connect refused (3/3))"), "{t}");
+        assert!(t.contains("down: connect refused (3/3)"), "{t}");
         assert!(
             t.lines()
                 .any(|l| l.contains("10.0.1.11:8080") && l.trim_end().ends_with("up")),

@@ -1,0 +1,149 @@
+//! The access log: one line per request, `tracing` target `slb::access`
+//! at info level:
+//!
+//! ```text
+//! 2025-01-31T12:00:00.123Z 192.0.2.7 www.example.com "GET /x HTTP/1.1" 200 5120 10.0.1.11:8080 0.004 0.005
+//! ```
+//!
+//! Fields: time (UTC, when the request arrived), client address, host (`-`
+//! when none), request line, status, body bytes sent, upstream address and
+//! upstream time in seconds (`-` when no backend answered: error pages,
+//! redirects; with retries, the backend that answered last), total time in
+//! seconds (until the last byte of the response was handed to the client).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const TARGET: &str = "slb::access";
+
+/// What the access log says about one request.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub time: SystemTime,
+    pub client: IpAddr,
+    pub host: Option<String>,
+    pub method: String,
+    pub target: String,
+    pub version: http::Version,
+    pub status: u16,
+    pub bytes: u64,
+    pub upstream: Option<SocketAddr>,
+    pub upstream_time: Option<Duration>,
+    pub total: Duration,
+}
+
+impl Entry {
+    pub fn line(&self) -> String {
+        let mut s = String::with_capacity(160);
+        let _ = write!(
+            s,
+            "{} {} {} \"{} {} {:?}\" {} {} ",
+            rfc3339(self.time),
+            self.client.to_canonical(),
+            self.host.as_deref().unwrap_or("-"),
+            self.method,
+            sanitize(&self.target),
+            self.version,
+            self.status,
+            self.bytes,
+        );
+        match self.upstream {
+            Some(a) => {
+                let _ = write!(s, "{a} ");
+            }
+            None => s.push_str("- "),
+        }
+        match self.upstream_time {
+            Some(t) => {
+                let _ = write!(s, "{:.3} ", t.as_secs_f64());
+            }
+            None => s.push_str("- "),
+        }
+        let _ = write!(s, "{:.3}", self.total.as_secs_f64());
+        s
+    }
+
+    pub fn log(&self) {
+        tracing::info!(target: "slb::access", "{}", self.line());
+    }
+}
+
+/// Keeps a log line on one line and its quotes balanced.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .map(|c| if c == '"' { '\'' } else { c })
+        .collect()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_time() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789); // leap year
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.789Z");
+    }
+
+    #[test]
+    fn formats_a_line() {
+        let e = Entry {
+            time: UNIX_EPOCH,
+            client: "192.0.2.7".parse().unwrap(),
+            host: Some("www.example.com".into()),
+            method: "GET".into(),
+            target: "/a b\"c".into(),
+            version: http::Version::HTTP_11,
+            status: 200,
+            bytes: 512,
+            upstream: Some("10.0.1.11:8080".parse().unwrap()),
+            upstream_time: Some(Duration::from_millis(4)),
+            total: Duration::from_millis(5),
+        };
+        assert_eq!(
+            e.line(),
+            "1970-01-01T00:00:00.000Z 192.0.2.7 www.example.com \"GET /a?b'c HTTP/1.1\" 200 512 10.0.1.11:8080 0.004 0.005"
+        );
+        let none = Entry {
+            host: None,
+            upstream: None,
+            upstream_time: None,
+            ..e
+        };
+        assert!(none.line().contains(" - \"GET"));
+        assert!(none.line().ends_with(" 512 - - 0.005"));
+    }
+}

@@ -1,0 +1,275 @@
+//! Header rewriting between client and backend.
+//!
+//! * Hop-by-hop fields (RFC 9110 §7.6.1) belong to one connection and are
+//!   not forwarded: `Connection` and every field it names, `Keep-Alive`,
+//!   `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`. For a
+//!   WebSocket handshake `Connection: upgrade` and `Upgrade` are kept: the
+//!   upgrade is what is being forwarded.
+//! * To the backend: `X-Forwarded-For` gets the client address appended
+//!   (earlier proxies' entries kept); `X-Real-IP`, `X-Forwarded-Proto` and
+//!   `X-Forwarded-Port` are set by the proxy, whatever the client sent
+//!   (they describe this hop, which only the proxy knows).
+//! * Several `Cookie` fields (HTTP/2 clients send one per cookie) are
+//!   joined with "; " for the HTTP/1.1 backend (RFC 9113 §8.2.3).
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Uri};
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// What the proxy tells the backend about the client's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded {
+    pub client: std::net::IpAddr,
+    /// "http" or "https".
+    pub proto: &'static str,
+    /// The listener's port.
+    pub port: u16,
+}
+
+/// True when `headers` ask for a WebSocket upgrade (HTTP/1.1).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    has_token(headers, &header::CONNECTION, "upgrade")
+        && has_token(headers, &header::UPGRADE, "websocket")
+}
+
+/// True when a comma-separated field `name` holds `token` (any case).
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes the hop-by-hop fields; with `upgrade`, keeps the upgrade
+/// handshake (`Connection: upgrade` and `Upgrade`).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let upgrade_to = headers.get(header::UPGRADE).cloned();
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if let (true, Some(to)) = (upgrade, upgrade_to) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, to);
+    }
+}
+
+/// Prepares the client's request header for the backend (see module docs).
+pub fn to_backend(headers: &mut HeaderMap, fwd: &Forwarded, upgrade: bool) {
+    remove_hop_by_hop(headers, upgrade);
+    let client = fwd.client.to_canonical().to_string();
+
+    let earlier: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let mut chain = earlier.join(", ");
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    chain.push_str(&client);
+    set(headers, X_FORWARDED_FOR, &chain);
+    set(headers, X_REAL_IP, &client);
+    set(headers, X_FORWARDED_PROTO, fwd.proto);
+    set(headers, X_FORWARDED_PORT, &fwd.port.to_string());
+
+    let cookies: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if cookies.len() > 1 {
+        let joined = cookies.join("; ");
+        set(headers, header::COOKIE, &joined);
+    }
+}
+
+/// Prepares a backend's response header for the client.
+pub fn to_client(headers: &mut HeaderMap, upgrade: bool) {
+    remove_hop_by_hop(headers, upgrade);
+}
+
+/// Replaces every `name` field by one with `value` (dropped if not a valid
+/// field value, which the values set here always are).
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The request's host name, lower-case, without port or trailing dot:
+/// from `Host` (HTTP/1.1) or the URI authority (HTTP/2 `:authority`,
+/// absolute-form requests).
+pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let raw = match uri.authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => headers.get(header::HOST)?.to_str().ok()?.to_owned(),
+    };
+    let raw = raw.rsplit('@').next().unwrap_or(&raw);
+    let host = if raw.starts_with('[') {
+        // An IPv6 literal keeps its brackets.
+        raw.split_inclusive(']').next().unwrap_or(raw)
+    } else {
+        raw.split(':').next().unwrap_or(raw)
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// The bytes of request line and header fields, counted as on an HTTP/1.1
+/// wire: `name: value\r\n` per field.
+pub fn header_size(method: &http::Method, uri: &Uri, headers: &HeaderMap) -> usize {
+    let line = method.as_str().len() + uri.to_string().len() + 12;
+    line + headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (n, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    fn fwd() -> Forwarded {
+        Forwarded {
+            client: "192.0.2.7".parse().unwrap(),
+            proto: "https",
+            port: 443,
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_removed() {
+        let mut m = h(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut m, false);
+        assert_eq!(m.len(), 1);
+        assert!(m.contains_key("accept"));
+    }
+
+    #[test]
+    fn upgrade_handshake_is_kept() {
+        let mut m = h(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "x"),
+        ]);
+        assert!(is_websocket_upgrade(&m));
+        remove_hop_by_hop(&mut m, true);
+        assert_eq!(m.get("connection").unwrap(), "upgrade");
+        assert_eq!(m.get("upgrade").unwrap(), "websocket");
+        assert!(m.contains_key("sec-websocket-key"));
+        assert!(!is_websocket_upgrade(&h(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn forwarded_fields() {
+        let mut m = h(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("x-forwarded-for", "198.51.100.2, 10.0.0.1"),
+            ("x-real-ip", "1.1.1.1"),
+            ("x-forwarded-proto", "gopher"),
+        ]);
+        to_backend(&mut m, &fwd(), false);
+        assert_eq!(
+            m.get("x-forwarded-for").unwrap(),
+            "203.0.113.1, 198.51.100.2, 10.0.0.1, 192.0.2.7"
+        );
+        assert_eq!(m.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(m.get("x-real-ip").unwrap(), "192.0.2.7");
+        assert_eq!(m.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(m.get("x-forwarded-port").unwrap(), "443");
+
+        let mut m = HeaderMap::new();
+        let v4mapped = Forwarded {
+            client: "::ffff:192.0.2.9".parse().unwrap(),
+            ..fwd()
+        };
+        to_backend(&mut m, &v4mapped, false);
+        assert_eq!(m.get("x-forwarded-for").unwrap(), "192.0.2.9");
+    }
+
+    #[test]
+    fn cookies_are_joined() {
+        let mut m = h(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        to_backend(&mut m, &fwd(), false);
+        assert_eq!(m.get_all("cookie").iter().count(), 1);
+        assert_eq!(m.get("cookie").unwrap(), "a=1; b=2");
+    }
+
+    #[test]
+    fn host_from_header_or_authority() {
+        let hs = h(&[("host", "WWW.Example.COM.:8080")]);
+        assert_eq!(
+            request_host(&"/x".parse().unwrap(), &hs).as_deref(),
+            Some("www.example.com")
+        );
+        let uri: Uri = "https://api.example.com/x".parse().unwrap();
+        assert_eq!(
+            request_host(&uri, &HeaderMap::new()).as_deref(),
+            Some("api.example.com")
+        );
+        let v6 = h(&[("host", "[2001:db8::1]:80")]);
+        assert_eq!(
+            request_host(&"/".parse().unwrap(), &v6).as_deref(),
+            Some("[2001:db8::1]")
+        );
+        assert_eq!(request_host(&"/".parse().unwrap(), &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn header_size_counts_fields() {
+        let m = h(&[("a", "bc")]);
+        let size = header_size(&http::Method::GET, &"/x".parse().unwrap(), &m);
+        // "GET /x HTTP/1.1\r\n" = 17, "a: bc\r\n" = 7
+        assert_eq!(size, 3 + 2 + 12 + 7);
+    }
+}

@@ -1,0 +1,121 @@
+//! L7 counters for `/metrics`: requests by listener and status class, and
+//! the upstream latency (until the backend's response header) by listener.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    listener: String,
+    /// "1xx" .. "5xx".
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+type LatencyFamily = Family<ListenerLabels, Histogram, fn() -> Histogram>;
+
+/// 1 ms .. about 65 s in powers of two.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// The proxy's metrics. Clones share the same series.
+#[derive(Clone, Debug)]
+pub struct L7Metrics {
+    requests: Family<RequestLabels, Counter>,
+    upstream_latency: LatencyFamily,
+}
+
+impl Default for L7Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            upstream_latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl L7Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the series to `registry` (names `slb_l7_requests_total`,
+    /// `slb_l7_upstream_latency_seconds`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "slb_l7_requests",
+            "HTTP requests answered by the L7 proxy, by listener and status class",
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "slb_l7_upstream_latency",
+            "Time from sending a request to a backend until its response header",
+            Unit::Seconds,
+            self.upstream_latency.clone(),
+        );
+    }
+
+    /// Counts a request answered with `status`.
+    pub fn request(&self, listener: &str, status: u16) {
+        let class = format!("{}xx", (status / 100).clamp(1, 5));
+        self.requests
+            .get_or_create(&RequestLabels {
+                listener: listener.to_owned(),
+                class,
+            })
+            .inc();
+    }
+
+    /// Records an upstream response time.
+    pub fn upstream_latency(&self, listener: &str, elapsed: std::time::Duration) {
+        self.upstream_latency
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Requests of `listener` counted in `class` ("2xx"...), for tests and
+    /// status output.
+    pub fn requests_in_class(&self, listener: &str, class: &str) -> u64 {
+        self.requests
+            .get_or_create(&RequestLabels {
+                listener: listener.to_owned(),
+                class: class.to_owned(),
+            })
+            .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_series() {
+        let m = L7Metrics::new();
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        m.request("web", 200);
+        m.request("web", 204);
+        m.request("web", 503);
+        m.upstream_latency("web", std::time::Duration::from_millis(3));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(
+            text.contains("slb_l7_requests_total{listener=\"web\",class=\"2xx\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("slb_l7_requests_total{listener=\"web\",class=\"5xx\"} 1"));
+        assert!(text.contains("slb_l7_upstream_latency_seconds_count{listener=\"web\"} 1"));
+        assert_eq!(m.requests_in_class("web", "2xx"), 2);
+    }
+}

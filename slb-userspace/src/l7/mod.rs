@@ -1,0 +1,58 @@
+//! The L7 proxy of `http`/`https` listeners (SPEC §5), inside `slb run` or
+//! alone as `slb proxy`.
+//!
+//! Pure parts, unit-tested: [`router`] (forwarding rules), [`balance`]
+//! (schedulers), [`persist`] (cookie persistence), [`headers`] (header
+//! rewriting), [`pages`] (error pages), [`gzip`] (what to compress),
+//! [`access`] (log line). I/O parts: [`server`] (client connections),
+//! [`service`] (one request), [`upstream`] (backend pool), [`websocket`],
+//! [`tls`], [`proxy`] (start/reload/shutdown).
+//!
+//! Health is an input: a `watch::Receiver<Health>` whose `down` set holds
+//! `BackendKey { listener, addr }` of backends to avoid (for backends of
+//! named groups too, keyed by listener name and address).
+
+pub mod access;
+pub mod balance;
+pub mod body;
+
+pub mod gzip;
+pub mod headers;
+pub mod idle;
+pub mod metrics;
+pub mod pages;
+pub mod pem;
+pub mod persist;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod tls;
+pub mod upstream;
+pub mod websocket;
+
+use std::net::SocketAddr;
+
+pub use metrics::L7Metrics;
+pub use proxy::{Proxy, ProxyHandle};
+
+/// Why the proxy could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum L7Error {
+    #[error("listener {listener}: {source}")]
+    Tls {
+        listener: String,
+        #[source]
+        source: tls::TlsError,
+    },
+    #[error("listener {listener}: cannot listen on {addr}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listener {0} is not an http/https listener")]
+    NotL7(String),
+}

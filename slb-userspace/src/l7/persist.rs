@@ -1,0 +1,350 @@
+//! Cookie persistence (SPEC §5): a client keeps going to the backend that
+//! served it.
+//!
+//! * `insert_cookie`: the proxy sets its own cookie (`SERVERID` unless
+//!   renamed) whose value names the backend: a 16-hex-digit hash of the
+//!   backend's address (stable across proxies and restarts; the address
+//!   itself is not shown to clients). `Max-Age` is the `timeout`.
+//! * `rewrite_cookie`: the application's own cookie (e.g. `SESSIONID`)
+//!   carries the backend: the proxy rewrites `Set-Cookie: SESSIONID=abc` to
+//!   `SESSIONID=<id>~abc`, and on requests routes by `<id>` and hands the
+//!   backend `SESSIONID=abc` again (HAProxy's `cookie ... prefix`). No
+//!   application cookie, no persistence.
+//!
+//! A cookie naming a backend that is down, unknown (removed from the
+//! configuration) or not in the request's group is ignored: the request is
+//! scheduled as usual and, with `insert_cookie`, the client gets a new
+//! cookie.
+//!
+//! The proxy never inserts its cookie into a response where that would
+//! break the response's meaning:
+//! * interim responses (1xx, including 101 Switching Protocols);
+//! * 304 Not Modified (its headers update a cached response, possibly in a
+//!   shared cache, which would then hand one client's cookie to others);
+//! * responses a shared cache may store (`Cache-Control: public` or
+//!   `s-maxage`), for the same reason;
+//! * responses where the backend itself sets a cookie of that name;
+//! * the proxy's own error pages and redirects (no backend served them).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use super::balance::hash_bytes;
+use crate::config::{CookieMode, CookiePersistence};
+
+/// Separates the backend id from the application's value in
+/// `rewrite_cookie` mode (a valid cookie-octet, as HAProxy uses).
+const PREFIX_SEP: char = '~';
+
+/// The id that names a backend in cookies.
+pub fn backend_id(addr: SocketAddr) -> String {
+    format!("{:016x}", hash_bytes(addr.to_string().as_bytes()))
+}
+
+/// The value of cookie `name` in the request's `Cookie` header(s).
+pub fn request_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistence {
+    mode: CookieMode,
+    cookie: String,
+    max_age: Option<Duration>,
+}
+
+impl Persistence {
+    pub fn new(cfg: &CookiePersistence) -> Self {
+        Self {
+            mode: cfg.mode,
+            cookie: cfg.cookie.clone(),
+            max_age: cfg.timeout,
+        }
+    }
+
+    /// The backend id the request's cookie names, if any. In
+    /// `rewrite_cookie` mode the id is removed from the `Cookie` header, so
+    /// the backend sees its own value.
+    pub fn on_request(&self, headers: &mut HeaderMap) -> Option<String> {
+        match self.mode {
+            CookieMode::InsertCookie => request_cookie(headers, &self.cookie),
+            CookieMode::RewriteCookie => self.strip_prefix(headers),
+        }
+    }
+
+    fn strip_prefix(&self, headers: &mut HeaderMap) -> Option<String> {
+        let mut found: Option<String> = None;
+        let mut rewritten: Vec<HeaderValue> = Vec::new();
+        for v in headers.get_all(COOKIE).iter() {
+            let Ok(text) = v.to_str() else {
+                rewritten.push(v.clone());
+                continue;
+            };
+            let mut pairs: Vec<String> = Vec::new();
+            for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                let prefixed = pair
+                    .split_once('=')
+                    .filter(|(n, _)| *n == self.cookie && found.is_none())
+                    .and_then(|(n, value)| {
+                        let (id, rest) = value.split_once(PREFIX_SEP)?;
+                        is_id(id).then_some((n, id, rest))
+                    });
+                match prefixed {
+                    Some((n, id, rest)) => {
+                        found = Some(id.to_owned());
+                        pairs.push(format!("{n}={rest}"));
+                    }
+                    None => pairs.push(pair.to_owned()),
+                }
+            }
+            rewritten.push(HeaderValue::from_str(&pairs.join("; ")).unwrap_or_else(|_| v.clone()));
+        }
+        if found.is_some() {
+            headers.remove(COOKIE);
+            for v in rewritten {
+                headers.append(COOKIE, v);
+            }
+        }
+        found
+    }
+
+    /// Adjusts a backend's response: `served_by` is the id of the backend
+    /// that answered, `requested` the id the request's cookie named.
+    /// `secure`: the client connection is TLS (the inserted cookie gets
+    /// `Secure`).
+    pub fn on_response(
+        &self,
+        status: StatusCode,
+        headers: &mut HeaderMap,
+        served_by: &str,
+        requested: Option<&str>,
+        secure: bool,
+    ) {
+        match self.mode {
+            CookieMode::InsertCookie => {
+                if requested == Some(served_by) || !may_insert(status, headers, &self.cookie) {
+                    return;
+                }
+                let mut value = format!("{}={served_by}; Path=/; HttpOnly", self.cookie);
+                if let Some(age) = self.max_age {
+                    value.push_str(&format!("; Max-Age={}", age.as_secs()));
+                }
+                if secure {
+                    value.push_str("; Secure");
+                }
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.append(SET_COOKIE, v);
+                }
+            }
+            CookieMode::RewriteCookie => self.add_prefix(headers, served_by),
+        }
+    }
+
+    fn add_prefix(&self, headers: &mut HeaderMap, id: &str) {
+        let prefix = format!("{}=", self.cookie);
+        let values: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+        if !values
+            .iter()
+            .any(|v| v.as_bytes().starts_with(prefix.as_bytes()))
+        {
+            return;
+        }
+        headers.remove(SET_COOKIE);
+        for v in values {
+            let rewritten = v
+                .to_str()
+                .ok()
+                .and_then(|t| t.strip_prefix(prefix.as_str()))
+                .and_then(|rest| {
+                    HeaderValue::from_str(&format!("{prefix}{id}{PREFIX_SEP}{rest}")).ok()
+                });
+            headers.append(SET_COOKIE, rewritten.unwrap_or(v));
+        }
+    }
+}
+
+/// True for what [`backend_id`] makes.
+fn is_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// May the proxy add its cookie to this response? See the module docs.
+pub fn may_insert(status: StatusCode, headers: &HeaderMap, cookie: &str) -> bool {
+    if status.is_informational() || status == StatusCode::NOT_MODIFIED {
+        return false;
+    }
+    let shared_cacheable = headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .any(|d| d == "public" || d.starts_with("s-maxage"));
+    if shared_cacheable {
+        return false;
+    }
+    let prefix = format!("{cookie}=");
+    !headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(prefix.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert() -> Persistence {
+        Persistence::new(&CookiePersistence {
+            mode: CookieMode::InsertCookie,
+            cookie: "SERVERID".into(),
+            timeout: Some(Duration::from_secs(1000)),
+        })
+    }
+
+    fn rewrite() -> Persistence {
+        Persistence::new(&CookiePersistence {
+            mode: CookieMode::RewriteCookie,
+            cookie: "SESSIONID".into(),
+            timeout: None,
+        })
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn set_cookies(h: &HeaderMap) -> Vec<String> {
+        h.get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn ids_are_stable_and_opaque() {
+        let a = backend_id("10.0.1.11:8080".parse().unwrap());
+        assert_eq!(a, backend_id("10.0.1.11:8080".parse().unwrap()));
+        assert_ne!(a, backend_id("10.0.1.12:8080".parse().unwrap()));
+        assert!(is_id(&a));
+        assert!(!a.contains("10.0"));
+    }
+
+    #[test]
+    fn reads_cookies_from_every_header() {
+        let h = headers(&[("cookie", "a=1; b=2"), ("cookie", "SERVERID=abc")]);
+        assert_eq!(request_cookie(&h, "b").as_deref(), Some("2"));
+        assert_eq!(request_cookie(&h, "SERVERID").as_deref(), Some("abc"));
+        assert_eq!(request_cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn insert_sets_the_cookie_once() {
+        let p = insert();
+        let mut req = headers(&[("cookie", "x=1")]);
+        assert_eq!(p.on_request(&mut req), None);
+        let mut h = HeaderMap::new();
+        p.on_response(StatusCode::OK, &mut h, "00000000000000aa", None, true);
+        assert_eq!(
+            set_cookies(&h),
+            ["SERVERID=00000000000000aa; Path=/; HttpOnly; Max-Age=1000; Secure"]
+        );
+        // The client already names this backend: nothing to add.
+        let mut h = HeaderMap::new();
+        p.on_response(
+            StatusCode::OK,
+            &mut h,
+            "00000000000000aa",
+            Some("00000000000000aa"),
+            false,
+        );
+        assert!(set_cookies(&h).is_empty());
+        // A stale cookie (another backend) is replaced.
+        let mut h = HeaderMap::new();
+        p.on_response(
+            StatusCode::OK,
+            &mut h,
+            "00000000000000aa",
+            Some("00000000000000bb"),
+            false,
+        );
+        assert_eq!(set_cookies(&h).len(), 1);
+    }
+
+    #[test]
+    fn insert_skips_responses_it_would_break() {
+        let p = insert();
+        for (status, hs) in [
+            (StatusCode::SWITCHING_PROTOCOLS, vec![]),
+            (StatusCode::NOT_MODIFIED, vec![]),
+            (
+                StatusCode::OK,
+                vec![("cache-control", "public, max-age=60")],
+            ),
+            (
+                StatusCode::OK,
+                vec![("cache-control", "max-age=0, s-maxage=600")],
+            ),
+            (StatusCode::OK, vec![("set-cookie", "SERVERID=app; Path=/")]),
+        ] {
+            let mut h = headers(&hs);
+            let before = set_cookies(&h);
+            p.on_response(status, &mut h, "00000000000000aa", None, false);
+            assert_eq!(set_cookies(&h), before, "{status} {hs:?}");
+        }
+        let mut h = headers(&[
+            ("cache-control", "private, max-age=60"),
+            ("set-cookie", "a=b"),
+        ]);
+        p.on_response(StatusCode::OK, &mut h, "00000000000000aa", None, false);
+        assert_eq!(set_cookies(&h).len(), 2);
+    }
+
+    #[test]
+    fn rewrite_prefixes_and_strips_the_app_cookie() {
+        let p = rewrite();
+        let mut h = headers(&[
+            ("set-cookie", "SESSIONID=abc123; Path=/; HttpOnly"),
+            ("set-cookie", "other=1"),
+        ]);
+        p.on_response(StatusCode::OK, &mut h, "00000000000000aa", None, false);
+        assert_eq!(
+            set_cookies(&h),
+            [
+                "SESSIONID=00000000000000aa~abc123; Path=/; HttpOnly",
+                "other=1"
+            ]
+        );
+        let mut req = headers(&[("cookie", "x=1; SESSIONID=00000000000000aa~abc123; y=2")]);
+        assert_eq!(p.on_request(&mut req).as_deref(), Some("00000000000000aa"));
+        assert_eq!(
+            req.get(COOKIE).unwrap().to_str().unwrap(),
+            "x=1; SESSIONID=abc123; y=2"
+        );
+        // A value the proxy did not prefix is left alone.
+        let mut req = headers(&[("cookie", "SESSIONID=plain")]);
+        assert_eq!(p.on_request(&mut req), None);
+        assert_eq!(req.get(COOKIE).unwrap(), "SESSIONID=plain");
+        // No app cookie in the response: nothing to rewrite, nothing added.
+        let mut h = HeaderMap::new();
+        p.on_response(StatusCode::OK, &mut h, "00000000000000aa", None, false);
+        assert!(set_cookies(&h).is_empty());
+    }
+}

@@ -1,0 +1,179 @@
+//! Forwarding rules: which backend group serves a request.
+//!
+//! A rule matches on host (exact, or `*.suffix` for any name ending in
+//! `.suffix`), on a path prefix, or both. Of the matching rules the most
+//! specific wins, as nginx picks a server by name and then a location by
+//! its longest prefix: an exact host beats a wildcard, a longer wildcard
+//! suffix beats a shorter one, any host beats none; then the longer path
+//! prefix wins; on a tie, the earlier rule. No match: the default group.
+
+use crate::config::Rule;
+
+/// Index of the default group (the listener's own backends).
+pub const DEFAULT_GROUP: usize = 0;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `.example.com` for `*.example.com`.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// How specific a match is (higher wins), or `None` for no match.
+    fn score(&self, host: Option<&str>) -> Option<usize> {
+        match (self, host) {
+            (HostMatch::Any, _) => Some(0),
+            (HostMatch::Exact(h), Some(host)) if h == host => Some(usize::MAX),
+            (HostMatch::Suffix(s), Some(host))
+                if host.len() > s.len() && host.ends_with(s.as_str()) =>
+            {
+                Some(s.len())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    host: HostMatch,
+    path: String,
+    group: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    rules: Vec<CompiledRule>,
+}
+
+impl Router {
+    /// `group_index` maps a rule's group name to its index (0 for
+    /// "default"); validation guarantees the names exist, an unknown one
+    /// falls back to the default group.
+    pub fn new(rules: &[Rule], group_index: impl Fn(&str) -> Option<usize>) -> Self {
+        let rules = rules
+            .iter()
+            .map(|r| CompiledRule {
+                host: match &r.host {
+                    None => HostMatch::Any,
+                    Some(h) => match h.strip_prefix('*') {
+                        Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
+                        None => HostMatch::Exact(h.to_ascii_lowercase()),
+                    },
+                },
+                path: r.path.clone().unwrap_or_default(),
+                group: group_index(&r.group).unwrap_or(DEFAULT_GROUP),
+            })
+            .collect();
+        Self { rules }
+    }
+
+    /// The group for a request to `host` (lower-case, without port) and
+    /// `path`.
+    pub fn route(&self, host: Option<&str>, path: &str) -> usize {
+        let mut best: Option<((usize, usize), usize)> = None;
+        for r in &self.rules {
+            let Some(host_score) = r.host.score(host) else {
+                continue;
+            };
+            if !path.starts_with(r.path.as_str()) {
+                continue;
+            }
+            let score = (host_score, r.path.len());
+            // Strictly greater: on a tie the earlier rule stays.
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, r.group));
+            }
+        }
+        best.map_or(DEFAULT_GROUP, |(_, g)| g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(host: Option<&str>, path: Option<&str>, group: &str) -> Rule {
+        Rule {
+            host: host.map(str::to_owned),
+            path: path.map(str::to_owned),
+            group: group.to_owned(),
+        }
+    }
+
+    fn router(rules: &[Rule]) -> Router {
+        let names = ["default", "api", "static", "www", "admin", "wild", "deep"];
+        Router::new(rules, |n| names.iter().position(|x| *x == n))
+    }
+
+    #[test]
+    fn no_rule_is_the_default_group() {
+        assert_eq!(router(&[]).route(Some("a.example"), "/"), DEFAULT_GROUP);
+        let r = router(&[rule(None, Some("/api/"), "api")]);
+        assert_eq!(r.route(None, "/other"), DEFAULT_GROUP);
+    }
+
+    #[test]
+    fn longest_path_prefix_wins() {
+        let r = router(&[
+            rule(None, Some("/"), "www"),
+            rule(None, Some("/api/"), "api"),
+            rule(None, Some("/api/admin/"), "admin"),
+        ]);
+        assert_eq!(r.route(None, "/index.html"), 3);
+        assert_eq!(r.route(None, "/api/users"), 1);
+        assert_eq!(r.route(None, "/api/admin/x"), 4);
+        // A prefix is a plain string prefix.
+        assert_eq!(r.route(None, "/api"), 3);
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_beats_any() {
+        let r = router(&[
+            rule(None, Some("/"), "static"),
+            rule(Some("*.example.com"), None, "wild"),
+            rule(Some("*.deep.example.com"), None, "deep"),
+            rule(Some("www.example.com"), None, "www"),
+        ]);
+        assert_eq!(r.route(Some("www.example.com"), "/x"), 3);
+        assert_eq!(r.route(Some("img.example.com"), "/x"), 5);
+        assert_eq!(r.route(Some("a.b.example.com"), "/x"), 5, "any depth");
+        assert_eq!(r.route(Some("x.deep.example.com"), "/x"), 6);
+        // The wildcard needs a label before the suffix.
+        assert_eq!(r.route(Some("example.com"), "/x"), 2);
+        assert_eq!(r.route(None, "/x"), 2);
+    }
+
+    #[test]
+    fn host_and_path_together() {
+        let r = router(&[
+            rule(Some("api.example.com"), Some("/v2/"), "admin"),
+            rule(Some("api.example.com"), None, "api"),
+            rule(None, Some("/v2/"), "static"),
+        ]);
+        assert_eq!(r.route(Some("api.example.com"), "/v2/x"), 4);
+        assert_eq!(r.route(Some("api.example.com"), "/v1/x"), 1);
+        assert_eq!(r.route(Some("other.example.com"), "/v2/x"), 2);
+    }
+
+    #[test]
+    fn ties_go_to_the_earlier_rule() {
+        let r = router(&[
+            rule(None, Some("/a"), "api"),
+            rule(None, Some("/a"), "static"),
+        ]);
+        assert_eq!(r.route(None, "/abc"), 1);
+    }
+
+    #[test]
+    fn default_can_be_named() {
+        let r = router(&[
+            rule(None, Some("/"), "api"),
+            rule(None, Some("/pub/"), "default"),
+        ]);
+        assert_eq!(r.route(None, "/pub/x"), DEFAULT_GROUP);
+        assert_eq!(r.route(None, "/x"), 1);
+    }
+}

@@ -1,0 +1,184 @@
+//! Client connections: accept, TLS handshake (https), HTTP/1.1 or HTTP/2
+//! (detected), keep-alive idle timeout, request limit per connection,
+//! graceful close on shutdown or when the listener is removed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::idle::{Activity, Watched};
+use super::service::{self, Conn, Shared};
+use super::state::Runtime;
+use super::upstream::error_chain;
+
+/// Header fields per request; more get hyper's own 431.
+const MAX_HEADERS: usize = 256;
+/// After a shutdown began, connections still busy this long are dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `stop` is cancelled.
+pub async fn accept_loop(
+    listener: TcpListener,
+    runtime: watch::Receiver<Arc<Runtime>>,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                tracker.spawn(serve(
+                    tcp,
+                    peer,
+                    runtime.clone(),
+                    stop.clone(),
+                    shared.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: wait rather than spin.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    runtime: watch::Receiver<Arc<Runtime>>,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+) {
+    let rt = runtime.borrow().clone();
+    let activity = Activity::new();
+    let io = Watched::new(tcp, activity.clone());
+    match rt.tls.clone() {
+        None => drive(io, false, peer, activity, runtime, stop, shared).await,
+        Some(cfg) => {
+            let handshake = TlsAcceptor::from(cfg).accept(io);
+            match tokio::time::timeout(rt.l7.request_header_timeout, handshake).await {
+                Ok(Ok(tls)) => drive(tls, true, peer, activity, runtime, stop, shared).await,
+                Ok(Err(e)) => debug!(listener = %rt.name, %peer, "TLS handshake failed: {e}"),
+                Err(_) => debug!(listener = %rt.name, %peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn drive<I>(
+    io: I,
+    tls: bool,
+    peer: SocketAddr,
+    activity: Activity,
+    runtime: watch::Receiver<Arc<Runtime>>,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let rt = runtime.borrow().clone();
+    let state = Arc::new(Conn::new(peer, tls, activity.clone()));
+    let svc = {
+        let state = state.clone();
+        let shared = shared.clone();
+        service_fn(move |req| {
+            // Each request uses the listener's settings of the moment: a
+            // reload applies to open connections too.
+            let rt = runtime.borrow().clone();
+            let state = state.clone();
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(service::handle(req, rt, state, shared).await) }
+        })
+    };
+
+    // Room for a header a bit over the limit, so that the proxy answers
+    // 431 with its page instead of the server library's bare one.
+    let max_header = rt.l7.max_header_size as usize;
+    let buffer = (2 * max_header + 8192).max(8192);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(rt.l7.request_header_timeout)
+        .max_buf_size(buffer)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+
+    let idle = rt.l7.client_idle_timeout;
+    let mut closing = false;
+    let mut hard_deadline: Option<Instant> = None;
+    loop {
+        let deadline = if state.active.load(Ordering::Relaxed) > 0 {
+            Instant::now() + idle
+        } else {
+            activity.deadline(idle)
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(listener = %rt.name, %peer, "connection ended: {}", error_chain(&*e));
+                }
+                return;
+            }
+            () = state.close.notified(), if !closing => {
+                // The request limit is reached: finish what runs, then close.
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = stop.cancelled(), if hard_deadline.is_none() => {
+                hard_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                if !closing {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = sleep_until_opt(hard_deadline), if hard_deadline.is_some() => {
+                debug!(listener = %rt.name, %peer, "still busy {SHUTDOWN_GRACE:?} after shutdown, dropping");
+                return;
+            }
+            () = tokio::time::sleep_until(deadline), if !closing => {
+                let quiet = state.active.load(Ordering::Relaxed) == 0
+                    && Instant::now() >= activity.deadline(idle);
+                if quiet {
+                    debug!(listener = %rt.name, %peer, "idle for {idle:?}, closing");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

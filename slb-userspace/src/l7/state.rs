@@ -1,0 +1,169 @@
+//! A listener's settings as the proxy uses them, built from the validated
+//! configuration. Immutable: a reload builds a new one and swaps it in;
+//! requests already running finish with the one they started with.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+
+use super::balance::{Algorithm, Balancer};
+use super::persist::{backend_id, Persistence};
+use super::router::Router;
+use super::tls::{self, Resumption};
+use super::upstream::{self, Client};
+use super::L7Error;
+use crate::config::{self, HashKey, L7Scheduler, L7Settings, Listener, Protocol};
+use crate::planner::BackendKey;
+
+/// One backend of a group.
+#[derive(Debug)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Its health key: listener name and address.
+    pub key: BackendKey,
+    /// Its id in persistence cookies.
+    pub id: String,
+    /// Requests in flight to this backend from this listener (all groups);
+    /// kept across reloads.
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub name: String,
+    pub backends: Vec<Backend>,
+    pub balancer: Balancer,
+}
+
+/// In-flight counters by (listener, backend), outliving reloads so that
+/// `wlc` does not forget the requests still running.
+#[derive(Debug, Default)]
+pub struct Counters(HashMap<(String, SocketAddr), Arc<AtomicUsize>>);
+
+impl Counters {
+    fn get(&mut self, listener: &str, addr: SocketAddr) -> Arc<AtomicUsize> {
+        self.0
+            .entry((listener.to_owned(), addr))
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the counters of backends no longer configured (and idle).
+    pub fn retain_configured(&mut self, listeners: &[Listener]) {
+        self.0.retain(|(name, addr), c| {
+            let configured = listeners
+                .iter()
+                .filter(|l| &l.name == name)
+                .any(|l| l.all_backends().iter().any(|b| b.socket_addr() == *addr));
+            configured || c.load(Ordering::Relaxed) > 0
+        });
+    }
+}
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub name: String,
+    pub protocol: Protocol,
+    pub addr: SocketAddr,
+    pub l7: L7Settings,
+    /// Idle timeout of WebSocket tunnels (the listener's `idle_timeout`).
+    pub tunnel_idle: Duration,
+    pub router: Router,
+    /// `[0]` is the default group (the listener's own backends).
+    pub groups: Vec<Group>,
+    pub persistence: Option<Persistence>,
+    pub client: Client,
+    /// https listeners only.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Port of the https URL `redirect_https` sends clients to: that of an
+    /// https listener on the same VIP, else 443.
+    pub https_port: u16,
+}
+
+impl Runtime {
+    /// Builds the runtime of `l` (an http/https listener), reading its
+    /// certificates. `all`: every listener of the configuration (to find
+    /// the https port for redirects).
+    pub fn build(
+        l: &Listener,
+        all: &[Listener],
+        resumption: &Resumption,
+        counters: &mut Counters,
+    ) -> Result<Self, L7Error> {
+        let Some(l7) = l.l7.clone() else {
+            return Err(L7Error::NotL7(l.name.clone()));
+        };
+        let algorithm = match l7.scheduler {
+            L7Scheduler::Wrr => Algorithm::Wrr,
+            L7Scheduler::Wlc => Algorithm::Wlc,
+            L7Scheduler::Hash => Algorithm::Hash,
+        };
+        let mut group = |name: &str, backends: &[config::Backend]| {
+            let list: Vec<Backend> = backends
+                .iter()
+                .map(|b| Backend {
+                    addr: b.socket_addr(),
+                    weight: b.weight,
+                    key: BackendKey {
+                        listener: l.name.clone(),
+                        addr: b.socket_addr(),
+                    },
+                    id: backend_id(b.socket_addr()),
+                    in_flight: counters.get(&l.name, b.socket_addr()),
+                })
+                .collect();
+            let weights: Vec<(String, u32)> = list
+                .iter()
+                .map(|b| (b.addr.to_string(), b.weight))
+                .collect();
+            Group {
+                name: name.to_owned(),
+                balancer: Balancer::new(algorithm, &weights),
+                backends: list,
+            }
+        };
+        let mut groups = vec![group(config::defaults::DEFAULT_GROUP, &l.backends)];
+        for g in &l7.groups {
+            groups.push(group(&g.name, &g.backends));
+        }
+        let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+        let router = Router::new(&l7.rules, |n| names.iter().position(|x| x == n));
+        let tls = match l.protocol {
+            Protocol::Https => {
+                Some(
+                    tls::server_config(&l7, resumption).map_err(|source| L7Error::Tls {
+                        listener: l.name.clone(),
+                        source,
+                    })?,
+                )
+            }
+            _ => None,
+        };
+        let https_port = all
+            .iter()
+            .find(|o| o.protocol == Protocol::Https && o.vip == l.vip)
+            .map_or(443, |o| o.port);
+        Ok(Self {
+            name: l.name.clone(),
+            protocol: l.protocol,
+            addr: l.socket_addr(),
+            persistence: l7.persistence.as_ref().map(Persistence::new),
+            client: upstream::client(l7.backend_connect_timeout),
+            tunnel_idle: l.idle_timeout,
+            router,
+            groups,
+            tls,
+            https_port,
+            l7,
+        })
+    }
+
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        self.l7.hash_key.as_ref()
+    }
+}

@@ -1,0 +1,156 @@
+//! The L7 proxy as the agent runs it: inside `slb run` next to the XDP
+//! dataplane (VIP added to `lo`, backends health-checked, status), and
+//! alone as an unprivileged `slb proxy`.
+use slb_tests::{
+    config::{render, ListenerSpec},
+    servers::{http_get, tcp_hello, HttpServer, NameServer},
+    topology::{backend4, CLIENT4, VIP4},
+    Agent, Netns, Topology,
+};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+const WWW: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 20);
+const FAST_HTTP_CHECK: &str = r#"health_check = { protocol = "http", path = "/health", interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+
+#[test]
+fn slb_run_serves_http_listeners_next_to_l4_ones() {
+    let t = Topology::new("l7", 2).unwrap();
+    let _tcp = NameServer::tcp(
+        &t.backends[0],
+        SocketAddr::new(backend4(0).into(), 8080),
+        "tcp1",
+    )
+    .unwrap();
+    let h1 = HttpServer::start_named(
+        &t.backends[0],
+        SocketAddr::new(backend4(0).into(), 8081),
+        200,
+        "web1",
+    )
+    .unwrap();
+    let h2 = HttpServer::start_named(
+        &t.backends[1],
+        SocketAddr::new(backend4(1).into(), 8081),
+        200,
+        "web2",
+    )
+    .unwrap();
+    let l4 = ListenerSpec::new("tcp", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1);
+    let www = ListenerSpec::new("www", WWW.into(), 80, "http")
+        .scheduler("wrr")
+        .extra(FAST_HTTP_CHECK)
+        .backend(backend4(0).into(), 8081, 1)
+        .backend(backend4(1).into(), 8081, 1);
+    let agent = Agent::start(&t.lb, "l7", |d| render(2, d, &[l4, www])).unwrap();
+
+    // The VIP was added to the LB's loopback for the proxy to bind.
+    let lo = t.lb.ip(&["addr", "show", "dev", "lo"]).unwrap();
+    assert!(lo.contains("10.10.0.20/32"), "{lo}");
+
+    // L4 and L7 listeners both serve the client.
+    let (name, _) = tcp_hello(
+        &t.client,
+        SocketAddr::new(VIP4.into(), 80),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(name, "tcp1");
+    let vip = SocketAddr::new(WWW.into(), 80);
+    let mut seen = BTreeMap::new();
+    for _ in 0..20 {
+        let (code, body) = http_get(&t.client, vip, "www.example", "/page").unwrap();
+        assert_eq!(code, 200, "{body}");
+        *seen.entry(body.trim().to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both backends serve: {seen:?}");
+    // The backends saw the client's address in X-Forwarded-For.
+    let page = h1
+        .requests()
+        .into_iter()
+        .chain(h2.requests())
+        .map(|(_, head)| head)
+        .find(|h| h.starts_with("GET /page"))
+        .unwrap();
+    assert!(
+        page.to_ascii_lowercase()
+            .contains(&format!("x-forwarded-for: {CLIENT4}")),
+        "{page}"
+    );
+
+    let s = agent.status().unwrap();
+    let l = s["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "www")
+        .unwrap()
+        .clone();
+    assert_eq!(l["mode"], "proxy", "{l}");
+
+    // A failing backend leaves rotation.
+    h2.set_status(500);
+    agent
+        .wait_backend_state(
+            "www",
+            &format!("{}:8081", backend4(1)),
+            "down",
+            Duration::from_secs(6),
+        )
+        .unwrap();
+    for _ in 0..10 {
+        let (code, body) = http_get(&t.client, vip, "www.example", "/page").unwrap();
+        assert_eq!((code, body.trim()), (200, "web1"));
+    }
+
+    let mut agent = agent;
+    agent.stop().unwrap();
+    let lo = t.lb.ip(&["addr", "show", "dev", "lo"]).unwrap();
+    assert!(
+        !lo.contains("10.10.0.20"),
+        "the VIP the agent added is removed: {lo}"
+    );
+}
+
+#[test]
+fn slb_proxy_runs_unprivileged() {
+    let ns = Netns::new("l7np").unwrap();
+    let backend =
+        HttpServer::start_named(&ns, "127.0.0.1:18081".parse().unwrap(), 200, "solo").unwrap();
+    let dir = slb_tests::agent::scratch_dir("l7np").unwrap();
+    // `nobody` must be able to create the control socket there.
+    slb_tests::sh("chmod", &["0777", &dir.to_string_lossy()]).unwrap();
+    let cfg = format!(
+        r#"[agent]
+probe_source = "127.0.0.2"
+control_socket = "{}/control.sock"
+metrics_listen = "127.0.0.1:19470"
+
+[[listener]]
+name = "local"
+vip = "127.0.0.1"
+port = 18080
+protocol = "http"
+health_check = {{ protocol = "http", path = "/", interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }}
+  [[listener.backend]]
+  address = "127.0.0.1"
+  port = 18081
+"#,
+        dir.display()
+    );
+    let cfg_path = dir.join("slb.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut agent = Agent::start_as(&ns, dir, cfg_path, &["proxy"], Some(65534)).unwrap();
+    let (code, body) = http_get(&ns, "127.0.0.1:18080".parse().unwrap(), "local", "/x").unwrap();
+    assert_eq!((code, body.trim()), (200, "solo"));
+    let b = agent.backend_status("local", "127.0.0.1:18081").unwrap();
+    assert_eq!(b["state"], "up", "{b}");
+    assert!(backend
+        .requests()
+        .iter()
+        .any(|(_, h)| h.starts_with("GET /x")));
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+}

@@ -1,0 +1,652 @@
+//! L7 proxy over plain HTTP, end to end with real clients and backends on
+//! 127.0.0.1: routing rules, schedulers, persistence, headers, errors and
+//! timeouts, connection limits, gzip, redirect, reload.
+
+mod l7_support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use l7_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads one HTTP/1.x response with a Content-Length body from `s`.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_route_by_host_and_path() {
+    let d = Backend::start("default").await;
+    let api = Backend::start("api").await;
+    let stat = Backend::start("static").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}\n[[listener.rule]]\nhost = \"*.example.com\"\npath = \"/api/\"\ngroup = \"api\"\n\
+             [[listener.rule]]\npath = \"/static/\"\ngroup = \"static\"\n\
+             [[listener.group]]\nname = \"api\"{}\n[[listener.group]]\nname = \"static\"{}",
+            listener("web", "http", ports[0], ""),
+            d.toml("listener.backend", 100),
+            api.toml("listener.group.backend", 100),
+            stat.toml("listener.group.backend", 100),
+        )
+    })
+    .await;
+    let c = client();
+    let cases = [
+        ("www.example.com", "/api/users", "api"),
+        ("a.b.example.com", "/api/", "api"),
+        ("example.org", "/api/users", "default"),
+        ("www.example.com", "/static/app.js", "static"),
+        ("www.example.com", "/", "default"),
+    ];
+    for (host, path, want) in cases {
+        let got = get(&c, &p.url("web", path), &[("host", host)]).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.backend(), want, "{host}{path}");
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrr_follows_weights_and_weight_zero_drains() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let z = Backend::start("z").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}{}{}",
+            listener("web", "http", ports[0], "scheduler = \"wrr\""),
+            a.toml("listener.backend", 3),
+            b.toml("listener.backend", 1),
+            z.toml("listener.backend", 0),
+        )
+    })
+    .await;
+    let c = client();
+    for _ in 0..40 {
+        assert_eq!(get(&c, &p.url("web", "/"), &[]).await.status, 200);
+    }
+    assert_eq!((a.hits(), b.hits(), z.hits()), (30, 10, 0));
+    assert_eq!(p.metrics.requests_in_class("web", "2xx"), 40);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wlc_sends_new_requests_to_the_less_busy_backend() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}{}",
+            listener("web", "http", ports[0], "scheduler = \"wlc\""),
+            a.toml("listener.backend", 1),
+            b.toml("listener.backend", 1),
+        )
+    })
+    .await;
+    let c = client();
+    let slow_url = p.url("web", "/sleep/1500");
+    let c2 = c.clone();
+    let slow = tokio::spawn(async move { get(&c2, &slow_url, &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = if a.hits() == 1 { "a" } else { "b" };
+    for _ in 0..6 {
+        let got = get(&c, &p.url("web", "/"), &[]).await;
+        assert_ne!(got.backend(), busy, "a request went to the busy backend");
+    }
+    assert_eq!(slow.await.unwrap().backend(), busy);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_a_header_is_consistent() {
+    let bs = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    let (p, _) = start_proxy(&["web"], |ports| {
+        let mut t = listener(
+            "web",
+            "http",
+            ports[0],
+            "scheduler = \"hash\"\nhash_key = { header = \"X-User\" }",
+        );
+        for b in &bs {
+            t.push_str(&b.toml("listener.backend", 100));
+        }
+        t
+    })
+    .await;
+    let c = client();
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..12 {
+        let u = format!("user-{user}");
+        let first = get(&c, &p.url("web", "/"), &[("x-user", &u)]).await;
+        for _ in 0..3 {
+            let again = get(&c, &p.url("web", "/"), &[("x-user", &u)]).await;
+            assert_eq!(again.backend(), first.backend(), "{u} moved");
+        }
+        seen.insert(first.backend().to_owned());
+    }
+    assert!(seen.len() >= 2, "all users on one backend: {seen:?}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_cookie_sticks_for_50_requests_and_stale_cookie_reschedules() {
+    let bs = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    let (p, _) = start_proxy(&["web"], |ports| {
+        let mut t = listener(
+            "web",
+            "http",
+            ports[0],
+            "persistence = { mode = \"insert_cookie\", timeout = \"1000s\" }",
+        );
+        for b in &bs {
+            t.push_str(&b.toml("listener.backend", 100));
+        }
+        t
+    })
+    .await;
+    let c = client();
+    let first = get(&c, &p.url("web", "/"), &[]).await;
+    let set = first
+        .header("set-cookie")
+        .expect("SERVERID inserted")
+        .to_owned();
+    assert!(set.starts_with("SERVERID="), "{set}");
+    assert!(set.contains("Max-Age=1000"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let sticky = first.backend().to_owned();
+    for i in 0..50 {
+        let got = get(&c, &p.url("web", "/"), &[("cookie", &cookie)]).await;
+        assert_eq!(got.backend(), sticky, "request {i} left its backend");
+        assert!(got.header("set-cookie").is_none(), "cookie set again");
+    }
+    // Without the cookie, round robin spreads requests.
+    let others: std::collections::BTreeSet<String> = {
+        let mut s = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            s.insert(get(&c, &p.url("web", "/"), &[]).await.backend().to_owned());
+        }
+        s
+    };
+    assert!(others.len() > 1);
+    // The cookie's backend goes down: the next request is scheduled anew
+    // and the client gets a cookie for its new backend.
+    let down = bs.iter().find(|b| b.name == sticky).unwrap();
+    p.set_down("web", down.addr, true);
+    let moved = get(&c, &p.url("web", "/"), &[("cookie", &cookie)]).await;
+    assert_eq!(moved.status, 200);
+    assert_ne!(moved.backend(), sticky);
+    let new_cookie = moved.header("set-cookie").expect("new SERVERID");
+    assert_ne!(new_cookie.split(';').next().unwrap(), cookie);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_cookie_keys_on_the_application_cookie() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}{}",
+            listener(
+                "web",
+                "http",
+                ports[0],
+                "persistence = { mode = \"rewrite_cookie\", cookie = \"SESSIONID\" }"
+            ),
+            a.toml("listener.backend", 100),
+            b.toml("listener.backend", 100),
+        )
+    })
+    .await;
+    let c = client();
+    let login = get(&c, &p.url("web", "/setcookie"), &[]).await;
+    let set = login.header("set-cookie").unwrap().to_owned();
+    let value = set.split(';').next().unwrap().to_owned();
+    assert!(
+        value.starts_with("SESSIONID=") && value.ends_with("~abc123"),
+        "{set}"
+    );
+    for _ in 0..10 {
+        let got = get(&c, &p.url("web", "/headers"), &[("cookie", &value)]).await;
+        assert_eq!(got.backend(), login.backend());
+        assert!(
+            got.body.contains("cookie: SESSIONID=abc123\n"),
+            "backend saw: {}",
+            got.body
+        );
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_and_xff_chain() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener("web", "http", ports[0], ""),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let port = p.addr("web").port();
+    let c = client();
+    let got = get(
+        &c,
+        &p.url("web", "/headers"),
+        &[
+            ("x-forwarded-for", "203.0.113.9, 198.51.100.7"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-proto", "gopher"),
+            ("connection", "x-hop"),
+            ("x-hop", "secret"),
+            ("host", "www.example.com"),
+        ],
+    )
+    .await;
+    let b = &got.body;
+    assert!(
+        b.contains("x-forwarded-for: 203.0.113.9, 198.51.100.7, 127.0.0.1\n"),
+        "{b}"
+    );
+    assert!(b.contains("x-real-ip: 127.0.0.1\n"), "{b}");
+    assert!(b.contains("x-forwarded-proto: http\n"), "{b}");
+    assert!(b.contains(&format!("x-forwarded-port: {port}\n")), "{b}");
+    assert!(b.contains("host: www.example.com\n"), "{b}");
+    assert!(!b.contains("x-hop"), "hop-by-hop field forwarded: {b}");
+    // Without an incoming chain the client address starts it.
+    let got = get(&c, &p.url("web", "/headers"), &[]).await;
+    assert!(got.body.contains("x-forwarded-for: 127.0.0.1\n"));
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_healthy_backend_is_503_and_recovers() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}{}",
+            listener("web", "http", ports[0], ""),
+            a.toml("listener.backend", 100),
+            b.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let c = client();
+    p.set_down("web", a.addr, true);
+    for _ in 0..4 {
+        assert_eq!(get(&c, &p.url("web", "/"), &[]).await.backend(), "b");
+    }
+    p.set_down("web", b.addr, true);
+    let got = get(&c, &p.url("web", "/"), &[]).await;
+    assert_eq!(got.status, 503);
+    assert!(
+        got.body.contains("<h1>503 Service Unavailable</h1>"),
+        "{}",
+        got.body
+    );
+    assert_eq!(got.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(p.metrics.requests_in_class("web", "5xx"), 1);
+    p.set_down("web", a.addr, false);
+    assert_eq!(get(&c, &p.url("web", "/"), &[]).await.backend(), "a");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_backend_is_skipped_for_every_method() {
+    let good = Backend::start("good").await;
+    let dead = refused_addr().await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n{}",
+            listener("web", "http", ports[0], ""),
+            dead.port(),
+            good.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let c = client();
+    for _ in 0..6 {
+        let got = get(&c, &p.url("web", "/"), &[]).await;
+        assert_eq!((got.status.as_u16(), got.backend()), (200, "good"));
+        // Nothing reached the refused backend, so a POST is safe to retry.
+        let got = send(&c, "POST", &p.url("web", "/"), &[], "payload").await;
+        assert_eq!((got.status.as_u16(), got.backend()), (200, "good"));
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_backend_is_502_retried_for_idempotent_requests_only() {
+    let good = Backend::start("good").await;
+    let (bad, bad_count, bad_task) = resetting_backend().await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n{}",
+            listener("web", "http", ports[0], ""),
+            bad.port(),
+            good.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let c = client();
+    for _ in 0..6 {
+        let got = get(&c, &p.url("web", "/"), &[]).await;
+        assert_eq!((got.status.as_u16(), got.backend()), (200, "good"));
+    }
+    let tried_bad = bad_count.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        tried_bad >= 2,
+        "GETs were retried past the resetting backend"
+    );
+    // POST is not idempotent: a reset after sending is a 502, not a retry.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let got = send(&c, "POST", &p.url("web", "/"), &[], "order=1").await;
+        if got.status == 502 {
+            assert!(got.body.contains("502 Bad Gateway"));
+            assert!(!got.body.contains("127.0.0.1"), "backend details leaked");
+        }
+        statuses.push(got.status.as_u16());
+    }
+    assert!(statuses.contains(&502), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    bad_task.abort();
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_backend_is_504() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener(
+                "web",
+                "http",
+                ports[0],
+                "backend_response_timeout = \"300ms\""
+            ),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let c = client();
+    let t = Instant::now();
+    let got = get(&c, &p.url("web", "/sleep/3000"), &[]).await;
+    assert_eq!(got.status, 504);
+    assert!(got.body.contains("504 Gateway Timeout"));
+    assert!(
+        t.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        t.elapsed()
+    );
+    // Fast requests still pass.
+    assert_eq!(get(&c, &p.url("web", "/sleep/10"), &[]).await.status, 200);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_header_is_431() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener("web", "http", ports[0], "max_header_size = 2048"),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let c = client();
+    let small = "x".repeat(1000);
+    assert_eq!(
+        get(&c, &p.url("web", "/"), &[("x-big", &small)])
+            .await
+            .status,
+        200
+    );
+    let big = "x".repeat(4000);
+    let got = get(&c, &p.url("web", "/"), &[("x-big", &big)]).await;
+    assert_eq!(got.status, 431);
+    assert!(got.body.contains("431 Request Header Fields Too Large"));
+    assert_eq!(a.hits(), 1, "the oversized request reached the backend");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_closed() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener("web", "http", ports[0], "client_idle_timeout = \"300ms\""),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Still open shortly after...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // ...closed by the proxy once idle longer than the timeout.
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_closes_after_max_requests() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener("web", "http", ports[0], "max_requests_per_connection = 3"),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn_task = tokio::spawn(conn);
+    for i in 1..=3 {
+        sender.ready().await.unwrap();
+        let req = http::Request::get("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        let close = res
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v == "close");
+        assert_eq!(close, i == 3, "request {i}");
+        res.into_body().collect().await.unwrap();
+    }
+    // The proxy closed the connection after the third response.
+    tokio::time::timeout(Duration::from_secs(3), conn_task)
+        .await
+        .expect("connection closed")
+        .unwrap()
+        .unwrap();
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_client_gets_http10_to_the_backend() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener("web", "http", ports[0], ""),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.0 200"), "{r}");
+    assert!(r.ends_with("HTTP/1.0"), "backend saw: {r}");
+    let got = get(&client(), &p.url("web", "/version"), &[]).await;
+    assert_eq!(got.body, "HTTP/1.1");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_when_the_client_accepts_it() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener("web", "http", ports[0], "gzip = true"),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let c = client();
+    let plain = get(&c, &p.url("web", "/big"), &[]).await;
+    assert!(plain.header("content-encoding").is_none());
+    let req = http::Request::get(p.url("web", "/big"))
+        .header("accept-encoding", "gzip")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    assert_eq!(res.headers()["vary"], "Accept-Encoding");
+    let gz = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(gz.len() < plain.body.len() / 4);
+    let mut out = String::new();
+    async_compression::tokio::bufread::GzipDecoder::new(&gz[..])
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, plain.body);
+    // Small bodies stay as they are.
+    let small = get(&c, &p.url("web", "/x"), &[("accept-encoding", "gzip")]).await;
+    assert!(small.header("content-encoding").is_none());
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_https_answers_301() {
+    let (p, _) = start_proxy(&["plain"], |ports| {
+        listener("plain", "http", ports[0], "redirect_https = true")
+    })
+    .await;
+    let got = get(
+        &client(),
+        &p.url("plain", "/a/b?c=1"),
+        &[("host", "www.example.com:8080")],
+    )
+    .await;
+    assert_eq!(got.status, 301);
+    assert_eq!(
+        got.header("location"),
+        Some("https://www.example.com/a/b?c=1")
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_backends_without_dropping_connections() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener("web", "http", ports[0], ""),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let port = p.addr("web").port();
+    let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let ask = |sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>| {
+        let req = http::Request::get("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        sender.send_request(req)
+    };
+    let res = collect(ask(&mut sender).await.unwrap()).await;
+    assert_eq!(res.backend(), "a");
+    p.reload(&format!(
+        "{}{}",
+        listener("web", "http", port, ""),
+        b.toml("listener.backend", 100)
+    ))
+    .await
+    .unwrap();
+    sender.ready().await.expect("connection still open");
+    let res = collect(ask(&mut sender).await.unwrap()).await;
+    assert_eq!(res.backend(), "b");
+    p.stop().await;
+}

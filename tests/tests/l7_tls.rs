@@ -1,0 +1,230 @@
+//! L7 proxy over TLS with throwaway certificates: SNI picks the
+//! certificate, mutual TLS, HTTP/2 end to end, TLS 1.2, session resumption.
+
+mod l7_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use l7_support::*;
+use rustls::HandshakeKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An https listener with certificates for a.test (default), b.test and
+/// *.wild.test; `extra` lines added to the listener.
+async fn https_proxy(pki: &Pki, backend: &Backend, extra: &str) -> Running {
+    let (a_crt, a_key, _) = pki.server("a", &["a.test"]);
+    let (b_crt, b_key, _) = pki.server("b", &["b.test"]);
+    let (w_crt, w_key, _) = pki.server("wild", &["*.wild.test"]);
+    let (p, _) = start_proxy(&["tls"], |ports| {
+        let mut t = listener("tls", "https", ports[0], extra);
+        for (c, k) in [(&a_crt, &a_key), (&b_crt, &b_key), (&w_crt, &w_key)] {
+            t.push_str(&format!(
+                "\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n",
+                c.display(),
+                k.display()
+            ));
+        }
+        t.push_str(&backend.toml("listener.backend", 100));
+        t
+    })
+    .await;
+    p
+}
+
+/// Sends one HTTP/1.1 request on a TLS stream and returns the response text.
+async fn h1_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    path: &str,
+) -> std::io::Result<String> {
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_certificate() {
+    let pki = Pki::new("sni");
+    let backend = Backend::start("a").await;
+    let p = https_proxy(&pki, &backend, "").await;
+    let (_, _, _) = pki.server("unused", &["unused.test"]);
+    let cfg = pki.client_config(&[b"http/1.1"], None);
+    let leaf = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        s.get_ref().1.peer_certificates().unwrap()[0].clone()
+    };
+    let der = |file: &str| {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(pki.dir.join(format!("{file}.crt")))
+            .unwrap()
+    };
+    for (sni, file) in [
+        ("b.test", "b"),
+        ("x.wild.test", "wild"),
+        ("deep.x.wild.test", "a"),
+        ("a.test", "a"),
+    ] {
+        let s = tls_connect(cfg.clone(), p.addr("tls"), sni).await;
+        if file == "a" && sni != "a.test" {
+            // The default certificate does not name this host: the client
+            // rejects it, as it should.
+            assert!(s.is_err(), "{sni}");
+            continue;
+        }
+        let mut s = s.unwrap_or_else(|e| panic!("{sni}: {e}"));
+        assert_eq!(leaf(&s), der(file), "{sni}");
+        let r = h1_over(&mut s, "/headers").await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.contains("x-forwarded-proto: https"), "{r}");
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_rejects_a_client_without_a_certificate() {
+    let pki = Pki::new("mtls");
+    let backend = Backend::start("a").await;
+    let extra = format!("client_ca = \"{}\"", pki.ca_path().display());
+    let p = https_proxy(&pki, &backend, &extra).await;
+
+    let anonymous = pki.client_config(&[b"http/1.1"], None);
+    let refused = match tls_connect(anonymous, p.addr("tls"), "a.test").await {
+        // TLS 1.3: the client's handshake completes before the server
+        // checks its certificate; the refusal arrives on the first read.
+        Ok(mut s) => match h1_over(&mut s, "/").await {
+            Ok(r) => !r.starts_with("HTTP/1.1 200"),
+            Err(_) => true,
+        },
+        Err(_) => true,
+    };
+    assert!(refused, "a client without a certificate was served");
+    assert_eq!(backend.hits(), 0);
+
+    let (c_crt, c_key, _) = pki.client("client");
+    let with_cert = pki.client_config(&[b"http/1.1"], Some((&c_crt, &c_key)));
+    let mut s = tls_connect(with_cert, p.addr("tls"), "a.test")
+        .await
+        .unwrap();
+    let r = h1_over(&mut s, "/").await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_end_to_end() {
+    let pki = Pki::new("h2");
+    let backend = Backend::start("a").await;
+    let p = https_proxy(&pki, &backend, "").await;
+    let cfg = pki.client_config(&[b"h2"], None);
+    let s = tls_connect(cfg, p.addr("tls"), "a.test").await.unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // Several streams at once on the one connection.
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let mut sender = sender.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::get(format!("https://a.test/version?i={i}"))
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            collect(sender.send_request(req).await.unwrap()).await
+        }));
+    }
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.version, http::Version::HTTP_2);
+        assert_eq!(got.body, "HTTP/1.1", "backends get HTTP/1.1");
+    }
+    // Host from :authority, cookies joined for the HTTP/1.1 backend.
+    let mut sender = sender.clone();
+    let req = http::Request::get("https://a.test/headers")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let got = collect(sender.send_request(req).await.unwrap()).await;
+    assert!(got.body.contains("host: a.test\n"), "{}", got.body);
+    assert!(got.body.contains("cookie: a=1; b=2\n"), "{}", got.body);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_and_session_resumption() {
+    let pki = Pki::new("resume");
+    let backend = Backend::start("a").await;
+    let p = https_proxy(&pki, &backend, "").await;
+
+    // TLS 1.2 only client.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls12 = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls12 = std::sync::Arc::new(tls12);
+    for cfg in [tls12, pki.client_config(&[b"http/1.1"], None)] {
+        let mut s = tls_connect(cfg.clone(), p.addr("tls"), "a.test")
+            .await
+            .unwrap();
+        assert_eq!(s.get_ref().1.handshake_kind(), Some(HandshakeKind::Full));
+        assert!(h1_over(&mut s, "/")
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200"));
+        // The same client config remembers the session: resumed.
+        let mut s = tls_connect(cfg, p.addr("tls"), "a.test").await.unwrap();
+        assert_eq!(
+            s.get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Resumed),
+            "{:?}",
+            s.get_ref().1.protocol_version()
+        );
+        assert!(h1_over(&mut s, "/")
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200"));
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_listener_redirects_to_the_https_listener_port() {
+    let pki = Pki::new("redir");
+    let (crt, key, _) = pki.server("a", &["a.test"]);
+    let (p, _) = start_proxy(&["plain", "tls"], |ports| {
+        format!(
+            "{}{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = 9\n",
+            listener("plain", "http", ports[0], "redirect_https = true"),
+            listener("tls", "https", ports[1], ""),
+            crt.display(),
+            key.display()
+        )
+    })
+    .await;
+    let tls_port = p.addr("tls").port();
+    let got = get(&client(), &p.url("plain", "/x"), &[("host", "a.test")]).await;
+    assert_eq!(got.status, 301);
+    assert_eq!(
+        got.header("location").unwrap(),
+        format!("https://a.test:{tls_port}/x")
+    );
+    p.stop().await;
+}
