@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
     let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");
     if skip {
         let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-        for name in ["slb", "slb-pass"] {
+        for name in ["slb", "slb-pass", "slb-tx"] {
             if !out_dir.join(name).exists() {
                 std::fs::write(out_dir.join(name), [])?;
             }
@@ -40,21 +40,22 @@ fn main() -> anyhow::Result<()> {
         aya_build::Toolchain::Nightly,
     )?;
     if !skip {
-        copy_pass_object()?;
+        copy_helper_objects()?;
     }
     Ok(())
 }
 
-/// Puts the pass-everything object next to the `slb` binary
-/// (`target/<profile>/slb-xdp-pass.o`): the namespace test harness, demo
-/// and benchmark attach it to veth peers with `ip link set ... xdp obj`,
-/// without linking against this crate.
-fn copy_pass_object() -> anyhow::Result<()> {
+/// Puts the pass-everything and the MAC-swap-`XDP_TX` objects next to the
+/// `slb` binary (`target/<profile>/slb-xdp-pass.o`, `slb-xdp-tx.o`): the
+/// namespace test harness, demo and benchmark attach them with `ip link set
+/// ... xdp obj`, without linking against this crate.
+fn copy_helper_objects() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     // OUT_DIR is target/<profile>/build/<pkg>-<hash>/out.
     let Some(profile_dir) = out_dir.ancestors().nth(3) else {
         return Ok(());
     };
     std::fs::copy(out_dir.join("slb-pass"), profile_dir.join("slb-xdp-pass.o"))?;
+    std::fs::copy(out_dir.join("slb-tx"), profile_dir.join("slb-xdp-tx.o"))?;
     Ok(())
 }

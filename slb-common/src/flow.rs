@@ -21,6 +21,10 @@ pub struct FlowKey {
 pub struct NextHop {
     /// Egress device; 0 = not resolved yet.
     pub ifindex: u32,
+    /// MTU of the egress device: a bigger packet gets an ICMP "too big"
+    /// instead of being redirected (and silently dropped by the driver).
+    pub mtu: u16,
+    pub _pad: u16,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
 }
@@ -39,15 +43,25 @@ pub struct Flow {
     /// FULLNAT source port towards the backend (network order); 0 in NAT
     /// and DR mode.
     pub snat_port: u16,
-    pub _pad: u16,
+    /// `FLOW_F_*`.
+    pub flags: u16,
     /// FULLNAT source address towards the backend.
     pub snat_addr: Addr,
     /// Next hop towards the backend; `ifindex` 0 = look it up.
     pub nh: NextHop,
+    pub _pad2: u32,
 }
 
+/// A FIN or RST was seen: the flow no longer counts as active and is
+/// forgotten after `limits::CLOSING_TIMEOUT_S` idle.
+pub const FLOW_F_CLOSING: u16 = 1;
+/// The flow is forwarded in `nat` mode (only the destination rewritten).
+pub const FLOW_F_NAT: u16 = 2;
+/// The flow is forwarded in `dr` mode (only the MAC rewritten).
+pub const FLOW_F_DR: u16 = 4;
+
 /// Value of the `REVERSE` map, keyed by the backend-side tuple of a reply
-/// (backend → FULLNAT source address).
+/// (backend → FULLNAT source address; backend → client in `nat` mode).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reverse {
@@ -63,6 +77,7 @@ pub struct Reverse {
     pub _pad: u32,
     /// Next hop towards the client; `ifindex` 0 = look it up.
     pub nh: NextHop,
+    pub _pad2: u32,
 }
 
 #[cfg(test)]
@@ -75,8 +90,8 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<NextHop>(), 16);
-        assert_eq!(size_of::<Flow>(), 56);
-        assert_eq!(size_of::<Reverse>(), 72);
+        assert_eq!(size_of::<NextHop>(), 20);
+        assert_eq!(size_of::<Flow>(), 64);
+        assert_eq!(size_of::<Reverse>(), 80);
     }
 }

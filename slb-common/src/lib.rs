@@ -20,7 +20,7 @@ pub mod listener;
 pub mod stats;
 
 pub use flow::{Flow, FlowKey, NextHop, Reverse};
-pub use listener::{Backend, Listener, SnatPool, VipKey};
+pub use listener::{AclKey, Backend, Listener, Persist, PersistKey, Settings, SnatPool, VipKey};
 pub use stats::{GlobalCounter, Stats};
 
 /// A 16-byte address in network byte order, IPv4 stored IPv4-mapped.
@@ -60,4 +60,8 @@ mod pod {
     unsafe impl aya::Pod for super::Reverse {}
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::Stats {}
+    unsafe impl aya::Pod for super::AclKey {}
+    unsafe impl aya::Pod for super::PersistKey {}
+    unsafe impl aya::Pod for super::Persist {}
+    unsafe impl aya::Pod for super::Settings {}
 }

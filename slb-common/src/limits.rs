@@ -23,8 +23,13 @@ pub const SNAT_PORT_MIN: u16 = 1024;
 pub const SNAT_PORT_TRIES: u32 = 8;
 /// The flow timestamp and cached next hop are refreshed at most this often.
 pub const REFRESH_NS: u64 = 1_000_000_000;
+/// Idle timeout of a TCP flow after its FIN or RST (seconds).
+pub const CLOSING_TIMEOUT_S: u32 = 10;
+/// Backends a `wlc` listener compares per new flow (the table holds each
+/// live backend once).
+pub const MAX_WLC_BACKENDS: u32 = 64;
 /// Value of a lookup-table slot with no backend.
 pub const NO_BACKEND: u32 = u32::MAX;
 /// Map-layout version, written into the pinned state (`VERSION` map) so an
 /// agent never adopts maps laid out by an incompatible build.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;

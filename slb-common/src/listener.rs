@@ -41,7 +41,54 @@ pub struct Listener {
     pub live_backends: u32,
     pub mode: u8,
     pub scheduler: u8,
-    pub _pad: [u8; 6],
+    /// `ACL_*`: whether new flows are checked against the `ACL` trie.
+    pub acl: u8,
+    pub _pad: [u8; 5],
+}
+
+/// ACL mode of a listener (`Listener::acl`).
+pub const ACL_NONE: u8 = 0;
+/// Only sources matching an entry of the listener may open flows.
+pub const ACL_ALLOW: u8 = 1;
+/// Sources matching an entry of the listener are refused.
+pub const ACL_DENY: u8 = 2;
+
+/// Key of the `ACL` longest-prefix-match trie: the listener id (always
+/// fully matched, so the prefix length is 32 + the address prefix) then the
+/// address (IPv4 mapped, so an IPv4 /n is a /96+n).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AclKey {
+    /// Network byte order, so it is the leading bits of the key.
+    pub listener_id_be: u32,
+    pub addr: Addr,
+}
+
+/// Key of the `PERSIST` table (source-IP persistence).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistKey {
+    pub listener_id: u32,
+    pub addr: Addr,
+}
+
+/// Value of the `PERSIST` table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Persist {
+    pub seen_ns: u64,
+    pub backend_id: u32,
+    pub backend_gen: u32,
+}
+
+/// Element 0 of the `SETTINGS` array: switches of the whole program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Some listener uses `nat` forwarding: replies from backends are
+    /// addressed to clients, so packets are also classified by source.
+    pub nat: u32,
+    pub _pad: u32,
 }
 
 /// Backend flags (`Backend::flags`).
@@ -63,6 +110,8 @@ pub struct Backend {
     /// Bumped by the agent each time this id is given to a different
     /// backend, so flows pinned to the previous owner are re-scheduled.
     pub generation: u32,
+    /// Configured weight (the `wlc` scheduler divides by it).
+    pub weight: u32,
 }
 
 /// Element 0 of the `SNAT_POOL` array: how many FULLNAT source addresses of
@@ -79,6 +128,9 @@ pub struct SnatPool {
 pub const DEST_VIP: u32 = 1;
 /// The address is a FULLNAT source address: packets to it are replies.
 pub const DEST_SNAT: u32 = 2;
+/// The address is a backend of a `nat` listener: packets *from* it may be
+/// replies to translate (looked up by source address).
+pub const DEST_NAT_BACKEND: u32 = 4;
 
 #[cfg(test)]
 mod tests {
@@ -89,7 +141,11 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<Listener>(), 32);
-        assert_eq!(size_of::<Backend>(), 28);
+        assert_eq!(size_of::<Backend>(), 32);
         assert_eq!(size_of::<SnatPool>(), 8);
+        assert_eq!(size_of::<AclKey>(), 20);
+        assert_eq!(size_of::<PersistKey>(), 20);
+        assert_eq!(size_of::<Persist>(), 16);
+        assert_eq!(size_of::<Settings>(), 8);
     }
 }

@@ -39,7 +39,15 @@ pub enum GlobalCounter {
     /// Packets for a VIP passed to the kernel unchanged (fragments, IP
     /// options, extension headers, VLAN tags).
     Unsupported = 6,
+    /// ICMP errors about a translated flow, translated and forwarded.
+    IcmpTranslated = 7,
+    /// "Fragmentation needed" / "packet too big" sent to a client whose
+    /// packet exceeds the MTU towards the backend.
+    IcmpTooBig = 8,
+    /// Packets bigger than the next hop's MTU that could not be answered
+    /// (IPv4 without DF) and were dropped.
+    TooBigDrop = 9,
 }
 
 /// Number of slots in `GLOBAL_STATS`.
-pub const GLOBAL_COUNTERS: u32 = 7;
+pub const GLOBAL_COUNTERS: u32 = 10;

@@ -1,15 +1,12 @@
 //! Next hop from the kernel FIB, and transmission (XDP_TX / DEVMAP
 //! redirect).
 use crate::{
-    maps::TX_PORTS,
+    maps::{scratch, TX_PORTS},
     parse::{ptr_at, Family},
 };
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS,
-    },
-    helpers::generated::bpf_fib_lookup as fib_lookup,
+    bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::generated::{bpf_check_mtu, bpf_fib_lookup as fib_lookup},
     programs::XdpContext,
     EbpfContext,
 };
@@ -24,29 +21,37 @@ pub enum Route {
     /// Route exists but the neighbour is not resolved yet: let the kernel
     /// forward this packet, which resolves it for the next one.
     NoNeigh,
-    /// The packet is bigger than the egress MTU: the kernel sends the ICMP
-    /// error or fragments.
-    TooBig,
     /// No route, blackhole, forwarding disabled.
     Unreachable,
 }
 
 /// Looks up the next hop for a packet `src → dst` (already translated)
-/// arriving on the context's device.
+/// arriving on the context's device, with the egress device's MTU.
 #[inline(always)]
-pub fn lookup(
-    ctx: &XdpContext,
-    family: Family,
-    src: &Addr,
-    dst: &Addr,
-    proto: u8,
-    tot_len: u16,
-) -> Route {
+pub fn lookup(ctx: &XdpContext, family: Family, src: &Addr, dst: &Addr) -> Route {
+    let mut nh = NextHop::default();
+    match lookup_into(ctx, family, src, dst, &mut nh) {
+        FOUND => Route::Via(nh),
+        NO_NEIGH => Route::NoNeigh,
+        _ => Route::Unreachable,
+    }
+}
+
+const FOUND: u32 = 0;
+const NO_NEIGH: u32 = 1;
+const UNREACHABLE: u32 = 2;
+
+// Not inlined: the lookup's parameter block gets its own stack frame
+// (the verifier caps each call chain at 512 bytes of stack).
+#[inline(never)]
+fn lookup_into(ctx: &XdpContext, family: Family, src: &Addr, dst: &Addr, out: &mut NextHop) -> u32 {
+    let Some(s) = scratch() else {
+        return UNREACHABLE;
+    };
+    let p = &mut s.fib;
     // SAFETY: `bpf_fib_lookup` is plain old data; all-zero is a valid value.
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    p.l4_protocol = proto;
+    *p = unsafe { core::mem::zeroed() };
     p.ifindex = ctx.ingress_ifindex() as u32;
-    p.__bindgen_anon_1.tot_len = tot_len;
     match family {
         Family::V4 => {
             p.family = AF_INET;
@@ -63,20 +68,29 @@ pub fn lookup(
     let rc = unsafe {
         fib_lookup(
             ctx.as_ptr(),
-            &mut p,
+            p,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             0,
         )
     };
     match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => Route::Via(NextHop {
-            ifindex: p.ifindex,
-            smac: p.smac,
-            dmac: p.dmac,
-        }),
-        BPF_FIB_LKUP_RET_NO_NEIGH => Route::NoNeigh,
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig,
-        _ => Route::Unreachable,
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            let mut mtu: u32 = 0;
+            // SAFETY: plain helper call; with a zero length it only reports
+            // the device MTU (the FIB lookup above skipped the MTU check,
+            // which does not report the MTU on success).
+            unsafe { bpf_check_mtu(ctx.as_ptr(), p.ifindex, &mut mtu, 0, 0) };
+            *out = NextHop {
+                ifindex: p.ifindex,
+                mtu: if mtu > 0xffff { 0xffff } else { mtu as u16 },
+                _pad: 0,
+                smac: p.smac,
+                dmac: p.dmac,
+            };
+            FOUND
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => NO_NEIGH,
+        _ => UNREACHABLE,
     }
 }
 

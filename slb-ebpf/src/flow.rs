@@ -1,11 +1,13 @@
 //! The connection table: flow lookup, validity, FULLNAT source selection
 //! and the reverse entries that translate replies.
-use crate::maps::{BACKENDS, REVERSE, SNAT_POOL, SNAT_V4, SNAT_V6};
+use crate::maps::{scratch, ACTIVE, BACKENDS, FLOWS, REVERSE, SNAT_POOL, SNAT_V4, SNAT_V6};
 use crate::parse::Family;
 use aya_ebpf::bindings::BPF_NOEXIST;
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use slb_common::{
+    flow::FLOW_F_CLOSING,
     hash::flow_hash,
-    limits::{SNAT_PORT_MIN, SNAT_PORT_TRIES},
+    limits::{CLOSING_TIMEOUT_S, SNAT_PORT_MIN, SNAT_PORT_TRIES},
     listener::BACKEND_F_DOWN,
     Addr, Backend, Flow, FlowKey, Listener, Reverse,
 };
@@ -18,7 +20,13 @@ pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<Backend
     if flow.listener_id != listener.id {
         return None;
     }
-    if now.wrapping_sub(flow.seen_ns) > listener.idle_timeout_s as u64 * 1_000_000_000 {
+    let idle_s = if flow.flags & FLOW_F_CLOSING != 0 && listener.idle_timeout_s > CLOSING_TIMEOUT_S
+    {
+        CLOSING_TIMEOUT_S
+    } else {
+        listener.idle_timeout_s
+    };
+    if now.wrapping_sub(flow.seen_ns) > idle_s as u64 * 1_000_000_000 {
         return None;
     }
     let b = BACKENDS.get(flow.backend_id)?;
@@ -37,7 +45,49 @@ pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<Backend
 /// or its forward entry evicted) is reused, so the backend keeps seeing the
 /// same connection.
 #[inline(always)]
-pub fn snat_bind(
+pub fn snat_bind(req: &SnatRequest) -> Option<(Addr, u16)> {
+    let mut out = ([0u32; 4], 0u16);
+    if snat_bind_into(req, &mut out) {
+        Some(out)
+    } else {
+        None
+    }
+}
+
+/// What `snat_bind` needs (one pointer: BPF calls take at most five
+/// arguments).
+#[derive(Clone, Copy)]
+pub struct SnatRequest<'a> {
+    pub family: Family,
+    pub key: &'a FlowKey,
+    pub backend_id: u32,
+    pub backend: &'a Backend,
+    pub listener_id: u32,
+    pub now: u64,
+}
+
+// Not inlined: its reverse entry gets its own stack frame.
+#[inline(never)]
+fn snat_bind_into(req: &SnatRequest, out: &mut (Addr, u16)) -> bool {
+    let SnatRequest {
+        family,
+        key,
+        backend_id,
+        backend,
+        listener_id,
+        now,
+    } = *req;
+    match snat_search(family, key, backend_id, backend, listener_id, now) {
+        Some(r) => {
+            *out = r;
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn snat_search(
     family: Family,
     key: &FlowKey,
     backend_id: u32,
@@ -55,7 +105,12 @@ pub fn snat_bind(
     }
     let h = flow_hash(&key.src, &key.dst, key.sport, key.dport, key.proto);
     let span = 65536 - SNAT_PORT_MIN as u32;
-    let rev = Reverse {
+    // Candidate key and new entry live in the per-CPU scratch space: the
+    // unrolled tries would otherwise each take stack.
+    let s = scratch()?;
+    let rev = &mut s.rev;
+    let rkey = &mut s.rkey;
+    *rev = Reverse {
         seen_ns: now,
         client: key.src,
         vip: key.dst,
@@ -78,7 +133,7 @@ pub fn snat_bind(
         // little about a port far away.
         let port = SNAT_PORT_MIN as u32 + (h.wrapping_add(i.wrapping_mul(40503))) % span;
         let port = (port as u16).to_be();
-        let rkey = FlowKey {
+        *rkey = FlowKey {
             src: backend.addr,
             dst: *addr,
             sport: backend.port,
@@ -86,7 +141,7 @@ pub fn snat_bind(
             proto: key.proto,
             _pad: [0; 3],
         };
-        if let Some(old) = REVERSE.get_ptr_mut(rkey) {
+        if let Some(old) = REVERSE.get_ptr_mut(&*rkey) {
             // SAFETY: map value pointer, valid for this program run.
             let old = unsafe { &mut *old };
             if old.client == key.src
@@ -101,9 +156,75 @@ pub fn snat_bind(
             }
             continue;
         }
-        if REVERSE.insert(rkey, rev, BPF_NOEXIST as u64).is_ok() {
+        if REVERSE.insert(&*rkey, &*rev, BPF_NOEXIST as u64).is_ok() {
             return Some((*addr, port));
         }
     }
     None
+}
+
+/// Records the reverse entry of a `nat` flow: replies come from the backend
+/// straight to the client's address.
+#[inline(never)]
+pub fn nat_bind(key: &FlowKey, backend_id: u32, backend: &Backend, listener_id: u32, now: u64) {
+    let rkey = FlowKey {
+        src: backend.addr,
+        dst: key.src,
+        sport: backend.port,
+        dport: key.sport,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    let Some(s) = scratch() else {
+        return;
+    };
+    s.rev = Reverse {
+        seen_ns: now,
+        client: key.src,
+        vip: key.dst,
+        client_port: key.sport,
+        vip_port: key.dport,
+        backend_id,
+        listener_id,
+        ..Default::default()
+    };
+    let _ = REVERSE.insert(rkey, &s.rev, 0);
+}
+
+/// Adds `delta` to a backend's active-flow count (`wlc`).
+#[inline(always)]
+pub fn active_add(backend_id: u32, delta: i32) {
+    if let Some(p) = ACTIVE.get_ptr_mut(backend_id) {
+        // SAFETY: a valid, aligned u32 in an array map shared by all CPUs,
+        // hence the atomic add (the target has no AtomicU32 type, only the
+        // instruction).
+        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, delta as u32) };
+    }
+}
+
+/// Marks a flow as ending (FIN or RST seen): it stops counting as active
+/// and is forgotten sooner. Only the first FIN/RST counts.
+#[inline(always)]
+pub fn mark_closing(flow: &mut Flow) {
+    if flow.flags & FLOW_F_CLOSING == 0 {
+        flow.flags |= FLOW_F_CLOSING;
+        active_add(flow.backend_id, -1);
+    }
+}
+
+/// `mark_closing` for the flow a reply belongs to.
+#[inline(always)]
+pub fn mark_closing_from_reply(rev: &Reverse, proto: u8) {
+    let fkey = FlowKey {
+        src: rev.client,
+        dst: rev.vip,
+        sport: rev.client_port,
+        dport: rev.vip_port,
+        proto,
+        _pad: [0; 3],
+    };
+    if let Some(f) = FLOWS.get_ptr_mut(fkey) {
+        // SAFETY: map value pointer, valid for this program run.
+        mark_closing(unsafe { &mut *f });
+    }
 }

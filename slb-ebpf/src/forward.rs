@@ -1,49 +1,91 @@
 //! The packet path: classify, then forward to a backend or back to a
 //! client.
 use crate::{
+    acl,
     fib::{self, Route},
-    flow::{snat_bind, still_valid},
-    maps::{DESTS, FLOWS, LISTENERS, REVERSE},
+    flow::{
+        active_add, mark_closing, mark_closing_from_reply, nat_bind, snat_bind, still_valid,
+        SnatRequest,
+    },
+    icmp,
+    maps::{scratch, DESTS, FLOWS, LISTENERS, REVERSE, SETTINGS},
     nat::{rewrite, Rewrite},
-    parse::{flow_key, parse_l3, parse_l4, Parsed, L3, TCP_RST},
-    schedule,
+    parse::{
+        flow_key, parse_into, parse_l4, Family, L3, PARSED_IP, PARSED_OTHER, TCP_FIN, TCP_RST,
+    },
+    persist, schedule,
     stats::{self, Dir, Drop},
 };
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext,
 };
 use slb_common::{
+    flow::{FLOW_F_CLOSING, FLOW_F_DR, FLOW_F_NAT},
     limits::REFRESH_NS,
-    listener::{DEST_SNAT, DEST_VIP, MODE_FULLNAT},
-    Addr, Flow, FlowKey, GlobalCounter, Listener, NextHop, VipKey,
+    listener::{DEST_NAT_BACKEND, DEST_SNAT, DEST_VIP, MODE_DR, MODE_FULLNAT, MODE_NAT},
+    Addr, Backend, Flow, FlowKey, GlobalCounter, Listener, NextHop, VipKey, PROTO_TCP,
 };
 
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> u32 {
-    let l3 = match parse_l3(ctx) {
-        Parsed::Ip(l3) => l3,
-        Parsed::Other => {
+    let mut l3 = L3 {
+        family: Family::V4,
+        src: [0; 4],
+        dst: [0; 4],
+        proto: 0,
+        tot_len: 0,
+        unsupported: true,
+        icmp: false,
+        df: false,
+    };
+    match parse_into(ctx, &mut l3) {
+        PARSED_IP => {}
+        PARSED_OTHER => {
             stats::global(GlobalCounter::NotForUs);
             return xdp_action::XDP_PASS;
         }
-        Parsed::Malformed => {
+        _ => {
             stats::global(GlobalCounter::ParseError);
             return xdp_action::XDP_PASS;
         }
-    };
-    let Some(&dest) = (unsafe { DESTS.get(l3.dst) }) else {
-        stats::global(GlobalCounter::NotForUs);
-        return xdp_action::XDP_PASS;
-    };
+    }
+    // SAFETY: the flags are copied at once.
+    let dest = unsafe { DESTS.get(l3.dst) }.copied().unwrap_or(0);
+    if dest == 0 {
+        return not_for_us(ctx, &l3);
+    }
     if l3.unsupported {
+        if l3.icmp {
+            return icmp::translate(ctx, l3.family, dest, false);
+        }
         stats::global(GlobalCounter::Unsupported);
         return xdp_action::XDP_PASS;
     }
-    let Some(l4) = parse_l4(ctx, &l3) else {
+    dispatch(ctx, &l3, dest)
+}
+
+/// Verdicts of the path's subprograms beyond the XDP actions: no usable
+/// flow entry (`established`), and a packet too big for its next hop
+/// (answered by `dispatch`, see `Scratch::mtu`).
+const NO_FLOW: u32 = u32::MAX;
+const TOO_BIG: u32 = u32::MAX - 1;
+/// `pick_backend` / `bind_source` succeeded.
+const OK: u32 = u32::MAX - 2;
+
+// The packet path is split into subprograms (`#[inline(never)]`) called
+// from here, one after the other: each gets its own stack frame, and the
+// verifier's 512-byte limit applies to the deepest chain of frames, not to
+// everything inlined into one. Values passed between steps live in the
+// per-CPU scratch space.
+#[inline(never)]
+fn dispatch(ctx: &XdpContext, l3: &L3, dest: u32) -> u32 {
+    let Some(l4) = parse_l4(ctx, l3) else {
         stats::global(GlobalCounter::ParseError);
         return xdp_action::XDP_PASS;
     };
-    let key = flow_key(&l3, &l4);
+    let key = flow_key(l3, &l4);
+    let mut verdict = xdp_action::XDP_PASS;
+    let mut known = false;
     if dest & DEST_VIP != 0 {
         let vip = VipKey {
             addr: l3.dst,
@@ -51,14 +93,65 @@ pub fn process(ctx: &XdpContext) -> u32 {
             proto: l3.proto,
             _pad: 0,
         };
-        // SAFETY: the listener value is copied before any map update.
+        // SAFETY: a map value stays valid for the whole program run (the
+        // agent replaces entries, RCU frees the old ones later).
         if let Some(listener) = unsafe { LISTENERS.get(vip) } {
-            let listener = *listener;
-            return to_backend(ctx, &l3, &key, l4.tcp_flags, &listener);
+            known = true;
+            verdict = established(ctx, l3, &key, l4.tcp_flags, listener);
+            if verdict == NO_FLOW {
+                verdict = pick_backend(l3, &key, listener);
+                if verdict == OK {
+                    verdict = bind_source(l3, &key, listener);
+                }
+                if verdict == OK {
+                    verdict = commit_flow(ctx, l3, &key, l4.tcp_flags, listener);
+                }
+            }
         }
     }
-    if dest & DEST_SNAT != 0 {
-        return to_client(ctx, &l3, &key);
+    if !known && dest & DEST_SNAT != 0 {
+        known = true;
+        verdict = to_client(ctx, l3, &key, l4.tcp_flags);
+    }
+    if !known {
+        stats::global(GlobalCounter::NotForUs);
+        return xdp_action::XDP_PASS;
+    }
+    finish(ctx, l3, verdict)
+}
+
+/// Answers a packet too big for its next hop, or returns the verdict.
+#[inline(always)]
+fn finish(ctx: &XdpContext, l3: &L3, verdict: u32) -> u32 {
+    if verdict != TOO_BIG {
+        return verdict;
+    }
+    let Some(s) = scratch() else {
+        return xdp_action::XDP_DROP;
+    };
+    if l3.df {
+        return icmp::too_big(ctx, l3.family, s.mtu);
+    }
+    stats::global(GlobalCounter::TooBigDrop);
+    xdp_action::XDP_DROP
+}
+
+/// Traffic not addressed to us, unless `nat` listeners exist: then a
+/// packet from one of their backends may be a reply to translate.
+#[inline(never)]
+fn not_for_us(ctx: &XdpContext, l3: &L3) -> u32 {
+    let nat = SETTINGS.get(0).is_some_and(|s| s.nat != 0);
+    // SAFETY: the flags are copied at once.
+    if nat && unsafe { DESTS.get(l3.src) }.is_some_and(|f| f & DEST_NAT_BACKEND != 0) {
+        if l3.icmp {
+            return icmp::translate(ctx, l3.family, 0, true);
+        }
+        if !l3.unsupported {
+            if let Some(l4) = parse_l4(ctx, l3) {
+                let verdict = to_client(ctx, l3, &flow_key(l3, &l4), l4.tcp_flags);
+                return finish(ctx, l3, verdict);
+            }
+        }
     }
     stats::global(GlobalCounter::NotForUs);
     xdp_action::XDP_PASS
@@ -74,19 +167,20 @@ fn now_ns() -> u64 {
 
 #[inline(always)]
 fn packet_len(ctx: &XdpContext) -> u64 {
-    (ctx.data_end() - ctx.data()) as u64
+    let (start, end) = crate::parse::bounds(ctx);
+    (end - start) as u64
 }
 
 /// Resolves the next hop, counting the outcomes that are not a route.
 #[inline(always)]
 fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr) -> Result<NextHop, u32> {
-    match fib::lookup(ctx, l3.family, src, dst, l3.proto, l3.tot_len) {
+    match fib::lookup(ctx, l3.family, src, dst) {
         Route::Via(nh) => Ok(nh),
         Route::NoNeigh => {
             stats::global(GlobalCounter::FibPass);
             Err(xdp_action::XDP_PASS)
         }
-        Route::TooBig | Route::Unreachable => {
+        Route::Unreachable => {
             stats::global(GlobalCounter::FibDrop);
             Err(xdp_action::XDP_DROP)
         }
@@ -94,111 +188,244 @@ fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr) -> Result<NextHop, u
 }
 
 /// Sends a translated packet on: to the cached or resolved next hop, or
-/// through the kernel when the neighbour is not known yet.
+/// through the kernel when the neighbour is not known yet. A packet bigger
+/// than the next hop's MTU gets `TOO_BIG` (answered with ICMP by
+/// `dispatch`, so the sender lowers its path MTU) instead of being dropped
+/// silently by the driver.
 #[inline(always)]
-fn send(ctx: &XdpContext, hop: Result<NextHop, u32>) -> u32 {
+fn send(ctx: &XdpContext, l3: &L3, hop: Result<NextHop, u32>) -> u32 {
     match hop {
-        Ok(nh) => fib::transmit(ctx, &nh),
+        Ok(nh) => {
+            if nh.mtu != 0 && l3.tot_len > nh.mtu {
+                if let Some(s) = scratch() {
+                    s.mtu = nh.mtu;
+                }
+                return TOO_BIG;
+            }
+            fib::transmit(ctx, &nh)
+        }
         Err(action) => action,
     }
 }
 
+/// The addresses a flow's packets take towards the backend.
 #[inline(always)]
-fn to_backend(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8, listener: &Listener) -> u32 {
-    let now = now_ns();
-    let bytes = packet_len(ctx);
-    let fullnat = listener.mode == MODE_FULLNAT;
-
-    if let Some(fp) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: map value pointer, valid for this program run.
-        let flow = unsafe { &mut *fp };
-        if let Some(backend) = still_valid(flow, listener, now) {
-            let src = if fullnat { flow.snat_addr } else { key.src };
-            let sport = if fullnat { flow.snat_port } else { key.sport };
-            let mut hop = Ok(flow.nh);
-            if flow.nh.ifindex == 0 || now.wrapping_sub(flow.seen_ns) > REFRESH_NS {
-                flow.seen_ns = now;
-                hop = route(ctx, l3, &src, &backend.addr);
-                flow.nh = hop.unwrap_or_default();
-            }
-            if rewrite(
-                ctx,
-                l3.family,
-                l3.proto,
-                &Rewrite {
-                    src: &src,
-                    sport,
-                    dst: &backend.addr,
-                    dport: backend.port,
-                },
-            )
-            .is_none()
-            {
-                return xdp_action::XDP_PASS;
-            }
-            stats::packet(listener.id, flow.backend_id, Dir::In, bytes, false);
-            if tcp_flags & TCP_RST != 0 {
-                // The client aborted: forget the flow now rather than
-                // holding a table entry for the idle timeout. Stray
-                // packets after it re-schedule to the same backend and
-                // source port (same hash, reverse entry reused).
-                let _ = FLOWS.remove(key);
-            }
-            return send(ctx, hop);
-        }
-    }
-
-    stats::global(GlobalCounter::FlowMiss);
-    let Some((backend_id, backend)) = schedule::pick(listener, key) else {
-        stats::drop(listener.id, Drop::NoBackend);
-        return xdp_action::XDP_DROP;
-    };
-    let (src, sport) = if fullnat {
-        match snat_bind(l3.family, key, backend_id, &backend, listener.id, now) {
-            Some(s) => s,
-            None => {
-                stats::drop(listener.id, Drop::NoPort);
-                return xdp_action::XDP_DROP;
-            }
-        }
+fn backend_side(mode: u8, key: &FlowKey, flow: &Flow) -> (Addr, u16) {
+    if mode == MODE_FULLNAT {
+        (flow.snat_addr, flow.snat_port)
     } else {
         (key.src, key.sport)
-    };
-    let hop = route(ctx, l3, &src, &backend.addr);
-    let flow = Flow {
-        seen_ns: now,
-        backend_id,
-        backend_gen: backend.generation,
-        listener_id: listener.id,
-        snat_port: if fullnat { sport } else { 0 },
-        _pad: 0,
-        snat_addr: if fullnat { src } else { [0; 4] },
-        nh: hop.unwrap_or_default(),
-    };
-    // A failed insert only costs a re-schedule on the next packet, which
-    // picks the same backend and source port.
-    let _ = FLOWS.insert(key, flow, 0);
-    if rewrite(
+    }
+}
+
+/// Rewrites towards the backend per forwarding mode (`dr`: addresses stay,
+/// only the MACs change in `send`).
+#[inline(always)]
+fn rewrite_to_backend(
+    ctx: &XdpContext,
+    l3: &L3,
+    mode: u8,
+    src: &Addr,
+    sport: u16,
+    b: &Backend,
+) -> bool {
+    if mode == MODE_DR {
+        return true;
+    }
+    rewrite(
         ctx,
         l3.family,
         l3.proto,
         &Rewrite {
-            src: &src,
+            src,
             sport,
-            dst: &backend.addr,
-            dport: backend.port,
+            dst: &b.addr,
+            dport: b.port,
         },
     )
-    .is_none()
-    {
-        return xdp_action::XDP_PASS;
-    }
-    stats::packet(listener.id, backend_id, Dir::In, bytes, true);
-    send(ctx, hop)
+    .is_some()
 }
 
-#[inline(always)]
-fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
+/// A packet of a known flow whose backend is still valid: forwarded; else
+/// `NO_FLOW`.
+#[inline(never)]
+fn established(
+    ctx: &XdpContext,
+    l3: &L3,
+    key: &FlowKey,
+    tcp_flags: u8,
+    listener: &Listener,
+) -> u32 {
+    let Some(fp) = FLOWS.get_ptr_mut(key) else {
+        return NO_FLOW;
+    };
+    // SAFETY: map value pointer, valid for this program run.
+    let flow = unsafe { &mut *fp };
+    let now = now_ns();
+    let Some(backend) = still_valid(flow, listener, now) else {
+        if flow.flags & FLOW_F_CLOSING == 0 {
+            // Expired or moved: it no longer counts for its old backend.
+            active_add(flow.backend_id, -1);
+            flow.flags |= FLOW_F_CLOSING;
+        }
+        return NO_FLOW;
+    };
+    let (src, sport) = backend_side(listener.mode, key, flow);
+    let mut hop = Ok(flow.nh);
+    if flow.nh.ifindex == 0 || now.wrapping_sub(flow.seen_ns) > REFRESH_NS {
+        flow.seen_ns = now;
+        hop = route(ctx, l3, &src, &backend.addr);
+        flow.nh = hop.unwrap_or_default();
+        if listener.persist_timeout_s != 0 {
+            persist::touch(listener, &key.src, now);
+        }
+    }
+    if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        mark_closing(flow);
+    }
+    if !rewrite_to_backend(ctx, l3, listener.mode, &src, sport, &backend) {
+        return xdp_action::XDP_PASS;
+    }
+    stats::packet(
+        listener.id,
+        flow.backend_id,
+        Dir::In,
+        packet_len(ctx),
+        false,
+    );
+    if tcp_flags & TCP_RST != 0 {
+        // The client aborted: forget the flow now rather than holding a
+        // table entry. Stray packets after it re-schedule to the same
+        // backend and source port (same hash, reverse entry reused).
+        let _ = FLOWS.remove(key);
+    }
+    send(ctx, l3, hop)
+}
+
+/// A new flow: the ACL, persistence or the scheduler pick its backend
+/// (into the scratch space). Returns `OK` or a drop.
+#[inline(never)]
+fn pick_backend(l3: &L3, key: &FlowKey, listener: &Listener) -> u32 {
+    let now = now_ns();
+    stats::global(GlobalCounter::FlowMiss);
+    let _ = l3;
+    if !acl::admits(listener, &key.src) {
+        stats::drop(listener.id, Drop::Acl);
+        return xdp_action::XDP_DROP;
+    }
+    let persisted = if listener.persist_timeout_s != 0 {
+        persist::lookup(listener, &key.src, now)
+    } else {
+        None
+    };
+    let picked = match persisted {
+        Some(p) => Some(p),
+        None => schedule::pick(listener, key),
+    };
+    let Some((backend_id, backend)) = picked else {
+        stats::drop(listener.id, Drop::NoBackend);
+        return xdp_action::XDP_DROP;
+    };
+    if listener.persist_timeout_s != 0 {
+        persist::record(listener, &key.src, backend_id, &backend, now);
+    }
+    let Some(s) = scratch() else {
+        return xdp_action::XDP_DROP;
+    };
+    s.backend_id = backend_id;
+    s.backend = backend;
+    OK
+}
+
+/// The source towards the picked backend: a FULLNAT address and port, or
+/// the client's own (`nat`, `dr`), with the reverse entry replies need.
+#[inline(never)]
+fn bind_source(l3: &L3, key: &FlowKey, listener: &Listener) -> u32 {
+    let now = now_ns();
+    let Some(s) = scratch() else {
+        return xdp_action::XDP_DROP;
+    };
+    let (backend_id, backend) = (s.backend_id, s.backend);
+    let (src, sport, flags) = match listener.mode {
+        MODE_FULLNAT => match snat_bind(&SnatRequest {
+            family: l3.family,
+            key,
+            backend_id,
+            backend: &backend,
+            listener_id: listener.id,
+            now,
+        }) {
+            Some((a, p)) => (a, p, 0),
+            None => {
+                stats::drop(listener.id, Drop::NoPort);
+                return xdp_action::XDP_DROP;
+            }
+        },
+        MODE_NAT => {
+            nat_bind(key, backend_id, &backend, listener.id, now);
+            (key.src, key.sport, FLOW_F_NAT)
+        }
+        _ => (key.src, key.sport, FLOW_F_DR),
+    };
+    let Some(s) = scratch() else {
+        return xdp_action::XDP_DROP;
+    };
+    s.src = src;
+    s.sport = sport;
+    s.flow_flags = flags;
+    OK
+}
+
+/// Records the new flow and forwards its first packet.
+#[inline(never)]
+fn commit_flow(
+    ctx: &XdpContext,
+    l3: &L3,
+    key: &FlowKey,
+    tcp_flags: u8,
+    listener: &Listener,
+) -> u32 {
+    let now = now_ns();
+    let Some(s) = scratch() else {
+        return xdp_action::XDP_DROP;
+    };
+    let (backend_id, src, sport) = (s.backend_id, s.src, s.sport);
+    let backend_addr = s.backend.addr;
+    let hop = route(ctx, l3, &src, &backend_addr);
+    let Some(s) = scratch() else {
+        return xdp_action::XDP_DROP;
+    };
+    let fullnat = listener.mode == MODE_FULLNAT;
+    s.flow = Flow {
+        seen_ns: now,
+        backend_id,
+        backend_gen: s.backend.generation,
+        listener_id: listener.id,
+        snat_port: if fullnat { sport } else { 0 },
+        flags: s.flow_flags,
+        snat_addr: if fullnat { src } else { [0; 4] },
+        nh: hop.unwrap_or_default(),
+        _pad2: 0,
+    };
+    active_add(backend_id, 1);
+    if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        mark_closing(&mut s.flow);
+    }
+    // A failed insert only costs a re-schedule on the next packet, which
+    // picks the same backend and source port.
+    let _ = FLOWS.insert(key, &s.flow, 0);
+    let backend = s.backend;
+    if !rewrite_to_backend(ctx, l3, listener.mode, &src, sport, &backend) {
+        return xdp_action::XDP_PASS;
+    }
+    stats::packet(listener.id, backend_id, Dir::In, packet_len(ctx), true);
+    send(ctx, l3, hop)
+}
+
+/// A reply from a backend (`fullnat`: to a FULLNAT address; `nat`: to the
+/// client), translated back to come from the VIP.
+#[inline(never)]
+fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8) -> u32 {
     let Some(rp) = REVERSE.get_ptr_mut(key) else {
         stats::global(GlobalCounter::NotForUs);
         return xdp_action::XDP_PASS;
@@ -213,23 +440,20 @@ fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
         hop = route(ctx, l3, &rev.vip, &rev.client);
         rev.nh = hop.unwrap_or_default();
     }
+    if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        mark_closing_from_reply(rev, l3.proto);
+    }
     let vip = rev.vip;
     let client = rev.client;
-    if rewrite(
-        ctx,
-        l3.family,
-        l3.proto,
-        &Rewrite {
-            src: &vip,
-            sport: rev.vip_port,
-            dst: &client,
-            dport: rev.client_port,
-        },
-    )
-    .is_none()
-    {
+    let to = Rewrite {
+        src: &vip,
+        sport: rev.vip_port,
+        dst: &client,
+        dport: rev.client_port,
+    };
+    if rewrite(ctx, l3.family, l3.proto, &to).is_none() {
         return xdp_action::XDP_PASS;
     }
     stats::packet(rev.listener_id, rev.backend_id, Dir::Out, bytes, false);
-    send(ctx, hop)
+    send(ctx, l3, hop)
 }

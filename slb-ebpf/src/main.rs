@@ -1,13 +1,25 @@
 //! SLB's XDP program. Entry points only; see the modules for each concern.
 #![no_std]
 #![no_main]
+// Atomic add on map values (`flow::active_add`): the bpf target has the
+// instruction but no `AtomicU32` type.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+// Map keys and values are passed by reference on purpose: passing them by
+// value (as this lint suggests for `impl Borrow<K>` arguments) copies them
+// onto the 512-byte stack, out of the per-CPU scratch space they live in.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
+mod acl;
+mod bytes;
 mod fib;
 mod flow;
 mod forward;
+mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod persist;
 mod schedule;
 mod stats;
 

@@ -3,12 +3,13 @@
 //! keep the object loadable on its own (tests).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use slb_common::{
     limits::{MAX_BACKENDS, MAX_DEVICES, MAX_LISTENERS, MAX_SNAT_ADDRS, RINGS_PER_LISTENER},
     stats::GLOBAL_COUNTERS,
-    Addr, Backend, Flow, FlowKey, Listener, Reverse, SnatPool, Stats, VipKey,
+    AclKey, Addr, Backend, Flow, FlowKey, Listener, Persist, PersistKey, Reverse, Settings,
+    SnatPool, Stats, VipKey,
 };
 
 /// Destination addresses the program acts on (`DEST_*` flags): VIPs and
@@ -70,3 +71,56 @@ pub static VERSION: Array<u32> = Array::pinned(1, 0);
 /// Per-CPU position of each listener in its WRR sequence.
 #[map]
 pub static WRR_POS: PerCpuArray<u32> = PerCpuArray::pinned(MAX_LISTENERS, 0);
+
+/// Flows currently counted active per backend id (`wlc`): incremented when
+/// a flow is scheduled, decremented at its FIN/RST; the agent rewrites the
+/// true counts from the connection table every few seconds (flows that
+/// just went idle decrement nothing here).
+#[map]
+pub static ACTIVE: Array<u32> = Array::pinned(MAX_BACKENDS, 0);
+
+/// Source-IP persistence: (listener, client address) → backend (size set
+/// by the agent).
+#[map]
+pub static PERSIST: LruHashMap<PersistKey, Persist> = LruHashMap::pinned(65536, 0);
+
+/// Per-listener allow/deny lists.
+#[map]
+pub static ACL: LpmTrie<AclKey, u32> = LpmTrie::pinned(65536, 0);
+
+/// Element 0: program-wide switches.
+#[map]
+pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+
+/// Per-CPU scratch space for values too big for the 512-byte BPF stack
+/// (the verifier sums the frames of a whole call chain). XDP runs to
+/// completion on its CPU, and each field has one user at a time.
+#[repr(C)]
+pub struct Scratch {
+    pub fib: aya_ebpf::bindings::bpf_fib_lookup,
+    pub flow: Flow,
+    pub rev: Reverse,
+    pub rkey: FlowKey,
+    /// The backend picked for a new flow and the source towards it.
+    pub backend: Backend,
+    pub backend_id: u32,
+    pub src: Addr,
+    pub sport: u16,
+    pub flow_flags: u16,
+    /// MTU of the next hop a packet was too big for (`forward::TOO_BIG`).
+    pub mtu: u16,
+    pub _pad: u16,
+    /// An ICMP error being translated (`icmp::translate`).
+    pub icmp: crate::icmp::IcmpPlan,
+    pub buf: [u8; 160],
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The scratch space of this CPU.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: per-CPU value, valid for this program run; see `Scratch`.
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}

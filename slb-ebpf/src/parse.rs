@@ -5,6 +5,7 @@
 //! UDP directly. So every header sits at a constant offset, which keeps the
 //! verifier's job (and ours) simple. Anything else addressed to a VIP is
 //! handed to the kernel unchanged.
+use crate::bytes::{ld128, ld16, ld32};
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
 use network_types::{
@@ -21,11 +22,25 @@ pub const V6_L4: usize = ETH_LEN + size_of::<Ipv6Hdr>();
 const ETH_P_IP: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
 
+/// `data` and `data_end` of the frame, read with volatile loads: the
+/// verifier only accepts packet pointers loaded from the context itself,
+/// and plain loads let LLVM hoist them into a caller and pass them as
+/// (zero-extended, hence rejected) arguments.
+#[inline(always)]
+pub fn bounds(ctx: &XdpContext) -> (usize, usize) {
+    // SAFETY: `ctx.ctx` is the program's context pointer.
+    unsafe {
+        (
+            core::ptr::read_volatile(&(*ctx.ctx).data) as usize,
+            core::ptr::read_volatile(&(*ctx.ctx).data_end) as usize,
+        )
+    }
+}
+
 /// A pointer to a `T` at `off` bytes into the packet, if it fits.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+    let (start, end) = bounds(ctx);
     if start + off + size_of::<T>() > end {
         return None;
     }
@@ -50,7 +65,16 @@ pub struct L3 {
     /// IPv4 options, or an IPv6 extension header before the transport
     /// header.
     pub unsupported: bool,
+    /// An ICMP/ICMPv6 packet at the fast-path offset (no options, not a
+    /// fragment): possibly an error about a translated flow.
+    pub icmp: bool,
+    /// IPv4 "don't fragment" (always true for IPv6, which routers never
+    /// fragment).
+    pub df: bool,
 }
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
 
 pub enum Parsed {
     Ip(L3),
@@ -60,11 +84,24 @@ pub enum Parsed {
     Malformed,
 }
 
-#[inline(always)]
-fn read_addr16(p: *const [u8; 16]) -> Addr {
-    // SAFETY: the caller checked that 16 bytes are inside the packet.
-    unsafe { core::ptr::read_unaligned(p as *const [u32; 4]) }
+/// `parse_l3` into `out` (`true`: an IP packet). Not inlined: the parse's
+/// temporaries live in a frame that is gone before the rest of the path
+/// runs (the verifier limits the stack of a whole call chain).
+#[inline(never)]
+pub fn parse_into(ctx: &XdpContext, out: &mut L3) -> u32 {
+    match parse_l3(ctx) {
+        Parsed::Ip(l3) => {
+            *out = l3;
+            PARSED_IP
+        }
+        Parsed::Other => PARSED_OTHER,
+        Parsed::Malformed => PARSED_MALFORMED,
+    }
 }
+
+pub const PARSED_IP: u32 = 0;
+pub const PARSED_OTHER: u32 = 1;
+pub const PARSED_MALFORMED: u32 = 2;
 
 #[inline(always)]
 pub fn parse_l3(ctx: &XdpContext) -> Parsed {
@@ -85,15 +122,16 @@ pub fn parse_l3(ctx: &XdpContext) -> Parsed {
         let frags = u16::from_be_bytes(ip.frags);
         // More-fragments flag or a non-zero offset.
         let fragment = frags & 0x3fff != 0;
+        let plain = !fragment && ip.ihl() == 20;
         Parsed::Ip(L3 {
             family: Family::V4,
-            src: v4_mapped(u32::from_ne_bytes(ip.src_addr)),
-            dst: v4_mapped(u32::from_ne_bytes(ip.dst_addr)),
+            src: v4_mapped(ld32(ip.src_addr.as_ptr())),
+            dst: v4_mapped(ld32(ip.dst_addr.as_ptr())),
             proto: ip.proto,
             tot_len: u16::from_be_bytes(ip.tot_len),
-            unsupported: fragment
-                || ip.ihl() != 20
-                || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP),
+            unsupported: !plain || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP),
+            icmp: plain && ip.proto == PROTO_ICMP,
+            df: frags & 0x4000 != 0,
         })
     } else if ether_type == ETH_P_IPV6 {
         let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) else {
@@ -104,11 +142,13 @@ pub fn parse_l3(ctx: &XdpContext) -> Parsed {
         let next = ip.next_hdr;
         Parsed::Ip(L3 {
             family: Family::V6,
-            src: read_addr16(&ip.src_addr),
-            dst: read_addr16(&ip.dst_addr),
+            src: ld128(ip.src_addr.as_ptr()),
+            dst: ld128(ip.dst_addr.as_ptr()),
             proto: next,
             tot_len: u16::from_be_bytes(ip.payload_len).saturating_add(size_of::<Ipv6Hdr>() as u16),
             unsupported: next != PROTO_TCP && next != PROTO_UDP,
+            icmp: next == PROTO_ICMPV6,
+            df: true,
         })
     } else {
         Parsed::Other
@@ -123,6 +163,7 @@ pub struct L4 {
     pub tcp_flags: u8,
 }
 
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_RST: u8 = 0x04;
 
 #[inline(always)]
@@ -144,8 +185,8 @@ pub fn parse_l4(ctx: &XdpContext, l3: &L3) -> Option<L4> {
         // SAFETY: byte 13 lies inside the 20-byte TCP header checked above.
         let tcp_flags = unsafe { *flags_ptr };
         Some(L4 {
-            sport: u16::from_ne_bytes(tcp.source),
-            dport: u16::from_ne_bytes(tcp.dest),
+            sport: ld16(tcp.source.as_ptr()),
+            dport: ld16(tcp.dest.as_ptr()),
             tcp_flags,
         })
     } else if l3.proto == PROTO_UDP {
@@ -153,8 +194,8 @@ pub fn parse_l4(ctx: &XdpContext, l3: &L3) -> Option<L4> {
         // SAFETY: bounds checked by `ptr_at`.
         let udp = unsafe { &*udp };
         Some(L4 {
-            sport: u16::from_ne_bytes(udp.src),
-            dport: u16::from_ne_bytes(udp.dst),
+            sport: ld16(udp.src.as_ptr()),
+            dport: ld16(udp.dst.as_ptr()),
             tcp_flags: 0,
         })
     } else {

@@ -1,8 +1,8 @@
 //! Picking a backend for a new flow from the listener's lookup table.
-use crate::maps::{BACKENDS, RING, WRR_POS};
+use crate::maps::{ACTIVE, BACKENDS, RING, WRR_POS};
 use slb_common::{
     hash::{addr_hash, flow_hash},
-    limits::NO_BACKEND,
+    limits::{MAX_WLC_BACKENDS, NO_BACKEND},
     listener::{SCHED_SH, SCHED_WLC, SCHED_WRR},
     Backend, FlowKey, Listener,
 };
@@ -13,7 +13,7 @@ use slb_common::{
 #[inline(always)]
 fn slot(listener: &Listener, key: &FlowKey) -> Option<u32> {
     let n = match listener.scheduler {
-        SCHED_WRR | SCHED_WLC => {
+        SCHED_WRR => {
             let pos = WRR_POS.get_ptr_mut(listener.id)?;
             // SAFETY: per-CPU slot; only this CPU touches it while we run.
             unsafe {
@@ -28,11 +28,46 @@ fn slot(listener: &Listener, key: &FlowKey) -> Option<u32> {
     Some(n % listener.ring_size)
 }
 
+/// Weighted least connections: the live backend with the fewest active
+/// flows per unit of weight (`a/wa < b/wb` compared as `a·wb < b·wa`). The
+/// table holds each live backend once; ties go to the earlier one.
+#[inline(never)]
+fn least_loaded(listener: &Listener) -> Option<(u32, Backend)> {
+    // Plain initialised locals (no Option in the loop): the verifier
+    // rejects spills of registers it cannot prove were written.
+    let mut best_id = NO_BACKEND;
+    let mut best_active: u64 = 0;
+    let mut best_weight: u64 = 0;
+    for i in 0..MAX_WLC_BACKENDS {
+        if i >= listener.ring_size {
+            break;
+        }
+        let Some(&id) = RING.get(listener.ring_base + i) else {
+            break;
+        };
+        let Some(b) = BACKENDS.get(id) else { continue };
+        let active = ACTIVE.get(id).copied().unwrap_or(0) as u64;
+        let weight = b.weight as u64;
+        if best_id == NO_BACKEND || active * best_weight < best_active * weight {
+            best_id = id;
+            best_active = active;
+            best_weight = weight;
+        }
+    }
+    if best_id == NO_BACKEND {
+        return None;
+    }
+    Some((best_id, *BACKENDS.get(best_id)?))
+}
+
 /// The backend for a new flow, or `None` when the listener has none up.
 #[inline(always)]
 pub fn pick(listener: &Listener, key: &FlowKey) -> Option<(u32, Backend)> {
     if listener.live_backends == 0 || listener.ring_size == 0 {
         return None;
+    }
+    if listener.scheduler == SCHED_WLC {
+        return least_loaded(listener);
     }
     let id = *RING.get(listener.ring_base + slot(listener, key)?)?;
     if id == NO_BACKEND {

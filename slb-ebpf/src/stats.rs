@@ -53,6 +53,7 @@ pub fn packet(listener_id: u32, backend_id: u32, dir: Dir, bytes: u64, new_conn:
 pub enum Drop {
     NoBackend,
     NoPort,
+    Acl,
 }
 
 #[inline(always)]
@@ -60,6 +61,7 @@ pub fn drop(listener_id: u32, why: Drop) {
     with(&LISTENER_STATS, listener_id, |s| match why {
         Drop::NoBackend => s.drop_no_backend += 1,
         Drop::NoPort => s.drop_no_port += 1,
+        Drop::Acl => s.drop_acl += 1,
     });
     if let Drop::NoBackend = why {
         global(GlobalCounter::NoBackend);

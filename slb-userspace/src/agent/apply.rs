@@ -64,6 +64,8 @@ impl Applier {
 
     pub fn apply(&mut self, dp: &mut Dataplane, plan: &Plan) -> Result<(), DataplaneError> {
         dp.set_snat_pool(&plan.snat_v4, &plan.snat_v6)?;
+        // ACL entries before the listener entries that turn checking on.
+        dp.sync_acl(&plan.acl)?;
         let ring_size = dp.ring_size();
         for l in &plan.listeners {
             for b in &l.backends {
@@ -94,6 +96,7 @@ impl Applier {
                 }
             }
         }
-        dp.sync_dests(&plan.dests)
+        dp.sync_dests(&plan.dests)?;
+        dp.set_settings(&plan.settings)
     }
 }

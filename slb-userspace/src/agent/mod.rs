@@ -190,8 +190,10 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut transitions = transitions;
+    let mut active_refresh = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         tokio::select! {
+            _ = active_refresh.tick() => st.refresh_active(),
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => { st.reload().await; }

@@ -112,6 +112,34 @@ impl Running {
         Ok(())
     }
 
+    /// Rewrites the active-flow counts `wlc` reads from the connection
+    /// table: the program counts flows in at scheduling and out at FIN/RST,
+    /// but flows that just go idle are only noticed here. Walks the table,
+    /// so only done when a `wlc` listener exists.
+    pub fn refresh_active(&mut self) {
+        let wlc = self
+            .cfg
+            .l4_listeners()
+            .any(|l| l.scheduler == crate::config::Scheduler::Wlc);
+        let Some((dp, applier)) = self.dataplane.as_mut().filter(|_| wlc) else {
+            return;
+        };
+        let idle: std::collections::BTreeMap<u32, u64> = self
+            .cfg
+            .l4_listeners()
+            .filter_map(|l| {
+                Some((
+                    applier.ids.listener(&l.name)?,
+                    l.idle_timeout.as_nanos() as u64,
+                ))
+            })
+            .collect();
+        let counts = dp.active_flows(|id| idle.get(&id).copied());
+        if let Err(e) = dp.set_active(&counts, applier.ids.backend_ids()) {
+            warn!("refreshing active-flow counts: {e}");
+        }
+    }
+
     /// Attaches the XDP program to the configured interfaces (`slb run`).
     pub fn attach(&mut self, mode: AttachMode) -> Result<(), DataplaneError> {
         if let Some((dp, _)) = self.dataplane.as_mut() {

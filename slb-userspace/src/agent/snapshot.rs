@@ -146,6 +146,9 @@ pub fn build(
             fib_pass: g.fib_pass,
             fib_drop: g.fib_drop,
             unsupported: g.unsupported,
+            icmp_translated: g.icmp_translated,
+            icmp_too_big: g.icmp_too_big,
+            too_big_drops: g.too_big_drops,
         };
         flows = dp.flow_entries().0 as u64;
     }

@@ -12,6 +12,9 @@ pub struct Counters {
     pub fib_pass: u64,
     pub fib_drop: u64,
     pub unsupported: u64,
+    pub icmp_translated: u64,
+    pub icmp_too_big: u64,
+    pub too_big_drops: u64,
 }
 
 fn add(a: &mut Stats, b: &Stats) {
@@ -64,6 +67,9 @@ impl Dataplane {
             fib_pass: at(GlobalCounter::FibPass),
             fib_drop: at(GlobalCounter::FibDrop),
             unsupported: at(GlobalCounter::Unsupported),
+            icmp_translated: at(GlobalCounter::IcmpTranslated),
+            icmp_too_big: at(GlobalCounter::IcmpTooBig),
+            too_big_drops: at(GlobalCounter::TooBigDrop),
         })
     }
 }
@@ -84,9 +90,10 @@ fn monotonic_coarse_ns() -> u64 {
 }
 
 impl Dataplane {
-    /// Live flows per backend id: entries whose backend slot still holds the
-    /// backend they were scheduled to and that were seen within their
-    /// listener's idle timeout (`idle_ns(listener_id)`). Walks the table:
+    /// Live flows per backend id: entries not closing (no FIN/RST seen)
+    /// whose backend slot still holds the backend they were scheduled to
+    /// and that were seen within their listener's idle timeout
+    /// (`idle_ns(listener_id)`). Walks the table:
     /// for status and metrics, not per packet.
     pub fn active_flows(
         &self,
@@ -96,6 +103,9 @@ impl Dataplane {
         let mut generations = std::collections::BTreeMap::new();
         let mut out = std::collections::BTreeMap::new();
         for (_, flow) in self.flows.iter().filter_map(Result::ok) {
+            if flow.flags & slb_common::flow::FLOW_F_CLOSING != 0 {
+                continue;
+            }
             let Some(idle) = idle_ns(flow.listener_id) else {
                 continue;
             };

@@ -1,18 +1,18 @@
 //! Loading the object with pinned maps, adopting compatible pinned state.
 use super::{bpffs, map_err, object, DataplaneError};
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, MapInfo, PerCpuArray},
+    maps::{lpm_trie::LpmTrie, Array, DevMapHash, HashMap, MapData, MapInfo, PerCpuArray},
     programs::Xdp,
     Ebpf, EbpfLoader,
 };
 use slb_common::{
     limits::{LAYOUT_VERSION, MAX_LISTENERS, RINGS_PER_LISTENER},
-    Addr, Backend, Flow, FlowKey, Listener, Reverse, SnatPool, Stats, VipKey,
+    AclKey, Addr, Backend, Flow, FlowKey, Listener, Reverse, Settings, SnatPool, Stats, VipKey,
 };
 use std::path::{Path, PathBuf};
 
 /// Every map of the object (each pinned under its name).
-const MAP_NAMES: [&str; 15] = [
+const MAP_NAMES: [&str; 19] = [
     "DESTS",
     "LISTENERS",
     "RING",
@@ -28,6 +28,10 @@ const MAP_NAMES: [&str; 15] = [
     "GLOBAL_STATS",
     "VERSION",
     "WRR_POS",
+    "ACTIVE",
+    "PERSIST",
+    "ACL",
+    "SETTINGS",
 ];
 
 /// Sizes fixed at load time, from the `[agent]` section.
@@ -60,6 +64,9 @@ pub struct Dataplane {
     pub(super) listener_stats: PerCpuArray<MapData, Stats>,
     pub(super) backend_stats: PerCpuArray<MapData, Stats>,
     pub(super) global_stats: PerCpuArray<MapData, u64>,
+    pub(super) active: Array<MapData, u32>,
+    pub(super) acl: LpmTrie<MapData, AclKey, u32>,
+    pub(super) settings: Array<MapData, Settings>,
     pub(super) links: Vec<super::attach::Link>,
 }
 
@@ -107,12 +114,14 @@ impl Dataplane {
         let ring_entries = MAX_LISTENERS * RINGS_PER_LISTENER * opts.ring_size;
         let adopted = check_pinned(&opts.pin_dir, "FLOWS", opts.flow_table_size)?;
         check_pinned(&opts.pin_dir, "REVERSE", opts.flow_table_size)?;
+        check_pinned(&opts.pin_dir, "PERSIST", opts.flow_table_size)?;
         check_pinned(&opts.pin_dir, "RING", ring_entries)?;
 
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&opts.pin_dir)
             .map_max_entries("FLOWS", opts.flow_table_size)
             .map_max_entries("REVERSE", opts.flow_table_size)
+            .map_max_entries("PERSIST", opts.flow_table_size)
             .map_max_entries("RING", ring_entries)
             .load(bytes)?;
 
@@ -156,6 +165,9 @@ impl Dataplane {
             listener_stats: take(&mut ebpf, "LISTENER_STATS")?,
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
+            active: take(&mut ebpf, "ACTIVE")?,
+            acl: take(&mut ebpf, "ACL")?,
+            settings: take(&mut ebpf, "SETTINGS")?,
             links: Vec::new(),
             ebpf,
             pin_dir: opts.pin_dir.clone(),

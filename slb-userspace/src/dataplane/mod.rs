@@ -10,6 +10,7 @@ mod tables;
 pub use attach::{AttachMode, Attachment};
 pub use counters::Counters;
 pub use load::{Dataplane, DataplaneOptions};
+pub use tables::AclEntry;
 
 use std::path::PathBuf;
 

@@ -1,8 +1,10 @@
 //! Typed writes of the configuration maps.
 use super::{map_err, Dataplane, DataplaneError};
+use aya::maps::lpm_trie::Key;
 use aya::maps::MapError;
 use slb_common::{limits::MAX_SNAT_ADDRS, Addr, Backend, Listener, SnatPool, VipKey};
-use std::collections::BTreeMap;
+use slb_common::{AclKey, Settings};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A missing key on delete is not an error: the goal (absent) is reached.
 fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
@@ -110,5 +112,65 @@ impl Dataplane {
             v6_count: v6.len() as u32,
         };
         self.snat_pool.set(0, pool, 0).map_err(map_err("SNAT_POOL"))
+    }
+}
+
+/// One ACL entry: listener id, prefix length of the address (0..=128 on
+/// the IPv4-mapped form), address.
+pub type AclEntry = (u32, u32, Addr);
+
+impl Dataplane {
+    pub fn set_settings(&mut self, s: &Settings) -> Result<(), DataplaneError> {
+        if self.settings.get(&0, 0).ok().as_ref() == Some(s) {
+            return Ok(());
+        }
+        self.settings.set(0, s, 0).map_err(map_err("SETTINGS"))
+    }
+
+    /// Makes the ACL trie hold exactly `desired`. New entries go in before
+    /// stale ones leave, so an allow-list never passes through empty.
+    pub fn sync_acl(&mut self, desired: &BTreeSet<AclEntry>) -> Result<(), DataplaneError> {
+        let key = |(listener, len, addr): &AclEntry| {
+            Key::new(
+                32 + len,
+                AclKey {
+                    listener_id_be: listener.to_be(),
+                    addr: *addr,
+                },
+            )
+        };
+        let present: BTreeSet<AclEntry> = self
+            .acl
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| {
+                let d = k.data();
+                (u32::from_be(d.listener_id_be), k.prefix_len() - 32, d.addr)
+            })
+            .collect();
+        for e in desired.difference(&present) {
+            self.acl.insert(&key(e), 1, 0).map_err(map_err("ACL"))?;
+        }
+        for e in present.difference(desired) {
+            ignore_missing(self.acl.remove(&key(e))).map_err(map_err("ACL"))?;
+        }
+        Ok(())
+    }
+
+    /// Overwrites the active-flow counts the `wlc` scheduler reads.
+    pub fn set_active(
+        &mut self,
+        counts: &BTreeMap<u32, u64>,
+        ids: impl Iterator<Item = u32>,
+    ) -> Result<(), DataplaneError> {
+        for id in ids {
+            let n = counts
+                .get(&id)
+                .copied()
+                .unwrap_or(0)
+                .min(u64::from(u32::MAX)) as u32;
+            self.active.set(id, n, 0).map_err(map_err("ACTIVE"))?;
+        }
+        Ok(())
     }
 }

@@ -147,6 +147,9 @@ impl Collector for SnapshotCollector {
             (vec![("reason", "via_kernel_no_neighbour")], g.fib_pass),
             (vec![("reason", "no_route")], g.fib_drop),
             (vec![("reason", "unsupported")], g.unsupported),
+            (vec![("reason", "icmp_translated")], g.icmp_translated),
+            (vec![("reason", "icmp_too_big_sent")], g.icmp_too_big),
+            (vec![("reason", "too_big_dropped")], g.too_big_drops),
         ];
         family(
             &mut enc,

@@ -75,6 +75,11 @@ impl Ids {
         self.listeners.get(name).copied()
     }
 
+    /// Every backend id in use.
+    pub fn backend_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.backends.values().copied()
+    }
+
     pub fn backend(&self, key: &BackendKey) -> Option<(u32, u32)> {
         let id = *self.backends.get(key)?;
         Some((id, self.generations.get(&id).copied().unwrap_or(1)))

@@ -3,15 +3,17 @@ use super::{
     ids::{BackendKey, IdError, Ids},
     tables::{self, Candidate},
 };
-use crate::config::{Config, Forwarding, Protocol, Scheduler};
+use crate::config::{AclMode, Config, Forwarding, Protocol, Scheduler};
+use crate::dataplane::AclEntry;
 use crate::sched::SchedError;
+use ipnet::IpNet;
 use slb_common::{
     addr::to_addr,
     listener::{
-        BACKEND_F_DOWN, DEST_SNAT, DEST_VIP, MODE_DR, MODE_FULLNAT, MODE_NAT, SCHED_MAGLEV,
-        SCHED_SH, SCHED_WLC, SCHED_WRR,
+        ACL_ALLOW, ACL_DENY, ACL_NONE, BACKEND_F_DOWN, DEST_NAT_BACKEND, DEST_SNAT, DEST_VIP,
+        MODE_DR, MODE_FULLNAT, MODE_NAT, SCHED_MAGLEV, SCHED_SH, SCHED_WLC, SCHED_WRR,
     },
-    Addr, Backend, Listener, VipKey, PROTO_TCP, PROTO_UDP,
+    Addr, Backend, Listener, Settings, VipKey, PROTO_TCP, PROTO_UDP,
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -56,6 +58,19 @@ pub struct Plan {
     pub dests: BTreeMap<Addr, u32>,
     pub snat_v4: Vec<Addr>,
     pub snat_v6: Vec<Addr>,
+    pub settings: Settings,
+    /// ACL entries of every listener with an ACL.
+    pub acl: BTreeSet<AclEntry>,
+}
+
+/// The ACL trie entry of a CIDR: prefix length and network on the
+/// IPv4-mapped form (an IPv4 /n is a /96+n).
+pub fn acl_entry(listener_id: u32, net: &IpNet) -> AclEntry {
+    let len = match net {
+        IpNet::V4(n) => 96 + u32::from(n.prefix_len()),
+        IpNet::V6(n) => u32::from(n.prefix_len()),
+    };
+    (listener_id, len, to_addr(net.network()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +175,7 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
                     _pad: 0,
                     listener_id: id,
                     generation,
+                    weight: b.weight,
                 },
                 key,
                 id: bid,
@@ -174,6 +190,23 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
             })?;
         let key = vip_key(l);
         *out.dests.entry(key.addr).or_insert(0) |= DEST_VIP;
+        if l.forwarding == Some(Forwarding::Nat) {
+            // Replies come from the backends to the clients' addresses.
+            out.settings.nat = 1;
+            for b in &l.backends {
+                *out.dests.entry(to_addr(b.address)).or_insert(0) |= DEST_NAT_BACKEND;
+            }
+        }
+        let acl = match &l.acl {
+            Some(a) => {
+                out.acl.extend(a.cidrs.iter().map(|n| acl_entry(id, n)));
+                match a.mode {
+                    AclMode::Allow => ACL_ALLOW,
+                    AclMode::Deny => ACL_DENY,
+                }
+            }
+            None => ACL_NONE,
+        };
         out.listeners.push(ListenerPlan {
             name: l.name.clone(),
             id,
@@ -187,7 +220,8 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
                 live_backends: live.len() as u32,
                 mode: mode(l.forwarding),
                 scheduler: scheduler(l.scheduler),
-                _pad: [0; 6],
+                acl,
+                _pad: [0; 5],
             },
             table,
             backends,

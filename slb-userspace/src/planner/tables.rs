@@ -11,7 +11,9 @@ pub struct Candidate {
 
 /// The table the XDP program indexes for new flows: Maglev (`maglev`, and
 /// `sh` with a source-address hash) has exactly `ring_size` slots; `wrr`
-/// is one period of the smooth weighted sequence (at most `ring_size`).
+/// is one period of the smooth weighted sequence (at most `ring_size`);
+/// `wlc` lists each live backend once (the program compares their active
+/// flows per weight).
 pub fn build(
     scheduler: Scheduler,
     live: &[Candidate],
@@ -29,9 +31,10 @@ pub fn build(
                 .collect();
             maglev::build(&backends, ring_size)
         }
-        Scheduler::Wrr | Scheduler::Wlc => {
+        Scheduler::Wrr => {
             let pairs: Vec<(u32, u32)> = live.iter().map(|c| (c.id, c.weight)).collect();
             Ok(wrr::build(&pairs, ring_size))
         }
+        Scheduler::Wlc => Ok(live.iter().map(|c| c.id).collect()),
     }
 }

@@ -76,6 +76,9 @@ pub struct GlobalCounters {
     pub fib_pass: u64,
     pub fib_drop: u64,
     pub unsupported: u64,
+    pub icmp_translated: u64,
+    pub icmp_too_big: u64,
+    pub too_big_drops: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -70,8 +70,17 @@ pub fn render_table(s: &Snapshot) -> String {
     let g = &s.global;
     let _ = writeln!(
         out,
-        "global: not for us {}, parse errors {}, no backend {}, flow misses {}, via kernel (no neighbour) {}, no route {}, unsupported {}",
-        g.not_for_us, g.parse_errors, g.no_backend, g.flow_misses, g.fib_pass, g.fib_drop, g.unsupported
+        "global: not for us {}, parse errors {}, no backend {}, flow misses {}, via kernel (no neighbour) {}, no route {}, unsupported {}, ICMP translated {}, too big: answered {} dropped {}",
+        g.not_for_us,
+        g.parse_errors,
+        g.no_backend,
+        g.flow_misses,
+        g.fib_pass,
+        g.fib_drop,
+        g.unsupported,
+        g.icmp_translated,
+        g.icmp_too_big,
+        g.too_big_drops
     );
     out
 }
