@@ -187,23 +187,29 @@ fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr) -> Result<NextHop, u
     }
 }
 
-/// Sends a translated packet on: to the cached or resolved next hop, or
-/// through the kernel when the neighbour is not known yet. A packet bigger
-/// than the next hop's MTU gets `TOO_BIG` (answered with ICMP by
-/// `dispatch`, so the sender lowers its path MTU) instead of being dropped
-/// silently by the driver.
+/// `TOO_BIG` when the packet exceeds the next hop's MTU: checked before
+/// any rewrite, so `dispatch` answers with ICMP quoting the packet as its
+/// sender sent it (the sender lowers its path MTU) instead of the driver
+/// dropping it silently.
 #[inline(always)]
-fn send(ctx: &XdpContext, l3: &L3, hop: Result<NextHop, u32>) -> u32 {
+fn too_big(l3: &L3, hop: &Result<NextHop, u32>) -> bool {
     match hop {
-        Ok(nh) => {
-            if nh.mtu != 0 && l3.tot_len > nh.mtu {
-                if let Some(s) = scratch() {
-                    s.mtu = nh.mtu;
-                }
-                return TOO_BIG;
+        Ok(nh) if nh.mtu != 0 && l3.tot_len > nh.mtu => {
+            if let Some(s) = scratch() {
+                s.mtu = nh.mtu;
             }
-            fib::transmit(ctx, &nh)
+            true
         }
+        _ => false,
+    }
+}
+
+/// Sends a translated packet on: to the cached or resolved next hop, or
+/// through the kernel when the neighbour is not known yet.
+#[inline(always)]
+fn send(ctx: &XdpContext, hop: Result<NextHop, u32>) -> u32 {
+    match hop {
+        Ok(nh) => fib::transmit(ctx, &nh),
         Err(action) => action,
     }
 }
@@ -280,6 +286,9 @@ fn established(
             persist::touch(listener, &key.src, now);
         }
     }
+    if too_big(l3, &hop) {
+        return TOO_BIG;
+    }
     if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         mark_closing(flow);
     }
@@ -299,7 +308,7 @@ fn established(
         // backend and source port (same hash, reverse entry reused).
         let _ = FLOWS.remove(key);
     }
-    send(ctx, l3, hop)
+    send(ctx, hop)
 }
 
 /// A new flow: the ACL, persistence or the scheduler pick its backend
@@ -415,11 +424,14 @@ fn commit_flow(
     // picks the same backend and source port.
     let _ = FLOWS.insert(key, &s.flow, 0);
     let backend = s.backend;
+    if too_big(l3, &hop) {
+        return TOO_BIG;
+    }
     if !rewrite_to_backend(ctx, l3, listener.mode, &src, sport, &backend) {
         return xdp_action::XDP_PASS;
     }
     stats::packet(listener.id, backend_id, Dir::In, packet_len(ctx), true);
-    send(ctx, l3, hop)
+    send(ctx, hop)
 }
 
 /// A reply from a backend (`fullnat`: to a FULLNAT address; `nat`: to the
@@ -440,6 +452,9 @@ fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8) -> u32 {
         hop = route(ctx, l3, &rev.vip, &rev.client);
         rev.nh = hop.unwrap_or_default();
     }
+    if too_big(l3, &hop) {
+        return TOO_BIG;
+    }
     if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         mark_closing_from_reply(rev, l3.proto);
     }
@@ -455,5 +470,5 @@ fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8) -> u32 {
         return xdp_action::XDP_PASS;
     }
     stats::packet(rev.listener_id, rev.backend_id, Dir::Out, bytes, false);
-    send(ctx, l3, hop)
+    send(ctx, hop)
 }

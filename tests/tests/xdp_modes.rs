@@ -1,0 +1,393 @@
+//! Packet-level tests (`BPF_PROG_TEST_RUN`) of the forwarding modes,
+//! schedulers, persistence, ACLs and ICMP handling: output bytes and
+//! checksums checked for every case.
+mod xdp_support;
+
+use etherparse::{
+    Icmpv4Type, Icmpv6Type, NetHeaders, PacketBuilder, PacketHeaders, TransportHeader,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use xdp_support::*;
+
+const CONFIG: &str = r#"
+[agent]
+interfaces = ["vc0", "vb0"]
+probe_source = ["100.64.0.1", "fd64::1"]
+local_addresses = ["100.64.0.10", "fd64::10"]
+flow_table_size = 4096
+maglev_table_size = 1021
+
+[[listener]]
+name = "fullnat-udp"
+vip = "10.10.0.10"
+port = 53
+protocol = "udp"
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 5353
+
+[[listener]]
+name = "fullnat-tcp"
+vip = "10.10.0.10"
+port = 80
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 8080
+
+[[listener]]
+name = "nat"
+vip = "10.10.0.10"
+port = 81
+forwarding = "nat"
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 8081
+
+[[listener]]
+name = "dr"
+vip = "10.10.0.10"
+port = 82
+forwarding = "dr"
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 82
+
+[[listener]]
+name = "wlc"
+vip = "10.10.0.10"
+port = 83
+scheduler = "wlc"
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 8083
+  [[listener.backend]]
+  address = "10.0.1.3"
+  port = 8083
+
+[[listener]]
+name = "sticky"
+vip = "10.10.0.10"
+port = 84
+scheduler = "maglev"
+persistence = { mode = "source_ip", timeout = "60s" }
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 8084
+  [[listener.backend]]
+  address = "10.0.1.3"
+  port = 8084
+
+[[listener]]
+name = "allow"
+vip = "10.10.0.10"
+port = 85
+acl = { mode = "allow", cidrs = ["10.0.0.0/24"] }
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 8085
+
+[[listener]]
+name = "deny"
+vip = "10.10.0.10"
+port = 86
+acl = { mode = "deny", cidrs = ["10.0.0.2/32"] }
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 8086
+
+[[listener]]
+name = "web6"
+vip = "fd10::10"
+port = 80
+  [[listener.backend]]
+  address = "fd00:1::2"
+  port = 8080
+"#;
+
+const XDP_TX: u32 = 3;
+const OTHER: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
+
+#[test]
+fn nat_rewrites_only_the_destination_and_translates_replies() {
+    let bed = Bed::new("nat", CONFIG);
+    let (v, out) = bed.run(&tcp4(CLIENT, 40000, VIP, 81, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    let o = parse_checked(&out);
+    assert_eq!((o.src, o.sport), (IpAddr::V4(CLIENT), 40000), "source kept");
+    assert_eq!((o.dst, o.dport), (IpAddr::V4(BACKEND), 8081));
+    // The reply goes from the backend straight to the client's address.
+    let (v, out) = bed.run(&tcp4(BACKEND, 8081, CLIENT, 40000, false, b"reply"));
+    assert_eq!(v, XDP_REDIRECT);
+    let r = parse_checked(&out);
+    assert_eq!((r.src, r.sport), (IpAddr::V4(VIP), 81));
+    assert_eq!((r.dst, r.dport), (IpAddr::V4(CLIENT), 40000));
+    assert_eq!(r.dst_mac, CLIENT_MAC);
+    // Other traffic from the backend is not touched.
+    let other = tcp4(BACKEND, 22, CLIENT, 5555, false, b"");
+    let (v, out) = bed.run(&other);
+    assert_eq!((v, out), (XDP_PASS, other));
+}
+
+#[test]
+fn dr_changes_only_the_mac() {
+    let bed = Bed::new("dr", CONFIG);
+    let frame = tcp4(CLIENT, 40000, VIP, 82, true, b"");
+    let (v, out) = bed.run(&frame);
+    assert_eq!(v, XDP_REDIRECT);
+    assert_eq!(out[..6], BACKEND_MAC);
+    assert_eq!(out[6..12], bed.vb0_mac());
+    assert_eq!(
+        out[12..],
+        frame[12..],
+        "addresses, ports and checksums untouched"
+    );
+}
+
+#[test]
+fn wlc_sends_new_flows_to_the_least_loaded_backend() {
+    let bed = Bed::new("wlc", CONFIG);
+    let mut seen = Vec::new();
+    for port in 40000..40004 {
+        let (v, out) = bed.run(&tcp4(CLIENT, port, VIP, 83, true, b""));
+        assert_eq!(v, XDP_REDIRECT);
+        seen.push(parse_checked(&out).dst);
+    }
+    let b1 = seen.iter().filter(|d| **d == IpAddr::V4(BACKEND)).count();
+    assert_eq!(b1, 2, "equal weights alternate: {seen:?}");
+    // Closing one backend's flows makes it the least loaded again.
+    let first = seen[0];
+    for (i, port) in (40000..40004).enumerate() {
+        if seen[i] == first {
+            let mut fin = tcp4(CLIENT, port, VIP, 83, false, b"");
+            fin[14 + 20 + 13] |= 0x01; // FIN
+            fix_tcp_checksum(&mut fin);
+            bed.run(&fin);
+        }
+    }
+    for port in 40010..40012 {
+        let (_, out) = bed.run(&tcp4(CLIENT, port, VIP, 83, true, b""));
+        assert_eq!(
+            parse_checked(&out).dst,
+            first,
+            "the backend whose flows ended"
+        );
+    }
+}
+
+#[test]
+fn source_ip_persistence_keeps_a_client_on_one_backend() {
+    let bed = Bed::new("per", CONFIG);
+    let mut dsts = std::collections::BTreeSet::new();
+    for port in 40000..40040 {
+        let (v, out) = bed.run(&tcp4(CLIENT, port, VIP, 84, true, b""));
+        assert_eq!(v, XDP_REDIRECT);
+        dsts.insert(parse_checked(&out).dst);
+    }
+    assert_eq!(
+        dsts.len(),
+        1,
+        "all flows of one client on one backend: {dsts:?}"
+    );
+    // Without persistence the same ports spread (sanity check of the test).
+    let mut spread = std::collections::BTreeSet::new();
+    for port in 40000..40040 {
+        let (_, out) = bed.run(&tcp4(CLIENT, port, VIP, 83, true, b""));
+        spread.insert(parse_checked(&out).dst);
+    }
+    assert_eq!(spread.len(), 2);
+}
+
+#[test]
+fn acl_allow_and_deny_lists() {
+    let bed = Bed::new("acl", CONFIG);
+    let (v, _) = bed.run(&tcp4(CLIENT, 40000, VIP, 85, true, b""));
+    assert_eq!(v, XDP_REDIRECT, "10.0.0.2 is in the allow-list");
+    let (v, _) = bed.run(&tcp4(OTHER, 40000, VIP, 85, true, b""));
+    assert_eq!(v, XDP_DROP, "10.9.9.9 is not");
+    let (v, _) = bed.run(&tcp4(CLIENT, 40000, VIP, 86, true, b""));
+    assert_eq!(v, XDP_DROP, "10.0.0.2 is in the deny-list");
+    let (v, _) = bed.run(&tcp4(OTHER, 40001, VIP, 86, true, b""));
+    assert_ne!(v, XDP_DROP, "10.9.9.9 is not");
+    let st = |name: &str| {
+        let (key, l) = bed
+            .dp
+            .listener_entries()
+            .into_iter()
+            .find(|(k, _)| u16::from_be(k.port) == if name == "allow" { 85 } else { 86 })
+            .unwrap();
+        let _ = key;
+        bed.dp.listener_stats(l.id).unwrap()
+    };
+    assert_eq!(st("allow").drop_acl, 1);
+    assert_eq!(st("deny").drop_acl, 1);
+}
+
+/// An ICMPv4 error from `from` to `to` quoting `quoted` (an IPv4 packet).
+fn icmp4_error(from: Ipv4Addr, to: Ipv4Addr, icmp_type: Icmpv4Type, quoted: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+        .ipv4(from.octets(), to.octets(), 64)
+        .icmpv4(icmp_type)
+        .write(&mut v, quoted)
+        .unwrap();
+    v
+}
+
+/// Checks an ICMPv4 frame's checksums and returns (outer src, outer dst,
+/// quoted packet headers).
+fn icmp4_parts(frame: &[u8]) -> (IpAddr, IpAddr, Vec<u8>) {
+    let p = PacketHeaders::from_ethernet_slice(frame).unwrap();
+    let Some(NetHeaders::Ipv4(ip, _)) = &p.net else {
+        panic!("not IPv4")
+    };
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "outer IPv4 checksum"
+    );
+    let Some(TransportHeader::Icmpv4(icmp)) = &p.transport else {
+        panic!("not ICMP")
+    };
+    let payload = p.payload.slice();
+    assert_eq!(
+        icmp.checksum,
+        icmp.icmp_type.calc_checksum(payload),
+        "ICMP checksum"
+    );
+    (
+        IpAddr::from(ip.source),
+        IpAddr::from(ip.destination),
+        payload.to_vec(),
+    )
+}
+
+#[test]
+fn port_unreachable_from_a_backend_reaches_the_client_about_its_own_packet() {
+    let bed = Bed::new("pu", CONFIG);
+    let query = udp4(CLIENT, 5000, VIP, 53, b"query");
+    let (_, sent) = bed.run(&query);
+    let o = parse_checked(&sent);
+    assert_eq!((o.dst, o.dport), (IpAddr::V4(BACKEND), 5353));
+    // The backend's error quotes the translated datagram (IP + 8 bytes).
+    let quoted = &sent[14..14 + 28];
+    let err = icmp4_error(
+        BACKEND,
+        SNAT,
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port),
+        quoted,
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "forwarded to the client");
+    assert_eq!(out[..6], CLIENT_MAC);
+    let (src, dst, q) = icmp4_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V4(VIP), IpAddr::V4(CLIENT)));
+    // The quote now shows the client's datagram, checksums fixed.
+    let inner = etherparse::Ipv4HeaderSlice::from_slice(&q)
+        .unwrap()
+        .to_header();
+    assert_eq!(
+        inner.calc_header_checksum(),
+        inner.header_checksum,
+        "quoted IPv4 checksum"
+    );
+    assert_eq!(
+        (inner.source, inner.destination),
+        (CLIENT.octets(), VIP.octets())
+    );
+    let udp = etherparse::UdpHeaderSlice::from_slice(&q[20..28])
+        .unwrap()
+        .to_header();
+    assert_eq!((udp.source_port, udp.destination_port), (5000, 53));
+    // The quoted UDP checksum is the one the client computed.
+    assert_eq!(&q[20..28], &query[34..42]);
+}
+
+#[test]
+fn fragmentation_needed_towards_a_client_reaches_the_backend() {
+    let bed = Bed::new("fn", CONFIG);
+    let (_, sent) = bed.run(&tcp4(CLIENT, 40000, VIP, 80, true, b""));
+    let o = parse_checked(&sent);
+    // The backend's reply, as translated towards the client.
+    let (_, reply) = bed.run(&tcp4(BACKEND, 8080, SNAT, o.sport, false, b"data"));
+    let r = parse_checked(&reply);
+    assert_eq!(r.dst, IpAddr::V4(CLIENT));
+    // A router on the client's side says it is too big.
+    let err = icmp4_error(
+        Ipv4Addr::new(10, 0, 0, 254),
+        VIP,
+        Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+        ),
+        &reply[14..14 + 28],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "forwarded to the backend");
+    assert_eq!(out[..6], BACKEND_MAC);
+    let (src, dst, q) = icmp4_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V4(SNAT), IpAddr::V4(BACKEND)));
+    let inner = etherparse::Ipv4HeaderSlice::from_slice(&q)
+        .unwrap()
+        .to_header();
+    assert_eq!(inner.calc_header_checksum(), inner.header_checksum);
+    assert_eq!(
+        (inner.source, inner.destination),
+        (BACKEND.octets(), SNAT.octets())
+    );
+    assert_eq!(u16::from_be_bytes([q[20], q[21]]), 8080);
+    assert_eq!(u16::from_be_bytes([q[22], q[23]]), o.sport);
+    // The MTU is passed on unchanged.
+    assert_eq!(
+        u16::from_be_bytes([out[14 + 20 + 6], out[14 + 20 + 7]]),
+        1280
+    );
+}
+
+#[test]
+fn packets_too_big_for_the_backend_link_are_answered_with_icmp() {
+    let bed = Bed::with_backend_mtu("tb", CONFIG, 1400);
+    let big = vec![7u8; 1400];
+    let mut frame = tcp4(CLIENT, 40000, VIP, 80, false, &big);
+    frame[14 + 6] = 0x40; // DF
+    fix_ipv4_checksum(&mut frame);
+    let (v, out) = bed.run(&frame);
+    assert_eq!(v, XDP_TX, "answered back out of the client side");
+    assert_eq!(out[..6], IN_MAC_SRC);
+    let (src, dst, q) = icmp4_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V4(VIP), IpAddr::V4(CLIENT)));
+    assert_eq!(&out[14 + 20..14 + 22], &[3, 4], "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([out[14 + 26], out[14 + 27]]), 1400);
+    assert_eq!(
+        &q[..28],
+        &frame[14..42],
+        "quotes the client's packet as sent"
+    );
+    // A packet that fits is forwarded.
+    let (v, _) = bed.run(&tcp4(CLIENT, 40000, VIP, 80, false, &big[..1000]));
+    assert_eq!(v, XDP_REDIRECT);
+
+    // IPv6: packet too big.
+    let client: Ipv6Addr = "fd00::2".parse().unwrap();
+    let vip: Ipv6Addr = "fd10::10".parse().unwrap();
+    let mut f6 = Vec::new();
+    PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+        .ipv6(client.octets(), vip.octets(), 64)
+        .tcp(40000, 80, 1, 64000)
+        .write(&mut f6, &big)
+        .unwrap();
+    let (v, out) = bed.run(&f6);
+    assert_eq!(v, XDP_TX);
+    let p = PacketHeaders::from_ethernet_slice(&out).unwrap();
+    let Some(NetHeaders::Ipv6(ip, _)) = &p.net else {
+        panic!("not IPv6")
+    };
+    assert_eq!((ip.source, ip.destination), (vip.octets(), client.octets()));
+    let Some(TransportHeader::Icmpv6(icmp)) = &p.transport else {
+        panic!("not ICMPv6")
+    };
+    assert_eq!(icmp.icmp_type, Icmpv6Type::PacketTooBig { mtu: 1400 });
+    let want = icmp
+        .icmp_type
+        .calc_checksum(ip.source, ip.destination, p.payload.slice())
+        .unwrap();
+    assert_eq!(icmp.checksum, want, "ICMPv6 checksum");
+}

@@ -1,0 +1,317 @@
+//! Shared by the `BPF_PROG_TEST_RUN` tests: a namespace with the routes
+//! and static neighbours the FIB lookups need, the real XDP object loaded
+//! with maps filled by the planner from a configuration, packet builders
+//! and a parser that checks every checksum.
+#![allow(dead_code)]
+
+use aya::programs::{TestRun, TestRunOptions};
+use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+use slb::{
+    agent::Applier,
+    config,
+    dataplane::{Dataplane, DataplaneOptions},
+    planner::{self, Health},
+};
+use slb_tests::Netns;
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_REDIRECT: u32 = 4;
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x02];
+pub const BACKEND2_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x03];
+pub const IN_MAC_SRC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+pub const IN_MAC_DST: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 1];
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 10);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+pub const SNAT: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 10);
+
+/// A bpffs mounted for one test, unmounted on drop.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new(tag: &str) -> PinDir {
+        let p = std::env::temp_dir().join(format!("slbt-pin-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        slb_tests::sh("mount", &["-t", "bpf", "bpf", p.to_str().unwrap()]).unwrap();
+        PinDir(p)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = slb_tests::sh("umount", &[self.0.to_str().unwrap_or_default()]);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+pub struct Bed {
+    pub dp: Dataplane,
+    pub ns: Netns,
+    _pins: PinDir,
+}
+
+impl Bed {
+    pub fn new(tag: &str, config: &str) -> Bed {
+        Self::with_backend_mtu(tag, config, 1500)
+    }
+
+    /// A bed whose backend-side device has MTU `mtu`.
+    pub fn with_backend_mtu(tag: &str, config: &str, mtu: u32) -> Bed {
+        let ns = Netns::new(&format!("pk{tag}")).unwrap();
+        ns.ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vc1"])
+            .unwrap();
+        ns.ip(&["link", "add", "vb0", "type", "veth", "peer", "name", "vb1"])
+            .unwrap();
+        for d in ["vc0", "vc1", "vb0", "vb1"] {
+            ns.ip(&["link", "set", d, "up"]).unwrap();
+        }
+        for (dev, a) in [
+            ("vc0", "10.0.0.1/24"),
+            ("vc0", "fd00::1/64"),
+            ("vb0", "10.0.1.1/24"),
+            ("vb0", "fd00:1::1/64"),
+        ] {
+            ns.ip(&["addr", "add", a, "dev", dev, "nodad"]).unwrap();
+        }
+        ns.ip(&["route", "add", "10.0.2.0/24", "dev", "vb0"])
+            .unwrap();
+        let mac = |m: [u8; 6]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        for (a, dev, m) in [
+            ("10.0.0.2", "vc0", CLIENT_MAC),
+            ("fd00::2", "vc0", CLIENT_MAC),
+            ("10.0.1.2", "vb0", BACKEND_MAC),
+            ("fd00:1::2", "vb0", BACKEND_MAC),
+            ("10.0.1.3", "vb0", BACKEND2_MAC),
+        ] {
+            ns.ip(&[
+                "neigh",
+                "add",
+                a,
+                "lladdr",
+                &mac(m),
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+        }
+        ns.ip(&["link", "set", "vb0", "mtu", &mtu.to_string()])
+            .unwrap();
+        ns.sysctl("net.ipv4.conf.all.forwarding", "1").unwrap();
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+
+        let pins = PinDir::new(tag);
+        let cfg = config::parse(config).unwrap();
+        let mut dp = Dataplane::load(&DataplaneOptions {
+            pin_dir: pins.0.join("maps"),
+            flow_table_size: cfg.agent.flow_table_size,
+            ring_size: cfg.agent.maglev_table_size,
+        })
+        .unwrap();
+        let mut applier = Applier::default();
+        let plan = planner::plan(&cfg, &mut applier.ids, &Health::default()).unwrap();
+        applier.apply(&mut dp, &plan).unwrap();
+        // A device map resolves ifindexes in the caller's namespace.
+        ns.enter(|| {
+            for dev in ["vc0", "vb0"] {
+                let idx = nix::net::if_::if_nametoindex(dev).unwrap();
+                dp.add_tx_port(idx).unwrap();
+            }
+        })
+        .unwrap();
+        Bed {
+            dp,
+            ns,
+            _pins: pins,
+        }
+    }
+
+    /// Runs the program on `frame` inside the namespace.
+    pub fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog = self.dp.program().unwrap();
+        self.ns
+            .enter(|| {
+                let mut out = vec![0u8; frame.len() + 256];
+                let r = prog
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        data_out: Some(&mut out),
+                        ..TestRunOptions::default()
+                    })
+                    .unwrap();
+                out.truncate(r.data_size_out as usize);
+                (r.return_value, out)
+            })
+            .unwrap()
+    }
+
+    pub fn vb0_mac(&self) -> [u8; 6] {
+        let out = self.ns.ip(&["-br", "link", "show", "vb0"]).unwrap();
+        let mac = out.split_whitespace().nth(2).unwrap();
+        let b: Vec<u8> = mac
+            .split(':')
+            .map(|x| u8::from_str_radix(x, 16).unwrap())
+            .collect();
+        b.try_into().unwrap()
+    }
+}
+
+pub fn tcp4(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    syn: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64000);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+pub fn udp4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(sport, dport)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// What a parsed output frame says.
+#[derive(Debug)]
+pub struct Out {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub l4_csum: u16,
+}
+
+/// Parses a frame and asserts every checksum in it is correct.
+pub fn parse_checked(frame: &[u8]) -> Out {
+    let p = PacketHeaders::from_ethernet_slice(frame).expect("output parses");
+    let Some(etherparse::LinkHeader::Ethernet2(eth)) = p.link else {
+        panic!("no ethernet header")
+    };
+    let payload = p.payload.slice();
+    let (src, dst, sport, dport, l4_csum) = match (&p.net, &p.transport) {
+        (Some(NetHeaders::Ipv4(ip, _)), Some(t)) => {
+            assert_eq!(
+                ip.header_checksum,
+                ip.calc_header_checksum(),
+                "IPv4 header checksum"
+            );
+            let (sp, dp, c, want) = match t {
+                TransportHeader::Tcp(tcp) => (
+                    tcp.source_port,
+                    tcp.destination_port,
+                    tcp.checksum,
+                    tcp.calc_checksum_ipv4(ip, payload).unwrap(),
+                ),
+                TransportHeader::Udp(udp) => {
+                    let want = if udp.checksum == 0 {
+                        0
+                    } else {
+                        udp.calc_checksum_ipv4(ip, payload).unwrap()
+                    };
+                    (udp.source_port, udp.destination_port, udp.checksum, want)
+                }
+                _ => panic!("unexpected transport"),
+            };
+            assert_eq!(c, want, "IPv4 transport checksum");
+            (
+                IpAddr::from(ip.source),
+                IpAddr::from(ip.destination),
+                sp,
+                dp,
+                c,
+            )
+        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(t)) => {
+            let (sp, dp, c, want) = match t {
+                TransportHeader::Tcp(tcp) => (
+                    tcp.source_port,
+                    tcp.destination_port,
+                    tcp.checksum,
+                    tcp.calc_checksum_ipv6(ip, payload).unwrap(),
+                ),
+                TransportHeader::Udp(udp) => (
+                    udp.source_port,
+                    udp.destination_port,
+                    udp.checksum,
+                    udp.calc_checksum_ipv6(ip, payload).unwrap(),
+                ),
+                _ => panic!("unexpected transport"),
+            };
+            assert_eq!(c, want, "IPv6 transport checksum");
+            (
+                IpAddr::from(ip.source),
+                IpAddr::from(ip.destination),
+                sp,
+                dp,
+                c,
+            )
+        }
+        other => panic!("unexpected headers {other:?}"),
+    };
+    Out {
+        src_mac: eth.source,
+        dst_mac: eth.destination,
+        src,
+        dst,
+        sport,
+        dport,
+        l4_csum,
+    }
+}
+
+/// Recomputes the IPv4 header checksum of a frame (after editing it).
+pub fn fix_ipv4_checksum(frame: &mut [u8]) {
+    frame[24] = 0;
+    frame[25] = 0;
+    let h = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..34])
+        .unwrap()
+        .to_header();
+    let c = h.calc_header_checksum().to_be_bytes();
+    frame[24] = c[0];
+    frame[25] = c[1];
+}
+
+/// Recomputes the TCP checksum of an IPv4 frame (after editing it).
+pub fn fix_tcp_checksum(frame: &mut [u8]) {
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..34])
+        .unwrap()
+        .to_header();
+    let tcp = etherparse::TcpHeaderSlice::from_slice(&frame[34..])
+        .unwrap()
+        .to_header();
+    let hl = tcp.header_len();
+    let c = tcp
+        .calc_checksum_ipv4(&ip, &frame[34 + hl..])
+        .unwrap()
+        .to_be_bytes();
+    frame[34 + 16] = c[0];
+    frame[34 + 17] = c[1];
+}
