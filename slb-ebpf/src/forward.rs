@@ -99,7 +99,7 @@ fn dispatch(ctx: &XdpContext, l3: &L3, dest: u32) -> u32 {
             known = true;
             verdict = established(ctx, l3, &key, l4.tcp_flags, listener);
             if verdict == NO_FLOW {
-                verdict = pick_backend(l3, &key, listener);
+                verdict = pick_backend(&key, listener);
                 if verdict == OK {
                     verdict = bind_source(l3, &key, listener);
                 }
@@ -171,20 +171,53 @@ fn packet_len(ctx: &XdpContext) -> u64 {
     (end - start) as u64
 }
 
+/// Where a packet goes: `action == FORWARD` means to `nh`, else the XDP
+/// action to return. A plain struct, always fully initialised: moving a
+/// `Result<NextHop, u32>` copies its uninitialised bytes, and the verifier
+/// rejects reads of registers it cannot prove were written.
+#[derive(Clone, Copy)]
+struct Hop {
+    action: u32,
+    nh: NextHop,
+}
+
+const FORWARD: u32 = u32::MAX - 3;
+
+impl Hop {
+    #[inline(always)]
+    fn cached(nh: NextHop) -> Hop {
+        Hop {
+            action: FORWARD,
+            nh,
+        }
+    }
+
+    /// The next hop to cache in a flow entry (ifindex 0: none yet).
+    #[inline(always)]
+    fn cacheable(&self) -> NextHop {
+        if self.action == FORWARD {
+            self.nh
+        } else {
+            NextHop::default()
+        }
+    }
+}
+
 /// Resolves the next hop, counting the outcomes that are not a route.
 #[inline(always)]
-fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr) -> Result<NextHop, u32> {
-    match fib::lookup(ctx, l3.family, src, dst) {
-        Route::Via(nh) => Ok(nh),
+fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr) -> Hop {
+    let (action, nh) = match fib::lookup(ctx, l3.family, src, dst) {
+        Route::Via(nh) => (FORWARD, nh),
         Route::NoNeigh => {
             stats::global(GlobalCounter::FibPass);
-            Err(xdp_action::XDP_PASS)
+            (xdp_action::XDP_PASS, NextHop::default())
         }
         Route::Unreachable => {
             stats::global(GlobalCounter::FibDrop);
-            Err(xdp_action::XDP_DROP)
+            (xdp_action::XDP_DROP, NextHop::default())
         }
-    }
+    };
+    Hop { action, nh }
 }
 
 /// `TOO_BIG` when the packet exceeds the next hop's MTU: checked before
@@ -192,25 +225,36 @@ fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr) -> Result<NextHop, u
 /// sender sent it (the sender lowers its path MTU) instead of the driver
 /// dropping it silently.
 #[inline(always)]
-fn too_big(l3: &L3, hop: &Result<NextHop, u32>) -> bool {
-    match hop {
-        Ok(nh) if nh.mtu != 0 && l3.tot_len > nh.mtu => {
-            if let Some(s) = scratch() {
-                s.mtu = nh.mtu;
-            }
-            true
+fn too_big(l3: &L3, hop: &Hop) -> bool {
+    if hop.action == FORWARD && hop.nh.mtu != 0 && l3.tot_len > hop.nh.mtu {
+        if let Some(s) = scratch() {
+            s.mtu = hop.nh.mtu;
         }
-        _ => false,
+        return true;
     }
+    false
+}
+
+/// In `dr` mode a packet keeps the VIP as its destination, so the kernel
+/// cannot forward it for us: without a resolved neighbour it is dropped
+/// (the client retransmits; health checks keep backends' neighbours
+/// resolved).
+#[inline(always)]
+fn dr_hop(mode: u8, mut hop: Hop) -> Hop {
+    if mode == MODE_DR && hop.action == xdp_action::XDP_PASS {
+        hop.action = xdp_action::XDP_DROP;
+    }
+    hop
 }
 
 /// Sends a translated packet on: to the cached or resolved next hop, or
 /// through the kernel when the neighbour is not known yet.
 #[inline(always)]
-fn send(ctx: &XdpContext, hop: Result<NextHop, u32>) -> u32 {
-    match hop {
-        Ok(nh) => fib::transmit(ctx, &nh),
-        Err(action) => action,
+fn send(ctx: &XdpContext, hop: &Hop) -> u32 {
+    if hop.action == FORWARD {
+        fib::transmit(ctx, &hop.nh)
+    } else {
+        hop.action
     }
 }
 
@@ -277,11 +321,11 @@ fn established(
         return NO_FLOW;
     };
     let (src, sport) = backend_side(listener.mode, key, flow);
-    let mut hop = Ok(flow.nh);
+    let mut hop = Hop::cached(flow.nh);
     if flow.nh.ifindex == 0 || now.wrapping_sub(flow.seen_ns) > REFRESH_NS {
         flow.seen_ns = now;
-        hop = route(ctx, l3, &src, &backend.addr);
-        flow.nh = hop.unwrap_or_default();
+        hop = dr_hop(listener.mode, route(ctx, l3, &src, &backend.addr));
+        flow.nh = hop.cacheable();
         if listener.persist_timeout_s != 0 {
             persist::touch(listener, &key.src, now);
         }
@@ -308,16 +352,15 @@ fn established(
         // backend and source port (same hash, reverse entry reused).
         let _ = FLOWS.remove(key);
     }
-    send(ctx, hop)
+    send(ctx, &hop)
 }
 
 /// A new flow: the ACL, persistence or the scheduler pick its backend
 /// (into the scratch space). Returns `OK` or a drop.
 #[inline(never)]
-fn pick_backend(l3: &L3, key: &FlowKey, listener: &Listener) -> u32 {
+fn pick_backend(key: &FlowKey, listener: &Listener) -> u32 {
     let now = now_ns();
     stats::global(GlobalCounter::FlowMiss);
-    let _ = l3;
     if !acl::admits(listener, &key.src) {
         stats::drop(listener.id, Drop::Acl);
         return xdp_action::XDP_DROP;
@@ -400,7 +443,7 @@ fn commit_flow(
     };
     let (backend_id, src, sport) = (s.backend_id, s.src, s.sport);
     let backend_addr = s.backend.addr;
-    let hop = route(ctx, l3, &src, &backend_addr);
+    let hop = dr_hop(listener.mode, route(ctx, l3, &src, &backend_addr));
     let Some(s) = scratch() else {
         return xdp_action::XDP_DROP;
     };
@@ -413,7 +456,7 @@ fn commit_flow(
         snat_port: if fullnat { sport } else { 0 },
         flags: s.flow_flags,
         snat_addr: if fullnat { src } else { [0; 4] },
-        nh: hop.unwrap_or_default(),
+        nh: hop.cacheable(),
         _pad2: 0,
     };
     active_add(backend_id, 1);
@@ -431,7 +474,7 @@ fn commit_flow(
         return xdp_action::XDP_PASS;
     }
     stats::packet(listener.id, backend_id, Dir::In, packet_len(ctx), true);
-    send(ctx, hop)
+    send(ctx, &hop)
 }
 
 /// A reply from a backend (`fullnat`: to a FULLNAT address; `nat`: to the
@@ -446,11 +489,11 @@ fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8) -> u32 {
     let rev = unsafe { &mut *rp };
     let now = now_ns();
     let bytes = packet_len(ctx);
-    let mut hop = Ok(rev.nh);
+    let mut hop = Hop::cached(rev.nh);
     if rev.nh.ifindex == 0 || now.wrapping_sub(rev.seen_ns) > REFRESH_NS {
         rev.seen_ns = now;
         hop = route(ctx, l3, &rev.vip, &rev.client);
-        rev.nh = hop.unwrap_or_default();
+        rev.nh = hop.cacheable();
     }
     if too_big(l3, &hop) {
         return TOO_BIG;
@@ -470,5 +513,5 @@ fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8) -> u32 {
         return xdp_action::XDP_PASS;
     }
     stats::packet(rev.listener_id, rev.backend_id, Dir::Out, bytes, false);
-    send(ctx, hop)
+    send(ctx, &hop)
 }

@@ -149,22 +149,10 @@ impl Drop for NameServer {
 /// Opens a TCP connection from inside `ns` and reads the server's name
 /// line. Returns the name and the open stream.
 pub fn tcp_hello(ns: &Netns, to: SocketAddr, timeout: Duration) -> Result<(String, TcpStream)> {
-    let mut stream = ns
+    let stream = ns
         .enter(|| TcpStream::connect_timeout(&to, timeout))?
         .with_context(|| format!("connect {to}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    let mut name = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        let n = stream
-            .read(&mut byte)
-            .with_context(|| format!("reading name from {to}"))?;
-        if n == 0 || byte[0] == b'\n' {
-            break;
-        }
-        name.push(byte[0]);
-    }
-    Ok((String::from_utf8_lossy(&name).into_owned(), stream))
+    read_name(stream, to, timeout)
 }
 
 /// Sends one datagram from inside `ns` and returns the reply.
@@ -300,4 +288,87 @@ pub fn http_get(ns: &Netns, to: SocketAddr, host: &str, path: &str) -> Result<(u
         .and_then(|c| c.parse().ok())
         .with_context(|| format!("bad status line in {head}"))?;
     Ok((code, body.to_owned()))
+}
+
+/// `tcp_hello` from a given local address of `ns`.
+pub fn tcp_hello_from(
+    ns: &Netns,
+    from: IpAddr,
+    to: SocketAddr,
+    timeout: Duration,
+) -> Result<(String, TcpStream)> {
+    let stream = ns.enter(|| -> std::io::Result<TcpStream> {
+        let sock = nix::sys::socket::socket(
+            if to.is_ipv4() {
+                nix::sys::socket::AddressFamily::Inet
+            } else {
+                nix::sys::socket::AddressFamily::Inet6
+            },
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )?;
+        let local = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(from, 0));
+        nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&sock), &local)?;
+        let stream = TcpStream::from(sock);
+        // Connect with a timeout: non-blocking connect, then wait.
+        stream.set_nonblocking(true)?;
+        let remote = nix::sys::socket::SockaddrStorage::from(to);
+        match nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&stream), &remote) {
+            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&stream),
+            nix::poll::PollFlags::POLLOUT,
+        )];
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        if nix::poll::poll(&mut fds, ms)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ));
+        }
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    })??;
+    read_name(stream, to, timeout)
+}
+
+fn read_name(
+    mut stream: TcpStream,
+    to: SocketAddr,
+    timeout: Duration,
+) -> Result<(String, TcpStream)> {
+    stream.set_read_timeout(Some(timeout))?;
+    let mut name = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = stream
+            .read(&mut byte)
+            .with_context(|| format!("reading name from {to}"))?;
+        if n == 0 || byte[0] == b'\n' {
+            break;
+        }
+        name.push(byte[0]);
+    }
+    Ok((String::from_utf8_lossy(&name).into_owned(), stream))
+}
+
+/// Sends `bytes` through an echo connection and reads them all back.
+pub fn echo_bulk(conn: &mut TcpStream, bytes: usize) -> Result<()> {
+    let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    let mut writer = conn.try_clone()?;
+    let sender = std::thread::spawn(move || writer.write_all(&data).map(|_| data));
+    let mut back = vec![0u8; bytes];
+    conn.read_exact(&mut back)
+        .context("reading the echo back")?;
+    let data = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    anyhow::ensure!(back == data, "echo differs");
+    Ok(())
 }

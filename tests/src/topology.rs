@@ -164,3 +164,71 @@ impl Topology {
         }
     }
 }
+
+impl Topology {
+    /// Extra client addresses 10.0.0.3 ... (for tests that need several
+    /// clients).
+    pub fn add_client_addrs(&self, n: usize) -> Result<Vec<IpAddr>> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let a = Ipv4Addr::new(10, 0, 0, 3 + i as u8);
+            addr(&self.client, "eth0", &format!("{a}/24"))?;
+            v.push(IpAddr::V4(a));
+        }
+        Ok(v)
+    }
+
+    /// Prepares direct routing: each backend holds the VIPs on `lo` (ARP
+    /// for them ignored, as an LVS-DR real server must) and gets its own
+    /// return link to the client, so replies never pass the load balancer.
+    pub fn prepare_direct_routing(&self, vips: &[IpAddr]) -> Result<()> {
+        self.client.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+        for (i, b) in self.backends.iter().enumerate() {
+            for vip in vips {
+                let len = if vip.is_ipv4() { 32 } else { 128 };
+                addr(b, "lo", &format!("{vip}/{len}"))?;
+            }
+            b.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+            b.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+            b.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+            let client_dev = format!("r{}", i + 1);
+            link(b, "ret0", &self.client, &client_dev)?;
+            self.client
+                .sysctl(&format!("net.ipv4.conf.{client_dev}.rp_filter"), "0")?;
+            addr(b, "ret0", &format!("10.1.{}.1/24", i + 1))?;
+            addr(&self.client, &client_dev, &format!("10.1.{}.2/24", i + 1))?;
+            b.ip(&[
+                "route",
+                "add",
+                &format!("{CLIENT4}/32"),
+                "via",
+                &format!("10.1.{}.2", i + 1),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Narrows the path between the LB and backend `i` to `mtu` the way a
+    /// smaller link beyond the backend's own interface would: the LB's
+    /// device gets the MTU, the backend's routes send at most `mtu` but it
+    /// still advertises the MSS of its 1500-byte interface. So clients send
+    /// segments the LB cannot forward, and only path MTU discovery through
+    /// the LB lets them through.
+    pub fn narrow_backend_path(&self, i: usize, mtu: u32) -> Result<()> {
+        let m = mtu.to_string();
+        self.lb
+            .ip(&["link", "set", &format!("be{}", i + 1), "mtu", &m])?;
+        let gw = format!("10.0.{}.1", i + 1);
+        self.backends[i].ip(&[
+            "route", "change", "default", "via", &gw, "mtu", &m, "advmss", "1460",
+        ])?;
+        Ok(())
+    }
+
+    /// RX packet count of a device in the LB namespace.
+    pub fn lb_rx_packets(&self, dev: &str) -> Result<u64> {
+        let path = format!("/sys/class/net/{dev}/statistics/rx_packets");
+        let text = self.lb.exec("cat", &[&path])?;
+        Ok(text.trim().parse()?)
+    }
+}

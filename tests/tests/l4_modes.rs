@@ -1,0 +1,267 @@
+//! Forwarding modes, schedulers, persistence, ACLs and path MTU through
+//! real XDP in the namespace test bed, with real TCP and UDP traffic.
+use slb_tests::{
+    config::{render, ListenerSpec},
+    servers::{echo_bulk, tcp_hello, tcp_hello_from, udp_ask, NameServer},
+    topology::{backend4, CLIENT4, PROBE4, VIP4},
+    Agent, Topology,
+};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+const T: Duration = Duration::from_secs(3);
+
+fn vip(port: u16) -> SocketAddr {
+    SocketAddr::new(VIP4.into(), port)
+}
+
+fn servers(t: &Topology, port: u16) -> Vec<NameServer> {
+    (0..t.backends.len())
+        .map(|i| {
+            NameServer::tcp(
+                &t.backends[i],
+                SocketAddr::new(backend4(i).into(), port),
+                &format!("b{}", i + 1),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn listener(name: &str, port: u16, backend_port: u16, weights: &[u32]) -> ListenerSpec {
+    let mut l = ListenerSpec::new(name, VIP4.into(), port, "tcp");
+    for (i, w) in weights.iter().enumerate() {
+        l = l.backend(backend4(i).into(), backend_port, *w);
+    }
+    l
+}
+
+fn count(t: &Topology, to: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let mut c = BTreeMap::new();
+    for i in 0..n {
+        let (name, _) =
+            tcp_hello(&t.client, to, T).unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
+        *c.entry(name).or_insert(0) += 1;
+    }
+    c
+}
+
+fn listener_status(agent: &Agent, name: &str) -> serde_json::Value {
+    let s = agent.status().unwrap();
+    s["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn nat_mode_keeps_the_client_address() {
+    let t = Topology::new("nat", 2).unwrap();
+    let tcp = servers(&t, 8080);
+    let udp: Vec<_> = (0..2)
+        .map(|i| {
+            NameServer::udp(
+                &t.backends[i],
+                SocketAddr::new(backend4(i).into(), 5353),
+                &format!("u{}", i + 1),
+            )
+            .unwrap()
+        })
+        .collect();
+    let web = listener("web", 80, 8080, &[1, 1]).extra("forwarding = \"nat\"");
+    let mut dns = ListenerSpec::new("dns", VIP4.into(), 53, "udp").extra("forwarding = \"nat\"");
+    for i in 0..2 {
+        dns = dns.backend(backend4(i).into(), 5353, 1);
+    }
+    let _agent = Agent::start(&t.lb, "nat", |d| render(2, d, &[web, dns])).unwrap();
+    let c = count(&t, vip(80), 100);
+    assert_eq!(c.len(), 2, "{c:?}");
+    let mut answers = BTreeSet::new();
+    for i in 0..40 {
+        answers.insert(udp_ask(&t.client, vip(53), format!("q{i}").as_bytes(), T).unwrap());
+    }
+    assert_eq!(answers.len(), 2);
+    let client: IpAddr = CLIENT4.into();
+    for s in tcp.iter().chain(&udp) {
+        let peers = s.peers();
+        assert!(peers.contains(&client), "{} saw {peers:?}", s.name);
+        assert!(
+            peers
+                .iter()
+                .all(|p| *p == client || *p == IpAddr::V4(PROBE4)),
+            "{} saw {peers:?}",
+            s.name
+        );
+    }
+}
+
+#[test]
+fn dr_mode_replies_bypass_the_lb() {
+    let t = Topology::new("dr", 2).unwrap();
+    t.prepare_direct_routing(&[VIP4.into()]).unwrap();
+    // Real servers listen on every address: the VIP (on lo) for clients,
+    // their own address for health checks.
+    let _s: Vec<_> = (0..2)
+        .map(|i| {
+            NameServer::tcp(
+                &t.backends[i],
+                "0.0.0.0:80".parse().unwrap(),
+                &format!("b{}", i + 1),
+            )
+            .unwrap()
+        })
+        .collect();
+    let web = listener("web", 80, 80, &[1, 1]).extra("forwarding = \"dr\"");
+    let agent = Agent::start(&t.lb, "dr", |d| render(2, d, &[web])).unwrap();
+    // The first health checks resolve the backends' neighbours (a DR
+    // packet keeps the VIP as destination, so the kernel cannot forward it
+    // while they are unknown).
+    for i in 0..2 {
+        let a = format!("{}:80", backend4(i));
+        let start = std::time::Instant::now();
+        while agent.backend_status("web", &a).unwrap()["reason"].is_null() {
+            assert!(start.elapsed() < T, "{a} never probed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let c = count(&t, vip(80), 60);
+    assert_eq!(c.len(), 2, "{c:?}");
+
+    let rx_before: u64 = (1..=2)
+        .map(|i| t.lb_rx_packets(&format!("be{i}")).unwrap())
+        .sum();
+    let (_, mut conn) = tcp_hello(&t.client, vip(80), T).unwrap();
+    echo_bulk(&mut conn, 2_000_000).unwrap();
+    let rx_after: u64 = (1..=2)
+        .map(|i| t.lb_rx_packets(&format!("be{i}")).unwrap())
+        .sum();
+    // 2 MB echoed back is well over 1000 segments; what reached the LB from
+    // the backends meanwhile is health-check traffic only.
+    assert!(
+        rx_after - rx_before < 100,
+        "the LB received {} packets from the backends",
+        rx_after - rx_before
+    );
+    let l = listener_status(&agent, "web");
+    assert_eq!(l["counters"]["packets_out"], 0, "{l}");
+    assert!(l["counters"]["packets_in"].as_u64().unwrap() > 1000, "{l}");
+}
+
+#[test]
+fn schedulers_spread_by_weight() {
+    let t = Topology::new("sch", 2).unwrap();
+    let _a = servers(&t, 8080);
+    let wrr = listener("wrr", 80, 8080, &[1, 3]).scheduler("wrr");
+    let sh = listener("sh", 81, 8080, &[1, 1]).scheduler("sh");
+    let wlc = listener("wlc", 82, 8080, &[1, 2]).scheduler("wlc");
+    let _agent = Agent::start(&t.lb, "sch", |d| render(2, d, &[wrr, sh, wlc])).unwrap();
+
+    let c = count(&t, vip(80), 200);
+    assert_eq!(
+        (c["b1"], c["b2"]),
+        (50, 150),
+        "wrr is exact over whole periods: {c:?}"
+    );
+
+    // sh: a client always lands on the same backend; clients spread.
+    let clients = t.add_client_addrs(24).unwrap();
+    let mut per_backend = BTreeMap::new();
+    for c in &clients {
+        let names: BTreeSet<String> = (0..4)
+            .map(|_| tcp_hello_from(&t.client, *c, vip(81), T).unwrap().0)
+            .collect();
+        assert_eq!(names.len(), 1, "{c} moved between backends: {names:?}");
+        *per_backend
+            .entry(names.into_iter().next().unwrap())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(per_backend.len(), 2, "{per_backend:?}");
+
+    // wlc: 30 long-lived connections end up 1:2 by weight.
+    let mut open = Vec::new();
+    let mut c = BTreeMap::new();
+    for _ in 0..30 {
+        let (name, conn) = tcp_hello(&t.client, vip(82), T).unwrap();
+        *c.entry(name).or_insert(0) += 1;
+        open.push(conn);
+    }
+    assert_eq!((c["b1"], c["b2"]), (10, 20), "{c:?}");
+}
+
+#[test]
+fn source_ip_persistence_and_acls() {
+    let t = Topology::new("pa", 3).unwrap();
+    let _a = servers(&t, 8080);
+    let sticky = listener("sticky", 80, 8080, &[1, 1, 1])
+        .scheduler("maglev")
+        .extra(r#"persistence = { mode = "source_ip", timeout = "30s" }"#);
+    let allow = listener("allow", 81, 8080, &[1])
+        .extra(r#"acl = { mode = "allow", cidrs = ["10.0.0.2/32"] }"#);
+    let deny =
+        listener("deny", 82, 8080, &[1]).extra(r#"acl = { mode = "deny", cidrs = ["10.0.0.2"] }"#);
+    let agent = Agent::start(&t.lb, "pa", |d| render(3, d, &[sticky, allow, deny])).unwrap();
+
+    let c = count(&t, vip(80), 50);
+    assert_eq!(c.len(), 1, "one client, one backend: {c:?}");
+    let others = t.add_client_addrs(12).unwrap();
+    let mut seen = BTreeSet::new();
+    for o in &others {
+        let names: BTreeSet<String> = (0..3)
+            .map(|_| tcp_hello_from(&t.client, *o, vip(80), T).unwrap().0)
+            .collect();
+        assert_eq!(names.len(), 1);
+        seen.extend(names);
+    }
+    assert!(seen.len() >= 2, "clients spread over backends: {seen:?}");
+
+    let short = Duration::from_millis(700);
+    assert!(tcp_hello(&t.client, vip(81), T).is_ok(), "allowed");
+    assert!(
+        tcp_hello_from(&t.client, others[0], vip(81), short).is_err(),
+        "not in the allow-list"
+    );
+    assert!(tcp_hello(&t.client, vip(82), short).is_err(), "denied");
+    assert!(
+        tcp_hello_from(&t.client, others[0], vip(82), T).is_ok(),
+        "not in the deny-list"
+    );
+    assert!(
+        listener_status(&agent, "allow")["counters"]["drop_acl"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        listener_status(&agent, "deny")["counters"]["drop_acl"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+}
+
+#[test]
+fn path_mtu_discovery_through_the_lb() {
+    let t = Topology::new("mtu", 1).unwrap();
+    // The LB's link to the backend is narrower than the MSS the backend
+    // advertises, so the client's full-size segments hit it.
+    t.narrow_backend_path(0, 1400).unwrap();
+    let _a = servers(&t, 8080);
+    let web = listener("web", 80, 8080, &[1]);
+    let agent = Agent::start(&t.lb, "mtu", |d| render(1, d, &[web])).unwrap();
+    let (_, mut conn) = tcp_hello(&t.client, vip(80), T).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    echo_bulk(&mut conn, 1_000_000).unwrap();
+    let s = agent.status().unwrap();
+    assert!(
+        s["global"]["icmp_too_big"].as_u64().unwrap() >= 1,
+        "{}",
+        s["global"]
+    );
+}
