@@ -12,7 +12,8 @@ pub struct FlowKey {
     /// Network byte order.
     pub dport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    pub _pad1: u8,
+    pub _pad2: u16,
 }
 
 /// Where to send a translated packet: cached result of `bpf_fib_lookup`.
@@ -49,7 +50,9 @@ pub struct Flow {
     pub snat_addr: Addr,
     /// Next hop towards the backend; `ifindex` 0 = look it up.
     pub nh: NextHop,
-    pub _pad2: u32,
+    /// The listener's idle timeout when the flow was scheduled (the fast
+    /// path checks it without looking the listener up).
+    pub idle_timeout_s: u32,
 }
 
 /// A FIN or RST was seen: the flow no longer counts as active and is

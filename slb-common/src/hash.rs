@@ -37,6 +37,15 @@ pub fn addr_hash(src: &[u32; 4]) -> u32 {
     finish(h)
 }
 
+/// First slot of an address in the `DESTS` table.
+#[inline(always)]
+pub fn dest_slot(addr: &[u32; 4]) -> u32 {
+    let x = addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3];
+    let x = x.wrapping_mul(0x9e37_79b1);
+    (x >> 16) & (crate::limits::DEST_SLOTS - 1)
+}
+
+
 #[cfg(test)]
 mod tests {
     extern crate std;

@@ -20,7 +20,9 @@ pub mod listener;
 pub mod stats;
 
 pub use flow::{Flow, FlowKey, NextHop, Reverse};
-pub use listener::{AclKey, Backend, Listener, Persist, PersistKey, Settings, SnatPool, VipKey};
+pub use listener::{
+    AclKey, Backend, DestSlot, Listener, Persist, PersistKey, Settings, SnatPool, VipKey,
+};
 pub use stats::{GlobalCounter, Stats};
 
 /// A 16-byte address in network byte order, IPv4 stored IPv4-mapped.
@@ -64,4 +66,5 @@ mod pod {
     unsafe impl aya::Pod for super::PersistKey {}
     unsafe impl aya::Pod for super::Persist {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::DestSlot {}
 }

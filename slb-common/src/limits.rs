@@ -2,6 +2,11 @@
 //! The agent validates configuration against these, so the XDP program never
 //! sees an index it cannot hold.
 
+/// Slots of the `DESTS` table (a power of two).
+pub const DEST_SLOTS: u32 = 4096;
+/// Longest probe sequence in the `DESTS` table; the agent refuses a set of
+/// addresses it cannot place within it.
+pub const DEST_PROBES: u32 = 8;
 /// Listener slots (L4 listeners with an id; http/https listeners need none).
 pub const MAX_LISTENERS: u32 = 64;
 /// Backend slots across all listeners.

@@ -123,8 +123,22 @@ pub struct SnatPool {
     pub v6_count: u32,
 }
 
-/// Flags of the `DESTS` map: what a destination address is to the program.
-/// The address is a VIP of at least one listener.
+/// A slot of the `DESTS` table: an open-addressing hash table in an array
+/// map (linear probing from `hash::dest_slot`, at most
+/// `limits::DEST_PROBES` slots, an empty slot ends the search). An array
+/// lookup is inlined by the verifier; a hash-map lookup is a function call,
+/// which costs more than the whole lookup on CPUs with return-thunk
+/// mitigations, and every packet pays for this one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestSlot {
+    pub addr: Addr,
+    /// `DEST_*` flags; 0 = empty slot.
+    pub flags: u32,
+}
+
+/// Flags of the `DESTS` table: what a destination address is to the
+/// program. The address is a VIP of at least one listener.
 pub const DEST_VIP: u32 = 1;
 /// The address is a FULLNAT source address: packets to it are replies.
 pub const DEST_SNAT: u32 = 2;
@@ -147,5 +161,6 @@ mod tests {
         assert_eq!(size_of::<PersistKey>(), 20);
         assert_eq!(size_of::<Persist>(), 16);
         assert_eq!(size_of::<Settings>(), 8);
+        assert_eq!(size_of::<DestSlot>(), 20);
     }
 }

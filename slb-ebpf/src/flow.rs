@@ -139,7 +139,8 @@ fn snat_search(
             sport: backend.port,
             dport: port,
             proto: key.proto,
-            _pad: [0; 3],
+            _pad1: 0,
+            _pad2: 0,
         };
         if let Some(old) = REVERSE.get_ptr_mut(&*rkey) {
             // SAFETY: map value pointer, valid for this program run.
@@ -173,7 +174,8 @@ pub fn nat_bind(key: &FlowKey, backend_id: u32, backend: &Backend, listener_id: 
         sport: backend.port,
         dport: key.sport,
         proto: key.proto,
-        _pad: [0; 3],
+        _pad1: 0,
+        _pad2: 0,
     };
     let Some(s) = scratch() else {
         return;
@@ -221,7 +223,8 @@ pub fn mark_closing_from_reply(rev: &Reverse, proto: u8) {
         sport: rev.client_port,
         dport: rev.vip_port,
         proto,
-        _pad: [0; 3],
+        _pad1: 0,
+        _pad2: 0,
     };
     if let Some(f) = FLOWS.get_ptr_mut(fkey) {
         // SAFETY: map value pointer, valid for this program run.

@@ -1,15 +1,15 @@
 //! The packet path: classify, then forward to a backend or back to a
 //! client.
 use crate::{
-    acl,
+    acl, dests,
     fib::{self, Route},
     flow::{
         active_add, mark_closing, mark_closing_from_reply, nat_bind, snat_bind, still_valid,
         SnatRequest,
     },
     icmp,
-    maps::{scratch, DESTS, FLOWS, LISTENERS, REVERSE, SETTINGS},
-    nat::{rewrite, Rewrite},
+    maps::{scratch, FLOWS, LISTENERS, REVERSE, SETTINGS},
+    nat::{rewrite, rewrite_inline, Rewrite},
     parse::{
         flow_key, parse_into, parse_l4, Family, L3, PARSED_IP, PARSED_OTHER, TCP_FIN, TCP_RST,
     },
@@ -49,8 +49,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     }
-    // SAFETY: the flags are copied at once.
-    let dest = unsafe { DESTS.get(l3.dst) }.copied().unwrap_or(0);
+    let dest = dests::lookup(&l3.dst);
     if dest == 0 {
         return not_for_us(ctx, &l3);
     }
@@ -141,8 +140,7 @@ fn finish(ctx: &XdpContext, l3: &L3, verdict: u32) -> u32 {
 #[inline(never)]
 fn not_for_us(ctx: &XdpContext, l3: &L3) -> u32 {
     let nat = SETTINGS.get(0).is_some_and(|s| s.nat != 0);
-    // SAFETY: the flags are copied at once.
-    if nat && unsafe { DESTS.get(l3.src) }.is_some_and(|f| f & DEST_NAT_BACKEND != 0) {
+    if nat && dests::lookup(&l3.src) & DEST_NAT_BACKEND != 0 {
         if l3.icmp {
             return icmp::translate(ctx, l3.family, 0, true);
         }
@@ -271,7 +269,7 @@ fn backend_side(mode: u8, key: &FlowKey, flow: &Flow) -> (Addr, u16) {
 /// Rewrites towards the backend per forwarding mode (`dr`: addresses stay,
 /// only the MACs change in `send`).
 #[inline(always)]
-fn rewrite_to_backend(
+fn rewrite_to_backend<const INLINE: bool>(
     ctx: &XdpContext,
     l3: &L3,
     mode: u8,
@@ -282,17 +280,19 @@ fn rewrite_to_backend(
     if mode == MODE_DR {
         return true;
     }
-    rewrite(
-        ctx,
-        l3.family,
-        l3.proto,
-        &Rewrite {
-            src,
-            sport,
-            dst: &b.addr,
-            dport: b.port,
-        },
-    )
+    let to = Rewrite {
+        src,
+        sport,
+        dst: &b.addr,
+        dport: b.port,
+    };
+    // Inlined where the caller's frame has room, a subprogram where the
+    // call chain would exceed the stack limit otherwise.
+    if INLINE {
+        rewrite_inline(ctx, l3.family, l3.proto, &to)
+    } else {
+        rewrite(ctx, l3.family, l3.proto, &to)
+    }
     .is_some()
 }
 
@@ -336,7 +336,7 @@ fn established(
     if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         mark_closing(flow);
     }
-    if !rewrite_to_backend(ctx, l3, listener.mode, &src, sport, &backend) {
+    if !rewrite_to_backend::<false>(ctx, l3, listener.mode, &src, sport, &backend) {
         return xdp_action::XDP_PASS;
     }
     stats::packet(
@@ -457,7 +457,7 @@ fn commit_flow(
         flags: s.flow_flags,
         snat_addr: if fullnat { src } else { [0; 4] },
         nh: hop.cacheable(),
-        _pad2: 0,
+        idle_timeout_s: listener.idle_timeout_s,
     };
     active_add(backend_id, 1);
     if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
@@ -470,7 +470,7 @@ fn commit_flow(
     if too_big(l3, &hop) {
         return TOO_BIG;
     }
-    if !rewrite_to_backend(ctx, l3, listener.mode, &src, sport, &backend) {
+    if !rewrite_to_backend::<true>(ctx, l3, listener.mode, &src, sport, &backend) {
         return xdp_action::XDP_PASS;
     }
     stats::packet(listener.id, backend_id, Dir::In, packet_len(ctx), true);

@@ -198,7 +198,8 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
             sport: in_dport,
             dport: in_sport,
             proto: inner_proto,
-            _pad: [0; 3],
+            _pad1: 0,
+            _pad2: 0,
         };
         // SAFETY: the value is copied at once.
         let Some(rev) = (unsafe { REVERSE.get(rkey) }).copied() else {
@@ -230,7 +231,8 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
             sport: in_dport,
             dport: in_sport,
             proto: inner_proto,
-            _pad: [0; 3],
+            _pad1: 0,
+            _pad2: 0,
         };
         // SAFETY: the value is copied at once.
         let Some(flow) = (unsafe { FLOWS.get(fkey) }).copied() else {

@@ -12,6 +12,8 @@
 
 mod acl;
 mod bytes;
+mod dests;
+mod fast;
 mod fib;
 mod flow;
 mod forward;
@@ -25,10 +27,18 @@ mod stats;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 
-/// The load balancer: VIP traffic is scheduled and translated, replies of
-/// translated flows are translated back, everything else is passed.
+/// The load balancer's fast path: traffic not for us is passed, packets of
+/// established flows and their replies are translated and sent on; the
+/// rest goes to `slb_xdp_slow` by a tail call.
 #[xdp]
 pub fn slb_xdp(ctx: XdpContext) -> u32 {
+    fast::process(&ctx)
+}
+
+/// The whole load balancer: classification, new flows, translation,
+/// ICMP, path MTU. Only reached by the fast path's tail call.
+#[xdp]
+pub fn slb_xdp_slow(ctx: XdpContext) -> u32 {
     forward::process(&ctx)
 }
 

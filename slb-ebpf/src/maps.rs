@@ -3,20 +3,28 @@
 //! keep the object loadable on its own (tests).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use slb_common::{
-    limits::{MAX_BACKENDS, MAX_DEVICES, MAX_LISTENERS, MAX_SNAT_ADDRS, RINGS_PER_LISTENER},
+    limits::{
+        DEST_SLOTS, MAX_BACKENDS, MAX_DEVICES, MAX_LISTENERS, MAX_SNAT_ADDRS, RINGS_PER_LISTENER,
+    },
     stats::GLOBAL_COUNTERS,
-    AclKey, Addr, Backend, Flow, FlowKey, Listener, Persist, PersistKey, Reverse, Settings,
-    SnatPool, Stats, VipKey,
+    AclKey, Addr, Backend, DestSlot, Flow, FlowKey, Listener, Persist, PersistKey, Reverse,
+    Settings, SnatPool, Stats, VipKey,
 };
 
-/// Destination addresses the program acts on (`DEST_*` flags): VIPs and
-/// FULLNAT source addresses. One small lookup decides whether a packet is
-/// ours, so traffic for anything else pays for one lookup only.
+/// Destination addresses the program acts on (`DEST_*` flags): VIPs, FULLNAT
+/// source addresses, `nat` backends. An open-addressing hash table in an
+/// array (see `slb_common::DestSlot`): the lookup every packet makes is
+/// inlined, no function call.
 #[map]
-pub static DESTS: HashMap<Addr, u32> = HashMap::pinned(4096, 0);
+pub static DESTS: Array<DestSlot> = Array::pinned(DEST_SLOTS, 0);
+
+/// Index 0: the slow path (`slb_xdp_slow`), tail-called by the fast path
+/// for everything but established flows and non-VIP traffic.
+#[map]
+pub static JUMP: ProgramArray = ProgramArray::pinned(1, 0);
 
 /// (VIP, port, protocol) → listener.
 #[map]

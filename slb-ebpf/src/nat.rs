@@ -13,12 +13,24 @@ pub struct Rewrite<'a> {
     pub dport: u16,
 }
 
+/// `rewrite_inline` as a subprogram of its own (its stack frame is not
+/// part of the caller's; see `forward::dispatch`).
+#[inline(never)]
+pub fn rewrite(
+    ctx: &aya_ebpf::programs::XdpContext,
+    family: Family,
+    proto: u8,
+    to: &Rewrite,
+) -> Option<()> {
+    rewrite_inline(ctx, family, proto, to)
+}
+
 /// Rewrites addresses and ports of a fast-path packet (see `parse`) and
 /// fixes the IPv4 header and TCP/UDP checksums. An IPv4 UDP checksum of 0
 /// ("none") is left alone. Each field is read, folded into the checksums
 /// and written before the next, which keeps few values alive at once.
-#[inline(never)]
-pub fn rewrite(
+#[inline(always)]
+pub fn rewrite_inline(
     ctx: &aya_ebpf::programs::XdpContext,
     family: Family,
     proto: u8,

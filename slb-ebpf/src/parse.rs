@@ -211,6 +211,7 @@ pub fn flow_key(l3: &L3, l4: &L4) -> FlowKey {
         sport: l4.sport,
         dport: l4.dport,
         proto: l3.proto,
-        _pad: [0; 3],
+        _pad1: 0,
+        _pad2: 0,
     }
 }

@@ -163,10 +163,13 @@ fn schedulers_spread_by_weight() {
     let _agent = Agent::start(&t.lb, "sch", |d| render(2, d, &[wrr, sh, wlc])).unwrap();
 
     let c = count(&t, vip(80), 200);
-    assert_eq!(
-        (c["b1"], c["b2"]),
-        (50, 150),
-        "wrr is exact over whole periods: {c:?}"
+    // Each CPU walks the 1:3 sequence with its own position, so each is
+    // off by at most one from the exact share.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(c["b1"] + c["b2"], 200);
+    assert!(
+        c["b1"].abs_diff(50) <= cpus,
+        "wrr 1:3 over 200 connections: {c:?}"
     );
 
     // sh: a client always lands on the same backend; clients spread.

@@ -96,7 +96,7 @@ impl Applier {
                 }
             }
         }
-        dp.sync_dests(&plan.dests)?;
+        dp.write_dest_table(&plan.dest_table)?;
         dp.set_settings(&plan.settings)
     }
 }

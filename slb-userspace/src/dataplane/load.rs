@@ -1,18 +1,21 @@
 //! Loading the object with pinned maps, adopting compatible pinned state.
 use super::{bpffs, map_err, object, DataplaneError};
 use aya::{
-    maps::{lpm_trie::LpmTrie, Array, DevMapHash, HashMap, MapData, MapInfo, PerCpuArray},
+    maps::{
+        lpm_trie::LpmTrie, Array, DevMapHash, HashMap, MapData, MapInfo, PerCpuArray, ProgramArray,
+    },
     programs::Xdp,
     Ebpf, EbpfLoader,
 };
 use slb_common::{
     limits::{LAYOUT_VERSION, MAX_LISTENERS, RINGS_PER_LISTENER},
-    AclKey, Addr, Backend, Flow, FlowKey, Listener, Reverse, Settings, SnatPool, Stats, VipKey,
+    AclKey, Addr, Backend, DestSlot, Flow, FlowKey, Listener, Reverse, Settings, SnatPool, Stats,
+    VipKey,
 };
 use std::path::{Path, PathBuf};
 
 /// Every map of the object (each pinned under its name).
-const MAP_NAMES: [&str; 19] = [
+const MAP_NAMES: [&str; 20] = [
     "DESTS",
     "LISTENERS",
     "RING",
@@ -32,6 +35,7 @@ const MAP_NAMES: [&str; 19] = [
     "PERSIST",
     "ACL",
     "SETTINGS",
+    "JUMP",
 ];
 
 /// Sizes fixed at load time, from the `[agent]` section.
@@ -51,7 +55,9 @@ pub struct Dataplane {
     pub(super) ring_size: u32,
     /// Pinned maps existed and were adopted (flows survive a restart).
     pub adopted: bool,
-    pub(super) dests: HashMap<MapData, Addr, u32>,
+    /// Holds the slow path for the fast path's tail call.
+    pub(super) _jump: ProgramArray<MapData>,
+    pub(super) dests: Array<MapData, DestSlot>,
     pub(super) listeners: HashMap<MapData, VipKey, Listener>,
     pub(super) ring: Array<MapData, u32>,
     pub(super) backends: Array<MapData, Backend>,
@@ -138,20 +144,37 @@ impl Dataplane {
             });
         }
 
-        let program: &mut Xdp = ebpf
-            .program_mut(object::PROG_LB)
-            .ok_or(DataplaneError::Missing(object::PROG_LB))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                name: object::PROG_LB,
+        // The slow path first: the fast path tail-calls it through JUMP,
+        // which must hold it before the fast path sees a packet.
+        for name in [object::PROG_SLOW, object::PROG_LB] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(DataplaneError::Missing(name))?
+                .try_into()
+                .map_err(|source| DataplaneError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
+        }
+        let mut jump: ProgramArray<MapData> = take(&mut ebpf, "JUMP")?;
+        {
+            let slow: &Xdp = ebpf
+                .program(object::PROG_SLOW)
+                .ok_or(DataplaneError::Missing(object::PROG_SLOW))?
+                .try_into()
+                .map_err(|source| DataplaneError::Program {
+                    name: object::PROG_SLOW,
+                    source,
+                })?;
+            let fd = slow.fd().map_err(|source| DataplaneError::Program {
+                name: object::PROG_SLOW,
                 source,
             })?;
-        program.load().map_err(|source| DataplaneError::Program {
-            name: object::PROG_LB,
-            source,
-        })?;
+            jump.set(0, fd, 0).map_err(map_err("JUMP"))?;
+        }
 
         Ok(Dataplane {
+            _jump: jump,
             dests: take(&mut ebpf, "DESTS")?,
             listeners: take(&mut ebpf, "LISTENERS")?,
             ring: take(&mut ebpf, "RING")?,

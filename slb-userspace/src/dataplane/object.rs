@@ -12,5 +12,7 @@ pub fn pass_bytes() -> &'static [u8] {
 
 /// Name of the load-balancing program.
 pub const PROG_LB: &str = "slb_xdp";
+/// Name of the slow path, tail-called by `PROG_LB`.
+pub const PROG_SLOW: &str = "slb_xdp_slow";
 /// Name of the pass-everything program.
 pub const PROG_PASS: &str = "slb_pass";

@@ -3,7 +3,7 @@ use super::{map_err, Dataplane, DataplaneError};
 use aya::maps::lpm_trie::Key;
 use aya::maps::MapError;
 use slb_common::{limits::MAX_SNAT_ADDRS, Addr, Backend, Listener, SnatPool, VipKey};
-use slb_common::{AclKey, Settings};
+use slb_common::{AclKey, DestSlot, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A missing key on delete is not an error: the goal (absent) is reached.
@@ -66,18 +66,18 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Makes the destination map hold exactly `desired`.
-    pub fn sync_dests(&mut self, desired: &BTreeMap<Addr, u32>) -> Result<(), DataplaneError> {
-        let present: Vec<Addr> = self.dests.keys().filter_map(Result::ok).collect();
-        for addr in present {
-            if !desired.contains_key(&addr) {
-                ignore_missing(self.dests.remove(&addr)).map_err(map_err("DESTS"))?;
-            }
-        }
-        for (addr, flags) in desired {
-            if self.dests.get(addr, 0).ok() != Some(*flags) {
+    /// Makes the destination table hold `table` (`DEST_SLOTS` slots, see
+    /// `planner::dest_table`). Slots that get an address are written before
+    /// slots are emptied, so every probe sequence stays intact meanwhile.
+    pub fn write_dest_table(&mut self, table: &[DestSlot]) -> Result<(), DataplaneError> {
+        let present: Vec<DestSlot> = self.dests.iter().map(|r| r.unwrap_or_default()).collect();
+        for pass_fills in [true, false] {
+            for (i, want) in table.iter().enumerate() {
+                if (want.flags != 0) != pass_fills || present.get(i) == Some(want) {
+                    continue;
+                }
                 self.dests
-                    .insert(addr, flags, 0)
+                    .set(i as u32, want, 0)
                     .map_err(map_err("DESTS"))?;
             }
         }

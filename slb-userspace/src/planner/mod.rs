@@ -7,11 +7,13 @@
 //! - `tables` builds each listener's lookup table for its scheduler.
 //! - `rings` tracks the two table halves of each listener, so a new table
 //!   is written beside the live one and switched to in one update.
+mod dests;
 mod ids;
 mod plan;
 mod rings;
 mod tables;
 
+pub use dests::{dest_table, DestTableFull};
 pub use ids::{BackendKey, Ids};
 pub use plan::{plan, vip_key, BackendPlan, Health, ListenerPlan, Plan, PlanError};
 pub use rings::{RingSwap, Rings};

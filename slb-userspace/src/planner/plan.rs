@@ -1,5 +1,6 @@
 //! The desired contents of the dataplane maps.
 use super::{
+    dests::DestTableFull,
     ids::{BackendKey, IdError, Ids},
     tables::{self, Candidate},
 };
@@ -13,7 +14,7 @@ use slb_common::{
         ACL_ALLOW, ACL_DENY, ACL_NONE, BACKEND_F_DOWN, DEST_NAT_BACKEND, DEST_SNAT, DEST_VIP,
         MODE_DR, MODE_FULLNAT, MODE_NAT, SCHED_MAGLEV, SCHED_SH, SCHED_WLC, SCHED_WRR,
     },
-    Addr, Backend, Listener, Settings, VipKey, PROTO_TCP, PROTO_UDP,
+    Addr, Backend, DestSlot, Listener, Settings, VipKey, PROTO_TCP, PROTO_UDP,
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -61,6 +62,8 @@ pub struct Plan {
     pub settings: Settings,
     /// ACL entries of every listener with an ACL.
     pub acl: BTreeSet<AclEntry>,
+    /// `dests` placed in the program's destination table.
+    pub dest_table: Vec<DestSlot>,
 }
 
 /// The ACL trie entry of a CIDR: prefix length and network on the
@@ -77,6 +80,8 @@ pub fn acl_entry(listener_id: u32, net: &IpNet) -> AclEntry {
 pub enum PlanError {
     #[error(transparent)]
     Ids(#[from] IdError),
+    #[error(transparent)]
+    Dests(#[from] DestTableFull),
     #[error("listener {listener}: {source}")]
     Table {
         listener: String,
@@ -235,6 +240,7 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
             IpAddr::V6(_) => out.snat_v6.push(addr),
         }
     }
+    out.dest_table = super::dest_table(&out.dests)?;
     Ok(out)
 }
 
