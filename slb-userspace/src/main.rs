@@ -104,9 +104,15 @@ fn serve_with(
     workers: Option<usize>,
 ) -> ExitCode {
     init_logging();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        rt.worker_threads(n.max(1));
+    // One worker: everything on this thread, without the work-stealing
+    // scheduler's cross-thread wake-ups.
+    let mut rt = if workers.is_some_and(|n| n <= 1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if let Some(n) = workers.filter(|&n| n > 1) {
+        rt.worker_threads(n);
     }
     let result: Result<()> = rt
         .enable_all()

@@ -70,7 +70,22 @@ impl Balancer {
     /// `in_flight[i]`: requests in progress (for `wlc`); `key`: the hash of
     /// the request's hash key (for `hash`; `None` when the request has none).
     pub fn pick(&self, usable: &[bool], in_flight: &[usize], key: Option<u64>) -> Option<usize> {
-        let ok = |i: usize| usable.get(i).copied().unwrap_or(false) && self.weights[i] > 0;
+        self.pick_by(
+            &|i| usable.get(i).copied().unwrap_or(false),
+            &|i| in_flight.get(i).copied().unwrap_or(0),
+            key,
+        )
+    }
+
+    /// [`Balancer::pick`] with the usable backends and their requests in
+    /// progress given as functions of the backend's index.
+    pub fn pick_by(
+        &self,
+        usable: &dyn Fn(usize) -> bool,
+        in_flight: &dyn Fn(usize) -> usize,
+        key: Option<u64>,
+    ) -> Option<usize> {
+        let ok = |i: usize| self.weights[i] > 0 && usable(i);
         match self.algorithm {
             Algorithm::Wrr => self.wrr(&ok),
             Algorithm::Hash => match key {
@@ -78,7 +93,9 @@ impl Balancer {
                 None => self.wrr(&ok),
             },
             Algorithm::Wlc => {
-                let load = |i: usize| in_flight.get(i).copied().unwrap_or(0) as u128;
+                // One snapshot: the counts move while requests run.
+                let loads: Vec<u128> = (0..self.len()).map(|i| in_flight(i) as u128).collect();
+                let load = |i: usize| loads[i];
                 // The least in_flight/weight, compared without division.
                 let best = (0..self.len()).filter(|&i| ok(i)).min_by(|&a, &b| {
                     (load(a) * u128::from(self.weights[b]))

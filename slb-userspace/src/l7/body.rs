@@ -34,32 +34,43 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-/// Wraps a body, counts its data bytes and calls `done(bytes)` once: when
-/// the body ends, fails, or is dropped unfinished (client went away). The
-/// access log line, the WLC in-flight count and the idle clock hang on it.
-pub struct Tracked {
-    inner: Body,
-    bytes: u64,
-    done: Option<Box<dyn FnOnce(u64) + Send>>,
+/// What a [`Tracked`] body calls once it is done.
+pub trait Finish {
+    /// `bytes`: the data bytes that went through.
+    fn finish(self, bytes: u64);
 }
 
-impl Tracked {
-    pub fn new(inner: Body, done: impl FnOnce(u64) + Send + 'static) -> Self {
+/// Wraps a body, counts its data bytes and calls `done.finish(bytes)` once:
+/// when the body ends, fails, or is dropped unfinished (client went away).
+/// The access log line, the WLC in-flight count and the idle clock hang on
+/// it.
+pub struct Tracked<B, D: Finish> {
+    inner: B,
+    bytes: u64,
+    done: Option<D>,
+}
+
+impl<B, D: Finish> Tracked<B, D> {
+    pub fn new(inner: B, done: D) -> Self {
         Self {
             inner,
             bytes: 0,
-            done: Some(Box::new(done)),
+            done: Some(done),
         }
     }
 
     fn finish(&mut self) {
         if let Some(done) = self.done.take() {
-            done(self.bytes);
+            done.finish(self.bytes);
         }
     }
 }
 
-impl HttpBody for Tracked {
+impl<B, D> HttpBody for Tracked<B, D>
+where
+    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+    D: Finish + Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -92,8 +103,46 @@ impl HttpBody for Tracked {
     }
 }
 
-impl Drop for Tracked {
+impl<B, D: Finish> Drop for Tracked<B, D> {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// A response body: the backend's as it arrives (not boxed), or any other
+/// (error pages, redirects, gzip), boxed.
+pub enum ResponseBody {
+    Upstream(super::upstream::UpstreamBody),
+    Other(Body),
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            ResponseBody::Other(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream(b) => b.is_end_stream(),
+            ResponseBody::Other(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream(b) => b.size_hint(),
+            ResponseBody::Other(b) => b.size_hint(),
+        }
     }
 }

@@ -12,6 +12,8 @@
 //! * Several `Cookie` fields (HTTP/2 clients send one per cookie) are
 //!   joined with "; " for the HTTP/1.1 backend (RFC 9113 §8.2.3).
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Uri};
 
@@ -58,53 +60,123 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// Removes the hop-by-hop fields; with `upgrade`, keeps the upgrade
 /// handshake (`Connection: upgrade` and `Upgrade`).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let upgrade_to = headers.get(header::UPGRADE).cloned();
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    let upgrade_to = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    match (connection.next(), connection.next()) {
+        (None, _) => {}
+        (Some(one), None) => {
+            // The usual case (`Connection: keep-alive`): nothing to
+            // allocate, a field name is looked up without being built.
+            let one = one.clone();
+            for name in one.to_str().unwrap_or_default().split(',') {
+                headers.remove(name.trim());
+            }
+        }
+        _ => {
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .collect();
+            for name in &named {
+                headers.remove(name);
+            }
+        }
     }
-    if let (true, Some(to)) = (upgrade, upgrade_to) {
+    // One pass over the (few) fields, then a look-up only for those there.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if let Some(to) = upgrade_to {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, to);
     }
 }
 
+/// [`Forwarded`] as the header values the proxy sets, made once per
+/// listener (proto, port) and connection (client).
+#[derive(Debug, Clone)]
+pub struct ForwardedValues {
+    /// The client address (`X-Real-IP`, the last `X-Forwarded-For` entry).
+    pub client: HeaderValue,
+    pub proto: HeaderValue,
+    pub port: HeaderValue,
+}
+
+impl ForwardedValues {
+    pub fn new(fwd: &Forwarded) -> Self {
+        Self {
+            client: client_value(fwd.client),
+            proto: HeaderValue::from_static(fwd.proto),
+            port: HeaderValue::from(fwd.port),
+        }
+    }
+}
+
+/// The client address as a header value (IPv4-mapped IPv6 as IPv4).
+pub fn client_value(client: std::net::IpAddr) -> HeaderValue {
+    let text = client.to_canonical().to_string();
+    // An IP address is always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
 /// Prepares the client's request header for the backend (see module docs).
 pub fn to_backend(headers: &mut HeaderMap, fwd: &Forwarded, upgrade: bool) {
+    to_backend_values(headers, &ForwardedValues::new(fwd), upgrade);
+}
+
+/// [`to_backend`] with the values made beforehand.
+pub fn to_backend_values(headers: &mut HeaderMap, fwd: &ForwardedValues, upgrade: bool) {
     remove_hop_by_hop(headers, upgrade);
-    let client = fwd.client.to_canonical().to_string();
 
-    let earlier: Vec<String> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .collect();
-    let mut chain = earlier.join(", ");
-    if !chain.is_empty() {
-        chain.push_str(", ");
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let client = fwd.client.to_str().unwrap_or_default();
+        let mut chain = String::with_capacity(64);
+        for earlier in headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            chain.push_str(earlier);
+            chain.push_str(", ");
+        }
+        chain.push_str(client);
+        set(headers, X_FORWARDED_FOR, &chain);
+    } else {
+        headers.insert(X_FORWARDED_FOR, fwd.client.clone());
     }
-    chain.push_str(&client);
-    set(headers, X_FORWARDED_FOR, &chain);
-    set(headers, X_REAL_IP, &client);
-    set(headers, X_FORWARDED_PROTO, fwd.proto);
-    set(headers, X_FORWARDED_PORT, &fwd.port.to_string());
+    headers.insert(X_REAL_IP, fwd.client.clone());
+    headers.insert(X_FORWARDED_PROTO, fwd.proto.clone());
+    headers.insert(X_FORWARDED_PORT, fwd.port.clone());
 
-    let cookies: Vec<&str> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if cookies.len() > 1 {
-        let joined = cookies.join("; ");
-        set(headers, header::COOKIE, &joined);
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_some() && cookies.next().is_some() {
+        let cookies: Vec<&str> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if cookies.len() > 1 {
+            let joined = cookies.join("; ");
+            set(headers, header::COOKIE, &joined);
+        }
     }
 }
 
@@ -128,27 +200,45 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 
 /// The request's host name, lower-case, without port or trailing dot:
 /// from `Host` (HTTP/1.1) or the URI authority (HTTP/2 `:authority`,
-/// absolute-form requests).
-pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+/// absolute-form requests). Borrowed unless it had to be lower-cased.
+pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
     let raw = match uri.authority() {
-        Some(a) => a.as_str().to_owned(),
-        None => headers.get(header::HOST)?.to_str().ok()?.to_owned(),
+        Some(a) => a.as_str(),
+        None => headers.get(header::HOST)?.to_str().ok()?,
     };
-    let raw = raw.rsplit('@').next().unwrap_or(&raw);
+    let raw = raw.rsplit('@').next().unwrap_or(raw);
     let host = if raw.starts_with('[') {
         // An IPv6 literal keeps its brackets.
         raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
         raw.split(':').next().unwrap_or(raw)
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    let host = host.trim_end_matches('.');
+    if host.is_empty() {
+        return None;
+    }
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
 }
 
 /// The bytes of request line and header fields, counted as on an HTTP/1.1
 /// wire: `name: value\r\n` per field.
 pub fn header_size(method: &http::Method, uri: &Uri, headers: &HeaderMap) -> usize {
-    let line = method.as_str().len() + uri.to_string().len() + 12;
+    /// Counts what is written to it.
+    struct Len(usize);
+    impl std::fmt::Write for Len {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut target = Len(0);
+    // Writing to `Len` cannot fail.
+    let _ = std::fmt::Write::write_fmt(&mut target, format_args!("{uri}"));
+    let line = method.as_str().len() + target.0 + 12;
     line + headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
@@ -193,6 +283,29 @@ mod tests {
         remove_hop_by_hop(&mut m, false);
         assert_eq!(m.len(), 1);
         assert!(m.contains_key("accept"));
+    }
+
+    #[test]
+    fn fields_named_in_connection_are_removed() {
+        let mut m = h(&[
+            ("connection", "Keep-Alive, X-A ,,x-b, bad name"),
+            ("x-a", "1"),
+            ("X-B", "2"),
+            ("x-c", "3"),
+        ]);
+        remove_hop_by_hop(&mut m, false);
+        assert_eq!(m.len(), 1);
+        assert!(m.contains_key("x-c"));
+        let mut m = h(&[
+            ("connection", "x-a"),
+            ("connection", "X-B"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-c", "3"),
+        ]);
+        remove_hop_by_hop(&mut m, false);
+        assert_eq!(m.len(), 1);
+        assert!(m.contains_key("x-c"));
     }
 
     #[test]

@@ -11,13 +11,34 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::clock;
+
 /// When something last happened, shared between a stream and its watcher.
+///
+/// Bytes move many times per request; reading the precise clock each time
+/// costs more than the rest of the bookkeeping. A touch reads the coarse
+/// clock (see [`clock`]) and takes a precise reading only when the coarse
+/// one moved on since the last recorded touch: [`Activity::last`] may then
+/// be up to one coarse tick ([`Activity::slack`]) before the actual last
+/// activity, which watchers add to their deadlines.
 #[derive(Debug, Clone)]
 pub struct Activity {
     base: Instant,
-    /// Milliseconds after `base`.
-    last: Arc<AtomicU64>,
+    inner: Arc<Times>,
 }
+
+#[derive(Debug)]
+struct Times {
+    /// Milliseconds after `base`.
+    last: AtomicU64,
+    /// The coarse clock (ns) at the last recorded touch.
+    tick: AtomicU64,
+    /// Milliseconds after `base` of the first touch since [`Activity::rearm`]
+    /// (or the start); `UNSET` before.
+    first: AtomicU64,
+}
+
+const UNSET: u64 = u64::MAX;
 
 impl Default for Activity {
     fn default() -> Self {
@@ -29,22 +50,68 @@ impl Activity {
     pub fn new() -> Self {
         Self {
             base: Instant::now(),
-            last: Arc::new(AtomicU64::new(0)),
+            inner: Arc::new(Times {
+                last: AtomicU64::new(0),
+                tick: AtomicU64::new(u64::MAX),
+                first: AtomicU64::new(UNSET),
+            }),
         }
     }
 
     pub fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.fetch_max(ms, Ordering::Relaxed);
+        let tick = clock::coarse_ns();
+        if self.inner.tick.load(Ordering::Relaxed) == tick {
+            // Recorded within this tick already.
+            if self.inner.first.load(Ordering::Relaxed) == UNSET {
+                let last = self.inner.last.load(Ordering::Relaxed);
+                self.inner.first.store(last, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.inner.tick.store(tick, Ordering::Relaxed);
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.inner.last.fetch_max(ms, Ordering::Relaxed);
+        if self.inner.first.load(Ordering::Relaxed) == UNSET {
+            self.inner.first.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets the first touch: [`Activity::first_ms`] tells the next one.
+    pub fn rearm(&self) {
+        self.inner.first.store(UNSET, Ordering::Relaxed);
+    }
+
+    /// Milliseconds after the start of the first touch since the start or
+    /// [`Activity::rearm`], if any.
+    pub fn first_ms(&self) -> Option<u64> {
+        match self.inner.first.load(Ordering::Relaxed) {
+            UNSET => None,
+            ms => Some(ms),
+        }
     }
 
     pub fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.last.load(Ordering::Relaxed))
+        self.at(self.last_ms())
+    }
+
+    /// [`Activity::last`] in milliseconds after the start.
+    pub fn last_ms(&self) -> u64 {
+        self.inner.last.load(Ordering::Relaxed)
+    }
+
+    /// The instant `ms` milliseconds after the start.
+    pub fn at(&self, ms: u64) -> Instant {
+        self.base + Duration::from_millis(ms)
     }
 
     /// When the stream counts as idle, if nothing happens until then.
     pub fn deadline(&self, idle: Duration) -> Instant {
         self.last() + idle
+    }
+
+    /// How much [`Activity::last`] may lag behind the last activity.
+    pub fn slack() -> Duration {
+        clock::resolution()
     }
 }
 

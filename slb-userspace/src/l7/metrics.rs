@@ -6,6 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::{Arc, OnceLock};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -83,6 +84,18 @@ impl L7Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// The series of one listener, resolved once (on first use each, so
+    /// that a series appears in `/metrics` only once it counted something,
+    /// as with [`L7Metrics::request`]).
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        ListenerMetrics(Arc::new(ListenerSeries {
+            metrics: self.clone(),
+            listener: listener.to_owned(),
+            classes: Default::default(),
+            latency: OnceLock::new(),
+        }))
+    }
+
     /// Requests of `listener` counted in `class` ("2xx"...), for tests and
     /// status output.
     pub fn requests_in_class(&self, listener: &str, class: &str) -> u64 {
@@ -92,6 +105,56 @@ impl L7Metrics {
                 class: class.to_owned(),
             })
             .get()
+    }
+}
+
+/// The series of one listener (see [`L7Metrics::listener`]); clones share
+/// them.
+#[derive(Clone, Debug)]
+pub struct ListenerMetrics(Arc<ListenerSeries>);
+
+#[derive(Debug)]
+struct ListenerSeries {
+    metrics: L7Metrics,
+    listener: String,
+    /// "1xx" .. "5xx".
+    classes: [OnceLock<Counter>; 5],
+    latency: OnceLock<Histogram>,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl ListenerMetrics {
+    /// Counts a request answered with `status`.
+    pub fn request(&self, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        let s = &self.0;
+        s.classes[class]
+            .get_or_init(|| {
+                s.metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        listener: s.listener.clone(),
+                        class: CLASSES[class].to_owned(),
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// Records an upstream response time.
+    pub fn upstream_latency(&self, elapsed: std::time::Duration) {
+        let s = &self.0;
+        s.latency
+            .get_or_init(|| {
+                s.metrics
+                    .upstream_latency
+                    .get_or_create(&ListenerLabels {
+                        listener: s.listener.clone(),
+                    })
+                    .clone()
+            })
+            .observe(elapsed.as_secs_f64());
     }
 }
 
@@ -117,5 +180,27 @@ mod tests {
         assert!(text.contains("slb_l7_requests_total{listener=\"web\",class=\"5xx\"} 1"));
         assert!(text.contains("slb_l7_upstream_latency_seconds_count{listener=\"web\"} 1"));
         assert_eq!(m.requests_in_class("web", "2xx"), 2);
+    }
+
+    #[test]
+    fn listener_handles_share_the_series() {
+        let m = L7Metrics::new();
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        let web = m.listener("web");
+        web.request(200);
+        web.clone().request(204);
+        m.request("web", 201);
+        web.request(404);
+        web.upstream_latency(std::time::Duration::from_millis(3));
+        assert_eq!(m.requests_in_class("web", "2xx"), 3);
+        assert_eq!(m.requests_in_class("web", "4xx"), 1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(
+            !text.contains("class=\"3xx\""),
+            "unused series appear: {text}"
+        );
+        assert!(text.contains("slb_l7_upstream_latency_seconds_count{listener=\"web\"} 1"));
     }
 }

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod balance;
 pub mod body;
+pub mod clock;
 
 pub mod gzip;
 pub mod headers;

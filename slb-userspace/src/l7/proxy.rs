@@ -169,6 +169,7 @@ impl ProxyHandle {
                 listeners,
                 &self.resumption,
                 &mut st.counters,
+                &self.shared.metrics,
             )?);
         }
         let mut bound: Vec<(SocketAddr, TcpListener)> = Vec::new();

@@ -25,8 +25,15 @@ use super::service::{self, Conn, Shared};
 use super::state::Runtime;
 use super::upstream::error_chain;
 
-/// Header fields per request; more get hyper's own 431.
-const MAX_HEADERS: usize = 256;
+/// Header size limits up to this keep hyper's default number of header
+/// fields per request (100, parsed on the stack); larger limits allow one
+/// field per 64 bytes. More fields get hyper's own 431.
+const DEFAULT_HEADER_SIZE: u32 = 16 * 1024;
+
+/// `max_headers` for a header size limit (`None`: hyper's default).
+fn max_headers(max_header_size: u32) -> Option<usize> {
+    (max_header_size > DEFAULT_HEADER_SIZE).then_some(max_header_size as usize / 64)
+}
 /// After a shutdown began, connections still busy this long are dropped.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -74,11 +81,14 @@ async fn serve(
     let activity = Activity::new();
     let io = Watched::new(tcp, activity.clone());
     match rt.tls.clone() {
-        None => drive(io, false, peer, activity, runtime, stop, shared).await,
+        None => drive(io, false, false, peer, activity, runtime, stop, shared).await,
         Some(cfg) => {
             let handshake = TlsAcceptor::from(cfg).accept(io);
             match tokio::time::timeout(rt.l7.request_header_timeout, handshake).await {
-                Ok(Ok(tls)) => drive(tls, true, peer, activity, runtime, stop, shared).await,
+                Ok(Ok(tls)) => {
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    drive(tls, true, h2, peer, activity, runtime, stop, shared).await
+                }
                 Ok(Err(e)) => debug!(listener = %rt.name, %peer, "TLS handshake failed: {e}"),
                 Err(_) => debug!(listener = %rt.name, %peer, "TLS handshake timed out"),
             }
@@ -86,9 +96,11 @@ async fn serve(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive<I>(
     io: I,
     tls: bool,
+    h2: bool,
     peer: SocketAddr,
     activity: Activity,
     runtime: watch::Receiver<Arc<Runtime>>,
@@ -99,6 +111,12 @@ async fn drive<I>(
 {
     let rt = runtime.borrow().clone();
     let state = Arc::new(Conn::new(peer, tls, activity.clone()));
+    if h2 {
+        state.set_h2();
+    }
+    // The header timeout of the first request starts with its first bytes,
+    // not with the TLS handshake's.
+    activity.rearm();
     let svc = {
         let state = state.clone();
         let shared = shared.clone();
@@ -120,10 +138,14 @@ async fn drive<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(rt.l7.request_header_timeout)
+        // The request header timeout is kept below (hyper's would arm a
+        // timer for every request).
+        .header_read_timeout(None)
         .max_buf_size(buffer)
-        .max_headers(MAX_HEADERS)
         .keep_alive(true);
+    if let Some(n) = max_headers(rt.l7.max_header_size) {
+        builder.http1().max_headers(n);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -132,15 +154,22 @@ async fn drive<I>(
     tokio::pin!(conn);
 
     let idle = rt.l7.client_idle_timeout;
+    let header_timeout = rt.l7.request_header_timeout;
     let mut closing = false;
     let mut hard_deadline: Option<Instant> = None;
     loop {
+        // While a request runs, look again after the shorter timeout: the
+        // header timeout starts when its response ends.
         let deadline = if state.active.load(Ordering::Relaxed) > 0 {
-            Instant::now() + idle
+            Instant::now() + idle.min(header_timeout)
         } else {
-            activity.deadline(idle)
+            let quiet = activity.deadline(idle) + Activity::slack();
+            state
+                .header_deadline(header_timeout)
+                .map_or(quiet, |h| h.min(quiet))
         };
         tokio::select! {
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     debug!(listener = %rt.name, %peer, "connection ended: {}", error_chain(&*e));
@@ -164,8 +193,15 @@ async fn drive<I>(
                 return;
             }
             () = tokio::time::sleep_until(deadline), if !closing => {
+                let now = Instant::now();
+                if state.header_deadline(header_timeout).is_some_and(|d| now >= d) {
+                    // As hyper's header read timeout: the connection is
+                    // dropped, nothing is answered.
+                    debug!(listener = %rt.name, %peer, "no request header within {header_timeout:?}, closing");
+                    return;
+                }
                 let quiet = state.active.load(Ordering::Relaxed) == 0
-                    && Instant::now() >= activity.deadline(idle);
+                    && now >= activity.deadline(idle) + Activity::slack();
                 if quiet {
                     debug!(listener = %rt.name, %peer, "idle for {idle:?}, closing");
                     closing = true;

@@ -1,28 +1,30 @@
 //! One request through the proxy: limits, redirect, routing, persistence,
 //! scheduling with retries, header rewriting, gzip, access log, metrics.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{ACCEPT_ENCODING, CONNECTION, HOST};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::access::Entry;
 use super::balance::hash_bytes;
-use super::body::{boxed, empty, Body, Tracked};
-use super::headers::{self, Forwarded};
+use super::body::{boxed, empty, Body, Finish, ResponseBody, Tracked};
+use super::headers::{self, ForwardedValues};
 use super::idle::Activity;
 use super::metrics::L7Metrics;
 use super::pages;
 use super::persist::request_cookie;
 use super::state::{Group, Runtime};
-use super::upstream::{self, Failure, ReplayBody};
+use super::upstream::{self, Failure, ReplayBody, UpstreamBody};
 use super::websocket;
 use crate::config::{HashKey, Protocol};
 use crate::planner::Health;
@@ -49,7 +51,18 @@ pub struct Conn {
     /// Asks the connection task to close the connection gracefully (the
     /// request limit was reached).
     pub close: Notify,
+    /// The client's address as `X-Real-IP` / `X-Forwarded-For` value.
+    client_value: HeaderValue,
+    /// HTTP/1: since when (activity clock, ms) the connection waits for a
+    /// request header; `NOT_WAITING` while a request runs; `FIRST_BYTES`
+    /// before the first request: since the client's first bytes.
+    head_since: AtomicU64,
+    /// HTTP/2, which has no request header timeout.
+    h2: AtomicBool,
 }
+
+const NOT_WAITING: u64 = u64::MAX;
+const FIRST_BYTES: u64 = u64::MAX - 1;
 
 impl Conn {
     pub fn new(peer: SocketAddr, tls: bool, activity: Activity) -> Self {
@@ -60,7 +73,32 @@ impl Conn {
             active: AtomicUsize::new(0),
             activity,
             close: Notify::new(),
+            client_value: headers::client_value(peer.ip()),
+            head_since: AtomicU64::new(FIRST_BYTES),
+            h2: AtomicBool::new(false),
         }
+    }
+
+    /// The connection speaks HTTP/2.
+    pub fn set_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+    }
+
+    /// HTTP/1: when the connection is to be closed if the request header it
+    /// waits for is still not complete: `timeout` after it began waiting
+    /// (the last response ended; on a new connection, the first bytes came,
+    /// as with hyper's header read timeout). `None` while a request runs,
+    /// before the first bytes, and for HTTP/2.
+    pub fn header_deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        if self.h2.load(Ordering::Relaxed) {
+            return None;
+        }
+        let since = match self.head_since.load(Ordering::Relaxed) {
+            NOT_WAITING => return None,
+            FIRST_BYTES => self.activity.first_ms()?,
+            since => since,
+        };
+        Some(self.activity.at(since) + timeout + Activity::slack())
     }
 }
 
@@ -82,7 +120,7 @@ impl Drop for InFlight {
 
 /// How a request was answered, for the log.
 struct Outcome {
-    response: Response<Body>,
+    response: Response<ResponseBody>,
     upstream: Option<SocketAddr>,
     upstream_time: Option<Duration>,
     in_flight: Option<InFlight>,
@@ -91,10 +129,48 @@ struct Outcome {
 impl Outcome {
     fn local(response: Response<Body>) -> Self {
         Self {
-            response,
+            response: response.map(ResponseBody::Other),
             upstream: None,
             upstream_time: None,
             in_flight: None,
+        }
+    }
+}
+
+/// The body of the proxy's responses.
+pub type ProxyBody = Tracked<ResponseBody, Done>;
+
+/// What happens when a response is over: counters, metrics, access log.
+pub struct Done {
+    in_flight: Option<InFlight>,
+    rt: Arc<Runtime>,
+    conn: Arc<Conn>,
+    status: u16,
+    /// With the access log on.
+    log: Option<Box<Log>>,
+}
+
+struct Log {
+    entry: Entry,
+    start: Instant,
+}
+
+impl Finish for Done {
+    fn finish(self, bytes: u64) {
+        drop(self.in_flight);
+        let active = self.conn.active.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.conn.activity.touch();
+        if active == 0 {
+            // HTTP/1: waiting for the next request header from now on.
+            let now = self.conn.activity.last_ms();
+            self.conn.head_since.store(now, Ordering::Relaxed);
+        }
+        self.rt.metrics.request(self.status);
+        if let Some(log) = self.log {
+            let Log { mut entry, start } = *log;
+            entry.bytes = bytes;
+            entry.total = start.elapsed();
+            entry.log();
         }
     }
 }
@@ -105,11 +181,13 @@ pub async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<Conn>,
     shared: Arc<Shared>,
-) -> Response<Body> {
-    let start = Instant::now();
-    let time = SystemTime::now();
+) -> Response<ProxyBody> {
     conn.active.fetch_add(1, Ordering::Relaxed);
     conn.activity.touch();
+    conn.head_since.store(NOT_WAITING, Ordering::Relaxed);
+    if req.version() == Version::HTTP_2 {
+        conn.set_h2();
+    }
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let last = n >= rt.l7.max_requests_per_connection;
     if last {
@@ -117,24 +195,30 @@ pub async fn handle(
     }
 
     let version = req.version();
-    let entry = Entry {
-        time,
-        client: conn.peer.ip(),
-        host: headers::request_host(req.uri(), req.headers()),
-        method: req.method().to_string(),
-        target: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-        version,
-        status: 0,
-        bytes: 0,
-        upstream: None,
-        upstream_time: None,
-        total: Duration::ZERO,
-    };
+    // The log line's fields, only when it is written.
+    let log = tracing::enabled!(target: "slb::access", tracing::Level::INFO).then(|| {
+        Box::new(Log {
+            start: Instant::now(),
+            entry: Entry {
+                time: SystemTime::now(),
+                client: conn.peer.ip(),
+                host: headers::request_host(req.uri(), req.headers()).map(Cow::into_owned),
+                method: req.method().to_string(),
+                target: req
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+                version,
+                status: 0,
+                bytes: 0,
+                upstream: None,
+                upstream_time: None,
+                total: Duration::ZERO,
+            },
+        })
+    });
 
-    let outcome = route(req, &rt, &conn, &shared, entry.host.as_deref()).await;
+    let outcome = route(req, &rt, &conn, &shared).await;
     let Outcome {
         mut response,
         upstream,
@@ -152,36 +236,25 @@ pub async fn handle(
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     let status = response.status().as_u16();
-    let metrics = shared.metrics.clone();
-    let listener = rt.name.clone();
-    let conn_done = conn.clone();
-    let (parts, body) = response.into_parts();
-    let body = Tracked::new(body, move |bytes| {
-        drop(in_flight);
-        conn_done.active.fetch_sub(1, Ordering::Relaxed);
-        conn_done.activity.touch();
-        metrics.request(&listener, status);
-        Entry {
-            status,
-            bytes,
-            upstream,
-            upstream_time,
-            total: start.elapsed(),
-            ..entry
-        }
-        .log();
+    let log = log.map(|mut log| {
+        log.entry.status = status;
+        log.entry.upstream = upstream;
+        log.entry.upstream_time = upstream_time;
+        log
     });
-    Response::from_parts(parts, boxed(body))
+    let (parts, body) = response.into_parts();
+    let done = Done {
+        in_flight,
+        rt,
+        conn,
+        status,
+        log,
+    };
+    Response::from_parts(parts, Tracked::new(body, done))
 }
 
 /// Everything between the request and the response.
-async fn route(
-    req: Request<Incoming>,
-    rt: &Runtime,
-    conn: &Conn,
-    shared: &Shared,
-    host: Option<&str>,
-) -> Outcome {
+async fn route(req: Request<Incoming>, rt: &Runtime, conn: &Conn, shared: &Shared) -> Outcome {
     let h1 = req.version() != Version::HTTP_2;
     if headers::header_size(req.method(), req.uri(), req.headers()) > rt.l7.max_header_size as usize
     {
@@ -193,17 +266,23 @@ async fn route(
     let path_and_query = req
         .uri()
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
-    if rt.l7.redirect_https && rt.protocol == Protocol::Http {
-        return Outcome::local(match host {
-            Some(h) => pages::redirect(&pages::https_location(h, rt.https_port, &path_and_query)),
-            None => pages::error(StatusCode::BAD_REQUEST, h1),
-        });
-    }
-
-    let group = &rt.groups[rt.router.route(host, req.uri().path())];
+    let group = {
+        let host = headers::request_host(req.uri(), req.headers());
+        if rt.l7.redirect_https && rt.protocol == Protocol::Http {
+            return Outcome::local(match host {
+                Some(h) => pages::redirect(&pages::https_location(
+                    &h,
+                    rt.https_port,
+                    path_and_query.as_str(),
+                )),
+                None => pages::error(StatusCode::BAD_REQUEST, h1),
+            });
+        }
+        &rt.groups[rt.router.route(host.as_deref(), req.uri().path())]
+    };
     let upgrade = h1 && headers::is_websocket_upgrade(req.headers());
     forward(req, rt, conn, shared, group, &path_and_query, upgrade).await
 }
@@ -229,30 +308,46 @@ fn choose(
     health: &watch::Receiver<Health>,
     sticky: Option<&str>,
     key: Option<u64>,
-    tried: &[usize],
+    tried: &Tried,
 ) -> Option<usize> {
-    let up: Vec<bool> = {
-        let h = health.borrow();
-        group
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| h.is_up(&b.key) && !tried.contains(&i))
-            .collect()
-    };
+    let h = health.borrow();
+    let usable = |i: usize| !tried.contains(i) && h.is_up(&group.backends[i].key);
     if let Some(id) = sticky {
         if let Some(i) = group.backends.iter().position(|b| b.id == id) {
-            if up[i] {
+            if usable(i) {
                 return Some(i);
             }
         }
     }
-    let in_flight: Vec<usize> = group
-        .backends
-        .iter()
-        .map(|b| b.in_flight.load(Ordering::Relaxed))
-        .collect();
-    group.balancer.pick(&up, &in_flight, key)
+    let in_flight = |i: usize| group.backends[i].in_flight.load(Ordering::Relaxed);
+    group.balancer.pick_by(&usable, &in_flight, key)
+}
+
+/// The backends a request has tried, without allocating for the first few.
+#[derive(Default)]
+struct Tried {
+    first: [usize; 4],
+    len: usize,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    fn push(&mut self, i: usize) {
+        if self.len < self.first.len() {
+            self.first[self.len] = i;
+        } else {
+            self.more.push(i);
+        }
+        self.len += 1;
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.first[..self.len.min(self.first.len())].contains(&i) || self.more.contains(&i)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
 }
 
 /// GET, HEAD, OPTIONS, TRACE, PUT, DELETE (RFC 9110 §9.2.2).
@@ -269,20 +364,22 @@ async fn forward(
     conn: &Conn,
     shared: &Shared,
     group: &Group,
-    path_and_query: &str,
+    path_and_query: &PathAndQuery,
     upgrade: bool,
 ) -> Outcome {
     let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let h1 = parts.version != Version::HTTP_2;
     let sticky = rt
         .persistence
         .as_ref()
         .and_then(|p| p.on_request(&mut parts.headers));
     let key = hash_of(rt, &parts.headers);
+    // Only gzip looks at what the client accepts.
     let mut accept = HeaderMap::new();
-    for v in parts.headers.get_all(ACCEPT_ENCODING) {
-        accept.append(ACCEPT_ENCODING, v.clone());
+    if rt.l7.gzip {
+        for v in parts.headers.get_all(ACCEPT_ENCODING) {
+            accept.append(ACCEPT_ENCODING, v.clone());
+        }
     }
     if !parts.headers.contains_key(HOST) {
         // HTTP/2 carries the host in :authority; HTTP/1.1 needs Host.
@@ -294,20 +391,26 @@ async fn forward(
             parts.headers.insert(HOST, v);
         }
     }
-    let fwd = Forwarded {
-        client: conn.peer.ip(),
-        proto: if conn.tls { "https" } else { "http" },
-        port: rt.addr.port(),
+    let fwd = ForwardedValues {
+        client: conn.client_value.clone(),
+        proto: HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        port: rt.forwarded_port.clone(),
     };
-    headers::to_backend(&mut parts.headers, &fwd, upgrade);
+    headers::to_backend_values(&mut parts.headers, &fwd, upgrade);
     let version = if parts.version == Version::HTTP_10 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
+    // HTTP/1.0 clients may send no Host: each backend gets its address.
+    let add_host = !parts.headers.contains_key(HOST);
     let body = ReplayBody::new(body);
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = Tried::default();
     let mut last_failure: Option<Failure> = None;
+    // The header, cloned for an attempt only while a later one may need it
+    // again (a reset idempotent request goes to the next backend); else
+    // moved.
+    let mut headers = Some(parts.headers);
 
     loop {
         let Some(i) = choose(group, &shared.health, sticky.as_deref(), key, &tried) else {
@@ -322,21 +425,35 @@ async fn forward(
         };
         tried.push(i);
         let backend = &group.backends[i];
-        let uri = match upstream::backend_uri(backend.addr, path_and_query) {
-            Ok(u) => u,
-            Err(e) => {
-                debug!("bad request target {path_and_query:?}: {e}");
-                return Outcome::local(pages::error(StatusCode::BAD_REQUEST, h1));
+        // Cloned while another backend may get the request after this
+        // attempt sent it: an idempotent request after a reset; a WebSocket
+        // handshake (not handed back after a connect failure, unlike the
+        // others) after any failure.
+        let keep = tried.len() < group.backends.len() && (upgrade || idempotent(&parts.method));
+        let make = |headers: &mut Option<HeaderMap>| {
+            let mut out = Request::new(if upgrade { empty() } else { body.attempt() });
+            *out.method_mut() = parts.method.clone();
+            *out.uri_mut() = if upgrade {
+                // The handshake goes out on a connection of its own, with
+                // the absolute URI.
+                upstream::absolute_uri(&backend.authority, path_and_query)
+            } else {
+                upstream::backend_uri(&parts.method, &backend.authority, path_and_query)
+            };
+            *out.version_mut() = version;
+            *out.headers_mut() = if keep {
+                headers.clone().unwrap_or_default()
+            } else {
+                headers.take().unwrap_or_default()
+            };
+            if add_host && !upgrade {
+                out.headers_mut().insert(HOST, backend.pool.host().clone());
             }
+            out
         };
-        let mut out = Request::new(if upgrade { empty() } else { body.attempt() });
-        *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
-        *out.version_mut() = version;
-        *out.headers_mut() = parts.headers.clone();
 
         let in_flight = InFlight::new(&backend.in_flight);
-        let sent = Instant::now();
+        let sent = tokio::time::Instant::now();
         let result = if upgrade {
             let limits = websocket::Limits {
                 connect: rt.l7.backend_connect_timeout,
@@ -344,15 +461,42 @@ async fn forward(
                 idle: rt.tunnel_idle,
             };
             let cancel = shared.shutdown.clone();
-            websocket::open(backend.addr, out, &mut client_upgrade, limits, cancel).await
+            websocket::open(
+                backend.addr,
+                make(&mut headers),
+                &mut client_upgrade,
+                limits,
+                cancel,
+            )
+            .await
+            .map(|r| r.map(|b| ResponseBody::Upstream(UpstreamBody::unpooled(b))))
+            .map_err(|f| (f, None))
         } else {
-            upstream::send(&rt.client, out, rt.l7.backend_response_timeout).await
+            upstream::send(
+                &backend.pool,
+                || make(&mut headers),
+                sent,
+                rt.l7.backend_response_timeout,
+            )
+            .await
+            .map(|r| r.map(ResponseBody::Upstream))
         };
+        let result = result.map_err(|(f, unsent)| {
+            // Not sent: its header goes to the next attempt.
+            if let Some(req) = unsent {
+                let mut h = req.into_parts().0.headers;
+                if add_host && !upgrade {
+                    h.remove(HOST);
+                }
+                headers = Some(h);
+            }
+            f
+        });
         match result {
             Ok(res) => {
                 let elapsed = sent.elapsed();
-                shared.metrics.upstream_latency(&rt.name, elapsed);
-                let (mut rparts, rbody) = res.into_parts();
+                rt.metrics.upstream_latency(elapsed);
+                let (mut rparts, mut rbody) = res.into_parts();
                 let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
                 headers::to_client(&mut rparts.headers, switching);
                 if let Some(p) = &rt.persistence {
@@ -364,7 +508,6 @@ async fn forward(
                         conn.tls,
                     );
                 }
-                let mut rbody = boxed(rbody);
                 if rt.l7.gzip
                     && super::gzip::should_compress(
                         &parts.method,
@@ -373,7 +516,10 @@ async fn forward(
                         &rparts.headers,
                     )
                 {
-                    rbody = super::gzip::compress(&mut rparts.headers, rbody);
+                    rbody = ResponseBody::Other(super::gzip::compress(
+                        &mut rparts.headers,
+                        boxed(rbody),
+                    ));
                 }
                 return Outcome {
                     response: Response::from_parts(rparts, rbody),

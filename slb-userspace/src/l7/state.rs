@@ -8,13 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::uri::Authority;
+use http::HeaderValue;
 use rustls::ServerConfig;
 
 use super::balance::{Algorithm, Balancer};
+use super::metrics::{L7Metrics, ListenerMetrics};
 use super::persist::{backend_id, Persistence};
 use super::router::Router;
 use super::tls::{self, Resumption};
-use super::upstream::{self, Client};
+use super::upstream::{self, Pool};
 use super::L7Error;
 use crate::config::{self, HashKey, L7Scheduler, L7Settings, Listener, Protocol};
 use crate::planner::BackendKey;
@@ -31,6 +34,11 @@ pub struct Backend {
     /// Requests in flight to this backend from this listener (all groups);
     /// kept across reloads.
     pub in_flight: Arc<AtomicUsize>,
+    /// `ip:port`, for request URIs.
+    pub authority: Authority,
+    /// Keep-alive connections to it, shared by the groups of the listener
+    /// that have this backend.
+    pub pool: Arc<Pool>,
 }
 
 #[derive(Debug)]
@@ -77,12 +85,15 @@ pub struct Runtime {
     /// `[0]` is the default group (the listener's own backends).
     pub groups: Vec<Group>,
     pub persistence: Option<Persistence>,
-    pub client: Client,
     /// https listeners only.
     pub tls: Option<Arc<ServerConfig>>,
     /// Port of the https URL `redirect_https` sends clients to: that of an
     /// https listener on the same VIP, else 443.
     pub https_port: u16,
+    /// This listener's series of the proxy's metrics.
+    pub metrics: ListenerMetrics,
+    /// `X-Forwarded-Port` (the listener's port).
+    pub forwarded_port: HeaderValue,
 }
 
 impl Runtime {
@@ -94,6 +105,7 @@ impl Runtime {
         all: &[Listener],
         resumption: &Resumption,
         counters: &mut Counters,
+        metrics: &L7Metrics,
     ) -> Result<Self, L7Error> {
         let Some(l7) = l.l7.clone() else {
             return Err(L7Error::NotL7(l.name.clone()));
@@ -103,6 +115,7 @@ impl Runtime {
             L7Scheduler::Wlc => Algorithm::Wlc,
             L7Scheduler::Hash => Algorithm::Hash,
         };
+        let mut pools: HashMap<SocketAddr, Arc<Pool>> = HashMap::new();
         let mut group = |name: &str, backends: &[config::Backend]| {
             let list: Vec<Backend> = backends
                 .iter()
@@ -115,6 +128,11 @@ impl Runtime {
                     },
                     id: backend_id(b.socket_addr()),
                     in_flight: counters.get(&l.name, b.socket_addr()),
+                    authority: upstream::authority(b.socket_addr()),
+                    pool: pools
+                        .entry(b.socket_addr())
+                        .or_insert_with(|| Pool::new(b.socket_addr(), l7.backend_connect_timeout))
+                        .clone(),
                 })
                 .collect();
             let weights: Vec<(String, u32)> = list
@@ -153,12 +171,13 @@ impl Runtime {
             protocol: l.protocol,
             addr: l.socket_addr(),
             persistence: l7.persistence.as_ref().map(Persistence::new),
-            client: upstream::client(l7.backend_connect_timeout),
             tunnel_idle: l.idle_timeout,
             router,
             groups,
             tls,
             https_port,
+            metrics: metrics.listener(&l.name),
+            forwarded_port: HeaderValue::from(l.socket_addr().port()),
             l7,
         })
     }

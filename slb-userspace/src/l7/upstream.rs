@@ -1,42 +1,40 @@
 //! Requests to backends: a pool of keep-alive HTTP/1.1 connections per
-//! listener (hyper-util's client), a connect timeout per attempt, a
-//! response timeout, and a request body that can be sent again when an
-//! attempt failed before the body was read.
+//! backend and listener, a connect timeout per attempt, a response
+//! timeout, and a request body that can be sent again when an attempt
+//! failed before the body was read.
+//!
+//! The pool keeps the idle connections of a backend in a short list: a
+//! request takes the most recently used one that is still open (or
+//! connects), sends on it, and the response body puts it back once it has
+//! been read to its end. A connection whose response was not read to the
+//! end (client gone, error) is closed. Idle connections are closed after
+//! `POOL_IDLE`; the backend may close them earlier, and one that turns out
+//! closed before the request could be written is replaced by another
+//! connection transparently, as nothing was sent.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::debug;
 
 use super::body::{Body, BoxError};
+use super::clock;
 
 /// Idle pooled connections are closed after this; backends' own keep-alive
 /// timeouts are usually shorter, and a closed one is simply not reused.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 const POOL_MAX_IDLE_PER_BACKEND: usize = 256;
-
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
-
-/// A client whose connection attempts give up after `connect_timeout`.
-pub fn client(connect_timeout: Duration) -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_BACKEND)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
-}
 
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,18 +50,304 @@ pub enum Failure {
     Timeout(Duration),
 }
 
-/// Sends `req` to the backend named in its URI, waiting at most `timeout`
-/// for the response header.
+/// Keep-alive connections to one backend (of one listener).
+#[derive(Debug)]
+pub struct Pool {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    /// `Host` for requests that have none (HTTP/1.0 clients): the backend's
+    /// address, without the port when it is 80.
+    host: HeaderValue,
+    /// Most recently used last.
+    idle: Mutex<Vec<Idle>>,
+    /// A task closes connections idle longer than `POOL_IDLE`.
+    reaper: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tx: SendRequest<Body>,
+    /// Coarse milliseconds (see [`clock::coarse_ms`]).
+    since: u64,
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Arc<Self> {
+        let host = if addr.port() == 80 {
+            match addr.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            }
+        } else {
+            addr.to_string()
+        };
+        Arc::new(Self {
+            addr,
+            connect_timeout,
+            // An address is always a valid header value.
+            host: HeaderValue::from_maybe_shared(Bytes::from(host))
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            idle: Mutex::new(Vec::new()),
+            reaper: AtomicBool::new(false),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The value of `Host` for a request that has none.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // Nothing panics while holding the lock; recover if it did.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection ready for a request: an idle one, else a new one.
+    pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, Failure> {
+        if let Some(tx) = self.take_idle() {
+            return Ok(Checkout {
+                pool: self.clone(),
+                tx,
+                reused: true,
+            });
+        }
+        self.connect().await
+    }
+
+    /// The most recently used idle connection that is open and ready.
+    fn take_idle(&self) -> Option<SendRequest<Body>> {
+        let now = clock::coarse_ms();
+        let mut idle = self.idle();
+        while let Some(c) = idle.pop() {
+            if c.tx.is_ready() && now.saturating_sub(c.since) < POOL_IDLE.as_millis() as u64 {
+                return Some(c.tx);
+            }
+            // Closed by the backend, or expired: dropping it closes it.
+        }
+        None
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<Checkout, Failure> {
+        let tcp =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+                Err(_) => {
+                    return Err(Failure::Connect(format!(
+                        "tcp connect error: timed out after {:?}",
+                        self.connect_timeout
+                    )))
+                }
+                Ok(Err(e)) => return Err(Failure::Connect(format!("tcp connect error: {e}"))),
+                Ok(Ok(s)) => s,
+            };
+        let _ = tcp.set_nodelay(true);
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| Failure::Connect(error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!("backend connection: {}", error_chain(&e));
+            }
+        });
+        Ok(Checkout {
+            pool: self.clone(),
+            tx,
+            reused: false,
+        })
+    }
+
+    /// Puts back a connection whose exchange is over.
+    fn put(self: &Arc<Self>, tx: SendRequest<Body>) {
+        if !tx.is_ready() {
+            if tx.is_closed() {
+                return;
+            }
+            // Still finishing the exchange (e.g. sending the rest of the
+            // request body): back once it is ready, unless it closes.
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let pool = Arc::downgrade(self);
+            rt.spawn(async move {
+                let mut tx = tx;
+                if tx.ready().await.is_ok() {
+                    if let Some(pool) = pool.upgrade() {
+                        pool.put(tx);
+                    }
+                }
+            });
+            return;
+        }
+        let now = clock::coarse_ms();
+        {
+            let mut idle = self.idle();
+            if idle.len() >= POOL_MAX_IDLE_PER_BACKEND {
+                return;
+            }
+            idle.push(Idle { tx, since: now });
+        }
+        if !self.reaper.load(Ordering::Relaxed) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                if !self.reaper.swap(true, Ordering::Relaxed) {
+                    rt.spawn(reap(Arc::downgrade(self)));
+                }
+            }
+        }
+    }
+
+    /// Closes the connections idle for longer than `POOL_IDLE`, and those
+    /// the backend closed.
+    fn reap(&self) {
+        let now = clock::coarse_ms();
+        self.idle().retain(|c| {
+            !c.tx.is_closed() && now.saturating_sub(c.since) < POOL_IDLE.as_millis() as u64
+        });
+    }
+}
+
+/// Runs while the pool exists.
+async fn reap(pool: Weak<Pool>) {
+    loop {
+        tokio::time::sleep(POOL_IDLE).await;
+        match pool.upgrade() {
+            Some(p) => p.reap(),
+            None => return,
+        }
+    }
+}
+
+/// A connection taken from a pool for one request.
+pub struct Checkout {
+    pool: Arc<Pool>,
+    tx: SendRequest<Body>,
+    /// It served requests before (it may have been closed meanwhile).
+    reused: bool,
+}
+
+/// A failed exchange, with the request when it was not sent (it may go
+/// to another backend as it is).
+pub type SendError = (Failure, Option<Request<Body>>);
+
+impl Checkout {
+    /// Sends `req` (origin-form URI, `Host` set). A reused connection found
+    /// closed before the request was written is replaced (nothing was
+    /// sent); other failures are the caller's.
+    pub async fn send(mut self, req: Request<Body>) -> Result<Response<UpstreamBody>, SendError> {
+        let mut req = req;
+        loop {
+            match self.tx.try_send_request(req).await {
+                Ok(res) => {
+                    let Checkout { pool, tx, .. } = self;
+                    return Ok(res.map(|body| UpstreamBody {
+                        body,
+                        conn: Some((pool, tx)),
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) if self.reused => {
+                        debug!(
+                            "pooled connection to {} closed: {}",
+                            self.pool.addr,
+                            error_chain(e.error())
+                        );
+                        self = match self.pool.checkout().await {
+                            Ok(c) => c,
+                            Err(f) => return Err((f, Some(back))),
+                        };
+                        req = back;
+                    }
+                    Some(back) => {
+                        return Err((Failure::Connect(error_chain(e.error())), Some(back)));
+                    }
+                    None => return Err((Failure::Reset(error_chain(e.error())), None)),
+                },
+            }
+        }
+    }
+}
+
+/// Sends a request to `pool`'s backend, waiting at most `timeout` from
+/// `start` for the connection and the response header. `make` builds the
+/// request once a connection is there (a failed connect leaves it unbuilt).
 pub async fn send(
-    client: &Client,
-    req: Request<Body>,
+    pool: &Arc<Pool>,
+    make: impl FnOnce() -> Request<Body>,
+    start: tokio::time::Instant,
     timeout: Duration,
-) -> Result<Response<Incoming>, Failure> {
-    match tokio::time::timeout(timeout, client.request(req)).await {
-        Err(_) => Err(Failure::Timeout(timeout)),
-        Ok(Ok(res)) => Ok(res),
-        Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(error_chain(&e))),
-        Ok(Err(e)) => Err(Failure::Reset(error_chain(&e))),
+) -> Result<Response<UpstreamBody>, SendError> {
+    let exchange = async {
+        let conn = pool.checkout().await.map_err(|f| (f, None))?;
+        conn.send(make()).await
+    };
+    match tokio::time::timeout_at(start + timeout, exchange).await {
+        Err(_) => Err((Failure::Timeout(timeout), None)),
+        Ok(r) => r,
+    }
+}
+
+/// A backend response's body; its connection goes back to the pool when
+/// the body was read to its end.
+pub struct UpstreamBody {
+    body: Incoming,
+    conn: Option<(Arc<Pool>, SendRequest<Body>)>,
+}
+
+impl UpstreamBody {
+    /// A body whose connection is not pooled (WebSocket handshakes).
+    pub fn unpooled(body: Incoming) -> Self {
+        Self { body, conn: None }
+    }
+
+    fn release(&mut self) {
+        if let Some((pool, tx)) = self.conn.take() {
+            pool.put(tx);
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                if self.body.is_end_stream() {
+                    self.release();
+                }
+            }
+            Poll::Ready(None) => self.release(),
+            // The connection is closed by dropping it.
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // Read to its end (or empty, as for HEAD, 204, 304): the connection
+        // is good for another request. Otherwise dropping it closes it.
+        if self.body.is_end_stream() {
+            self.release();
+        }
     }
 }
 
@@ -79,13 +363,38 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The absolute URI of a request to `backend` (the pool is keyed on it).
-pub fn backend_uri(backend: SocketAddr, path_and_query: &str) -> Result<http::Uri, http::Error> {
-    http::Uri::builder()
-        .scheme("http")
-        .authority(backend.to_string())
-        .path_and_query(path_and_query)
-        .build()
+/// The request target sent to a backend: origin-form (`/path?query`), as
+/// the client's; CONNECT: the backend's authority.
+pub fn backend_uri(
+    method: &http::Method,
+    authority: &Authority,
+    path_and_query: &PathAndQuery,
+) -> http::Uri {
+    let mut parts = http::uri::Parts::default();
+    if *method == http::Method::CONNECT {
+        parts.authority = Some(authority.clone());
+    } else {
+        parts.path_and_query = Some(path_and_query.clone());
+    }
+    // A path alone, or an authority alone: always a valid URI.
+    http::Uri::from_parts(parts).unwrap_or_default()
+}
+
+/// `http://<authority><path_and_query>`.
+pub fn absolute_uri(authority: &Authority, path_and_query: &PathAndQuery) -> http::Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path_and_query.clone());
+    // Scheme, authority and path: always a valid URI.
+    http::Uri::from_parts(parts).unwrap_or_default()
+}
+
+/// The authority of a backend (`ip:port`, IPv6 in brackets).
+pub fn authority(backend: SocketAddr) -> Authority {
+    // A socket address always forms a valid authority.
+    Authority::from_maybe_shared(Bytes::from(backend.to_string()))
+        .unwrap_or_else(|_| Authority::from_static("invalid"))
 }
 
 /// The client's request body, shared by the attempts to send it.
@@ -93,41 +402,43 @@ pub fn backend_uri(backend: SocketAddr, path_and_query: &str) -> Result<http::Ur
 /// Each attempt gets a view ([`ReplayBody::attempt`]) that reads the one
 /// underlying body. An attempt that failed without reading it (connect
 /// failure: the client sends the body only on an open connection) leaves
-/// it intact for the next backend; so does an empty body.
-pub struct ReplayBody {
-    slot: Arc<Mutex<Option<Incoming>>>,
-    touched: Arc<AtomicBool>,
-    empty: bool,
+/// it intact for the next backend; so does an empty body, which every
+/// attempt sends as an empty body of its own.
+pub struct ReplayBody(Option<Arc<Replay>>);
+
+struct Replay {
+    slot: Mutex<Option<Incoming>>,
+    touched: AtomicBool,
 }
 
 impl ReplayBody {
     pub fn new(body: Incoming) -> Self {
-        let empty = body.is_end_stream();
-        Self {
-            slot: Arc::new(Mutex::new(Some(body))),
-            touched: Arc::new(AtomicBool::new(false)),
-            empty,
+        if body.is_end_stream() {
+            return Self(None);
         }
+        Self(Some(Arc::new(Replay {
+            slot: Mutex::new(Some(body)),
+            touched: AtomicBool::new(false),
+        })))
     }
 
     /// A body for one attempt.
     pub fn attempt(&self) -> Body {
-        super::body::boxed(AttemptBody {
-            slot: self.slot.clone(),
-            touched: self.touched.clone(),
-        })
+        match &self.0 {
+            None => super::body::empty(),
+            Some(r) => super::body::boxed(AttemptBody(r.clone())),
+        }
     }
 
     /// Can another attempt send the whole body?
     pub fn replayable(&self) -> bool {
-        self.empty || !self.touched.load(Ordering::Acquire)
+        self.0
+            .as_ref()
+            .is_none_or(|r| !r.touched.load(Ordering::Acquire))
     }
 }
 
-struct AttemptBody {
-    slot: Arc<Mutex<Option<Incoming>>>,
-    touched: Arc<AtomicBool>,
-}
+struct AttemptBody(Arc<Replay>);
 
 impl HttpBody for AttemptBody {
     type Data = Bytes;
@@ -137,9 +448,9 @@ impl HttpBody for AttemptBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.touched.store(true, Ordering::Release);
+        self.0.touched.store(true, Ordering::Release);
         // Poisoned only if a poll panicked; the body is then unusable.
-        let Ok(mut guard) = self.slot.lock() else {
+        let Ok(mut guard) = self.0.slot.lock() else {
             return Poll::Ready(Some(Err("request body unavailable".into())));
         };
         match guard.as_mut() {
@@ -149,14 +460,16 @@ impl HttpBody for AttemptBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.slot
+        self.0
+            .slot
             .lock()
             .map(|g| g.as_ref().is_none_or(HttpBody::is_end_stream))
             .unwrap_or(true)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.slot
+        self.0
+            .slot
             .lock()
             .ok()
             .and_then(|g| g.as_ref().map(HttpBody::size_hint))

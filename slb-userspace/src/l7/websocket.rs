@@ -92,8 +92,8 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, cancel: 
                 }
                 return;
             }
-            () = tokio::time::sleep_until(activity.deadline(idle)) => {
-                if tokio::time::Instant::now() >= activity.deadline(idle) {
+            () = tokio::time::sleep_until(activity.deadline(idle) + Activity::slack()) => {
+                if tokio::time::Instant::now() >= activity.deadline(idle) + Activity::slack() {
                     debug!("websocket tunnel idle for {idle:?}, closing");
                     return;
                 }
