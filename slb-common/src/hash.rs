@@ -45,7 +45,6 @@ pub fn dest_slot(addr: &[u32; 4]) -> u32 {
     (x >> 16) & (crate::limits::DEST_SLOTS - 1)
 }
 
-
 #[cfg(test)]
 mod tests {
     extern crate std;
