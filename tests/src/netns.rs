@@ -72,16 +72,40 @@ impl Drop for Netns {
     }
 }
 
-/// Deletes namespaces left behind by crashed runs of any test bed.
+/// The pid in a name made by `Netns::new` (`slbt-<tag>-<pid>-<n>`).
+fn owner_pid(name: &str) -> Option<u32> {
+    let mut parts = name.rsplit('-');
+    parts.next()?;
+    parts.next()?.parse().ok()
+}
+
+/// Deletes namespaces left behind by crashed runs of any test bed: those
+/// whose creating process is gone (a running test, demo or benchmark keeps
+/// its own).
 pub fn remove_leftovers() {
     let Ok(list) = sh("ip", &["netns", "list"]) else {
         return;
     };
     for line in list.lines() {
-        if let Some(name) = line.split_whitespace().next() {
-            if name.starts_with(PREFIX) {
-                let _ = sh("ip", &["netns", "delete", name]);
-            }
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !name.starts_with(PREFIX) {
+            continue;
         }
+        let alive = owner_pid(name)
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = sh("ip", &["netns", "delete", name]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_owner_pid_in_a_name() {
+        assert_eq!(super::owner_pid("slbt-w4-b1-1234-7"), Some(1234));
+        assert_eq!(super::owner_pid("slbt-x"), None);
     }
 }

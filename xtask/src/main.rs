@@ -13,6 +13,7 @@
 //! declare it with `mod <name>;` below and add one line to the `commands!` list.
 //! The doc comment on that line becomes the command's `--help` text.
 
+mod bench;
 mod build;
 mod cmd;
 mod demo;
@@ -53,6 +54,8 @@ commands! {
     Test => test,
     /// Run slb on a built-in topology with traffic and show where it went (root).
     Demo => demo,
+    /// Measure the dataplane and the proxy side by side; record BENCHMARKS.md (root).
+    Bench => bench,
 }
 
 #[derive(Parser)]
