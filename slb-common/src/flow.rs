@@ -55,6 +55,20 @@ pub struct Flow {
     pub idle_timeout_s: u32,
 }
 
+/// Value of the `BACKEND_NH` array (by backend id): the next hop towards a
+/// backend, shared by all its flows and refreshed at most once a second.
+/// Routing is by destination, so one FIB lookup serves every flow of the
+/// backend instead of one per flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendHop {
+    pub seen_ns: u64,
+    pub nh: NextHop,
+    /// `Backend::generation` the entry was resolved for: a backend id given
+    /// to another address must not inherit its predecessor's next hop.
+    pub generation: u32,
+}
+
 /// A FIN or RST was seen: the flow no longer counts as active and is
 /// forgotten after `limits::CLOSING_TIMEOUT_S` idle.
 pub const FLOW_F_CLOSING: u16 = 1;
@@ -96,5 +110,6 @@ mod tests {
         assert_eq!(size_of::<NextHop>(), 20);
         assert_eq!(size_of::<Flow>(), 64);
         assert_eq!(size_of::<Reverse>(), 80);
+        assert_eq!(size_of::<BackendHop>(), 32);
     }
 }

@@ -19,7 +19,7 @@ pub mod limits;
 pub mod listener;
 pub mod stats;
 
-pub use flow::{Flow, FlowKey, NextHop, Reverse};
+pub use flow::{BackendHop, Flow, FlowKey, NextHop, Reverse};
 pub use listener::{
     AclKey, Backend, DestSlot, Listener, Persist, PersistKey, Settings, SnatPool, VipKey,
 };
@@ -67,4 +67,5 @@ mod pod {
     unsafe impl aya::Pod for super::Persist {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::DestSlot {}
+    unsafe impl aya::Pod for super::BackendHop {}
 }

@@ -94,6 +94,27 @@ fn lookup_into(ctx: &XdpContext, family: Family, src: &Addr, dst: &Addr, out: &m
     }
 }
 
+/// The way back to the sender of the frame being handled: out of the
+/// device it came in on, to the MAC it came from. The first next hop of a
+/// flow's replies (the once-a-second refresh then asks the FIB), which
+/// spares a FIB lookup per new flow.
+#[inline(always)]
+pub fn way_back(ctx: &XdpContext) -> Option<NextHop> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    let (dmac, smac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
+    // MTU 0: not checked until the first refresh (within a second) learns
+    // it from the FIB; asking the device here would cost a helper call on
+    // every new flow.
+    Some(NextHop {
+        ifindex: ctx.ingress_ifindex() as u32,
+        mtu: 0,
+        _pad: 0,
+        smac,
+        dmac,
+    })
+}
+
 /// Writes the MACs and sends the frame out of `nh.ifindex`: `XDP_TX` when
 /// that is the ingress device, a DEVMAP redirect otherwise. A device the
 /// agent did not put in `TX_PORTS` gets the frame through the kernel.

@@ -107,9 +107,9 @@ fn snat_search(
     let span = 65536 - SNAT_PORT_MIN as u32;
     // Candidate key and new entry live in the per-CPU scratch space: the
     // unrolled tries would otherwise each take stack.
-    let s = scratch()?;
-    let rev = &mut s.rev;
-    let rkey = &mut s.rkey;
+    let crate::maps::Scratch {
+        rev, rkey, in_nh, ..
+    } = scratch()?;
     *rev = Reverse {
         seen_ns: now,
         client: key.src,
@@ -118,6 +118,7 @@ fn snat_search(
         vip_port: key.dport,
         backend_id,
         listener_id,
+        nh: *in_nh,
         ..Default::default()
     };
     for i in 0..SNAT_PORT_TRIES {
@@ -142,6 +143,11 @@ fn snat_search(
             _pad1: 0,
             _pad2: 0,
         };
+        // Insert first: a free tuple is the common case, and one walk of
+        // the bucket is then enough.
+        if REVERSE.insert(&*rkey, &*rev, BPF_NOEXIST as u64).is_ok() {
+            return Some((*addr, port));
+        }
         if let Some(old) = REVERSE.get_ptr_mut(&*rkey) {
             // SAFETY: map value pointer, valid for this program run.
             let old = unsafe { &mut *old };
@@ -153,12 +159,9 @@ fn snat_search(
                 old.backend_id = backend_id;
                 old.listener_id = listener_id;
                 old.seen_ns = now;
+                old.nh = *in_nh;
                 return Some((*addr, port));
             }
-            continue;
-        }
-        if REVERSE.insert(&*rkey, &*rev, BPF_NOEXIST as u64).is_ok() {
-            return Some((*addr, port));
         }
     }
     None
@@ -188,6 +191,7 @@ pub fn nat_bind(key: &FlowKey, backend_id: u32, backend: &Backend, listener_id: 
         vip_port: key.dport,
         backend_id,
         listener_id,
+        nh: s.in_nh,
         ..Default::default()
     };
     let _ = REVERSE.insert(rkey, &s.rev, 0);

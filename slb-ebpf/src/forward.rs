@@ -8,7 +8,7 @@ use crate::{
         SnatRequest,
     },
     icmp,
-    maps::{scratch, FLOWS, LISTENERS, REVERSE, SETTINGS},
+    maps::{scratch, BACKEND_NH, FLOWS, LISTENERS, REVERSE, SETTINGS},
     nat::{rewrite, rewrite_inline, Rewrite},
     parse::{
         flow_key, parse_into, parse_l4, Family, L3, PARSED_IP, PARSED_OTHER, TCP_FIN, TCP_RST,
@@ -100,6 +100,7 @@ fn dispatch(ctx: &XdpContext, l3: &L3, dest: u32) -> u32 {
             if verdict == NO_FLOW {
                 verdict = pick_backend(&key, listener);
                 if verdict == OK {
+                    store_way_back(ctx);
                     verdict = bind_source(l3, &key, listener);
                 }
                 if verdict == OK {
@@ -218,6 +219,33 @@ fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr) -> Hop {
     Hop { action, nh }
 }
 
+/// The next hop towards backend `id`: its cache entry when refreshed
+/// within the last second, else a FIB lookup that refreshes it. One lookup
+/// per backend and second instead of one per flow.
+#[inline(always)]
+fn route_to_backend(ctx: &XdpContext, l3: &L3, src: &Addr, id: u32, b: &Backend) -> Hop {
+    let now = now_ns();
+    if let Some(c) = BACKEND_NH.get_ptr_mut(id) {
+        // SAFETY: map value pointer, valid for this program run.
+        let c = unsafe { &mut *c };
+        if c.nh.ifindex != 0
+            && c.generation == b.generation
+            && now.wrapping_sub(c.seen_ns) <= REFRESH_NS
+        {
+            return Hop::cached(c.nh);
+        }
+        let hop = route(ctx, l3, src, &b.addr);
+        if hop.action == FORWARD {
+            c.nh = hop.nh;
+            c.seen_ns = now;
+            c.generation = b.generation;
+        }
+        return hop;
+    }
+    let dst = &b.addr;
+    route(ctx, l3, src, dst)
+}
+
 /// `TOO_BIG` when the packet exceeds the next hop's MTU: checked before
 /// any rewrite, so `dispatch` answers with ICMP quoting the packet as its
 /// sender sent it (the sender lowers its path MTU) instead of the driver
@@ -324,7 +352,10 @@ fn established(
     let mut hop = Hop::cached(flow.nh);
     if flow.nh.ifindex == 0 || now.wrapping_sub(flow.seen_ns) > REFRESH_NS {
         flow.seen_ns = now;
-        hop = dr_hop(listener.mode, route(ctx, l3, &src, &backend.addr));
+        hop = dr_hop(
+            listener.mode,
+            route_to_backend(ctx, l3, &src, flow.backend_id, &backend),
+        );
         flow.nh = hop.cacheable();
         if listener.persist_timeout_s != 0 {
             persist::touch(listener, &key.src, now);
@@ -389,6 +420,17 @@ fn pick_backend(key: &FlowKey, listener: &Listener) -> u32 {
     OK
 }
 
+/// Records the way back to the sender (the first next hop of the new
+/// flow's replies) in the scratch space; a subprogram of its own to keep
+/// `bind_source`'s call chain within the stack limit.
+#[inline(never)]
+fn store_way_back(ctx: &XdpContext) {
+    let nh = fib::way_back(ctx).unwrap_or_default();
+    if let Some(s) = scratch() {
+        s.in_nh = nh;
+    }
+}
+
 /// The source towards the picked backend: a FULLNAT address and port, or
 /// the client's own (`nat`, `dr`), with the reverse entry replies need.
 #[inline(never)]
@@ -442,8 +484,10 @@ fn commit_flow(
         return xdp_action::XDP_DROP;
     };
     let (backend_id, src, sport) = (s.backend_id, s.src, s.sport);
-    let backend_addr = s.backend.addr;
-    let hop = dr_hop(listener.mode, route(ctx, l3, &src, &backend_addr));
+    let hop = dr_hop(
+        listener.mode,
+        route_to_backend(ctx, l3, &src, backend_id, &s.backend),
+    );
     let Some(s) = scratch() else {
         return xdp_action::XDP_DROP;
     };

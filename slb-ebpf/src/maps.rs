@@ -10,8 +10,8 @@ use slb_common::{
         DEST_SLOTS, MAX_BACKENDS, MAX_DEVICES, MAX_LISTENERS, MAX_SNAT_ADDRS, RINGS_PER_LISTENER,
     },
     stats::GLOBAL_COUNTERS,
-    AclKey, Addr, Backend, DestSlot, Flow, FlowKey, Listener, Persist, PersistKey, Reverse,
-    Settings, SnatPool, Stats, VipKey,
+    AclKey, Addr, Backend, BackendHop, DestSlot, Flow, FlowKey, Listener, NextHop, Persist,
+    PersistKey, Reverse, Settings, SnatPool, Stats, VipKey,
 };
 
 /// Destination addresses the program acts on (`DEST_*` flags): VIPs, FULLNAT
@@ -96,6 +96,10 @@ pub static PERSIST: LruHashMap<PersistKey, Persist> = LruHashMap::pinned(65536, 
 #[map]
 pub static ACL: LpmTrie<AclKey, u32> = LpmTrie::pinned(65536, 0);
 
+/// Next hop towards each backend (by backend id), shared by its flows.
+#[map]
+pub static BACKEND_NH: Array<BackendHop> = Array::pinned(MAX_BACKENDS, 0);
+
 /// Element 0: program-wide switches.
 #[map]
 pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
@@ -118,6 +122,9 @@ pub struct Scratch {
     /// MTU of the next hop a packet was too big for (`forward::TOO_BIG`).
     pub mtu: u16,
     pub _pad: u16,
+    /// The way back to the sender of the packet being handled: its
+    /// ingress device and MACs swapped (the first next hop of replies).
+    pub in_nh: NextHop,
     /// An ICMP error being translated (`icmp::translate`).
     pub icmp: crate::icmp::IcmpPlan,
     pub buf: [u8; 160],

@@ -15,7 +15,7 @@ use slb_common::{
 use std::path::{Path, PathBuf};
 
 /// Every map of the object (each pinned under its name).
-const MAP_NAMES: [&str; 20] = [
+const MAP_NAMES: [&str; 21] = [
     "DESTS",
     "LISTENERS",
     "RING",
@@ -36,6 +36,7 @@ const MAP_NAMES: [&str; 20] = [
     "ACL",
     "SETTINGS",
     "JUMP",
+    "BACKEND_NH",
 ];
 
 /// Sizes fixed at load time, from the `[agent]` section.

@@ -141,15 +141,37 @@ impl Bed {
     }
 
     /// Runs the program on `frame` inside the namespace.
+    /// Runs the program on `frame` inside the namespace, as received on
+    /// `vb0` when it comes from the backend subnet, else on `vc0`.
     pub fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let from_backend = match PacketHeaders::from_ethernet_slice(frame)
+            .ok()
+            .and_then(|p| p.net)
+        {
+            Some(NetHeaders::Ipv4(ip, _)) => ip.source[..3] == [10, 0, 1],
+            Some(NetHeaders::Ipv6(ip, _)) => ip.source[..4] == [0xfd, 0, 0, 1],
+            _ => false,
+        };
+        self.run_on(if from_backend { "vb0" } else { "vc0" }, frame)
+    }
+
+    /// Runs the program on `frame` as received on device `dev`.
+    pub fn run_on(&self, dev: &str, frame: &[u8]) -> (u32, Vec<u8>) {
         let prog = self.dp.program().unwrap();
         self.ns
             .enter(|| {
+                let ifindex = nix::net::if_::if_nametoindex(dev).unwrap();
+                // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+                // rx_queue_index, egress_ifindex.
+                let mut ctx = [0u8; 24];
+                ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+                ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
                 let mut out = vec![0u8; frame.len() + 256];
                 let r = prog
                     .test_run(TestRunOptions {
                         data_in: Some(frame),
                         data_out: Some(&mut out),
+                        ctx_in: Some(&ctx),
                         ..TestRunOptions::default()
                     })
                     .unwrap();
