@@ -100,7 +100,7 @@ impl Traffic {
 
     /// The SYNs that open the established flows of case (b).
     pub fn send_established_syns(&self, client: &Netns) -> Result<()> {
-        run(client, &self.syns64, ESTABLISHED_FLOWS).map(drop)
+        run(client, &self.syns64, ESTABLISHED_FLOWS, false).map(drop)
     }
 
     /// Sends the frames of `case`; returns how many trafgen sent.
@@ -110,12 +110,34 @@ impl Traffic {
             Case::Established => &self.acks64,
             Case::NonVip => &self.non_vip,
         };
-        run(client, cfg, self.frames.of(case))
+        // Resending is harmless for established and non-VIP frames (the
+        // cost per run stays the same); new-flow SYNs sent twice would
+        // find their flows and measure the established path instead.
+        run(client, cfg, self.frames.of(case), case != Case::NewFlow)
     }
 }
 
 /// `trafgen -n count` out of the client's eth0, one worker, fixed seed.
-fn run(client: &Netns, cfg: &Path, count: u64) -> Result<u64> {
+/// With `retry`, a run that trafgen aborts because the veth's ring was
+/// momentarily full ("Flushing TX_RING failed: Resource temporarily
+/// unavailable": the XDP program on the other end runs on the same CPU and
+/// fell behind) is repeated, up to three times.
+fn run(client: &Netns, cfg: &Path, count: u64, retry: bool) -> Result<u64> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match run_once(client, cfg, count) {
+            Err(e)
+                if retry && attempt < 3 && format!("{e:#}").contains("Flushing TX_RING failed") =>
+            {
+                eprintln!("xdp: trafgen's ring was full, sending again ({attempt}/3)");
+            }
+            other => return other,
+        }
+    }
+}
+
+fn run_once(client: &Netns, cfg: &Path, count: u64) -> Result<u64> {
     // A generous limit (trafgen sends 250k+ frames/s here): a run must not
     // hang the benchmark.
     let limit = (count / 50_000 + 30).to_string();
