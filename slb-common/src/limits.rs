@@ -37,4 +37,4 @@ pub const MAX_WLC_BACKENDS: u32 = 64;
 pub const NO_BACKEND: u32 = u32::MAX;
 /// Map-layout version, written into the pinned state (`VERSION` map) so an
 /// agent never adopts maps laid out by an incompatible build.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;

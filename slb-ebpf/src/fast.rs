@@ -12,14 +12,12 @@
 //! work here.
 use crate::{
     dests, fib,
-    maps::{BACKENDS, FLOWS, JUMP, REVERSE, SETTINGS},
+    maps::{BACKENDS, CLOCK, FLOWS, JUMP, REVERSE, SETTINGS},
     nat::{rewrite_inline, Rewrite},
     parse::{flow_key, parse_l3, parse_l4, Parsed, L3, TCP_FIN, TCP_RST},
     stats::{self, Dir},
 };
-use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use slb_common::{
     flow::{FLOW_F_CLOSING, FLOW_F_DR, FLOW_F_NAT},
     limits::REFRESH_NS,
@@ -82,18 +80,22 @@ fn slow(ctx: &XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The agent's clock (see `maps::CLOCK`): an inlined array read, no call.
 #[inline(always)]
 fn now_ns() -> u64 {
-    // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    CLOCK.get(0).copied().unwrap_or(0)
 }
 
-/// A next hop that was resolved within the last second and that the
-/// packet fits through.
+/// A next hop that was resolved within a second of `now` and that the
+/// packet fits through. "Within" goes both ways: the slow path stamps
+/// entries with the kernel clock, which runs up to a tick ahead of the
+/// agent's `CLOCK`; once `CLOCK` stands still (no agent), entries the slow
+/// path refreshes fall more than a second ahead of it, so every packet takes
+/// the slow path, which needs no agent clock.
 #[inline(always)]
 fn usable(nh: &NextHop, seen_ns: u64, now: u64, l3: &L3) -> bool {
     nh.ifindex != 0
-        && now.wrapping_sub(seen_ns) <= REFRESH_NS
+        && now.wrapping_sub(seen_ns).wrapping_add(REFRESH_NS) <= 2 * REFRESH_NS
         && (nh.mtu == 0 || l3.tot_len <= nh.mtu)
 }
 

@@ -100,6 +100,15 @@ pub static ACL: LpmTrie<AclKey, u32> = LpmTrie::pinned(65536, 0);
 #[map]
 pub static BACKEND_NH: Array<BackendHop> = Array::pinned(MAX_BACKENDS, 0);
 
+/// Element 0: the time (`CLOCK_MONOTONIC_COARSE` ns, the clock of
+/// `bpf_ktime_get_coarse_ns`), written by the agent four times a second.
+/// The fast path reads it instead of calling the clock helper: a call per
+/// packet costs more than most of its work. When no agent runs, the clock
+/// stands still and the fast path steps aside: every packet takes the slow
+/// path, which reads the kernel clock itself.
+#[map]
+pub static CLOCK: Array<u64> = Array::pinned(1, 0);
+
 /// Element 0: program-wide switches.
 #[map]
 pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);

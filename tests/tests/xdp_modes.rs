@@ -109,7 +109,7 @@ const OTHER: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
 
 #[test]
 fn nat_rewrites_only_the_destination_and_translates_replies() {
-    let bed = Bed::new("nat", CONFIG);
+    let mut bed = Bed::new("nat", CONFIG);
     let (v, out) = bed.run(&tcp4(CLIENT, 40000, VIP, 81, true, b""));
     assert_eq!(v, XDP_REDIRECT);
     let o = parse_checked(&out);
@@ -132,7 +132,7 @@ fn nat_rewrites_only_the_destination_and_translates_replies() {
 
 #[test]
 fn dr_changes_only_the_mac() {
-    let bed = Bed::new("dr", CONFIG);
+    let mut bed = Bed::new("dr", CONFIG);
     let frame = tcp4(CLIENT, 40000, VIP, 82, true, b"");
     let (v, out) = bed.run(&frame);
     assert_eq!(v, XDP_REDIRECT);
@@ -147,7 +147,7 @@ fn dr_changes_only_the_mac() {
 
 #[test]
 fn wlc_sends_new_flows_to_the_least_loaded_backend() {
-    let bed = Bed::new("wlc", CONFIG);
+    let mut bed = Bed::new("wlc", CONFIG);
     let mut seen = Vec::new();
     for port in 40000..40004 {
         let (v, out) = bed.run(&tcp4(CLIENT, port, VIP, 83, true, b""));
@@ -178,7 +178,7 @@ fn wlc_sends_new_flows_to_the_least_loaded_backend() {
 
 #[test]
 fn source_ip_persistence_keeps_a_client_on_one_backend() {
-    let bed = Bed::new("per", CONFIG);
+    let mut bed = Bed::new("per", CONFIG);
     let mut dsts = std::collections::BTreeSet::new();
     for port in 40000..40040 {
         let (v, out) = bed.run(&tcp4(CLIENT, port, VIP, 84, true, b""));
@@ -201,7 +201,7 @@ fn source_ip_persistence_keeps_a_client_on_one_backend() {
 
 #[test]
 fn acl_allow_and_deny_lists() {
-    let bed = Bed::new("acl", CONFIG);
+    let mut bed = Bed::new("acl", CONFIG);
     let (v, _) = bed.run(&tcp4(CLIENT, 40000, VIP, 85, true, b""));
     assert_eq!(v, XDP_REDIRECT, "10.0.0.2 is in the allow-list");
     let (v, _) = bed.run(&tcp4(OTHER, 40000, VIP, 85, true, b""));
@@ -265,7 +265,7 @@ fn icmp4_parts(frame: &[u8]) -> (IpAddr, IpAddr, Vec<u8>) {
 
 #[test]
 fn port_unreachable_from_a_backend_reaches_the_client_about_its_own_packet() {
-    let bed = Bed::new("pu", CONFIG);
+    let mut bed = Bed::new("pu", CONFIG);
     let query = udp4(CLIENT, 5000, VIP, 53, b"query");
     let (_, sent) = bed.run(&query);
     let o = parse_checked(&sent);
@@ -306,7 +306,7 @@ fn port_unreachable_from_a_backend_reaches_the_client_about_its_own_packet() {
 
 #[test]
 fn fragmentation_needed_towards_a_client_reaches_the_backend() {
-    let bed = Bed::new("fn", CONFIG);
+    let mut bed = Bed::new("fn", CONFIG);
     let (_, sent) = bed.run(&tcp4(CLIENT, 40000, VIP, 80, true, b""));
     let o = parse_checked(&sent);
     // The backend's reply, as translated towards the client.
@@ -346,7 +346,7 @@ fn fragmentation_needed_towards_a_client_reaches_the_backend() {
 
 #[test]
 fn packets_too_big_for_the_backend_link_are_answered_with_icmp() {
-    let bed = Bed::with_backend_mtu("tb", CONFIG, 1400);
+    let mut bed = Bed::with_backend_mtu("tb", CONFIG, 1400);
     let big = vec![7u8; 1400];
     let mut frame = tcp4(CLIENT, 40000, VIP, 80, false, &big);
     frame[14 + 6] = 0x40; // DF

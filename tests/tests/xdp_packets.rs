@@ -69,7 +69,7 @@ port = 80
 
 #[test]
 fn syn_to_vip_is_rewritten_and_reply_translated_back() {
-    let bed = Bed::new("syn", CONFIG);
+    let mut bed = Bed::new("syn", CONFIG);
     let (verdict, out) = bed.run(&tcp4(CLIENT, 40000, VIP, 80, true, b""));
     assert_eq!(verdict, XDP_REDIRECT, "forwarded to the backend device");
     let o = parse_checked(&out);
@@ -111,9 +111,49 @@ fn syn_to_vip_is_rewritten_and_reply_translated_back() {
     assert_eq!((flows, reverse), (2, 2));
 }
 
+/// Established packets are forwarded by the fast path alone (the slow path
+/// it tail-calls is taken out here), and only while the agent's clock runs:
+/// once it stands still the fast path steps aside.
+#[test]
+fn established_flow_takes_the_fast_path_while_the_clock_runs() {
+    use aya::maps::{Array, Map, MapData, ProgramArray};
+    let mut bed = Bed::new("fast", CONFIG);
+    let (v, out) = bed.run(&tcp4(CLIENT, 40100, VIP, 80, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    let syn = parse_checked(&out);
+
+    let pins = bed.dp.pin_dir().to_path_buf();
+    let jump = MapData::from_pin(pins.join("JUMP")).unwrap();
+    let mut jump = ProgramArray::try_from(Map::ProgramArray(jump)).unwrap();
+    jump.clear_index(&0).unwrap();
+    let data = tcp4(CLIENT, 40100, VIP, 80, false, b"data");
+    let (v, out) = bed.run(&data);
+    assert_eq!(v, XDP_REDIRECT, "forwarded without the slow path");
+    let o = parse_checked(&out);
+    assert_eq!((o.src, o.sport, o.dst), (syn.src, syn.sport, syn.dst));
+    assert_eq!(o.dst_mac, BACKEND_MAC);
+    let (v, _) = bed.run(&tcp4(CLIENT, 40101, VIP, 80, true, b""));
+    assert_eq!(v, XDP_PASS, "a new flow needs the slow path, now gone");
+
+    // The agent's clock lags the kernel's by up to a tick (the flow entry
+    // is stamped by the slow path with the kernel clock).
+    bed.clock_running = false;
+    let clock = MapData::from_pin(pins.join("CLOCK")).unwrap();
+    let mut clock: Array<_, u64> = Array::try_from(Map::Array(clock)).unwrap();
+    let now = clock.get(&0, 0).unwrap();
+    clock.set(0, now - 300_000_000, 0).unwrap();
+    let (v, _) = bed.run(&data);
+    assert_eq!(v, XDP_REDIRECT, "a clock behind the entry's stamp");
+
+    // The agent stopped five seconds ago.
+    clock.set(0, now - 5_000_000_000, 0).unwrap();
+    let (v, _) = bed.run(&data);
+    assert_eq!(v, XDP_PASS, "a stale clock sends packets to the slow path");
+}
+
 #[test]
 fn udp_checksums_including_zero_checksum() {
-    let bed = Bed::new("udp", CONFIG);
+    let mut bed = Bed::new("udp", CONFIG);
     let (v, out) = bed.run(&udp4(CLIENT, 5000, VIP, 53, b"query"));
     assert_eq!(v, XDP_REDIRECT);
     let o = parse_checked(&out);
@@ -133,7 +173,7 @@ fn udp_checksums_including_zero_checksum() {
 
 #[test]
 fn ipv6_syn_is_rewritten_with_valid_checksum() {
-    let bed = Bed::new("v6", CONFIG);
+    let mut bed = Bed::new("v6", CONFIG);
     let client: Ipv6Addr = "fd00::2".parse().unwrap();
     let vip: Ipv6Addr = "fd10::10".parse().unwrap();
     let mut frame = Vec::new();
@@ -154,7 +194,7 @@ fn ipv6_syn_is_rewritten_with_valid_checksum() {
 
 #[test]
 fn unresolved_neighbour_goes_to_the_kernel_translated() {
-    let bed = Bed::new("nn", CONFIG);
+    let mut bed = Bed::new("nn", CONFIG);
     let (v, out) = bed.run(&tcp4(
         CLIENT,
         40000,
@@ -171,7 +211,7 @@ fn unresolved_neighbour_goes_to_the_kernel_translated() {
 
 #[test]
 fn listener_without_live_backend_drops_new_flows() {
-    let bed = Bed::new("nb", CONFIG);
+    let mut bed = Bed::new("nb", CONFIG);
     let (v, _) = bed.run(&tcp4(
         CLIENT,
         40000,
@@ -188,7 +228,7 @@ fn listener_without_live_backend_drops_new_flows() {
 /// Frames the program must hand to the kernel byte for byte unchanged.
 #[test]
 fn non_vip_and_malformed_frames_pass_untouched() {
-    let bed = Bed::new("pass", CONFIG);
+    let mut bed = Bed::new("pass", CONFIG);
     let mut options = tcp4(CLIENT, 40000, VIP, 80, true, b"");
     // IHL 6 with a 4-byte option: not on the fast path.
     options[14] = 0x46;

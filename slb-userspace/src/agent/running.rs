@@ -105,8 +105,18 @@ impl Running {
         Ok(())
     }
 
+    /// Advances the dataplane's fast-path clock.
+    pub fn tick(&mut self) {
+        if let Some((dp, _)) = self.dataplane.as_mut() {
+            if let Err(e) = dp.tick() {
+                warn!("advancing the dataplane clock: {e}");
+            }
+        }
+    }
+
     /// Applies the configuration for the first time.
     pub fn start(&mut self) -> anyhow::Result<()> {
+        self.tick();
         self.apply()?;
         self.generation = 1;
         Ok(())

@@ -83,7 +83,7 @@ impl Dataplane {
 }
 
 /// The clock of the flow timestamps (`bpf_ktime_get_coarse_ns`).
-fn monotonic_coarse_ns() -> u64 {
+pub(super) fn monotonic_coarse_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)

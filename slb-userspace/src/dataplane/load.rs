@@ -15,7 +15,7 @@ use slb_common::{
 use std::path::{Path, PathBuf};
 
 /// Every map of the object (each pinned under its name).
-const MAP_NAMES: [&str; 21] = [
+const MAP_NAMES: [&str; 22] = [
     "DESTS",
     "LISTENERS",
     "RING",
@@ -37,6 +37,7 @@ const MAP_NAMES: [&str; 21] = [
     "SETTINGS",
     "JUMP",
     "BACKEND_NH",
+    "CLOCK",
 ];
 
 /// Sizes fixed at load time, from the `[agent]` section.
@@ -74,6 +75,7 @@ pub struct Dataplane {
     pub(super) active: Array<MapData, u32>,
     pub(super) acl: LpmTrie<MapData, AclKey, u32>,
     pub(super) settings: Array<MapData, Settings>,
+    pub(super) clock: Array<MapData, u64>,
     pub(super) links: Vec<super::attach::Link>,
 }
 
@@ -192,6 +194,7 @@ impl Dataplane {
             active: take(&mut ebpf, "ACTIVE")?,
             acl: take(&mut ebpf, "ACL")?,
             settings: take(&mut ebpf, "SETTINGS")?,
+            clock: take(&mut ebpf, "CLOCK")?,
             links: Vec::new(),
             ebpf,
             pin_dir: opts.pin_dir.clone(),

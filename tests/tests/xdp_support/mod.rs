@@ -55,6 +55,9 @@ impl Drop for PinDir {
 pub struct Bed {
     pub dp: Dataplane,
     pub ns: Netns,
+    /// Whether each run first advances the fast path's clock, as the agent
+    /// does four times a second.
+    pub clock_running: bool,
     _pins: PinDir,
 }
 
@@ -136,6 +139,7 @@ impl Bed {
         Bed {
             dp,
             ns,
+            clock_running: true,
             _pins: pins,
         }
     }
@@ -143,7 +147,7 @@ impl Bed {
     /// Runs the program on `frame` inside the namespace.
     /// Runs the program on `frame` inside the namespace, as received on
     /// `vb0` when it comes from the backend subnet, else on `vc0`.
-    pub fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
         let from_backend = match PacketHeaders::from_ethernet_slice(frame)
             .ok()
             .and_then(|p| p.net)
@@ -156,7 +160,10 @@ impl Bed {
     }
 
     /// Runs the program on `frame` as received on device `dev`.
-    pub fn run_on(&self, dev: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+    pub fn run_on(&mut self, dev: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        if self.clock_running {
+            self.dp.tick().unwrap();
+        }
         let prog = self.dp.program().unwrap();
         self.ns
             .enter(|| {
