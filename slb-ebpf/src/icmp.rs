@@ -189,20 +189,21 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
     p.was_sport = in_sport;
     p.was_dport = in_dport;
     p.inner_proto = inner_proto;
+    // The quoted packet reversed: the tuple of the packet it answers.
+    let answered = FlowKey {
+        src: in_dst,
+        dst: in_src,
+        sport: in_dport,
+        dport: in_sport,
+        proto: inner_proto,
+        _pad1: 0,
+        _pad2: 0,
+    };
     if from_nat_backend || dest_flags & slb_common::listener::DEST_SNAT != 0 {
         // About a packet we sent to a backend; the reply tuple of that
         // packet is its reverse entry.
-        let rkey = FlowKey {
-            src: in_dst,
-            dst: in_src,
-            sport: in_dport,
-            dport: in_sport,
-            proto: inner_proto,
-            _pad1: 0,
-            _pad2: 0,
-        };
         // SAFETY: the value is copied at once.
-        let Some(rev) = (unsafe { REVERSE.get(rkey) }).copied() else {
+        let Some(rev) = (unsafe { REVERSE.get(answered) }).copied() else {
             stats::global(GlobalCounter::NotForUs);
             return xdp_action::XDP_PASS;
         };
@@ -225,17 +226,8 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
     } else {
         // About a reply we sent from the VIP to a client: the backend must
         // learn it, quoted as it sent the reply.
-        let fkey = FlowKey {
-            src: in_dst,
-            dst: in_src,
-            sport: in_dport,
-            dport: in_sport,
-            proto: inner_proto,
-            _pad1: 0,
-            _pad2: 0,
-        };
         // SAFETY: the value is copied at once.
-        let Some(flow) = (unsafe { FLOWS.get(fkey) }).copied() else {
+        let Some(flow) = (unsafe { FLOWS.get(answered) }).copied() else {
             stats::global(GlobalCounter::NotForUs);
             return xdp_action::XDP_PASS;
         };
