@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::tests::one_error;
 use super::*;
 
 /// PEM files in a fresh directory: www (www.example.com), api
@@ -44,23 +45,6 @@ fn ok_in(text: &str, dir: &Path) -> Config {
         Ok(c) => c,
         Err(e) => panic!("expected a valid config, got:\n{e}"),
     }
-}
-
-/// Exactly one error, at `path`, containing `msg`.
-#[track_caller]
-fn one_error(text: &str, path: &str, msg: &str) {
-    let errs = match parse(text) {
-        Ok(c) => panic!("expected an error at {path}, got {c:#?}"),
-        Err(e) => e,
-    };
-    assert_eq!(errs.len(), 1, "expected one error, got:\n{errs}");
-    let e = &errs.errors[0];
-    assert_eq!(e.path, path, "wrong path in: {e}");
-    assert!(
-        e.message.contains(msg),
-        "message {:?} lacks {msg:?}",
-        e.message
-    );
 }
 
 /// An http listener (checks off) with one backend; `extra` in its table.

@@ -50,8 +50,9 @@ fn errors(text: &str) -> Vec<String> {
 }
 
 /// Asserts that exactly one error is reported, at `path`, containing `msg`.
+/// Shared with the http/https key tests.
 #[track_caller]
-fn one_error(text: &str, path: &str, msg: &str) {
+pub(super) fn one_error(text: &str, path: &str, msg: &str) {
     let errs = match parse(text) {
         Ok(c) => panic!("expected an error at {path}, got {c:#?}"),
         Err(e) => e,
