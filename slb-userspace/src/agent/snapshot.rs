@@ -137,19 +137,7 @@ pub fn build(
                 backends,
             ));
         }
-        let g = dp.counters()?;
-        global = GlobalCounters {
-            not_for_us: g.not_for_us,
-            parse_errors: g.parse_errors,
-            no_backend: g.no_backend,
-            flow_misses: g.flow_misses,
-            fib_pass: g.fib_pass,
-            fib_drop: g.fib_drop,
-            unsupported: g.unsupported,
-            icmp_translated: g.icmp_translated,
-            icmp_too_big: g.icmp_too_big,
-            too_big_drops: g.too_big_drops,
-        };
+        global = dp.counters()?;
         flows = dp.flow_entries().0 as u64;
     }
     for l in cfg.l7_listeners() {

@@ -1,21 +1,7 @@
 //! Reading the per-CPU counters, summed over CPUs.
 use super::{map_err, Dataplane, DataplaneError};
+use crate::status::GlobalCounters;
 use slb_common::{stats::GLOBAL_COUNTERS, GlobalCounter, Stats};
-
-/// Global counters (SPEC §3).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    pub not_for_us: u64,
-    pub parse_errors: u64,
-    pub no_backend: u64,
-    pub flow_misses: u64,
-    pub fib_pass: u64,
-    pub fib_drop: u64,
-    pub unsupported: u64,
-    pub icmp_translated: u64,
-    pub icmp_too_big: u64,
-    pub too_big_drops: u64,
-}
 
 fn add(a: &mut Stats, b: &Stats) {
     a.conns += b.conns;
@@ -49,7 +35,7 @@ impl Dataplane {
         Ok(sum)
     }
 
-    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+    pub fn counters(&self) -> Result<GlobalCounters, DataplaneError> {
         let mut v = [0u64; GLOBAL_COUNTERS as usize];
         for (i, slot) in v.iter_mut().enumerate() {
             let per_cpu = self
@@ -59,7 +45,7 @@ impl Dataplane {
             *slot = per_cpu.iter().sum();
         }
         let at = |c: GlobalCounter| v[c as usize];
-        Ok(Counters {
+        Ok(GlobalCounters {
             not_for_us: at(GlobalCounter::NotForUs),
             parse_errors: at(GlobalCounter::ParseError),
             no_backend: at(GlobalCounter::NoBackend),

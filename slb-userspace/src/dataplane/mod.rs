@@ -8,7 +8,7 @@ pub mod object;
 mod tables;
 
 pub use attach::{AttachMode, Attachment};
-pub use counters::Counters;
+
 pub use load::{Dataplane, DataplaneOptions};
 pub use tables::AclEntry;
 
