@@ -217,27 +217,7 @@ impl Agent {
     /// Waits until the log contains `needle`, failing early if the agent
     /// exits.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            if self.log_text().contains(needle) {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    anyhow::bail!(
-                        "slb exited ({status}) before logging {needle:?}:\n{}",
-                        self.log_text()
-                    );
-                }
-            }
-            if start.elapsed() > timeout {
-                anyhow::bail!(
-                    "slb did not log {needle:?} within {timeout:?}:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_for_log_count(needle, 1, timeout)
     }
 
     pub fn pid(&self) -> Option<Pid> {
