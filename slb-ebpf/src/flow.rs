@@ -9,7 +9,7 @@ use slb_common::{
     hash::flow_hash,
     limits::{CLOSING_TIMEOUT_S, SNAT_PORT_MIN, SNAT_PORT_TRIES},
     listener::BACKEND_F_DOWN,
-    Addr, Backend, Flow, FlowKey, Listener, Reverse,
+    Addr, Backend, Flow, FlowKey, Listener, NextHop, Reverse,
 };
 
 /// The backend a flow is pinned to, if the flow may keep it: same listener,
@@ -110,17 +110,7 @@ fn snat_search(
     let crate::maps::Scratch {
         rev, rkey, in_nh, ..
     } = scratch()?;
-    *rev = Reverse {
-        seen_ns: now,
-        client: key.src,
-        vip: key.dst,
-        client_port: key.sport,
-        vip_port: key.dport,
-        backend_id,
-        listener_id,
-        nh: *in_nh,
-        ..Default::default()
-    };
+    *rev = reverse_entry(key, backend_id, listener_id, now, in_nh);
     for i in 0..SNAT_PORT_TRIES {
         let idx = (h.rotate_right(7).wrapping_add(i)) % count;
         let addr = match family {
@@ -183,7 +173,21 @@ pub fn nat_bind(key: &FlowKey, backend_id: u32, backend: &Backend, listener_id: 
     let Some(s) = scratch() else {
         return;
     };
-    s.rev = Reverse {
+    s.rev = reverse_entry(key, backend_id, listener_id, now, &s.in_nh);
+    let _ = REVERSE.insert(rkey, &s.rev, 0);
+}
+
+/// The reverse entry of the client flow `key`: replies are translated back
+/// to VIP → client and sent out through `nh`.
+#[inline(always)]
+fn reverse_entry(
+    key: &FlowKey,
+    backend_id: u32,
+    listener_id: u32,
+    now: u64,
+    nh: &NextHop,
+) -> Reverse {
+    Reverse {
         seen_ns: now,
         client: key.src,
         vip: key.dst,
@@ -191,10 +195,9 @@ pub fn nat_bind(key: &FlowKey, backend_id: u32, backend: &Backend, listener_id: 
         vip_port: key.dport,
         backend_id,
         listener_id,
-        nh: s.in_nh,
+        nh: *nh,
         ..Default::default()
-    };
-    let _ = REVERSE.insert(rkey, &s.rev, 0);
+    }
 }
 
 /// Adds `delta` to a backend's active-flow count (`wlc`).
