@@ -17,7 +17,7 @@ use super::model::{
     Protocol, Rule, Scheduler,
 };
 use super::raw::{RawBackend, RawListener, RawPersistence};
-use super::values::{duration_or, key, keyword, keyword_or, port, required, u32_or, unicast_ip};
+use super::values::{duration_or, key, keyword, keyword_or, required, u32_or};
 
 /// What validating the L7 keys of a listener found.
 #[derive(Debug)]
@@ -468,11 +468,7 @@ fn check_group_backends(
     for (i, b) in raw.iter().enumerate() {
         let bpath = format!("{gpath}.backend[{i}]");
         let k = |name: &str| key(&bpath, name);
-        let address = required(b.address.as_ref(), &k("address"), errs)
-            .and_then(|a| unicast_ip(a, &k("address"), errs));
-        let bport =
-            required(b.port.as_ref(), &k("port"), errs).and_then(|p| port(*p, &k("port"), errs));
-        let weight = u32_or(b.weight, d::WEIGHT, 0, d::WEIGHT_MAX, &k("weight"), errs);
+        let (address, bport, weight) = super::listener::backend_fields(b, &bpath, errs);
         if let Some(addr) = address {
             addresses.push(addr);
             if Some(addr) == own.vip && bport.is_some() && bport == own.port {

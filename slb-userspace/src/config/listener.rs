@@ -297,6 +297,22 @@ fn parse_cidr(text: &str, path: &str, errs: &mut Errors) -> Option<IpNet> {
     Some(net)
 }
 
+/// The address, port and weight of a backend table at `bpath` (listener or
+/// L7 group backend alike), each `None` when missing or invalid.
+pub(super) fn backend_fields(
+    b: &RawBackend,
+    bpath: &str,
+    errs: &mut Errors,
+) -> (Option<IpAddr>, Option<u16>, Option<u32>) {
+    let k = |name: &str| key(bpath, name);
+    let address = required(b.address.as_ref(), &k("address"), errs)
+        .and_then(|a| unicast_ip(a, &k("address"), errs));
+    let bport =
+        required(b.port.as_ref(), &k("port"), errs).and_then(|p| port(*p, &k("port"), errs));
+    let weight = u32_or(b.weight, d::WEIGHT, 0, d::WEIGHT_MAX, &k("weight"), errs);
+    (address, bport, weight)
+}
+
 /// `redirect_only`: an http listener that redirects every request to https
 /// may have no backend.
 fn check_backends(raw: &[RawBackend], redirect_only: bool, draft: &mut Draft, errs: &mut Errors) {
@@ -322,11 +338,7 @@ fn check_backends(raw: &[RawBackend], redirect_only: bool, draft: &mut Draft, er
     for (i, b) in raw.iter().enumerate() {
         let bpath = format!("{path}.backend[{i}]");
         let k = |name: &str| key(&bpath, name);
-        let address = required(b.address.as_ref(), &k("address"), errs)
-            .and_then(|a| unicast_ip(a, &k("address"), errs));
-        let bport =
-            required(b.port.as_ref(), &k("port"), errs).and_then(|p| port(*p, &k("port"), errs));
-        let weight = u32_or(b.weight, d::WEIGHT, 0, d::WEIGHT_MAX, &k("weight"), errs);
+        let (address, bport, weight) = backend_fields(b, &bpath, errs);
 
         if let (Some(addr), Some(vip)) = (address, draft.vip) {
             if l4 == Some(true) && addr.is_ipv4() != vip.is_ipv4() {
