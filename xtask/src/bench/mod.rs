@@ -38,6 +38,8 @@ pub struct Ctx {
     pub repeat: usize,
     /// Shorter runs for a quick look (seconds per measurement).
     pub seconds: u64,
+    /// `xdp`: record a `perf` CPU profile of every case into this directory.
+    pub perf: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,6 +63,12 @@ pub struct Args {
     /// Print only; do not update BENCHMARKS.md.
     #[arg(long)]
     no_record: bool,
+    /// `xdp`: record a CPU profile of every case (`perf record -e cpu-clock
+    /// -g` on the CPU that runs the program) into DIR, one file per program,
+    /// case and repetition. Profiling slows the traffic: use it to find
+    /// where the time goes, not for the numbers (implies --no-record).
+    #[arg(long, value_name = "DIR")]
+    perf: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -75,6 +83,7 @@ pub fn run(args: Args) -> Result<()> {
         slb,
         repeat: args.repeat.max(1),
         seconds: args.seconds.max(1),
+        perf: args.perf.clone(),
     };
     let parts = if args.parts.is_empty() {
         vec![Part::Xdp, Part::E2e, Part::L7]
@@ -91,7 +100,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("\n## {}\n\n{}", section.title, section.markdown);
         sections.push(section);
     }
-    if !args.no_record {
+    if !args.no_record && args.perf.is_none() {
         report::record(&sections)?;
     }
     Ok(())

@@ -29,6 +29,8 @@
 //! kernel routes them, so no ICMP errors flow back either.
 #[path = "traffic_cpu.rs"]
 pub(super) mod cpu;
+#[path = "xdp_perf.rs"]
+mod perf;
 #[path = "xdp_trafgen.rs"]
 mod trafgen;
 
@@ -80,7 +82,20 @@ enum Case {
 
 const CASES: [Case; 3] = [Case::NewFlow, Case::Established, Case::NonVip];
 
+/// The CPU trafgen (`-P 1`) runs on, and with it the veth's NAPI and the
+/// program under test.
+const TRAFGEN_CPU: usize = 0;
+
 impl Case {
+    /// Short name for file names.
+    fn tag(self) -> &'static str {
+        match self {
+            Case::NewFlow => "new",
+            Case::Established => "established",
+            Case::NonVip => "nonvip",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Case::NewFlow => "new flow",
@@ -122,6 +137,15 @@ impl Prog {
             Prog::Slb => "slb_xdp (load balancer)",
             Prog::Tx => "slb_tx (swap MACs, XDP_TX)",
             Prog::Pass => "slb_pass (XDP_PASS)",
+        }
+    }
+
+    /// Short name for file names.
+    fn tag(self) -> &'static str {
+        match self {
+            Prog::Slb => "slb",
+            Prog::Tx => "tx",
+            Prog::Pass => "pass",
         }
     }
 
@@ -375,8 +399,9 @@ fn bed(slb: &Path, seconds: u64) -> Result<Bed> {
     })
 }
 
-/// Runs the three cases through whatever is attached to `cl0` now.
-fn cases(bed: &Bed, id: u32) -> Result<[Sample; 3]> {
+/// Runs the three cases through whatever is attached to `cl0` now (`prog`
+/// names the profiles of `--perf`).
+fn cases(ctx: &Ctx, bed: &Bed, id: u32, prog: Prog) -> Result<[Sample; 3]> {
     let mut out = [Sample {
         ns_per_packet: 0.0,
         pps: 0.0,
@@ -387,11 +412,21 @@ fn cases(bed: &Bed, id: u32) -> Result<[Sample; 3]> {
         if *case == Case::Established {
             bed.traffic.send_established_syns(&bed.topo.client)?;
         }
+        let recording = match &ctx.perf {
+            Some(dir) => {
+                let name = format!("{}-{}-{id}", prog.tag(), case.tag());
+                Some(perf::start(dir, &name, TRAFGEN_CPU)?)
+            }
+            None => None,
+        };
         let (t0, c0) = prog_stats(id)?;
         let start = Instant::now();
         let sent = bed.traffic.send(&bed.topo.client, *case)?;
         let wall = start.elapsed().as_secs_f64();
         let (t1, c1) = prog_stats(id)?;
+        if let Some(r) = recording {
+            r.finish()?;
+        }
         let runs = c1.saturating_sub(c0);
         ensure!(
             runs > 0,
@@ -455,7 +490,7 @@ fn program_run(ctx: &Ctx, bed: &Bed, prog: Prog) -> Result<([Sample; 3], Option<
             }
             let mut agent = agent.context("starting slb")?;
             let id = xdp_prog_id(&bed.topo.lb, "cl0")?;
-            let got = cases(bed, id)?;
+            let got = cases(ctx, bed, id, prog)?;
             let check = slb_check(&agent)?;
             agent.stop()?;
             Ok((got, Some(check)))
@@ -477,7 +512,7 @@ fn program_run(ctx: &Ctx, bed: &Bed, prog: Prog) -> Result<([Sample; 3], Option<
                 "sec",
                 "xdp",
             ])?;
-            let got = xdp_prog_id(&bed.topo.lb, "cl0").and_then(|id| cases(bed, id));
+            let got = xdp_prog_id(&bed.topo.lb, "cl0").and_then(|id| cases(ctx, bed, id, prog));
             bed.topo
                 .lb
                 .ip(&["link", "set", "dev", "cl0", "xdpdrv", "off"])?;
