@@ -28,6 +28,9 @@ pub const SNAT_PORT_MIN: u16 = 1024;
 pub const SNAT_PORT_TRIES: u32 = 8;
 /// The flow timestamp and cached next hop are refreshed at most this often.
 pub const REFRESH_NS: u64 = 1_000_000_000;
+/// Slots of each per-CPU cache of flow-table and reply-table entries the
+/// fast path reads (`FLOW_CACHE`, `REPLY_CACHE`; a power of two).
+pub const CACHE_SLOTS: u32 = 1024;
 /// Idle timeout of a TCP flow after its FIN or RST (seconds).
 pub const CLOSING_TIMEOUT_S: u32 = 10;
 /// Backends a `wlc` listener compares per new flow (the table holds each

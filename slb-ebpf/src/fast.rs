@@ -11,7 +11,7 @@
 //! every call and return costs several nanoseconds, more than most of the
 //! work here.
 use crate::{
-    dests, fib,
+    cache, dests, fib,
     maps::{BACKENDS, CLOCK, FLOWS, JUMP, REVERSE, SETTINGS},
     nat::{rewrite_inline, Rewrite},
     parse::{flow_key, parse_l3, parse_l4, Parsed, L3, TCP_FIN, TCP_RST},
@@ -101,15 +101,24 @@ fn usable(nh: &NextHop, seen_ns: u64, now: u64, l3: &L3) -> bool {
 
 /// A packet of an established flow whose backend is still the one it was
 /// scheduled to (its idle timeout cannot have passed: the flow was seen
-/// within the last second, and timeouts are whole seconds).
+/// within the last second, and timeouts are whole seconds). The entry comes
+/// from this CPU's cache when its copy there is fresh, else from the flow
+/// table, and is cached for the next packet.
 #[inline(always)]
 fn established(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
-    let Some(fp) = FLOWS.get_ptr(key) else {
+    let now = now_ns();
+    let Some(c) = cache::flow_slot(key) else {
         return NOT_FAST;
     };
-    // SAFETY: map value pointer, valid for this program run.
-    let flow = unsafe { &*fp };
-    let now = now_ns();
+    if !(cache::same(&c.key, key) && usable(&c.flow.nh, c.flow.seen_ns, now, l3)) {
+        let Some(fp) = FLOWS.get_ptr(key) else {
+            return NOT_FAST;
+        };
+        c.key = *key;
+        // SAFETY: map value pointer, valid for this program run.
+        c.flow = unsafe { *fp };
+    }
+    let flow = &c.flow;
     if flow.flags & FLOW_F_CLOSING != 0 || !usable(&flow.nh, flow.seen_ns, now, l3) {
         return NOT_FAST;
     }
@@ -145,15 +154,23 @@ fn established(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
     fib::transmit(ctx, &flow.nh)
 }
 
-/// A reply from a backend to a FULLNAT address, translated back.
+/// A reply from a backend to a FULLNAT address, translated back; the
+/// entry is cached as in `established`.
 #[inline(always)]
 fn reply(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
-    let Some(rp) = REVERSE.get_ptr(key) else {
+    let now = now_ns();
+    let Some(c) = cache::reply_slot(key) else {
         return NOT_FAST;
     };
-    // SAFETY: map value pointer, valid for this program run.
-    let rev = unsafe { &*rp };
-    let now = now_ns();
+    if !(cache::same(&c.key, key) && usable(&c.rev.nh, c.rev.seen_ns, now, l3)) {
+        let Some(rp) = REVERSE.get_ptr(key) else {
+            return NOT_FAST;
+        };
+        c.key = *key;
+        // SAFETY: map value pointer, valid for this program run.
+        c.rev = unsafe { *rp };
+    }
+    let rev = &c.rev;
     if !usable(&rev.nh, rev.seen_ns, now, l3) {
         return NOT_FAST;
     }

@@ -146,6 +146,7 @@ fn snat_search(
                 && old.vip == key.dst
                 && old.vip_port == key.dport
             {
+                crate::cache::forget_reply(rkey);
                 old.backend_id = backend_id;
                 old.listener_id = listener_id;
                 old.seen_ns = now;
@@ -233,7 +234,8 @@ pub fn mark_closing_from_reply(rev: &Reverse, proto: u8) {
         _pad1: 0,
         _pad2: 0,
     };
-    if let Some(f) = FLOWS.get_ptr_mut(fkey) {
+    if let Some(f) = FLOWS.get_ptr_mut(&fkey) {
+        crate::cache::forget_flow(&fkey);
         // SAFETY: map value pointer, valid for this program run.
         mark_closing(unsafe { &mut *f });
     }

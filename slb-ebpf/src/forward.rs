@@ -1,7 +1,7 @@
 //! The packet path: classify, then forward to a backend or back to a
 //! client.
 use crate::{
-    acl, dests,
+    acl, cache, dests,
     fib::{self, Route},
     flow::{
         active_add, mark_closing, mark_closing_from_reply, nat_bind, snat_bind, still_valid,
@@ -334,6 +334,9 @@ fn established(
     tcp_flags: u8,
     listener: &Listener,
 ) -> u32 {
+    // Whatever happens to the entry here, the fast path of this CPU must
+    // not keep using its old copy.
+    cache::forget_flow(key);
     let Some(fp) = FLOWS.get_ptr_mut(key) else {
         return NO_FLOW;
     };
@@ -525,6 +528,7 @@ fn commit_flow(
 /// client), translated back to come from the VIP.
 #[inline(never)]
 fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8) -> u32 {
+    cache::forget_reply(key);
     let Some(rp) = REVERSE.get_ptr_mut(key) else {
         stats::global(GlobalCounter::NotForUs);
         return xdp_action::XDP_PASS;

@@ -12,6 +12,7 @@
 
 mod acl;
 mod bytes;
+mod cache;
 mod dests;
 mod fast;
 mod fib;

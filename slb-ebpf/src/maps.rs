@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use slb_common::{
     limits::{
-        DEST_SLOTS, MAX_BACKENDS, MAX_DEVICES, MAX_LISTENERS, MAX_SNAT_ADDRS, RINGS_PER_LISTENER,
+        CACHE_SLOTS, DEST_SLOTS, MAX_BACKENDS, MAX_DEVICES, MAX_LISTENERS, MAX_SNAT_ADDRS,
+        RINGS_PER_LISTENER,
     },
     stats::GLOBAL_COUNTERS,
     AclKey, Addr, Backend, BackendHop, DestSlot, Flow, FlowKey, Listener, NextHop, Persist,
@@ -47,6 +48,17 @@ pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::pinned(65536, 0);
 /// agent, equal to `FLOWS`).
 #[map]
 pub static REVERSE: LruHashMap<FlowKey, Reverse> = LruHashMap::pinned(65536, 0);
+
+/// Per-CPU copies of recently used `FLOWS` entries (see `cache`). Not
+/// pinned: a restarted agent starts with empty caches.
+#[map]
+pub static FLOW_CACHE: PerCpuArray<crate::cache::CachedFlow> =
+    PerCpuArray::with_max_entries(CACHE_SLOTS, 0);
+
+/// Per-CPU copies of recently used `REVERSE` entries (see `cache`).
+#[map]
+pub static REPLY_CACHE: PerCpuArray<crate::cache::CachedReply> =
+    PerCpuArray::with_max_entries(CACHE_SLOTS, 0);
 
 /// Element 0: number of addresses in `SNAT_V4` / `SNAT_V6`.
 #[map]

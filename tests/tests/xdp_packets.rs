@@ -116,16 +116,12 @@ fn syn_to_vip_is_rewritten_and_reply_translated_back() {
 /// once it stands still the fast path steps aside.
 #[test]
 fn established_flow_takes_the_fast_path_while_the_clock_runs() {
-    use aya::maps::{Array, Map, MapData, ProgramArray};
     let mut bed = Bed::new("fast", CONFIG);
     let (v, out) = bed.run(&tcp4(CLIENT, 40100, VIP, 80, true, b""));
     assert_eq!(v, XDP_REDIRECT);
     let syn = parse_checked(&out);
 
-    let pins = bed.dp.pin_dir().to_path_buf();
-    let jump = MapData::from_pin(pins.join("JUMP")).unwrap();
-    let mut jump = ProgramArray::try_from(Map::ProgramArray(jump)).unwrap();
-    jump.clear_index(&0).unwrap();
+    bed.take_out_slow_path();
     let data = tcp4(CLIENT, 40100, VIP, 80, false, b"data");
     let (v, out) = bed.run(&data);
     assert_eq!(v, XDP_REDIRECT, "forwarded without the slow path");
@@ -137,18 +133,123 @@ fn established_flow_takes_the_fast_path_while_the_clock_runs() {
 
     // The agent's clock lags the kernel's by up to a tick (the flow entry
     // is stamped by the slow path with the kernel clock).
-    bed.clock_running = false;
-    let clock = MapData::from_pin(pins.join("CLOCK")).unwrap();
-    let mut clock: Array<_, u64> = Array::try_from(Map::Array(clock)).unwrap();
-    let now = clock.get(&0, 0).unwrap();
-    clock.set(0, now - 300_000_000, 0).unwrap();
+    bed.set_clock(-300_000_000);
     let (v, _) = bed.run(&data);
     assert_eq!(v, XDP_REDIRECT, "a clock behind the entry's stamp");
 
     // The agent stopped five seconds ago.
-    clock.set(0, now - 5_000_000_000, 0).unwrap();
+    bed.set_clock(-5_000_000_000);
     let (v, _) = bed.run(&data);
     assert_eq!(v, XDP_PASS, "a stale clock sends packets to the slow path");
+}
+
+fn tcp4_rst(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1001, 0)
+        .rst()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
+fn tcp4_fin(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1001, 64000)
+        .fin()
+        .ack(1)
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
+/// The fast path keeps per-CPU copies of flow entries; what the slow path
+/// does to a flow on a CPU (here: an RST removes it) drops that CPU's copy
+/// at once.
+#[test]
+fn rst_drops_the_cached_copy_of_its_flow() {
+    let mut bed = Bed::new("crst", CONFIG);
+    assert_eq!(
+        bed.run(&tcp4(CLIENT, 40200, VIP, 80, true, b"")).0,
+        XDP_REDIRECT
+    );
+    let data = tcp4(CLIENT, 40200, VIP, 80, false, b"data");
+    // Forwarded by the fast path, which now holds a copy of the entry.
+    assert_eq!(bed.run(&data).0, XDP_REDIRECT);
+    assert_eq!(bed.run(&tcp4_rst(CLIENT, 40200, VIP, 80)).0, XDP_REDIRECT);
+    assert_eq!(bed.dp.flow_entries().0, 0, "the RST removed the flow");
+
+    bed.take_out_slow_path();
+    let (v, _) = bed.run(&data);
+    assert_eq!(v, XDP_PASS, "no copy of the removed flow forwards it");
+}
+
+/// A FIN from the backend marks the client's flow as closing (and drops
+/// this CPU's copies of both entries): the client's next packet goes to
+/// the slow path, which handles closing flows.
+#[test]
+fn backend_fin_drops_the_cached_copies() {
+    let mut bed = Bed::new("cfin", CONFIG);
+    let (_, out) = bed.run(&tcp4(CLIENT, 40300, VIP, 80, true, b""));
+    let o = parse_checked(&out);
+    let data = tcp4(CLIENT, 40300, VIP, 80, false, b"data");
+    assert_eq!(bed.run(&data).0, XDP_REDIRECT);
+    let reply = tcp4(BACKEND, 8080, SNAT, o.sport, false, b"response");
+    assert_eq!(bed.run(&reply).0, XDP_REDIRECT);
+    assert_eq!(bed.run(&reply).0, XDP_REDIRECT, "from the reply cache");
+    assert_eq!(
+        bed.run(&tcp4_fin(BACKEND, 8080, SNAT, o.sport)).0,
+        XDP_REDIRECT
+    );
+
+    bed.take_out_slow_path();
+    assert_eq!(
+        bed.run(&data).0,
+        XDP_PASS,
+        "the closing flow needs the slow path"
+    );
+    // The reply entry itself is unchanged: its copy is taken again.
+    assert_eq!(bed.run(&reply).0, XDP_REDIRECT);
+}
+
+/// Another CPU's copy of a flow entry the slow path changed keeps
+/// forwarding the flow as before (same backend, same translation), for at
+/// most a second: copies are only used while fresh.
+#[test]
+fn another_cpus_copy_expires_within_a_second() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let mut bed = Bed::new("ccpu", CONFIG);
+    let (_, out) = bed.run(&tcp4(CLIENT, 40400, VIP, 80, true, b""));
+    let syn = parse_checked(&out);
+    let data = tcp4(CLIENT, 40400, VIP, 80, false, b"data");
+    bed.cpu = 1;
+    assert_eq!(bed.run(&data).0, XDP_REDIRECT, "cached on CPU 1");
+    bed.cpu = 0;
+    assert_eq!(bed.run(&tcp4_rst(CLIENT, 40400, VIP, 80)).0, XDP_REDIRECT);
+    assert_eq!(bed.dp.flow_entries().0, 0);
+    bed.take_out_slow_path();
+    assert_eq!(bed.run(&data).0, XDP_PASS, "CPU 0 has no copy");
+
+    bed.cpu = 1;
+    let (v, out) = bed.run(&data);
+    assert_eq!(v, XDP_REDIRECT, "CPU 1's copy is still fresh");
+    let o = parse_checked(&out);
+    assert_eq!(
+        (o.src, o.sport, o.dst, o.dport),
+        (syn.src, syn.sport, syn.dst, syn.dport)
+    );
+    bed.set_clock(1_500_000_000);
+    assert_eq!(
+        bed.run(&data).0,
+        XDP_PASS,
+        "a copy older than a second is not used"
+    );
 }
 
 #[test]

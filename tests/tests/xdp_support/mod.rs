@@ -6,6 +6,10 @@
 
 use aya::programs::{TestRun, TestRunOptions};
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+use nix::{
+    sched::{sched_setaffinity, CpuSet},
+    unistd::Pid,
+};
 use slb::{
     agent::Applier,
     config,
@@ -58,6 +62,10 @@ pub struct Bed {
     /// Whether each run first advances the fast path's clock, as the agent
     /// does four times a second.
     pub clock_running: bool,
+    /// The CPU every frame runs on. The fast path caches flow entries per
+    /// CPU; in production RSS keeps a flow's packets on one CPU, and a test
+    /// whose frames wandered between CPUs would see each CPU's copy.
+    pub cpu: usize,
     _pins: PinDir,
 }
 
@@ -140,11 +148,32 @@ impl Bed {
             dp,
             ns,
             clock_running: true,
+            cpu: 0,
             _pins: pins,
         }
     }
 
-    /// Runs the program on `frame` inside the namespace.
+    /// Takes the slow path out (`JUMP` cleared): whatever the fast path
+    /// cannot forward on its own is then passed to the kernel.
+    pub fn take_out_slow_path(&self) {
+        use aya::maps::{Map, MapData, ProgramArray};
+        let jump = MapData::from_pin(self.dp.pin_dir().join("JUMP")).unwrap();
+        let mut jump = ProgramArray::try_from(Map::ProgramArray(jump)).unwrap();
+        jump.clear_index(&0).unwrap();
+    }
+
+    /// Stops the agent's clock (see `clock_running`) and sets it to
+    /// `offset_ns` from the kernel's coarse clock now.
+    pub fn set_clock(&mut self, offset_ns: i64) {
+        use aya::maps::{Array, Map, MapData};
+        self.clock_running = false;
+        self.dp.tick().unwrap();
+        let clock = MapData::from_pin(self.dp.pin_dir().join("CLOCK")).unwrap();
+        let mut clock: Array<_, u64> = Array::try_from(Map::Array(clock)).unwrap();
+        let now = clock.get(&0, 0).unwrap();
+        clock.set(0, now.wrapping_add_signed(offset_ns), 0).unwrap();
+    }
+
     /// Runs the program on `frame` inside the namespace, as received on
     /// `vb0` when it comes from the backend subnet, else on `vc0`.
     pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
@@ -165,8 +194,12 @@ impl Bed {
             self.dp.tick().unwrap();
         }
         let prog = self.dp.program().unwrap();
+        let cpu = self.cpu;
         self.ns
             .enter(|| {
+                let mut set = CpuSet::new();
+                set.set(cpu).unwrap();
+                sched_setaffinity(Pid::from_raw(0), &set).unwrap();
                 let ifindex = nix::net::if_::if_nametoindex(dev).unwrap();
                 // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
                 // rx_queue_index, egress_ifindex.
