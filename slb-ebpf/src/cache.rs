@@ -12,22 +12,17 @@
 //! entry refreshed within the last second (`fast::usable`) and checks the
 //! backend in the live `BACKENDS` map on every packet. Changes the slow
 //! path makes to an entry (FIN/RST seen, once-a-second refresh) are
-//! dropped from this CPU's cache at once (`forget_*`); another CPU's copy
+//! dropped from this CPU's cache at once (`forget`); another CPU's copy
 //! keeps forwarding the flow's packets to the same backend, with the same
 //! translation, for at most a second, exactly as the entry itself would.
-use crate::maps::{FLOW_CACHE, REPLY_CACHE};
-use slb_common::{hash::cache_slot, Flow, FlowKey, Reverse};
+use aya_ebpf::maps::{LruHashMap, PerCpuArray};
+use slb_common::{hash::cache_slot, FlowKey};
 
+/// A cache slot: a copy of a table entry and its key.
 #[repr(C)]
-pub struct CachedFlow {
+pub struct Cached<V> {
     pub key: FlowKey,
-    pub flow: Flow,
-}
-
-#[repr(C)]
-pub struct CachedReply {
-    pub key: FlowKey,
-    pub rev: Reverse,
+    pub value: V,
 }
 
 #[inline(always)]
@@ -38,7 +33,7 @@ fn slot(key: &FlowKey) -> u32 {
 
 /// Word-wise key compare: a derived `==` may become a `memcmp` call.
 #[inline(always)]
-pub fn same(a: &FlowKey, b: &FlowKey) -> bool {
+fn same(a: &FlowKey, b: &FlowKey) -> bool {
     // SAFETY: `FlowKey` is `repr(C)`, 40 bytes without implicit padding
     // (checked by `slb_common`'s layout test), 4-byte aligned.
     let (a, b) = unsafe {
@@ -54,41 +49,43 @@ pub fn same(a: &FlowKey, b: &FlowKey) -> bool {
     diff == 0
 }
 
-/// This CPU's flow-cache slot for `key` (holding `key`'s entry or another).
+/// This CPU's slot for `key` (holding `key`'s entry or another).
 #[inline(always)]
-pub fn flow_slot(key: &FlowKey) -> Option<&'static mut CachedFlow> {
+fn slot_of<V: 'static>(
+    cache: &PerCpuArray<Cached<V>>,
+    key: &FlowKey,
+) -> Option<&'static mut Cached<V>> {
     // SAFETY: per-CPU value, valid for this program run; XDP runs to
     // completion on its CPU, so nothing else touches it meanwhile.
-    FLOW_CACHE
-        .get_ptr_mut(slot(key))
-        .map(|p| unsafe { &mut *p })
+    cache.get_ptr_mut(slot(key)).map(|p| unsafe { &mut *p })
 }
 
-/// This CPU's reply-cache slot for `key`.
+/// `key`'s entry: this CPU's copy when it is `fresh`, else the table's,
+/// copied into the cache for the next packet. `None` when the table has
+/// no entry.
 #[inline(always)]
-pub fn reply_slot(key: &FlowKey) -> Option<&'static mut CachedReply> {
-    // SAFETY: as in `flow_slot`.
-    REPLY_CACHE
-        .get_ptr_mut(slot(key))
-        .map(|p| unsafe { &mut *p })
+pub fn entry<V: Copy + 'static>(
+    cache: &PerCpuArray<Cached<V>>,
+    table: &LruHashMap<FlowKey, V>,
+    key: &FlowKey,
+    fresh: impl Fn(&V) -> bool,
+) -> Option<&'static V> {
+    let c = slot_of(cache, key)?;
+    if !(same(&c.key, key) && fresh(&c.value)) {
+        let p = table.get_ptr(key)?;
+        c.key = *key;
+        // SAFETY: map value pointer, valid for this program run.
+        c.value = unsafe { *p };
+    }
+    Some(&c.value)
 }
 
-/// Drops this CPU's cached copy of `key`'s flow entry.
+/// Drops this CPU's copy of `key`'s entry.
 #[inline(always)]
-pub fn forget_flow(key: &FlowKey) {
-    if let Some(c) = flow_slot(key) {
+pub fn forget<V: 'static>(cache: &PerCpuArray<Cached<V>>, key: &FlowKey) {
+    if let Some(c) = slot_of(cache, key) {
         if same(&c.key, key) {
             // Protocol 0 never matches a packet's key.
-            c.key.proto = 0;
-        }
-    }
-}
-
-/// Drops this CPU's cached copy of `key`'s reply entry.
-#[inline(always)]
-pub fn forget_reply(key: &FlowKey) {
-    if let Some(c) = reply_slot(key) {
-        if same(&c.key, key) {
             c.key.proto = 0;
         }
     }

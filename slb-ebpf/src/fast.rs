@@ -12,7 +12,7 @@
 //! work here.
 use crate::{
     cache, dests, fib,
-    maps::{BACKENDS, CLOCK, FLOWS, JUMP, REVERSE, SETTINGS},
+    maps::{BACKENDS, CLOCK, FLOWS, FLOW_CACHE, JUMP, REPLY_CACHE, REVERSE, SETTINGS},
     nat::{rewrite_inline, Rewrite},
     parse::{flow_key, parse_l3, parse_l4, Parsed, L3, TCP_FIN, TCP_RST},
     stats::{self, Dir},
@@ -22,7 +22,7 @@ use slb_common::{
     flow::{FLOW_F_CLOSING, FLOW_F_DR, FLOW_F_NAT},
     limits::REFRESH_NS,
     listener::{BACKEND_F_DOWN, DEST_NAT_BACKEND, DEST_SNAT, DEST_VIP},
-    FlowKey, GlobalCounter, NextHop, PROTO_TCP,
+    Flow, FlowKey, GlobalCounter, NextHop, Reverse, PROTO_TCP,
 };
 
 #[inline(always)]
@@ -107,18 +107,10 @@ fn usable(nh: &NextHop, seen_ns: u64, now: u64, l3: &L3) -> bool {
 #[inline(always)]
 fn established(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
     let now = now_ns();
-    let Some(c) = cache::flow_slot(key) else {
+    let fresh = |f: &Flow| usable(&f.nh, f.seen_ns, now, l3);
+    let Some(flow) = cache::entry(&FLOW_CACHE, &FLOWS, key, fresh) else {
         return NOT_FAST;
     };
-    if !(cache::same(&c.key, key) && usable(&c.flow.nh, c.flow.seen_ns, now, l3)) {
-        let Some(fp) = FLOWS.get_ptr(key) else {
-            return NOT_FAST;
-        };
-        c.key = *key;
-        // SAFETY: map value pointer, valid for this program run.
-        c.flow = unsafe { *fp };
-    }
-    let flow = &c.flow;
     if flow.flags & FLOW_F_CLOSING != 0 || !usable(&flow.nh, flow.seen_ns, now, l3) {
         return NOT_FAST;
     }
@@ -159,18 +151,10 @@ fn established(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
 #[inline(always)]
 fn reply(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
     let now = now_ns();
-    let Some(c) = cache::reply_slot(key) else {
+    let fresh = |r: &Reverse| usable(&r.nh, r.seen_ns, now, l3);
+    let Some(rev) = cache::entry(&REPLY_CACHE, &REVERSE, key, fresh) else {
         return NOT_FAST;
     };
-    if !(cache::same(&c.key, key) && usable(&c.rev.nh, c.rev.seen_ns, now, l3)) {
-        let Some(rp) = REVERSE.get_ptr(key) else {
-            return NOT_FAST;
-        };
-        c.key = *key;
-        // SAFETY: map value pointer, valid for this program run.
-        c.rev = unsafe { *rp };
-    }
-    let rev = &c.rev;
     if !usable(&rev.nh, rev.seen_ns, now, l3) {
         return NOT_FAST;
     }

@@ -1,6 +1,8 @@
 //! The connection table: flow lookup, validity, FULLNAT source selection
 //! and the reverse entries that translate replies.
-use crate::maps::{scratch, ACTIVE, BACKENDS, FLOWS, REVERSE, SNAT_POOL, SNAT_V4, SNAT_V6};
+use crate::maps::{
+    scratch, ACTIVE, BACKENDS, FLOWS, FLOW_CACHE, REPLY_CACHE, REVERSE, SNAT_POOL, SNAT_V4, SNAT_V6,
+};
 use crate::parse::Family;
 use aya_ebpf::bindings::BPF_NOEXIST;
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
@@ -146,7 +148,7 @@ fn snat_search(
                 && old.vip == key.dst
                 && old.vip_port == key.dport
             {
-                crate::cache::forget_reply(rkey);
+                crate::cache::forget(&REPLY_CACHE, rkey);
                 old.backend_id = backend_id;
                 old.listener_id = listener_id;
                 old.seen_ns = now;
@@ -235,7 +237,7 @@ pub fn mark_closing_from_reply(rev: &Reverse, proto: u8) {
         _pad2: 0,
     };
     if let Some(f) = FLOWS.get_ptr_mut(&fkey) {
-        crate::cache::forget_flow(&fkey);
+        crate::cache::forget(&FLOW_CACHE, &fkey);
         // SAFETY: map value pointer, valid for this program run.
         mark_closing(unsafe { &mut *f });
     }

@@ -8,7 +8,7 @@ use crate::{
         SnatRequest,
     },
     icmp,
-    maps::{scratch, BACKEND_NH, FLOWS, LISTENERS, REVERSE, SETTINGS},
+    maps::{scratch, BACKEND_NH, FLOWS, FLOW_CACHE, LISTENERS, REPLY_CACHE, REVERSE, SETTINGS},
     nat::{rewrite, rewrite_inline, Rewrite},
     parse::{
         flow_key, parse_into, parse_l4, Family, L3, PARSED_IP, PARSED_OTHER, TCP_FIN, TCP_RST,
@@ -336,7 +336,7 @@ fn established(
 ) -> u32 {
     // Whatever happens to the entry here, the fast path of this CPU must
     // not keep using its old copy.
-    cache::forget_flow(key);
+    cache::forget(&FLOW_CACHE, key);
     let Some(fp) = FLOWS.get_ptr_mut(key) else {
         return NO_FLOW;
     };
@@ -528,7 +528,7 @@ fn commit_flow(
 /// client), translated back to come from the VIP.
 #[inline(never)]
 fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8) -> u32 {
-    cache::forget_reply(key);
+    cache::forget(&REPLY_CACHE, key);
     let Some(rp) = REVERSE.get_ptr_mut(key) else {
         stats::global(GlobalCounter::NotForUs);
         return xdp_action::XDP_PASS;

@@ -52,12 +52,12 @@ pub static REVERSE: LruHashMap<FlowKey, Reverse> = LruHashMap::pinned(65536, 0);
 /// Per-CPU copies of recently used `FLOWS` entries (see `cache`). Not
 /// pinned: a restarted agent starts with empty caches.
 #[map]
-pub static FLOW_CACHE: PerCpuArray<crate::cache::CachedFlow> =
+pub static FLOW_CACHE: PerCpuArray<crate::cache::Cached<Flow>> =
     PerCpuArray::with_max_entries(CACHE_SLOTS, 0);
 
 /// Per-CPU copies of recently used `REVERSE` entries (see `cache`).
 #[map]
-pub static REPLY_CACHE: PerCpuArray<crate::cache::CachedReply> =
+pub static REPLY_CACHE: PerCpuArray<crate::cache::Cached<Reverse>> =
     PerCpuArray::with_max_entries(CACHE_SLOTS, 0);
 
 /// Element 0: number of addresses in `SNAT_V4` / `SNAT_V6`.
