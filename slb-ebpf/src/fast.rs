@@ -37,13 +37,13 @@ pub fn process(ctx: &XdpContext) -> u32 {
     };
     let dest = dests::lookup(&l3.dst);
     if dest == 0 {
-        // A `nat` backend replies to the client's address, not to ours.
+        // A `nat` backend replies to the client's address, not to ours:
+        // handled below like a reply to a FULLNAT address.
         let nat = SETTINGS.get(0).is_some_and(|s| s.nat != 0);
-        if nat && dests::lookup(&l3.src) & DEST_NAT_BACKEND != 0 {
-            return slow(ctx);
+        if !(nat && dests::lookup(&l3.src) & DEST_NAT_BACKEND != 0) {
+            stats::global(GlobalCounter::NotForUs);
+            return xdp_action::XDP_PASS;
         }
-        stats::global(GlobalCounter::NotForUs);
-        return xdp_action::XDP_PASS;
     }
     if l3.unsupported {
         return slow(ctx);
@@ -57,7 +57,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
     let key = flow_key(&l3, &l4);
     let verdict = if dest & DEST_VIP != 0 {
         established(ctx, &l3, &key)
-    } else if dest & DEST_SNAT != 0 {
+    } else if dest & DEST_SNAT != 0 || dest == 0 {
         reply(ctx, &l3, &key)
     } else {
         NOT_FAST
@@ -146,8 +146,8 @@ fn established(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
     fib::transmit(ctx, &flow.nh)
 }
 
-/// A reply from a backend to a FULLNAT address, translated back; the
-/// entry is cached as in `established`.
+/// A reply from a backend (to a FULLNAT address, or to the client for
+/// `nat`), translated back; the entry is cached as in `established`.
 #[inline(always)]
 fn reply(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
     let now = now_ns();

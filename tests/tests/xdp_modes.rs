@@ -127,7 +127,19 @@ fn nat_rewrites_only_the_destination_and_translates_replies() {
     // Other traffic from the backend is not touched.
     let other = tcp4(BACKEND, 22, CLIENT, 5555, false, b"");
     let (v, out) = bed.run(&other);
-    assert_eq!((v, out), (XDP_PASS, other));
+    assert_eq!((v, out), (XDP_PASS, other.clone()));
+
+    // Replies are translated by the fast path alone, like FULLNAT replies.
+    bed.take_out_slow_path();
+    let (v, out) = bed.run(&tcp4(BACKEND, 8081, CLIENT, 40000, false, b"more"));
+    assert_eq!(v, XDP_REDIRECT, "without the slow path");
+    let r2 = parse_checked(&out);
+    assert_eq!(
+        (r2.src, r2.sport, r2.dst, r2.dport),
+        (r.src, r.sport, r.dst, r.dport)
+    );
+    let (v, out) = bed.run(&other);
+    assert_eq!((v, out), (XDP_PASS, other), "no entry: passed");
 }
 
 #[test]
