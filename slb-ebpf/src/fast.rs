@@ -2,8 +2,8 @@
 //! function call but the map and helper calls it cannot avoid. Traffic not
 //! for us is passed after one inlined table lookup; packets of established
 //! flows and their replies are translated and sent on from their flow
-//! entry. Everything else — new flows, flows due for their once-a-second
-//! refresh, FIN/RST, packets too big for the next hop, ICMP, anything
+//! entry. Everything else — new flows (and SYNs), flows due for their
+//! once-a-second refresh, FIN/RST, packets too big for the next hop, ICMP, anything
 //! unusual — is handed to the slow path (`slb_xdp_slow`, `forward.rs`) by
 //! a tail call, which also gives it a fresh stack.
 //!
@@ -14,7 +14,7 @@ use crate::{
     cache, dests, fib,
     maps::{BACKENDS, CLOCK, FLOWS, FLOW_CACHE, JUMP, REPLY_CACHE, REVERSE, SETTINGS},
     nat::{rewrite_inline, Rewrite},
-    parse::{flow_key, parse_l3, parse_l4, Parsed, L3, TCP_FIN, TCP_RST},
+    parse::{flow_key, parse_l3, parse_l4, Parsed, L3, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats::{self, Dir},
 };
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
@@ -51,7 +51,12 @@ pub fn process(ctx: &XdpContext) -> u32 {
     let Some(l4) = parse_l4(ctx, &l3) else {
         return slow(ctx);
     };
-    if l3.proto == PROTO_TCP && l4.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+    // FIN/RST change the flow's state; a SYN without ACK almost always
+    // opens a new flow, which the slow path looks up anyway.
+    if l3.proto == PROTO_TCP
+        && (l4.tcp_flags & (TCP_FIN | TCP_RST) != 0
+            || l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+    {
         return slow(ctx);
     }
     let key = flow_key(&l3, &l4);
