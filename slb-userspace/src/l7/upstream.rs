@@ -145,6 +145,8 @@ impl Pool {
             };
         let _ = tcp.set_nodelay(true);
         let (tx, conn) = http1::Builder::new()
+            // One write(2) of header and body (see the server's builder).
+            .writev(false)
             .handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| Failure::Connect(error_chain(&e)))?;
