@@ -218,7 +218,14 @@ pub async fn handle(
         })
     });
 
-    let outcome = route(req, &rt, &conn, &shared).await;
+    // Routing is synchronous: only forwarding is a future of its own.
+    // (Every layer of futures is moved, whole, when it starts.)
+    let outcome = match route(&req, &rt) {
+        Route::Local(outcome) => *outcome,
+        Route::Forward { group, upgrade } => {
+            forward(req, &rt, &conn, &shared, &rt.groups[group], upgrade).await
+        }
+    };
     let Outcome {
         mut response,
         upstream,
@@ -253,38 +260,47 @@ pub async fn handle(
     Response::from_parts(parts, Tracked::new(body, done))
 }
 
-/// Everything between the request and the response.
-async fn route(req: Request<Incoming>, rt: &Runtime, conn: &Conn, shared: &Shared) -> Outcome {
+/// Where a request goes.
+enum Route {
+    /// The proxy answers it itself (an error page or a redirect: rare
+    /// enough to be boxed).
+    Local(Box<Outcome>),
+    /// To the group `rt.groups[group]`.
+    Forward { group: usize, upgrade: bool },
+}
+
+/// Limits, redirect and forwarding rules.
+fn route(req: &Request<Incoming>, rt: &Runtime) -> Route {
     let h1 = req.version() != Version::HTTP_2;
     if headers::header_size(req.method(), req.uri(), req.headers()) > rt.l7.max_header_size as usize
     {
-        return Outcome::local(pages::error(
+        return Route::Local(Box::new(Outcome::local(pages::error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             h1,
-        ));
+        ))));
     }
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let host = headers::request_host(req.uri(), req.headers());
+    if rt.l7.redirect_https && rt.protocol == Protocol::Http {
+        return Route::Local(Box::new(Outcome::local(match host {
+            Some(h) => pages::redirect(&pages::https_location(
+                &h,
+                rt.https_port,
+                path_and_query(req.uri()).as_str(),
+            )),
+            None => pages::error(StatusCode::BAD_REQUEST, h1),
+        })));
+    }
+    Route::Forward {
+        group: rt.router.route(host.as_deref(), req.uri().path()),
+        upgrade: h1 && headers::is_websocket_upgrade(req.headers()),
+    }
+}
 
-    let group = {
-        let host = headers::request_host(req.uri(), req.headers());
-        if rt.l7.redirect_https && rt.protocol == Protocol::Http {
-            return Outcome::local(match host {
-                Some(h) => pages::redirect(&pages::https_location(
-                    &h,
-                    rt.https_port,
-                    path_and_query.as_str(),
-                )),
-                None => pages::error(StatusCode::BAD_REQUEST, h1),
-            });
-        }
-        &rt.groups[rt.router.route(host.as_deref(), req.uri().path())]
-    };
-    let upgrade = h1 && headers::is_websocket_upgrade(req.headers());
-    forward(req, rt, conn, shared, group, &path_and_query, upgrade).await
+/// The request's path and query ("/" when it has none).
+fn path_and_query(uri: &http::Uri) -> PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
 /// The hash of the request's hash key, when the scheduler wants one.
@@ -364,11 +380,11 @@ async fn forward(
     conn: &Conn,
     shared: &Shared,
     group: &Group,
-    path_and_query: &PathAndQuery,
     upgrade: bool,
 ) -> Outcome {
     let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let path_and_query = path_and_query(&parts.uri);
     let sticky = rt
         .persistence
         .as_ref()
@@ -436,9 +452,9 @@ async fn forward(
             *out.uri_mut() = if upgrade {
                 // The handshake goes out on a connection of its own, with
                 // the absolute URI.
-                upstream::absolute_uri(&backend.authority, path_and_query)
+                upstream::absolute_uri(&backend.authority, &path_and_query)
             } else {
-                upstream::backend_uri(&parts.method, &backend.authority, path_and_query)
+                upstream::backend_uri(&parts.method, &backend.authority, &path_and_query)
             };
             *out.version_mut() = version;
             *out.headers_mut() = if keep {
@@ -461,13 +477,15 @@ async fn forward(
                 idle: rt.tunnel_idle,
             };
             let cancel = shared.shutdown.clone();
-            websocket::open(
+            // Boxed: rare, and large enough to make every request's future
+            // (moved a few times per request) larger.
+            Box::pin(websocket::open(
                 backend.addr,
                 make(&mut headers),
                 &mut client_upgrade,
                 limits,
                 cancel,
-            )
+            ))
             .await
             .map(|r| r.map(|b| ResponseBody::Upstream(UpstreamBody::unpooled(b))))
             .map_err(|f| (f, None))

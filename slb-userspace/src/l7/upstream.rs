@@ -12,6 +12,7 @@
 //! closed before the request could be written is replaced by another
 //! connection transparently, as nothing was sent.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,10 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::{
+    http1::{self, SendRequest},
+    TrySendError,
+};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -115,7 +119,9 @@ impl Pool {
                 reused: true,
             });
         }
-        self.connect().await
+        // Boxed: connecting is rare with keep-alive, and its future would
+        // otherwise make every request's future larger.
+        Box::pin(self.connect()).await
     }
 
     /// The most recently used idle connection that is open and ready.
@@ -238,35 +244,70 @@ impl Checkout {
     /// Sends `req` (origin-form URI, `Host` set). A reused connection found
     /// closed before the request was written is replaced (nothing was
     /// sent); other failures are the caller's.
-    pub async fn send(mut self, req: Request<Body>) -> Result<Response<UpstreamBody>, SendError> {
-        let mut req = req;
+    pub fn send(
+        self,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> {
+        let Checkout {
+            pool,
+            mut tx,
+            reused,
+        } = self;
+        // Handed to the connection now; the future only waits for the
+        // answer (and holds no copy of the request).
+        let sent = tx.try_send_request(req);
+        async move {
+            match sent.await {
+                Ok(res) => Ok(res.map(|body| UpstreamBody {
+                    body,
+                    conn: Some((pool, tx)),
+                })),
+                // Boxed: the rare path would otherwise make every request's
+                // future (moved a few times per request) larger.
+                Err(e) => {
+                    drop(tx);
+                    Box::pin(Self::resend(pool, reused, e)).await
+                }
+            }
+        }
+    }
+
+    /// After a failed first attempt of [`Checkout::send`]: on a reused
+    /// connection the request goes out again on another one, as long as
+    /// nothing was sent.
+    async fn resend(
+        pool: Arc<Pool>,
+        mut reused: bool,
+        mut e: TrySendError<Request<Body>>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
         loop {
-            match self.tx.try_send_request(req).await {
+            let back = match e.take_message() {
+                Some(back) if reused => back,
+                Some(back) => {
+                    return Err((Failure::Connect(error_chain(e.error())), Some(back)));
+                }
+                None => return Err((Failure::Reset(error_chain(e.error())), None)),
+            };
+            debug!(
+                "pooled connection to {} closed: {}",
+                pool.addr,
+                error_chain(e.error())
+            );
+            let mut next = match pool.checkout().await {
+                Ok(c) => c,
+                Err(f) => return Err((f, Some(back))),
+            };
+            match next.tx.try_send_request(back).await {
                 Ok(res) => {
-                    let Checkout { pool, tx, .. } = self;
                     return Ok(res.map(|body| UpstreamBody {
                         body,
-                        conn: Some((pool, tx)),
-                    }));
+                        conn: Some((next.pool, next.tx)),
+                    }))
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(back) if self.reused => {
-                        debug!(
-                            "pooled connection to {} closed: {}",
-                            self.pool.addr,
-                            error_chain(e.error())
-                        );
-                        self = match self.pool.checkout().await {
-                            Ok(c) => c,
-                            Err(f) => return Err((f, Some(back))),
-                        };
-                        req = back;
-                    }
-                    Some(back) => {
-                        return Err((Failure::Connect(error_chain(e.error())), Some(back)));
-                    }
-                    None => return Err((Failure::Reset(error_chain(e.error())), None)),
-                },
+                Err(again) => {
+                    reused = next.reused;
+                    e = again;
+                }
             }
         }
     }
@@ -476,5 +517,60 @@ impl HttpBody for AttemptBody {
             .ok()
             .and_then(|g| g.as_ref().map(HttpBody::size_hint))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::io::{Read, Write};
+
+    /// Reads one request header (no body) from `s`.
+    fn read_head(s: &mut std::net::TcpStream) {
+        let mut got = Vec::new();
+        let mut b = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0, "request header incomplete");
+            got.extend_from_slice(&b[..n]);
+        }
+    }
+
+    fn get(pool: &Pool) -> Request<Body> {
+        let mut req = Request::new(super::super::body::empty());
+        *req.uri_mut() = "/".parse().unwrap();
+        req.headers_mut()
+            .insert(http::header::HOST, pool.host().clone());
+        req
+    }
+
+    /// A reused connection that cannot take the request (here: busy with
+    /// another one; in practice: closed meanwhile) hands it back unsent:
+    /// it goes out on another connection.
+    #[tokio::test]
+    async fn request_refused_by_a_reused_connection_goes_out_on_another() {
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pool = Pool::new(backend.local_addr().unwrap(), Duration::from_secs(5));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            // The first connection takes a request and never answers.
+            let (mut first, _) = backend.accept().unwrap();
+            read_head(&mut first);
+            let (mut second, _) = backend.accept().unwrap();
+            read_head(&mut second);
+            write!(second, "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb").unwrap();
+            let _ = done_rx.recv();
+        });
+        let mut busy = pool.checkout().await.unwrap();
+        let _pending = busy.tx.try_send_request(get(&pool));
+        // Let the connection write that request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        busy.reused = true;
+        let res = busy.send(get(&pool)).await.map_err(|(f, _)| f).unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "b");
+        drop(done_tx);
+        server.join().unwrap();
     }
 }
