@@ -8,9 +8,12 @@
 //! connects), sends on it, and the response body puts it back once it has
 //! been read to its end. A connection whose response was not read to the
 //! end (client gone, error) is closed. Idle connections are closed after
-//! `POOL_IDLE`; the backend may close them earlier, and one that turns out
-//! closed before the request could be written is replaced by another
-//! connection transparently, as nothing was sent.
+//! `POOL_IDLE`; the backend may close them earlier. A pooled connection
+//! hyper already knows to be closed hands the request back unsent, and it
+//! goes out on another connection transparently. A close that races the
+//! request (hyper writes it before it sees the close) cannot be told from
+//! a reset after sending: it fails the attempt, and the caller's rules
+//! apply (the next backend for idempotent requests, else 502).
 
 use std::future::Future;
 use std::net::SocketAddr;
