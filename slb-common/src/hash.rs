@@ -45,6 +45,25 @@ pub fn dest_slot(addr: &[u32; 4]) -> u32 {
     (x >> 16) & (crate::limits::DEST_SLOTS - 1)
 }
 
+/// The `try_no`-th FULLNAT source candidate of a flow with hash `h`: an
+/// index into the address pool of `count` addresses and a port in the
+/// FULLNAT range. Every try is an independent hash (splitmix64's
+/// finalizer): candidates derived from one hash by fixed strides are
+/// correlated, so flows whose first choice is taken tend to find their
+/// next ones taken too, and new flows get dropped long before the pool is
+/// full. Deterministic, so a re-created flow finds its old reverse entry.
+#[inline(always)]
+pub fn snat_candidate(h: u32, try_no: u32, count: u32) -> (u32, u16) {
+    let mut z = ((h as u64) << 32 | try_no as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let min = crate::limits::SNAT_PORT_MIN as u32;
+    let span = 65536 - min;
+    let port = min + (z as u32) % span;
+    ((z >> 32) as u32 % count.max(1), port as u16)
+}
+
 /// Slot of a 5-tuple in the fast path's per-CPU entry caches: cheap (a
 /// few instructions, no call), not keyed: a collision only sends a packet
 /// to the flow table instead of the cache.
@@ -76,6 +95,60 @@ mod tests {
         for c in counts {
             assert!((1800..2200).contains(&c), "{counts:?}");
         }
+    }
+
+    /// Fills a FULLNAT tuple space (2 backends × 32 addresses × the port
+    /// range) to 1/8 with random flows, each taking the first free of
+    /// `SNAT_PORT_TRIES` candidates, and counts the flows that found none.
+    fn snat_exhausted(candidate: impl Fn(u32, u32) -> (u32, u16)) -> u32 {
+        use crate::limits::{SNAT_PORT_MIN, SNAT_PORT_TRIES};
+        let (backends, count) = (2u32, 32u32);
+        let ports = 65536 - SNAT_PORT_MIN as u32;
+        let mut used = std::vec![false; (backends * count * ports) as usize];
+        let mut rng = 0x1234_5678_9abc_def0u64;
+        let mut failed = 0;
+        for _ in 0..(backends * count * ports / 8) {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let h = (rng >> 32) as u32;
+            let backend = (rng >> 20) as u32 % backends;
+            let free = (0..SNAT_PORT_TRIES).find_map(|i| {
+                let (idx, port) = candidate(h, i);
+                let slot =
+                    ((backend * count + idx) * ports + (port - SNAT_PORT_MIN) as u32) as usize;
+                (!used[slot]).then_some(slot)
+            });
+            match free {
+                Some(slot) => used[slot] = true,
+                None => failed += 1,
+            }
+        }
+        failed
+    }
+
+    #[test]
+    fn snat_candidates_do_not_run_out_early() {
+        assert_eq!(snat_exhausted(|h, i| snat_candidate(h, i, 32)), 0);
+        // What the strided candidates of earlier versions did (same seed):
+        // the test would catch a return to correlated tries.
+        let strided = |h: u32, i: u32| {
+            let idx = h.rotate_right(7).wrapping_add(i) % 32;
+            let port = 1024 + h.wrapping_add(i.wrapping_mul(40503)) % 64512;
+            (idx, port as u16)
+        };
+        assert!(snat_exhausted(strided) > 0);
+    }
+
+    #[test]
+    fn snat_candidates_stay_in_range() {
+        for h in [0, 1, u32::MAX, 0xdead_beef] {
+            for i in 0..64 {
+                let (idx, port) = snat_candidate(h, i, 5);
+                assert!(idx < 5 && port >= crate::limits::SNAT_PORT_MIN);
+            }
+        }
+        assert_eq!(snat_candidate(7, 0, 0).0, 0, "no division by zero");
     }
 
     // Clients differ in source address and port; 64 flows (the benchmark's

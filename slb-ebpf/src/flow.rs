@@ -8,8 +8,8 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use slb_common::{
     flow::FLOW_F_CLOSING,
-    hash::flow_hash,
-    limits::{CLOSING_TIMEOUT_S, SNAT_PORT_MIN, SNAT_PORT_TRIES},
+    hash::{flow_hash, snat_candidate},
+    limits::{CLOSING_TIMEOUT_S, SNAT_PORT_TRIES},
     listener::BACKEND_F_DOWN,
     Addr, Backend, Flow, FlowKey, Listener, NextHop, Reverse,
 };
@@ -106,7 +106,6 @@ fn snat_search(
         return None;
     }
     let h = flow_hash(&key.src, &key.dst, key.sport, key.dport, key.proto);
-    let span = 65536 - SNAT_PORT_MIN as u32;
     // Candidate key and new entry live in the per-CPU scratch space: the
     // unrolled tries would otherwise each take stack.
     let crate::maps::Scratch {
@@ -114,7 +113,7 @@ fn snat_search(
     } = scratch()?;
     *rev = reverse_entry(key, backend_id, listener_id, now, in_nh);
     for i in 0..SNAT_PORT_TRIES {
-        let idx = (h.rotate_right(7).wrapping_add(i)) % count;
+        let (idx, port) = snat_candidate(h, i, count);
         let addr = match family {
             Family::V4 => SNAT_V4.get(idx),
             Family::V6 => SNAT_V6.get(idx),
@@ -122,10 +121,7 @@ fn snat_search(
         let Some(addr) = addr else {
             continue;
         };
-        // Spread tries over the port range: a busy neighbour port says
-        // little about a port far away.
-        let port = SNAT_PORT_MIN as u32 + (h.wrapping_add(i.wrapping_mul(40503))) % span;
-        let port = (port as u16).to_be();
+        let port = port.to_be();
         *rkey = FlowKey {
             src: backend.addr,
             dst: *addr,
