@@ -74,8 +74,12 @@ pub fn entry<V: Copy + 'static>(
     if !(same(&c.key, key) && fresh(&c.value)) {
         let p = table.get_ptr(key)?;
         c.key = *key;
-        // SAFETY: map value pointer, valid for this program run.
-        c.value = unsafe { *p };
+        // SAFETY: map value pointer, valid for this program run, and not
+        // the cache slot (another map). Said explicitly: a plain
+        // assignment between two pointers becomes a `memmove` call, a byte
+        // loop, where a known non-overlapping copy is inlined as loads and
+        // stores.
+        unsafe { core::ptr::copy_nonoverlapping(p as *const V, &mut c.value, 1) };
     }
     Some(&c.value)
 }
