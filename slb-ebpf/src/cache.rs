@@ -79,7 +79,7 @@ pub fn entry<V: Copy + 'static>(
         // assignment between two pointers becomes a `memmove` call, a byte
         // loop, where a known non-overlapping copy is inlined as loads and
         // stores.
-        unsafe { core::ptr::copy_nonoverlapping(p as *const V, &mut c.value, 1) };
+        unsafe { core::ptr::copy_nonoverlapping(p, &mut c.value, 1) };
     }
     Some(&c.value)
 }
