@@ -143,27 +143,23 @@ fn established_flow_takes_the_fast_path_while_the_clock_runs() {
     assert_eq!(v, XDP_PASS, "a stale clock sends packets to the slow path");
 }
 
-fn tcp4_rst(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+/// A TCP segment ending a flow: an RST, or a FIN (with ACK).
+fn tcp4_end(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, rst: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
         .ipv4(src.octets(), dst.octets(), 64)
-        .tcp(sport, dport, 1001, 0)
-        .rst()
-        .write(&mut v, &[])
-        .unwrap();
+        .tcp(sport, dport, 1001, 64000);
+    let b = if rst { b.rst() } else { b.fin().ack(1) };
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).unwrap();
     v
 }
 
+fn tcp4_rst(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    tcp4_end(src, sport, dst, dport, true)
+}
+
 fn tcp4_fin(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
-        .ipv4(src.octets(), dst.octets(), 64)
-        .tcp(sport, dport, 1001, 64000)
-        .fin()
-        .ack(1)
-        .write(&mut v, &[])
-        .unwrap();
-    v
+    tcp4_end(src, sport, dst, dport, false)
 }
 
 /// The fast path keeps per-CPU copies of flow entries; what the slow path
