@@ -10,12 +10,12 @@ use crate::{
     icmp,
     maps::{scratch, BACKEND_NH, FLOWS, FLOW_CACHE, LISTENERS, REPLY_CACHE, REVERSE, SETTINGS},
     nat::{rewrite, rewrite_inline, Rewrite},
-    parse::{
-        flow_key, parse_into, parse_l4, Family, L3, PARSED_IP, PARSED_OTHER, TCP_FIN, TCP_RST,
-    },
+    parse::{flow_key, parse_into, parse_l4, L3, PARSED_IP, PARSED_OTHER, TCP_FIN, TCP_RST},
     persist, schedule,
     stats::{self, Dir, Drop},
 };
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext,
 };
@@ -28,17 +28,10 @@ use slb_common::{
 
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> u32 {
-    let mut l3 = L3 {
-        family: Family::V4,
-        src: [0; 4],
-        dst: [0; 4],
-        proto: 0,
-        tot_len: 0,
-        unsupported: true,
-        icmp: false,
-        df: false,
-    };
-    match parse_into(ctx, &mut l3) {
+    // Filled by `parse_into`, not zero-initialised first: zeroing the
+    // struct costs a `memset` call (a byte loop) on every packet.
+    let mut l3 = MaybeUninit::<L3>::uninit();
+    match parse_into(ctx, l3.as_mut_ptr()) {
         PARSED_IP => {}
         PARSED_OTHER => {
             stats::global(GlobalCounter::NotForUs);
@@ -49,9 +42,12 @@ pub fn process(ctx: &XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     }
+    // SAFETY: `parse_into` wrote the whole value when it returned
+    // `PARSED_IP`.
+    let l3 = unsafe { l3.assume_init_ref() };
     let dest = dests::lookup(&l3.dst);
     if dest == 0 {
-        return not_for_us(ctx, &l3);
+        return not_for_us(ctx, l3);
     }
     if l3.unsupported {
         if l3.icmp {
@@ -60,7 +56,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
         stats::global(GlobalCounter::Unsupported);
         return xdp_action::XDP_PASS;
     }
-    dispatch(ctx, &l3, dest)
+    dispatch(ctx, l3, dest)
 }
 
 /// Verdicts of the path's subprograms beyond the XDP actions: no usable

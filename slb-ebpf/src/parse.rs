@@ -84,14 +84,18 @@ pub enum Parsed {
     Malformed,
 }
 
-/// `parse_l3` into `out` (`true`: an IP packet). Not inlined: the parse's
-/// temporaries live in a frame that is gone before the rest of the path
-/// runs (the verifier limits the stack of a whole call chain).
+/// `parse_l3` into `out`, which is written in full when the result is
+/// `PARSED_IP` and left alone otherwise (it may be uninitialised). Not
+/// inlined: the parse's temporaries live in a frame that is gone before
+/// the rest of the path runs (the verifier limits the stack of a whole
+/// call chain).
 #[inline(never)]
-pub fn parse_into(ctx: &XdpContext, out: &mut L3) -> u32 {
+pub fn parse_into(ctx: &XdpContext, out: *mut L3) -> u32 {
     match parse_l3(ctx) {
         Parsed::Ip(l3) => {
-            *out = l3;
+            // SAFETY: `out` points to (possibly uninitialised) space for
+            // an `L3` in the caller's frame; `write` drops nothing there.
+            unsafe { out.write(l3) };
             PARSED_IP
         }
         Parsed::Other => PARSED_OTHER,
