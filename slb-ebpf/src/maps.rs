@@ -149,6 +149,8 @@ pub struct Scratch {
     /// An ICMP error being translated (`icmp::translate`).
     pub icmp: crate::icmp::IcmpPlan,
     pub buf: [u8; 160],
+    /// `bpf_ktime_get_coarse_ns` when the slow path took the packet.
+    pub now: u64,
 }
 
 #[map]
