@@ -60,9 +60,10 @@ fn slot_of<V: 'static>(
     cache.get_ptr_mut(slot(key)).map(|p| unsafe { &mut *p })
 }
 
-/// `key`'s entry: this CPU's copy when it is `fresh`, else the table's,
-/// copied into the cache for the next packet. `None` when the table has
-/// no entry.
+/// `key`'s entry if it is `fresh`: this CPU's copy when that is, else the
+/// table's, copied into the cache for the next packet. `None` when the
+/// table has no entry or only a stale one (the caller need not check
+/// `fresh` again).
 #[inline(always)]
 pub fn entry<V: Copy + 'static>(
     cache: &PerCpuArray<Cached<V>>,
@@ -73,6 +74,10 @@ pub fn entry<V: Copy + 'static>(
     let c = slot_of(cache, key)?;
     if !(same(&c.key, key) && fresh(&c.value)) {
         let p = table.get_ptr(key)?;
+        // SAFETY: map value pointer, valid for this program run.
+        if !fresh(unsafe { &*p }) {
+            return None;
+        }
         c.key = *key;
         // SAFETY: map value pointer, valid for this program run, and not
         // the cache slot (another map). Said explicitly: a plain

@@ -116,7 +116,7 @@ fn established(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
     let Some(flow) = cache::entry(&FLOW_CACHE, &FLOWS, key, fresh) else {
         return NOT_FAST;
     };
-    if flow.flags & FLOW_F_CLOSING != 0 || !usable(&flow.nh, flow.seen_ns, now, l3) {
+    if flow.flags & FLOW_F_CLOSING != 0 {
         return NOT_FAST;
     }
     let Some(b) = BACKENDS.get(flow.backend_id) else {
@@ -160,9 +160,6 @@ fn reply(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
     let Some(rev) = cache::entry(&REPLY_CACHE, &REVERSE, key, fresh) else {
         return NOT_FAST;
     };
-    if !usable(&rev.nh, rev.seen_ns, now, l3) {
-        return NOT_FAST;
-    }
     let to = Rewrite {
         src: &rev.vip,
         sport: rev.vip_port,
