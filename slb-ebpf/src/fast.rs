@@ -14,7 +14,9 @@ use crate::{
     cache, dests, fib,
     maps::{BACKENDS, CLOCK, FLOWS, FLOW_CACHE, JUMP, REPLY_CACHE, REVERSE, SETTINGS},
     nat::{rewrite_inline, Rewrite},
-    parse::{flow_key, parse_l3, parse_l4, Parsed, L3, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{
+        flow_key, packet_len, parse_l3, parse_l4, Parsed, L3, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    },
     stats::{self, Dir},
 };
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
@@ -140,12 +142,11 @@ fn established(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
             return NOT_FAST;
         }
     }
-    let (start, end) = crate::parse::bounds(ctx);
     stats::packet(
         flow.listener_id,
         flow.backend_id,
         Dir::In,
-        (end - start) as u64,
+        packet_len(ctx),
         false,
     );
     fib::transmit(ctx, &flow.nh)
@@ -169,12 +170,11 @@ fn reply(ctx: &XdpContext, l3: &L3, key: &FlowKey) -> u32 {
     if rewrite_inline(ctx, l3.family, l3.proto, &to).is_none() {
         return NOT_FAST;
     }
-    let (start, end) = crate::parse::bounds(ctx);
     stats::packet(
         rev.listener_id,
         rev.backend_id,
         Dir::Out,
-        (end - start) as u64,
+        packet_len(ctx),
         false,
     );
     fib::transmit(ctx, &rev.nh)

@@ -10,7 +10,9 @@ use crate::{
     icmp,
     maps::{scratch, BACKEND_NH, FLOWS, FLOW_CACHE, LISTENERS, REPLY_CACHE, REVERSE, SETTINGS},
     nat::{rewrite, rewrite_inline, Rewrite},
-    parse::{flow_key, parse_into, parse_l4, L3, PARSED_IP, PARSED_OTHER, TCP_FIN, TCP_RST},
+    parse::{
+        flow_key, packet_len, parse_into, parse_l4, L3, PARSED_IP, PARSED_OTHER, TCP_FIN, TCP_RST,
+    },
     persist, schedule,
     stats::{self, Dir, Drop},
 };
@@ -163,12 +165,6 @@ fn not_for_us(ctx: &XdpContext, l3: &L3) -> u32 {
 #[inline(always)]
 fn now_ns() -> u64 {
     scratch().map_or(0, |s| s.now)
-}
-
-#[inline(always)]
-fn packet_len(ctx: &XdpContext) -> u64 {
-    let (start, end) = crate::parse::bounds(ctx);
-    (end - start) as u64
 }
 
 /// Where a packet goes: `action == FORWARD` means to `nh`, else the XDP

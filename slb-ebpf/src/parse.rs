@@ -37,6 +37,13 @@ pub fn bounds(ctx: &XdpContext) -> (usize, usize) {
     }
 }
 
+/// The frame's length in bytes (for the byte counters).
+#[inline(always)]
+pub fn packet_len(ctx: &XdpContext) -> u64 {
+    let (start, end) = bounds(ctx);
+    (end - start) as u64
+}
+
 /// A pointer to a `T` at `off` bytes into the packet, if it fits.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
