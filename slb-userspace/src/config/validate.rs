@@ -138,6 +138,25 @@ fn paths<'a>(it: impl Iterator<Item = &'a Draft>) -> String {
     it.map(|l| l.path.as_str()).collect::<Vec<_>>().join(", ")
 }
 
+/// One error per address family that `users` need and `addrs` lacks:
+/// "no IPv6 address for {what}listener[2]".
+fn missing_families(addrs: &[IpAddr], users: &[&Draft], key: &str, what: &str, errs: &mut Errors) {
+    for (fam, name) in [(0, "IPv4"), (1, "IPv6")] {
+        let has = addrs.iter().any(|a| a.is_ipv4() == (fam == 0));
+        let mut needing = users
+            .iter()
+            .copied()
+            .filter(|l| families(l)[fam])
+            .peekable();
+        if !has && needing.peek().is_some() {
+            errs.push(
+                key,
+                format!("no {name} address for {what}{}", paths(needing)),
+            );
+        }
+    }
+}
+
 /// FULLNAT listeners need a source address of their backends' family; no
 /// pool address may be a VIP.
 fn local_addresses(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
@@ -154,23 +173,7 @@ fn local_addresses(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
             ),
         );
     } else {
-        for (fam, name) in [(0, "IPv4"), (1, "IPv6")] {
-            let has = pool.iter().any(|a| a.is_ipv4() == (fam == 0));
-            let needing: Vec<&Draft> = fullnat
-                .iter()
-                .copied()
-                .filter(|l| families(l)[fam])
-                .collect();
-            if !has && !needing.is_empty() {
-                errs.push(
-                    "agent.local_addresses",
-                    format!(
-                        "no {name} address for fullnat {}",
-                        paths(needing.into_iter())
-                    ),
-                );
-            }
-        }
+        missing_families(pool, &fullnat, "agent.local_addresses", "fullnat ", errs);
     }
     for (i, addr) in pool.iter().enumerate() {
         if let Some(l) = drafts.iter().find(|l| l.vip == Some(*addr)) {
@@ -199,23 +202,13 @@ fn probe_source(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
         }
         return;
     }
-    for (fam, name) in [(0, "IPv4"), (1, "IPv6")] {
-        let has = sources.iter().any(|a| a.is_ipv4() == (fam == 0));
-        let needing: Vec<&Draft> = checked
-            .iter()
-            .copied()
-            .filter(|l| families(l)[fam])
-            .collect();
-        if !has && !needing.is_empty() {
-            errs.push(
-                "agent.probe_source",
-                format!(
-                    "no {name} address for the health checks of {}",
-                    paths(needing.into_iter())
-                ),
-            );
-        }
-    }
+    missing_families(
+        sources,
+        &checked,
+        "agent.probe_source",
+        "the health checks of ",
+        errs,
+    );
     for addr in sources {
         if let Some(l) = drafts.iter().find(|l| l.vip == Some(*addr)) {
             errs.push(
