@@ -11,9 +11,9 @@
 //! The client and backends route everything via the LB (so NAT-mode
 //! replies come back through it); the VIPs are not local anywhere: the
 //! XDP program on the LB owns them.
-use crate::{netns::Netns, pass_object};
+use crate::{netns::Netns, pass_object, servers::NameServer};
 use anyhow::Result;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 10);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd10, 0, 0, 0, 0, 0, 0, 0x10);
@@ -162,6 +162,34 @@ impl Topology {
         } else {
             IpAddr::V4(backend4(i))
         }
+    }
+
+    /// A TCP name server on `port` of every backend's own address, named
+    /// `b1`, `b2`, ...
+    pub fn tcp_servers(&self, port: u16, v6: bool) -> Vec<NameServer> {
+        self.name_servers(port, v6, "b", NameServer::tcp)
+    }
+
+    /// A UDP name server on `port` of every backend's own address, named
+    /// `u1`, `u2`, ...
+    pub fn udp_servers(&self, port: u16, v6: bool) -> Vec<NameServer> {
+        self.name_servers(port, v6, "u", NameServer::udp)
+    }
+
+    fn name_servers(
+        &self,
+        port: u16,
+        v6: bool,
+        prefix: &str,
+        start: fn(&Netns, SocketAddr, &str) -> Result<NameServer>,
+    ) -> Vec<NameServer> {
+        (0..self.backends.len())
+            .map(|i| {
+                let addr = SocketAddr::new(self.backend_addr(i, v6), port);
+                start(&self.backends[i], addr, &format!("{prefix}{}", i + 1))
+                    .unwrap_or_else(|e| panic!("server {addr} in backend {i}: {e:#}"))
+            })
+            .collect()
     }
 }
 

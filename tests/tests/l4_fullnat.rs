@@ -16,15 +16,6 @@ use std::{
 
 const T: Duration = Duration::from_secs(3);
 
-fn tcp_servers(t: &Topology, port: u16, v6: bool) -> Vec<NameServer> {
-    (0..t.backends.len())
-        .map(|i| {
-            let addr = SocketAddr::new(t.backend_addr(i, v6), port);
-            NameServer::tcp(&t.backends[i], addr, &format!("b{}", i + 1)).expect("backend server")
-        })
-        .collect()
-}
-
 /// Opens `n` connections to `vip` and counts the names that answered.
 fn spread(t: &Topology, vip: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -71,7 +62,7 @@ fn assert_weighted(counts: &BTreeMap<String, usize>, weights: &[(&str, u32)], n:
 #[test]
 fn tcp_weights_and_source_pool_v4() {
     let t = Topology::new("w4", 3).unwrap();
-    let servers = tcp_servers(&t, 8080, false);
+    let servers = t.tcp_servers(8080, false);
     let l = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
         .backend(backend4(0).into(), 8080, 1)
         .backend(backend4(1).into(), 8080, 2)
@@ -97,17 +88,8 @@ fn tcp_weights_and_source_pool_v4() {
 #[test]
 fn tcp_and_udp_over_ipv6() {
     let t = Topology::new("v6", 2).unwrap();
-    let servers = tcp_servers(&t, 8080, true);
-    let udp: Vec<NameServer> = (0..2)
-        .map(|i| {
-            NameServer::udp(
-                &t.backends[i],
-                SocketAddr::new(backend6(i).into(), 5353),
-                &format!("u{}", i + 1),
-            )
-            .unwrap()
-        })
-        .collect();
+    let servers = t.tcp_servers(8080, true);
+    let udp = t.udp_servers(5353, true);
     let tcp = ListenerSpec::new("web6", VIP6.into(), 80, "tcp")
         .backend(backend6(0).into(), 8080, 1)
         .backend(backend6(1).into(), 8080, 1);
@@ -141,16 +123,7 @@ fn tcp_and_udp_over_ipv6() {
 #[test]
 fn udp_request_response_v4() {
     let t = Topology::new("u4", 2).unwrap();
-    let udp: Vec<NameServer> = (0..2)
-        .map(|i| {
-            NameServer::udp(
-                &t.backends[i],
-                SocketAddr::new(backend4(i).into(), 5353),
-                &format!("u{}", i + 1),
-            )
-            .unwrap()
-        })
-        .collect();
+    let udp = t.udp_servers(5353, false);
     let dns = ListenerSpec::new("dns", VIP4.into(), 53, "udp")
         .backend(backend4(0).into(), 5353, 1)
         .backend(backend4(1).into(), 5353, 1);
@@ -178,7 +151,7 @@ fn udp_request_response_v4() {
 #[test]
 fn long_lived_connection_survives_adding_a_backend() {
     let t = Topology::new("ll", 3).unwrap();
-    let _servers = tcp_servers(&t, 8080, false);
+    let _servers = t.tcp_servers(8080, false);
     let two = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
         .backend(backend4(0).into(), 8080, 1)
         .backend(backend4(1).into(), 8080, 1);

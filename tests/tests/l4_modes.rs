@@ -18,19 +18,6 @@ fn vip(port: u16) -> SocketAddr {
     SocketAddr::new(VIP4.into(), port)
 }
 
-fn servers(t: &Topology, port: u16) -> Vec<NameServer> {
-    (0..t.backends.len())
-        .map(|i| {
-            NameServer::tcp(
-                &t.backends[i],
-                SocketAddr::new(backend4(i).into(), port),
-                &format!("b{}", i + 1),
-            )
-            .unwrap()
-        })
-        .collect()
-}
-
 fn listener(name: &str, port: u16, backend_port: u16, weights: &[u32]) -> ListenerSpec {
     let mut l = ListenerSpec::new(name, VIP4.into(), port, "tcp");
     for (i, w) in weights.iter().enumerate() {
@@ -63,17 +50,8 @@ fn listener_status(agent: &Agent, name: &str) -> serde_json::Value {
 #[test]
 fn nat_mode_keeps_the_client_address() {
     let t = Topology::new("nat", 2).unwrap();
-    let tcp = servers(&t, 8080);
-    let udp: Vec<_> = (0..2)
-        .map(|i| {
-            NameServer::udp(
-                &t.backends[i],
-                SocketAddr::new(backend4(i).into(), 5353),
-                &format!("u{}", i + 1),
-            )
-            .unwrap()
-        })
-        .collect();
+    let tcp = t.tcp_servers(8080, false);
+    let udp = t.udp_servers(5353, false);
     let web = listener("web", 80, 8080, &[1, 1]).extra("forwarding = \"nat\"");
     let mut dns = ListenerSpec::new("dns", VIP4.into(), 53, "udp").extra("forwarding = \"nat\"");
     for i in 0..2 {
@@ -156,7 +134,7 @@ fn dr_mode_replies_bypass_the_lb() {
 #[test]
 fn schedulers_spread_by_weight() {
     let t = Topology::new("sch", 2).unwrap();
-    let _a = servers(&t, 8080);
+    let _a = t.tcp_servers(8080, false);
     let wrr = listener("wrr", 80, 8080, &[1, 3]).scheduler("wrr");
     let sh = listener("sh", 81, 8080, &[1, 1]).scheduler("sh");
     let wlc = listener("wlc", 82, 8080, &[1, 2]).scheduler("wlc");
@@ -200,7 +178,7 @@ fn schedulers_spread_by_weight() {
 #[test]
 fn source_ip_persistence_and_acls() {
     let t = Topology::new("pa", 3).unwrap();
-    let _a = servers(&t, 8080);
+    let _a = t.tcp_servers(8080, false);
     let sticky = listener("sticky", 80, 8080, &[1, 1, 1])
         .scheduler("maglev")
         .extra(r#"persistence = { mode = "source_ip", timeout = "30s" }"#);
@@ -254,7 +232,7 @@ fn path_mtu_discovery_through_the_lb() {
     // The LB's link to the backend is narrower than the MSS the backend
     // advertises, so the client's full-size segments hit it.
     t.narrow_backend_path(0, 1400).unwrap();
-    let _a = servers(&t, 8080);
+    let _a = t.tcp_servers(8080, false);
     let web = listener("web", 80, 8080, &[1]);
     let agent = Agent::start(&t.lb, "mtu", |d| render(1, d, &[web])).unwrap();
     let (_, mut conn) = tcp_hello(&t.client, vip(80), T).unwrap();
