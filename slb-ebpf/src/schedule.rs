@@ -7,9 +7,10 @@ use slb_common::{
     Backend, FlowKey, Listener,
 };
 
-/// Index into the listener's table: Maglev hashes the 5-tuple, `sh` the
-/// client address (same table, so it is consistent too), WRR walks its
-/// sequence with a per-CPU position (no shared counter to contend on).
+/// Index into the listener's table: Maglev hashes the 5-tuple (the client
+/// address with persistence), `sh` the client address (same table, so it
+/// is consistent too), WRR walks its sequence with a per-CPU position (no
+/// shared counter to contend on).
 #[inline(always)]
 fn slot(listener: &Listener, key: &FlowKey) -> Option<u32> {
     let n = match listener.scheduler {
@@ -23,6 +24,12 @@ fn slot(listener: &Listener, key: &FlowKey) -> Option<u32> {
             }
         }
         SCHED_SH => addr_hash(&key.src),
+        // With source-IP persistence the client, not the connection, is
+        // what gets balanced: hashing its address makes the first pick,
+        // and so the pin, the same on every node with this configuration,
+        // and a standby without the pin rebuilds the client's flows onto
+        // the same backend.
+        _ if listener.persist_timeout_s != 0 => addr_hash(&key.src),
         _ => flow_hash(&key.src, &key.dst, key.sport, key.dport, key.proto),
     };
     Some(n % listener.ring_size)

@@ -44,6 +44,12 @@ impl Netns {
         sh("ip", &full)
     }
 
+    /// RX packet count of a device in the namespace.
+    pub fn rx_packets(&self, dev: &str) -> Result<u64> {
+        let path = format!("/sys/class/net/{dev}/statistics/rx_packets");
+        Ok(self.exec("cat", &[&path])?.trim().parse()?)
+    }
+
     /// `sysctl -w key=value` inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")])

@@ -25,6 +25,8 @@ pub const SNAT4: [Ipv4Addr; 2] = [Ipv4Addr::new(100, 64, 0, 10), Ipv4Addr::new(1
 pub const SNAT6: [Ipv6Addr; 1] = [Ipv6Addr::new(0xfd64, 0, 0, 0, 0, 0, 0, 0x10)];
 pub const PROBE4: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 pub const PROBE6: Ipv6Addr = Ipv6Addr::new(0xfd64, 0, 0, 0, 0, 0, 0, 1);
+/// The health-check source of the standby (see [`Topology::add_standby`]).
+pub const STANDBY_PROBE4: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 
 pub fn backend4(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, i as u8 + 1, 2)
@@ -164,6 +166,61 @@ impl Topology {
         }
     }
 
+    /// A second load balancer, `<tag>-lb2`, for failover tests: its own
+    /// link to the client (10.2.0.0/24) and to every backend
+    /// (10.3.<i>.0/24), with the first one's device names (`cl0`,
+    /// `be<i>`), so one configuration serves both. Its health checks come
+    /// from [`STANDBY_PROBE4`], which the backends route to it; all other
+    /// traffic keeps going through the first until [`Topology::fail_over`].
+    pub fn add_standby(&self, tag: &str) -> Result<Netns> {
+        let lb2 = Netns::new(&format!("{tag}-lb2"))?;
+        link(&self.client, "eth1", &lb2, "cl0")?;
+        addr(&self.client, "eth1", "10.2.0.2/24")?;
+        addr(&lb2, "cl0", "10.2.0.1/24")?;
+        lb2.ip(&["route", "add", "10.0.0.0/24", "via", "10.2.0.2"])?;
+        // Replies from the VIP arrive on the new link after the failover.
+        self.client.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+        self.client.sysctl("net.ipv4.conf.eth1.rp_filter", "0")?;
+        prepare_host_end(&self.client, "eth1")?;
+        for (i, b) in self.backends.iter().enumerate() {
+            let dev = format!("be{}", i + 1);
+            let (own, standby) = (format!("10.3.{}.2", i + 1), format!("10.3.{}.1", i + 1));
+            link(b, "eth1", &lb2, &dev)?;
+            addr(b, "eth1", &format!("{own}/24"))?;
+            addr(&lb2, &dev, &format!("{standby}/24"))?;
+            lb2.ip(&["route", "add", &format!("{}/32", backend4(i)), "via", &own])?;
+            b.ip(&[
+                "route",
+                "add",
+                &format!("{STANDBY_PROBE4}/32"),
+                "via",
+                &standby,
+            ])?;
+            b.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+            b.sysctl("net.ipv4.conf.eth1.rp_filter", "0")?;
+            prepare_host_end(b, "eth1")?;
+        }
+        Ok(lb2)
+    }
+
+    /// Sends the client's traffic for the VIPs and the backends' replies
+    /// (to the FULLNAT pool, and to clients in `nat` mode) to the standby:
+    /// what VRRP moving the VIPs and the pool to it would do.
+    pub fn fail_over(&self) -> Result<()> {
+        self.client
+            .ip(&["route", "replace", "default", "via", "10.2.0.1"])?;
+        for (i, b) in self.backends.iter().enumerate() {
+            b.ip(&[
+                "route",
+                "replace",
+                "default",
+                "via",
+                &format!("10.3.{}.1", i + 1),
+            ])?;
+        }
+        Ok(())
+    }
+
     /// A TCP name server on `port` of every backend's own address, named
     /// `b1`, `b2`, ...
     pub fn tcp_servers(&self, port: u16, v6: bool) -> Vec<NameServer> {
@@ -255,8 +312,6 @@ impl Topology {
 
     /// RX packet count of a device in the LB namespace.
     pub fn lb_rx_packets(&self, dev: &str) -> Result<u64> {
-        let path = format!("/sys/class/net/{dev}/statistics/rx_packets");
-        let text = self.lb.exec("cat", &[&path])?;
-        Ok(text.trim().parse()?)
+        self.lb.rx_packets(dev)
     }
 }

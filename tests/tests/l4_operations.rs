@@ -1,11 +1,12 @@
 //! Operating the agent with real traffic in the namespace test bed: health
 //! checks taking backends out and back, status and metrics agreeing with
 //! the traffic sent, reloads and drains not disturbing established
-//! connections, and a restart with the dataplane kept running.
+//! connections, a restart with the dataplane kept running, and a standby
+//! taking over established connections.
 use slb_tests::{
     config::{render, ListenerSpec},
-    servers::{tcp_hello, udp_ask, HttpServer, NameServer},
-    topology::{backend4, PROBE4, VIP4},
+    servers::{tcp_hello, tcp_hello_from, udp_ask, HttpServer, NameServer},
+    topology::{backend4, PROBE4, STANDBY_PROBE4, VIP4},
     Agent, Topology,
 };
 use std::{
@@ -360,4 +361,97 @@ fn established_connection_survives_an_agent_restart_with_kept_dataplane() {
     let counts = spread(&t, 20);
     assert_eq!(counts.values().sum::<usize>(), 20);
     assert!(["b1", "b2"].contains(&name.as_str()));
+}
+
+/// A standby with the same configuration and an empty connection table
+/// takes over established connections, with no state handed over (no
+/// connection-sync daemon): Maglev gives the same client tuple the same
+/// backend, and the FULLNAT source is derived from the client tuple, so
+/// the standby rebuilds each flow from its next packet exactly as the
+/// primary had it. FULLNAT and `nat` listeners, and one with source-IP
+/// persistence (a client's connections follow its pin on the primary; the
+/// standby has no pin and must pick the same backend for each).
+#[test]
+fn a_standby_with_an_empty_table_takes_over_established_connections() {
+    let t = Topology::new("to", 2).unwrap();
+    let lb2 = t.add_standby("to").unwrap();
+    let _servers = t.tcp_servers(8080, false);
+    let mut nat = ListenerSpec::new("webnat", VIP4.into(), 81, "tcp")
+        .scheduler("maglev")
+        .extra("forwarding = \"nat\"");
+    for i in 0..2 {
+        nat = nat.backend(backend4(i).into(), 8080, 1);
+    }
+    let mut sticky = ListenerSpec::new("sticky", VIP4.into(), 82, "tcp")
+        .scheduler("maglev")
+        .extra("persistence = { mode = \"source_ip\", timeout = \"1000s\" }");
+    for i in 0..2 {
+        sticky = sticky.backend(backend4(i).into(), 8080, 1);
+    }
+    let listeners = [web(2, &[1, 1]), nat, sticky];
+    let mut primary = Agent::start(&t.lb, "to1", |d| render(2, d, &listeners)).unwrap();
+    // The standby only differs in its health-check source.
+    let _standby = Agent::start(&lb2, "to2", |d| {
+        render(2, d, &listeners).replace(&format!("\"{PROBE4}\""), &format!("\"{STANDBY_PROBE4}\""))
+    })
+    .unwrap();
+
+    // (what, backend, connection)
+    let mut conns: Vec<(String, String, TcpStream)> = Vec::new();
+    for port in [80, 81] {
+        for i in 0..8 {
+            let (name, c) = tcp_hello(&t.client, SocketAddr::new(VIP4.into(), port), T)
+                .unwrap_or_else(|e| panic!("port {port}, connection {i}: {e:#}"));
+            conns.push((format!("port {port}, connection {i}"), name, c));
+        }
+    }
+    // Two connections from each of 6 client addresses: the second follows
+    // the pin the first one made.
+    for from in t.add_client_addrs(6).unwrap() {
+        let mut first = None;
+        for i in 0..2 {
+            let (name, c) = tcp_hello_from(&t.client, from, SocketAddr::new(VIP4.into(), 82), T)
+                .unwrap_or_else(|e| panic!("{from}, connection {i}: {e:#}"));
+            assert_eq!(
+                *first.get_or_insert(name.clone()),
+                name,
+                "{from}: not pinned"
+            );
+            conns.push((format!("{from}, connection {i}"), name, c));
+        }
+    }
+    for (_, _, c) in &mut conns {
+        echo(c, "via the primary");
+    }
+    let names: std::collections::BTreeSet<&str> =
+        conns.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 2, "all connections on one backend: {names:?}");
+
+    // The primary goes away (its program detached, its table gone), and
+    // the VIP and the pool move to the standby.
+    let status = primary.stop().unwrap();
+    assert!(status.success(), "{}", primary.log_text());
+    t.fail_over().unwrap();
+    let rx_before = lb2.rx_packets("cl0").unwrap();
+    // Last first: on the standby each client's second connection comes
+    // back before its first, so it, not the pin's maker, decides the
+    // standby's pin.
+    for (what, name, c) in conns.iter_mut().rev() {
+        // A backend handed a different tuple mid-stream answers with a
+        // RST: the echo fails.
+        c.set_read_timeout(Some(T)).unwrap();
+        let mut buf = [0u8; 64];
+        c.write_all(b"via the standby").unwrap();
+        let n = c.read(&mut buf).unwrap_or_else(|e| {
+            panic!("{what}: connection to {name} broken after the failover: {e}")
+        });
+        assert_eq!(&buf[..n], b"via the standby", "{what}, {name}");
+    }
+    assert!(
+        lb2.rx_packets("cl0").unwrap() >= rx_before + conns.len() as u64,
+        "the standby did not carry the connections"
+    );
+    // New connections go through the standby too.
+    let (_, mut fresh) = tcp_hello(&t.client, vip(), T).unwrap();
+    echo(&mut fresh, "new");
 }
