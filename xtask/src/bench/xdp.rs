@@ -2,12 +2,15 @@
 //! from the kernel's own accounting.
 //!
 //! One topology (the standard test bed with two backends), one set of
-//! trafgen configurations, three programs attached in turn to the load
+//! trafgen configurations, programs attached in turn to the load
 //! balancer's client-facing veth `cl0`:
 //!
 //! * `slb_xdp`, loaded and attached by the real agent (`slb run`, default
-//!   `flow_table_size`, restarted for every repetition so case (a) always
-//!   starts from an empty connection table);
+//!   `flow_table_size`, restarted for every program run so case (a) always
+//!   starts from an empty connection table), with a FULLNAT listener (the
+//!   default mode, which the targets are about) and again with a `dr` one
+//!   (no source rewrite, no reverse entry, for comparison with balancers
+//!   that encapsulate);
 //! * `slb_tx` (`slb-xdp-tx.o`): swaps the MAC addresses and returns
 //!   `XDP_TX`, the least a forwarding program can do;
 //! * `slb_pass` (`slb-xdp-pass.o`): returns `XDP_PASS`.
@@ -124,12 +127,16 @@ impl Case {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Prog {
+    /// The load balancer in its default mode (FULLNAT): the targets apply.
     Slb,
     Tx,
     Pass,
+    /// The load balancer in `dr` mode (no source rewrite, no reverse
+    /// entry): what a balancer with IPIP does per flow, for comparison.
+    SlbDr,
 }
 
-const PROGS: [Prog; 3] = [Prog::Slb, Prog::Tx, Prog::Pass];
+const PROGS: [Prog; 4] = [Prog::Slb, Prog::Tx, Prog::Pass, Prog::SlbDr];
 
 impl Prog {
     fn label(self) -> &'static str {
@@ -137,6 +144,7 @@ impl Prog {
             Prog::Slb => "slb_xdp (load balancer)",
             Prog::Tx => "slb_tx (swap MACs, XDP_TX)",
             Prog::Pass => "slb_pass (XDP_PASS)",
+            Prog::SlbDr => "slb_xdp, dr mode",
         }
     }
 
@@ -146,6 +154,7 @@ impl Prog {
             Prog::Slb => "slb",
             Prog::Tx => "tx",
             Prog::Pass => "pass",
+            Prog::SlbDr => "slb-dr",
         }
     }
 
@@ -154,6 +163,7 @@ impl Prog {
             Prog::Slb => 0,
             Prog::Tx => 1,
             Prog::Pass => 2,
+            Prog::SlbDr => 3,
         }
     }
 }
@@ -285,10 +295,11 @@ fn fmt_pps(pps: f64) -> String {
 /// The agent's configuration: one TCP listener on the VIP over the
 /// backends, the default flow table size, health checks as rare as
 /// allowed (their replies cross the program too).
-fn agent_config(dir: &Path) -> Result<String> {
+fn agent_config(dir: &Path, forwarding: &str) -> Result<String> {
     let mut web = ListenerSpec::new("bench", VIP4.into(), VIP_PORT, "tcp")
         .scheduler("maglev")
-        .extra(r#"health_check = { interval = "50s", timeout = "2s" }"#);
+        .extra(r#"health_check = { interval = "50s", timeout = "2s" }"#)
+        .extra(&format!("forwarding = \"{forwarding}\""));
     for i in 0..BACKENDS {
         web = web.backend(backend4(i).into(), VIP_PORT, 1);
     }
@@ -477,10 +488,11 @@ fn slb_check(agent: &Agent) -> Result<SlbCheck> {
 /// One run of the three cases through `prog`: attach, measure, detach.
 fn program_run(ctx: &Ctx, bed: &Bed, prog: Prog) -> Result<([Sample; 3], Option<SlbCheck>)> {
     match prog {
-        Prog::Slb => {
+        Prog::Slb | Prog::SlbDr => {
+            let forwarding = if prog == Prog::SlbDr { "dr" } else { "fullnat" };
             let mut config_error = None;
             let agent = Agent::start(&bed.topo.lb, "bx", |dir| {
-                agent_config(dir).unwrap_or_else(|e| {
+                agent_config(dir, forwarding).unwrap_or_else(|e| {
                     config_error = Some(e);
                     String::new()
                 })
@@ -559,7 +571,7 @@ fn measure(ctx: &Ctx, bed: &Bed) -> Result<Section> {
     let namespaces = namespaces(&bed.topo);
 
     // samples[prog][case] = one per repetition
-    let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); 3]; 3];
+    let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); CASES.len()]; PROGS.len()];
     let mut checks = Vec::new();
     let mut disturbance = Disturbance::default();
     let mut patience = cpu::Patience::new(PATIENCE);
@@ -613,7 +625,7 @@ fn measure(ctx: &Ctx, bed: &Bed) -> Result<Section> {
             for (c, s) in got.iter().enumerate() {
                 samples[prog.index()][c].push(*s);
             }
-            checks.extend(check);
+            checks.extend(check.map(|c| (prog, c)));
         }
     }
     drop(stats);
@@ -662,7 +674,7 @@ fn report(
     ctx: &Ctx,
     frames: &Frames,
     samples: &[Vec<Vec<Sample>>],
-    checks: &[SlbCheck],
+    checks: &[(Prog, SlbCheck)],
     disturbance: &Disturbance,
 ) -> String {
     let mut md = String::new();
@@ -679,17 +691,15 @@ fn report(
         "ns/packet: median [min–max] over {} repetitions; pps: median of run_cnt delta / wall time of the trafgen run.\n",
         ctx.repeat
     );
-    let _ = writeln!(
-        md,
-        "| case | frames | {} ns/pkt | pps | {} ns/pkt | pps | {} ns/pkt | pps |",
-        PROGS[0].label(),
-        PROGS[1].label(),
-        PROGS[2].label()
-    );
-    let _ = writeln!(
-        md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    );
+    let _ = write!(md, "| case | frames |");
+    for p in PROGS {
+        let _ = write!(md, " {} ns/pkt | pps |", p.label());
+    }
+    let _ = write!(md, "\n| --- | ---: |");
+    for _ in PROGS {
+        md.push_str(" ---: | ---: |");
+    }
+    md.push('\n');
     for (c, case) in CASES.iter().enumerate() {
         let _ = write!(md, "| {} | {} |", case.label(), frames.of(*case));
         for p in PROGS {
@@ -708,15 +718,18 @@ fn report(
     }
 
     // Ratios within each repetition, then median and range.
-    let ratios: Vec<Vec<f64>> = (0..CASES.len())
-        .map(|c| {
-            samples[Prog::Slb.index()][c]
-                .iter()
-                .zip(&samples[Prog::Tx.index()][c])
-                .map(|(s, t)| s.ns_per_packet / t.ns_per_packet)
-                .collect()
-        })
-        .collect();
+    let ratios_of = |p: Prog| -> Vec<Vec<f64>> {
+        (0..CASES.len())
+            .map(|c| {
+                samples[p.index()][c]
+                    .iter()
+                    .zip(&samples[Prog::Tx.index()][c])
+                    .map(|(s, t)| s.ns_per_packet / t.ns_per_packet)
+                    .collect()
+            })
+            .collect()
+    };
+    let ratios = ratios_of(Prog::Slb);
     md.push('\n');
     for (c, case) in CASES.iter().enumerate() {
         let _ = writeln!(
@@ -746,22 +759,48 @@ fn report(
         );
     }
     md.push('\n');
-    let net: Vec<String> = CASES
+    let dr = ratios_of(Prog::SlbDr);
+    let dr: Vec<String> = CASES
         .iter()
         .enumerate()
         .map(|(c, case)| {
-            let d: Vec<f64> = samples[Prog::Slb.index()][c]
-                .iter()
-                .zip(&samples[Prog::Pass.index()][c])
-                .map(|(s, p)| s.ns_per_packet - p.ns_per_packet)
-                .collect();
-            format!("{} {:.0} ns", case.label(), median(&d))
+            let (lo, hi) = range(&dr[c]);
+            format!(
+                "{} {:.2}x [{:.2}–{:.2}]",
+                case.label(),
+                median(&dr[c]),
+                lo,
+                hi
+            )
         })
         .collect();
     let _ = writeln!(
         md,
-        "The load balancer's own work, net of the kernel's accounting (slb_xdp minus slb_pass, median): {}.\n",
-        net.join(", ")
+        "In `dr` mode (only the destination MAC rewritten, no FULLNAT source to pick, no reverse entry: the per-flow \
+         work of a balancer that encapsulates, for comparison; the targets above apply to the default, FULLNAT), \
+         ratio to trivial XDP_TX: {}.\n",
+        dr.join(", ")
+    );
+    let net = |prog: Prog| -> String {
+        CASES
+            .iter()
+            .enumerate()
+            .map(|(c, case)| {
+                let d: Vec<f64> = samples[prog.index()][c]
+                    .iter()
+                    .zip(&samples[Prog::Pass.index()][c])
+                    .map(|(s, p)| s.ns_per_packet - p.ns_per_packet)
+                    .collect();
+                format!("{} {:.0} ns", case.label(), median(&d))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        md,
+        "The load balancer's own work, net of the kernel's accounting (slb_xdp minus slb_pass, median): {}; in `dr` mode: {}.\n",
+        net(Prog::Slb),
+        net(Prog::SlbDr)
     );
 
     // Sanity: did every frame reach the program, and did slb forward?
@@ -783,13 +822,18 @@ fn report(
     );
     let _ = writeln!(md, "* {}", disturbance.line());
     let vip_frames = frames.new_flows + frames.established + ESTABLISHED_FLOWS;
-    for (i, c) in checks.iter().enumerate() {
+    for (i, (prog, c)) in checks.iter().enumerate() {
+        let mode = if *prog == Prog::SlbDr {
+            "dr"
+        } else {
+            "fullnat"
+        };
         let _ = writeln!(
             md,
-            "* slb repetition {}: listener packets in {} of {vip_frames} VIP frames, new connections {} (SYNs sent {}), \
+            "* slb ({mode}) run {}: listener packets in {} of {vip_frames} VIP frames, new connections {} (SYNs sent {}), \
              flow-table entries {}, passed to the kernel for want of a neighbour {}, no route {}, \
              drops: no backend {}, no free FULLNAT port {}.",
-            i + 1,
+            i / 2 + 1,
             c.packets_in,
             c.conns,
             frames.new_flows + ESTABLISHED_FLOWS,
@@ -804,10 +848,11 @@ fn report(
     let _ = writeln!(md, "How it was measured:\n");
     let _ = writeln!(
         md,
-        "* One topology (client ─ LB ─ {BACKENDS} backends, veth pairs, network namespaces); the three programs \
-         attached in turn, in native mode, to the LB's client-facing veth, in rotating order in each repetition. \
+        "* One topology (client ─ LB ─ {BACKENDS} backends, veth pairs, network namespaces); the programs \
+         (slb_xdp in two modes, slb_tx, slb_pass) attached in turn, in native mode, to the LB's client-facing veth, in rotating order in each repetition. \
          `slb_xdp` is loaded by `slb run` (one TCP listener {VIP4}:{VIP_PORT} over {BACKENDS} backends, Maglev, \
-         FULLNAT with {SNAT_ADDRESSES} IPv4 source addresses, `flow_table_size` {FLOW_TABLE_SIZE}); the agent is restarted for every repetition, so case (a) \
+         FULLNAT with {SNAT_ADDRESSES} IPv4 source addresses, `flow_table_size` {FLOW_TABLE_SIZE}; the same with \
+         `forwarding = \"dr\"` for the dr column); the agent is restarted for every program run, so case (a) \
          starts from an empty connection table. `slb_tx` swaps MACs and returns XDP_TX, `slb_pass` returns XDP_PASS."
     );
     let _ = writeln!(
@@ -819,7 +864,7 @@ fn report(
     let _ = writeln!(
         md,
         "* Traffic: trafgen, one worker (`-P 1`, which trafgen pins to CPU 0; the veth's NAPI runs the XDP program \
-         in softirq on that CPU), a fixed seed (`-E`), the same configuration files for all three programs, \
+         in softirq on that CPU), a fixed seed (`-E`), the same configuration files for all programs, \
          54-byte frames (Ethernet + IPv4 + TCP, or + UDP + 12 bytes of payload), counted (`-n`), not timed:"
     );
     for case in CASES {
@@ -836,7 +881,7 @@ fn report(
          client, DEVMAP redirect to a backend) are dropped by the veth: backends never see the benchmark traffic \
          and never answer (no SYN-ACKs/RSTs crossing the program). Frames passed to the kernel are dropped by an \
          nftables netdev ingress chain on the LB's veth. pps is therefore a property of this generator + veth \
-         path, shared by all three programs, not a forwarding rate."
+         path, shared by all programs, not a forwarding rate."
     );
     md
 }
