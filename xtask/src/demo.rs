@@ -3,11 +3,14 @@
 //! namespaces, runs `slb run` on the load balancer with a printed config,
 //! sends TCP connections and UDP requests to the VIPs and prints which
 //! backend answered next to the configured weights; then kills one backend,
-//! shows the health checks taking it out, and sends the traffic again.
+//! shows the health checks taking it out, and sends the traffic again;
+//! finally a standby load balancer with the same configuration and an empty
+//! connection table takes over open connections when the first one stops.
 //! Everything is torn down at the end (also on failure).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -15,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use slb_tests::{
     config::{render, ListenerSpec},
     servers::{tcp_hello, udp_ask, NameServer},
-    topology::{backend4, Topology, VIP4},
+    topology::{backend4, Topology, PROBE4, STANDBY_PROBE4, VIP4},
     Agent,
 };
 
@@ -33,6 +36,8 @@ pub struct Args {
 }
 
 const WEIGHTS: [u32; 3] = [1, 2, 3];
+/// Connections held open across the failover.
+const HELD: usize = 30;
 const TIMEOUT: Duration = Duration::from_secs(3);
 const CHECK: &str = r#"health_check = { interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
 
@@ -125,9 +130,10 @@ pub fn run(args: Args) -> Result<()> {
         dns = dns.backend(backend4(i).into(), 5353, *w);
     }
 
+    let listeners = [web, dns];
     let mut config_text = String::new();
-    let agent = Agent::start(&t.lb, "demo", |dir| {
-        config_text = render(3, dir, &[web, dns]);
+    let mut agent = Agent::start(&t.lb, "demo", |dir| {
+        config_text = render(3, dir, &listeners);
         config_text.clone()
     })
     .context("starting slb")?;
@@ -190,7 +196,73 @@ pub fn run(args: Args) -> Result<()> {
         &after,
         args.connections,
     );
-    drop(agent);
+
+    failover(&t, &mut agent, &listeners)?;
     println!("\n==> torn down: slb stopped, XDP detached, namespaces removed");
+    Ok(())
+}
+
+/// Act 3: connections opened through the primary carry on through a
+/// standby that has the same configuration and an empty connection table.
+fn failover(t: &Topology, primary: &mut Agent, listeners: &[ListenerSpec]) -> Result<()> {
+    println!(
+        "\n==> failover: a standby lb (own links to the client and the backends, same slb.toml but for \
+         probe_source = \"{STANDBY_PROBE4}\")"
+    );
+    let lb2 = t.add_standby("demo")?;
+    let mut standby = Agent::start(&lb2, "demo2", |dir| {
+        render(3, dir, listeners)
+            .replace(&format!("\"{PROBE4}\""), &format!("\"{STANDBY_PROBE4}\""))
+    })
+    .context("starting the standby")?;
+    // Until its first probe of a backend, the standby counts it as up: its
+    // tables match the primary's once it has seen backend-2 down too.
+    standby
+        .wait_for_log("10.0.2.2:8080 down", Duration::from_secs(15))
+        .context("the standby's health checks")?;
+    println!("    the standby's health checks agree: backend-2 down, the others up");
+    let mut held: Vec<(String, TcpStream)> = Vec::new();
+    for i in 0..HELD {
+        let (name, mut c) = tcp_hello(&t.client, SocketAddr::new(VIP4.into(), 80), TIMEOUT)
+            .with_context(|| format!("held connection {i}"))?;
+        exchange(&mut c, "hello")?;
+        held.push((name, c));
+    }
+    println!("    {HELD} TCP connections open through the primary, each echoed a message");
+    primary.stop().context("stopping the primary")?;
+    t.fail_over()?;
+    println!(
+        "==> primary stopped (XDP detached, connection table gone); client and backends now route via the standby"
+    );
+    let mut carried = Counts::new();
+    for (i, (name, c)) in held.iter_mut().enumerate() {
+        exchange(c, "still there?").with_context(|| {
+            format!("held connection {i} (to {name}) did not survive the failover")
+        })?;
+        *carried.entry(name.clone()).or_default() += 1;
+    }
+    let flows = standby.status()?["flows"].as_u64().unwrap_or(0);
+    println!(
+        "    {HELD} of {HELD} connections carried on through the standby, on the same backends ({}): \
+         it rebuilt each flow from its next packet (Maglev: same backend; FULLNAT source derived from the \
+         client's address and port: same connection for the backend). Standby's connection table: {flows} flows.",
+        carried
+            .iter()
+            .map(|(n, c)| format!("{n}: {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// Sends `msg` on an open connection to a name server and reads its echo.
+fn exchange(c: &mut TcpStream, msg: &str) -> Result<()> {
+    c.set_read_timeout(Some(TIMEOUT))?;
+    c.write_all(msg.as_bytes())?;
+    let mut buf = vec![0u8; msg.len()];
+    c.read_exact(&mut buf)?;
+    if buf != msg.as_bytes() {
+        bail!("echo was {:?}", String::from_utf8_lossy(&buf));
+    }
     Ok(())
 }
