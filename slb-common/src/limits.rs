@@ -33,6 +33,15 @@ pub const REFRESH_NS: u64 = 1_000_000_000;
 pub const CACHE_SLOTS: u32 = 1024;
 /// Idle timeout of a TCP flow after its FIN or RST (seconds).
 pub const CLOSING_TIMEOUT_S: u32 = 10;
+/// A FULLNAT source (address and port towards one backend) of a flow that
+/// ended with a FIN is given to another client after this long (seconds):
+/// Linux's TIME_WAIT (`TCP_TIMEWAIT_LEN`), during which a backend that
+/// closed first still holds the old connection on that tuple.
+pub const SNAT_REUSE_AFTER_CLOSE_S: u32 = 60;
+/// The reverse entry of a FULLNAT source given to another client must have
+/// been idle this long, so that no CPU's cached copy of it (used while
+/// within `REFRESH_NS` of the clock) can still translate a reply.
+pub const SNAT_REUSE_QUIET_NS: u64 = 3 * REFRESH_NS;
 /// Backends a `wlc` listener compares per new flow (the table holds each
 /// live backend once).
 pub const MAX_WLC_BACKENDS: u32 = 64;

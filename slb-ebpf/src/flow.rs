@@ -1,7 +1,8 @@
 //! The connection table: flow lookup, validity, FULLNAT source selection
 //! and the reverse entries that translate replies.
 use crate::maps::{
-    scratch, ACTIVE, BACKENDS, FLOWS, FLOW_CACHE, REPLY_CACHE, REVERSE, SNAT_POOL, SNAT_V4, SNAT_V6,
+    scratch, ACTIVE, BACKENDS, CLOCK, FLOWS, FLOW_CACHE, REPLY_CACHE, REVERSE, SNAT_POOL, SNAT_V4,
+    SNAT_V6,
 };
 use crate::parse::Family;
 use aya_ebpf::bindings::BPF_NOEXIST;
@@ -10,7 +11,7 @@ use core::mem::MaybeUninit;
 use slb_common::{
     flow::FLOW_F_CLOSING,
     hash::{flow_hash, snat_candidate},
-    limits::{CLOSING_TIMEOUT_S, SNAT_PORT_TRIES},
+    limits::{CLOSING_TIMEOUT_S, SNAT_PORT_TRIES, SNAT_REUSE_AFTER_CLOSE_S, SNAT_REUSE_QUIET_NS},
     listener::BACKEND_F_DOWN,
     Addr, Backend, Flow, FlowKey, Listener, NextHop, Reverse,
 };
@@ -62,11 +63,10 @@ pub fn snat_bind(req: &SnatRequest) -> Option<(Addr, u16)> {
 /// What `snat_bind` needs (one pointer: BPF calls take at most five
 /// arguments).
 #[derive(Clone, Copy)]
+/// The backend is the one `pick_backend` left in the scratch space.
 pub struct SnatRequest<'a> {
     pub family: Family,
     pub key: &'a FlowKey,
-    pub backend_id: u32,
-    pub backend: &'a Backend,
     pub listener_id: u32,
     pub now: u64,
 }
@@ -78,12 +78,10 @@ fn snat_bind_into(req: &SnatRequest, out: *mut (Addr, u16)) -> bool {
     let SnatRequest {
         family,
         key,
-        backend_id,
-        backend,
         listener_id,
         now,
     } = *req;
-    match snat_search(family, key, backend_id, backend, listener_id, now) {
+    match snat_search(family, key, listener_id, now) {
         Some(r) => {
             // SAFETY: `out` points to space for the pair in the caller's
             // frame; `write` drops nothing there.
@@ -95,14 +93,7 @@ fn snat_bind_into(req: &SnatRequest, out: *mut (Addr, u16)) -> bool {
 }
 
 #[inline(always)]
-fn snat_search(
-    family: Family,
-    key: &FlowKey,
-    backend_id: u32,
-    backend: &Backend,
-    listener_id: u32,
-    now: u64,
-) -> Option<(Addr, u16)> {
+fn snat_search(family: Family, key: &FlowKey, listener_id: u32, now: u64) -> Option<(Addr, u16)> {
     let pool = SNAT_POOL.get(0)?;
     let count = match family {
         Family::V4 => pool.v4_count,
@@ -115,9 +106,15 @@ fn snat_search(
     // Candidate key and new entry live in the per-CPU scratch space: the
     // unrolled tries would otherwise each take stack.
     let crate::maps::Scratch {
-        rev, rkey, in_nh, ..
+        rev,
+        rkey,
+        owner,
+        in_nh,
+        backend,
+        backend_id,
+        ..
     } = scratch()?;
-    *rev = reverse_entry(key, backend_id, listener_id, now, in_nh);
+    *rev = reverse_entry(key, *backend_id, listener_id, now, in_nh);
     for i in 0..SNAT_PORT_TRIES {
         let (idx, port) = snat_candidate(h, i, count);
         let addr = match family {
@@ -142,43 +139,107 @@ fn snat_search(
         if REVERSE.insert(&*rkey, &*rev, BPF_NOEXIST as u64).is_ok() {
             return Some((*addr, port));
         }
-        if let Some(old) = REVERSE.get_ptr_mut(&*rkey) {
-            // SAFETY: map value pointer, valid for this program run.
-            let old = unsafe { &mut *old };
-            if old.client == key.src
-                && old.client_port == key.sport
-                && old.vip == key.dst
-                && old.vip_port == key.dport
-            {
-                crate::cache::forget(&REPLY_CACHE, rkey);
-                old.backend_id = backend_id;
-                old.listener_id = listener_id;
-                old.seen_ns = now;
-                old.nh = *in_nh;
-                return Some((*addr, port));
-            }
+        if take_over(rkey, rev, owner, now) {
+            return Some((*addr, port));
         }
     }
     None
 }
 
+/// Gives the taken FULLNAT source `rkey` to the new flow whose reverse
+/// entry is `rev` when it may have it: its reverse entry was left by the
+/// same client tuple (the flow was re-scheduled or its forward entry
+/// evicted: the backend keeps seeing the same connection), or its flow is
+/// over (`source_free`). Then `rev` replaces the entry (for the same
+/// client, that changes only the backend, listener, time and next hop).
+///
+/// Not inlined into the unrolled tries: one copy of this, and its own
+/// small frame (the new-flow call chain is close to the verifier's
+/// 512-byte stack limit).
+#[inline(never)]
+fn take_over(rkey: &FlowKey, rev: &Reverse, owner: &mut FlowKey, now: u64) -> bool {
+    let Some(old) = REVERSE.get_ptr_mut(rkey) else {
+        return false;
+    };
+    // SAFETY: map value pointer, valid for this program run.
+    let old = unsafe { &mut *old };
+    let same_client = old.client == rev.client
+        && old.client_port == rev.client_port
+        && old.vip == rev.vip
+        && old.vip_port == rev.vip_port;
+    if !same_client && !source_free(old, rkey, owner, now) {
+        return false;
+    }
+    crate::cache::forget(&REPLY_CACHE, rkey);
+    // SAFETY: two map values of different maps (`REVERSE` and the scratch
+    // space): they cannot overlap. Said explicitly, as an assignment would
+    // become a `memmove` call.
+    unsafe { core::ptr::copy_nonoverlapping(rev, old, 1) };
+    true
+}
+
+/// Whether the FULLNAT source `rkey` names, held by the reverse entry
+/// `old` of another client's flow, may be given to a new flow: that flow
+/// is over. Reverse entries are never deleted (a late reply still finds
+/// its way), and the table only evicts when full, which a small pool
+/// never makes it: without this, sources of ended flows would stay taken
+/// and the pool would run dry.
+///
+/// Over means: the reverse entry has been quiet for `SNAT_REUSE_QUIET_NS`
+/// on the kernel's and the agent's clock (no CPU's cached copy is still
+/// used), and the flow entry is gone (RST, eviction), belongs to another
+/// source now, ended with a FIN at least `SNAT_REUSE_AFTER_CLOSE_S` ago
+/// (TIME_WAIT), or has been idle past its timeout.
+#[inline(always)]
+fn source_free(old: &Reverse, rkey: &FlowKey, owner: &mut FlowKey, now: u64) -> bool {
+    let clock = CLOCK.get(0).copied().unwrap_or(0);
+    if (now.wrapping_sub(old.seen_ns) as i64) < SNAT_REUSE_QUIET_NS as i64
+        || (clock.wrapping_sub(old.seen_ns) as i64) < SNAT_REUSE_QUIET_NS as i64
+    {
+        return false;
+    }
+    // In the scratch space, not on the stack: this call is the deepest of
+    // the new-flow chain, close to the verifier's 512-byte limit.
+    // Field by field: a struct literal is built on the stack first.
+    owner.src = old.client;
+    owner.dst = old.vip;
+    owner.sport = old.client_port;
+    owner.dport = old.vip_port;
+    owner.proto = rkey.proto;
+    owner._pad1 = 0;
+    owner._pad2 = 0;
+    // SAFETY: map value, valid for this program run; read only.
+    let Some(flow) = (unsafe { FLOWS.get(&*owner) }) else {
+        return true;
+    };
+    if flow.snat_addr != rkey.dst || flow.snat_port != rkey.dport {
+        return true;
+    }
+    let idle_s = if flow.flags & FLOW_F_CLOSING != 0 {
+        SNAT_REUSE_AFTER_CLOSE_S
+    } else {
+        flow.idle_timeout_s
+    };
+    now.wrapping_sub(flow.seen_ns) > idle_s as u64 * 1_000_000_000
+}
+
 /// Records the reverse entry of a `nat` flow: replies come from the backend
 /// straight to the client's address.
 #[inline(never)]
-pub fn nat_bind(key: &FlowKey, backend_id: u32, backend: &Backend, listener_id: u32, now: u64) {
+pub fn nat_bind(key: &FlowKey, listener_id: u32, now: u64) {
+    let Some(s) = scratch() else {
+        return;
+    };
     let rkey = FlowKey {
-        src: backend.addr,
+        src: s.backend.addr,
         dst: key.src,
-        sport: backend.port,
+        sport: s.backend.port,
         dport: key.sport,
         proto: key.proto,
         _pad1: 0,
         _pad2: 0,
     };
-    let Some(s) = scratch() else {
-        return;
-    };
-    s.rev = reverse_entry(key, backend_id, listener_id, now, &s.in_nh);
+    s.rev = reverse_entry(key, s.backend_id, listener_id, now, &s.in_nh);
     let _ = REVERSE.insert(rkey, &s.rev, 0);
 }
 

@@ -436,16 +436,10 @@ fn store_way_back(ctx: &XdpContext) {
 #[inline(never)]
 fn bind_source(l3: &L3, key: &FlowKey, listener: &Listener) -> u32 {
     let now = now_ns();
-    let Some(s) = scratch() else {
-        return xdp_action::XDP_DROP;
-    };
-    let (backend_id, backend) = (s.backend_id, s.backend);
     let (src, sport, flags) = match listener.mode {
         MODE_FULLNAT => match snat_bind(&SnatRequest {
             family: l3.family,
             key,
-            backend_id,
-            backend: &backend,
             listener_id: listener.id,
             now,
         }) {
@@ -456,7 +450,7 @@ fn bind_source(l3: &L3, key: &FlowKey, listener: &Listener) -> u32 {
             }
         },
         MODE_NAT => {
-            nat_bind(key, backend_id, &backend, listener.id, now);
+            nat_bind(key, listener.id, now);
             (key.src, key.sport, FLOW_F_NAT)
         }
         _ => (key.src, key.sport, FLOW_F_DR),

@@ -134,6 +134,9 @@ pub struct Scratch {
     pub flow: Flow,
     pub rev: Reverse,
     pub rkey: FlowKey,
+    /// The client flow of a reverse entry whose FULLNAT source another
+    /// client wants (`flow::source_free`).
+    pub owner: FlowKey,
     /// The backend picked for a new flow and the source towards it.
     pub backend: Backend,
     pub backend_id: u32,

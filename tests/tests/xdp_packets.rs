@@ -385,3 +385,158 @@ fn non_vip_and_malformed_frames_pass_untouched() {
     let (flows, _) = bed.dp.flow_entries();
     assert_eq!(flows, 0, "nothing was scheduled");
 }
+
+/// The first FULLNAT source port of client `src:sport` → VIP:80 (CONFIG
+/// has one IPv4 pool address, so only the port varies).
+fn first_source_port(src: Ipv4Addr, sport: u16) -> u16 {
+    use slb_common::{
+        addr::to_addr,
+        hash::{flow_hash, snat_candidate},
+    };
+    let h = flow_hash(
+        &to_addr(src.into()),
+        &to_addr(VIP.into()),
+        sport.to_be(),
+        80u16.to_be(),
+        6,
+    );
+    snat_candidate(h, 0, 1).1
+}
+
+/// Client tuples (from 10.0.0.3 on) whose first FULLNAT source port is
+/// `port`, as many as asked.
+fn rivals_for(port: u16, n: usize) -> Vec<(Ipv4Addr, u16)> {
+    let mut found = Vec::new();
+    for last in 3..=250u8 {
+        let src = Ipv4Addr::new(10, 0, 0, last);
+        for sport in 1024..=u16::MAX {
+            if first_source_port(src, sport) == port {
+                found.push((src, sport));
+                if found.len() == n {
+                    return found;
+                }
+            }
+        }
+    }
+    panic!("no {n} client tuples with first source port {port}");
+}
+
+/// Moves the `seen_ns` of `key`'s entry in the pinned `map` back by `secs`.
+fn age<V: aya::Pod>(
+    bed: &Bed,
+    map: &str,
+    key: &slb_common::FlowKey,
+    secs: u64,
+    seen: fn(&mut V) -> &mut u64,
+) {
+    use aya::maps::{HashMap, Map, MapData};
+    let data = MapData::from_pin(bed.dp.pin_dir().join(map)).unwrap();
+    let mut m: HashMap<_, slb_common::FlowKey, V> =
+        HashMap::try_from(Map::LruHashMap(data)).unwrap();
+    let mut v = m.get(key, 0).unwrap();
+    *seen(&mut v) -= secs * 1_000_000_000;
+    m.insert(key, v, 0).unwrap();
+}
+
+/// Makes the reverse entry of FULLNAT source port `snat_port` and, when
+/// given, client flow `sport` (from CLIENT) look `secs` older.
+fn age_flow(bed: &Bed, sport: Option<u16>, snat_port: u16, secs: u64) {
+    use slb_common::{addr::to_addr, Flow, FlowKey, Reverse};
+    let fkey = FlowKey {
+        src: to_addr(CLIENT.into()),
+        dst: to_addr(VIP.into()),
+        sport: sport.unwrap_or(0).to_be(),
+        dport: 80u16.to_be(),
+        proto: 6,
+        _pad1: 0,
+        _pad2: 0,
+    };
+    let rkey = FlowKey {
+        src: to_addr(BACKEND.into()),
+        dst: to_addr(SNAT.into()),
+        sport: 8080u16.to_be(),
+        dport: snat_port.to_be(),
+        proto: 6,
+        _pad1: 0,
+        _pad2: 0,
+    };
+    age::<Reverse>(bed, "REVERSE", &rkey, secs, |r| &mut r.seen_ns);
+    if sport.is_some() {
+        age::<Flow>(bed, "FLOWS", &fkey, secs, |f| &mut f.seen_ns);
+    }
+}
+
+/// The FULLNAT source port a new flow from `src:sport` gets.
+fn source_port_of_new_flow(bed: &mut Bed, (src, sport): (Ipv4Addr, u16)) -> u16 {
+    let (v, out) = bed.run(&tcp4(src, sport, VIP, 80, true, b""));
+    assert_eq!(v, XDP_REDIRECT, "{src}:{sport}");
+    parse_checked(&out).sport
+}
+
+/// Reverse entries are never deleted, and a small pool never fills the
+/// table enough for the LRU to evict them, so the FULLNAT source of an
+/// ended flow must be handed out again, or the pool runs dry: after an
+/// RST once the reverse entry has been quiet for 3 s; after a FIN once
+/// TIME_WAIT (60 s) has passed; for a flow that just stopped, after its
+/// idle timeout (900 s for TCP). Not before.
+#[test]
+fn fullnat_source_of_an_ended_flow_goes_to_the_next_client() {
+    let mut bed = Bed::new("reuse", CONFIG);
+    // Ended by the client's RST.
+    let a = 40000;
+    let pa = source_port_of_new_flow(&mut bed, (CLIENT, a));
+    assert_eq!(pa, first_source_port(CLIENT, a), "candidate prediction");
+    let rivals = rivals_for(pa, 3);
+    assert_ne!(
+        source_port_of_new_flow(&mut bed, rivals[0]),
+        pa,
+        "taken while open"
+    );
+    assert_eq!(bed.run(&tcp4_rst(CLIENT, a, VIP, 80)).0, XDP_REDIRECT);
+    assert_ne!(
+        source_port_of_new_flow(&mut bed, rivals[1]),
+        pa,
+        "reused while the reverse entry may still be cached"
+    );
+    age_flow(&bed, None, pa, 4);
+    assert_eq!(
+        source_port_of_new_flow(&mut bed, rivals[2]),
+        pa,
+        "not reused after an RST"
+    );
+
+    // Ended by a FIN.
+    let b = 40001;
+    let pb = source_port_of_new_flow(&mut bed, (CLIENT, b));
+    let rivals = rivals_for(pb, 2);
+    assert_eq!(bed.run(&tcp4_fin(CLIENT, b, VIP, 80)).0, XDP_REDIRECT);
+    age_flow(&bed, Some(b), pb, 30);
+    assert_ne!(
+        source_port_of_new_flow(&mut bed, rivals[0]),
+        pb,
+        "reused within TIME_WAIT"
+    );
+    age_flow(&bed, Some(b), pb, 31);
+    assert_eq!(
+        source_port_of_new_flow(&mut bed, rivals[1]),
+        pb,
+        "not reused after TIME_WAIT"
+    );
+
+    // Gone quiet without a FIN.
+    let c = 40002;
+    let pc = source_port_of_new_flow(&mut bed, (CLIENT, c));
+    let rivals = rivals_for(pc, 2);
+    age_flow(&bed, Some(c), pc, 800);
+    assert_ne!(
+        source_port_of_new_flow(&mut bed, rivals[0]),
+        pc,
+        "reused before the idle timeout"
+    );
+    age_flow(&bed, Some(c), pc, 101);
+    assert_eq!(
+        source_port_of_new_flow(&mut bed, rivals[1]),
+        pc,
+        "not reused after the idle timeout"
+    );
+}
