@@ -505,38 +505,26 @@ fn fullnat_source_of_an_ended_flow_goes_to_the_next_client() {
         "not reused after an RST"
     );
 
-    // Ended by a FIN.
-    let b = 40001;
-    let pb = source_port_of_new_flow(&mut bed, (CLIENT, b));
-    let rivals = rivals_for(pb, 2);
-    assert_eq!(bed.run(&tcp4_fin(CLIENT, b, VIP, 80)).0, XDP_REDIRECT);
-    age_flow(&bed, Some(b), pb, 30);
-    assert_ne!(
-        source_port_of_new_flow(&mut bed, rivals[0]),
-        pb,
-        "reused within TIME_WAIT"
-    );
-    age_flow(&bed, Some(b), pb, 31);
-    assert_eq!(
-        source_port_of_new_flow(&mut bed, rivals[1]),
-        pb,
-        "not reused after TIME_WAIT"
-    );
-
-    // Gone quiet without a FIN.
-    let c = 40002;
-    let pc = source_port_of_new_flow(&mut bed, (CLIENT, c));
-    let rivals = rivals_for(pc, 2);
-    age_flow(&bed, Some(c), pc, 800);
-    assert_ne!(
-        source_port_of_new_flow(&mut bed, rivals[0]),
-        pc,
-        "reused before the idle timeout"
-    );
-    age_flow(&bed, Some(c), pc, 101);
-    assert_eq!(
-        source_port_of_new_flow(&mut bed, rivals[1]),
-        pc,
-        "not reused after the idle timeout"
-    );
+    // Ended by a FIN (kept through TIME_WAIT), and gone quiet without one
+    // (kept until the idle timeout): (how, client port, age at which the
+    // source must still be kept, age at which it must be handed out).
+    for (how, sport, kept_at, free_at) in [("FIN", 40001, 30, 61), ("idle", 40002, 800, 901)] {
+        let port = source_port_of_new_flow(&mut bed, (CLIENT, sport));
+        let rivals = rivals_for(port, 2);
+        if how == "FIN" {
+            assert_eq!(bed.run(&tcp4_fin(CLIENT, sport, VIP, 80)).0, XDP_REDIRECT);
+        }
+        age_flow(&bed, Some(sport), port, kept_at);
+        assert_ne!(
+            source_port_of_new_flow(&mut bed, rivals[0]),
+            port,
+            "{how}: reused after {kept_at} s"
+        );
+        age_flow(&bed, Some(sport), port, free_at - kept_at);
+        assert_eq!(
+            source_port_of_new_flow(&mut bed, rivals[1]),
+            port,
+            "{how}: not reused after {free_at} s"
+        );
+    }
 }
