@@ -555,6 +555,95 @@ async fn http10_client_gets_http10_to_the_backend() {
     p.stop().await;
 }
 
+/// An HTTP/1.0 client that asks for keep-alive gets it (both sides must
+/// say so in 1.0), until the request limit closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_keep_alive_is_honoured() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener("web", "http", ports[0], "max_requests_per_connection = 3"),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    for i in 1..=3 {
+        s.write_all(b"GET /x HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let r = read_response(&mut s).await.to_ascii_lowercase();
+        assert!(r.starts_with("http/1.0 200"), "request {i}: {r}");
+        let want = if i < 3 {
+            "connection: keep-alive"
+        } else {
+            "connection: close"
+        };
+        assert!(r.contains(want), "request {i}: {r}");
+    }
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed after the last request")
+        .unwrap();
+    assert_eq!(n, 0);
+    p.stop().await;
+}
+
+/// Routing and the backend agree on the host (RFC 9112 §3.2.2: an
+/// absolute-form target overrides `Host`), the backend gets origin-form,
+/// and requests whose framing fields cannot be forwarded faithfully are
+/// refused: no or two `Host`s in HTTP/1.1 (400), a transfer coding other
+/// than chunked (501).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_target_host_and_framing() {
+    let d = Backend::start("default").await;
+    let admin = Backend::start("admin").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}\n[[listener.rule]]\nhost = \"admin.example\"\ngroup = \"admin\"\n\
+             [[listener.group]]\nname = \"admin\"{}",
+            listener("web", "http", ports[0], ""),
+            d.toml("listener.backend", 100),
+            admin.toml("listener.group.backend", 100),
+        )
+    })
+    .await;
+    let ask = |raw: &'static str| {
+        let addr = p.addr("web");
+        async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(raw.as_bytes()).await.unwrap();
+            read_response(&mut s).await
+        }
+    };
+    let r = ask("GET http://www.example/target HTTP/1.1\r\nHost: admin.example\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.contains("x-backend: default"),
+        "routed by Host, not the target: {r}"
+    );
+    assert!(r.ends_with("/target host=www.example"), "backend saw: {r}");
+    for (raw, status) in [
+        ("GET /target HTTP/1.1\r\n\r\n", "400"),
+        ("GET /target HTTP/1.1\r\nHost: www.example\r\nHost: admin.example\r\n\r\n", "400"),
+        (
+            "POST /target HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "501",
+        ),
+    ] {
+        let r = ask(raw).await;
+        assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{raw:?}: {r}");
+    }
+    assert_eq!(
+        d.hits() + admin.hits(),
+        1,
+        "a refused request reached a backend"
+    );
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_when_the_client_accepts_it() {
     let a = Backend::start("a").await;
@@ -569,6 +658,9 @@ async fn gzip_when_the_client_accepts_it() {
     let c = client();
     let plain = get(&c, &p.url("web", "/big"), &[]).await;
     assert!(plain.header("content-encoding").is_none());
+    // The uncompressed variant says it has a compressed one (RFC 9110
+    // §12.5.5), so that caches keep them apart.
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
     let req = http::Request::get(p.url("web", "/big"))
         .header("accept-encoding", "gzip")
         .body(Full::new(Bytes::new()))
@@ -587,6 +679,15 @@ async fn gzip_when_the_client_accepts_it() {
     // Small bodies stay as they are.
     let small = get(&c, &p.url("web", "/x"), &[("accept-encoding", "gzip")]).await;
     assert!(small.header("content-encoding").is_none());
+    // HEAD gets the header its GET gets (RFC 9110 §9.3.2).
+    let head = http::Request::head(p.url("web", "/big"))
+        .header("accept-encoding", "gzip")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = c.request(head).await.unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    assert_eq!(res.headers()["vary"], "Accept-Encoding");
+    assert!(!res.headers().contains_key("content-length"));
     p.stop().await;
 }
 

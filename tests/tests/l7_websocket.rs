@@ -11,8 +11,13 @@ use l7_support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A WebSocket echo server; returns its address.
+/// Request targets of the handshakes an echo server received.
+static TARGETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// A WebSocket echo server; returns its address. Records the target of
+/// every handshake in `TARGETS`.
 async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -21,7 +26,13 @@ async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
                 continue;
             };
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                // The callback's type is tungstenite's, large error and all.
+                #[allow(clippy::result_large_err)]
+                let record = |req: &Request, res: Response| {
+                    TARGETS.lock().unwrap().push(req.uri().to_string());
+                    Ok(res)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, record).await else {
                     return;
                 };
                 while let Some(Ok(m)) = ws.next().await {
@@ -52,9 +63,15 @@ async fn websocket_messages_pass_both_ways() {
     let (echo, task) = echo_server().await;
     let p = proxy_to(echo, "").await;
     let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
-    let url = format!("ws://{}/chat", p.addr("ws"));
+    let url = format!("ws://{}/chat?room=1", p.addr("ws"));
     let (mut ws, res) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
     assert_eq!(res.status(), 101);
+    // The handshake reaches the backend in origin-form, as any request.
+    assert!(
+        TARGETS.lock().unwrap().contains(&"/chat?room=1".to_owned()),
+        "{:?}",
+        TARGETS.lock().unwrap()
+    );
     for i in 0..20 {
         let text = format!("hello {i}");
         ws.send(Message::text(text.clone())).await.unwrap();

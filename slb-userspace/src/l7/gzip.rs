@@ -1,21 +1,24 @@
 //! Optional gzip of responses (`gzip = true`): compressible content the
 //! backend sent uncompressed, to clients that accept gzip.
 //!
-//! Not compressed: HEAD requests; 1xx, 204, 206 and 304 responses; bodies
-//! already encoded (`Content-Encoding`), ranges (`Content-Range`),
+//! Not compressed: 1xx, 204, 206 and 304 responses; bodies already
+//! encoded (`Content-Encoding`), ranges (`Content-Range`),
 //! `Cache-Control: no-transform`, bodies declared shorter than
 //! `MIN_LENGTH`, event streams (gzip would hold events back), and types
 //! that do not compress (images, video, archives...). A compressed
 //! response loses `Content-Length` (it is streamed), gets
 //! `Vary: Accept-Encoding`, and a strong `ETag` becomes weak (the bytes
-//! differ, the content does not), as nginx does.
+//! differ, the content does not), as nginx does. A response that would be
+//! compressed for a client accepting gzip gets `Vary: Accept-Encoding`
+//! also when it is not (caches must tell the two apart), and a HEAD
+//! request gets the header its GET would get (RFC 9110 §9.3.2).
 
 use futures_util::TryStreamExt;
 use http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
     ETAG, VARY,
 };
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyDataStream, StreamBody};
 use hyper::body::Frame;
 
@@ -80,18 +83,33 @@ fn compressible(content_type: &str) -> bool {
         )
 }
 
-/// Should this response be compressed for this request (see module docs)?
-pub fn should_compress(
-    method: &Method,
-    request: &HeaderMap,
-    status: StatusCode,
-    response: &HeaderMap,
-) -> bool {
-    if method == Method::HEAD
-        || status.is_informational()
-        || matches!(status.as_u16(), 204 | 206 | 304)
-        || !accepts_gzip(request)
-    {
+/// What gzip does to a response (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Not a response gzip applies to: untouched.
+    Untouched,
+    /// One that would be compressed, for a client that does not accept
+    /// gzip: sent as it is, with `Vary: Accept-Encoding`.
+    Vary,
+    /// Compressed: header rewritten, and the body too unless the request
+    /// was HEAD.
+    Compress,
+}
+
+/// What to do with this response to this request.
+pub fn plan(request: &HeaderMap, status: StatusCode, response: &HeaderMap) -> Plan {
+    if !candidate(status, response) {
+        Plan::Untouched
+    } else if accepts_gzip(request) {
+        Plan::Compress
+    } else {
+        Plan::Vary
+    }
+}
+
+/// Would this response be compressed for a client accepting gzip?
+fn candidate(status: StatusCode, response: &HeaderMap) -> bool {
+    if status.is_informational() || matches!(status.as_u16(), 204 | 206 | 304) {
         return false;
     }
     let encoded = response
@@ -114,10 +132,9 @@ pub fn should_compress(
     !encoded && !no_transform && !short && type_ok && !response.contains_key(CONTENT_RANGE)
 }
 
-/// Rewrites the header for a gzip body and returns that body.
-pub fn compress(headers: &mut HeaderMap, body: Body) -> Body {
-    headers.remove(CONTENT_LENGTH);
-    headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+/// Adds `Vary: Accept-Encoding` unless the response varies on it (or on
+/// everything) already.
+pub fn add_vary(headers: &mut HeaderMap) {
     let varies = headers
         .get_all(VARY)
         .iter()
@@ -130,6 +147,14 @@ pub fn compress(headers: &mut HeaderMap, body: Body) -> Body {
     if !varies {
         headers.append(VARY, HeaderValue::from_static("Accept-Encoding"));
     }
+}
+
+/// Rewrites the header for a gzip body (also for HEAD, whose GET would
+/// get one).
+pub fn compressed_header(headers: &mut HeaderMap) {
+    headers.remove(CONTENT_LENGTH);
+    headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    add_vary(headers);
     if let Some(tag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
         if !tag.starts_with("W/") {
             if let Ok(weak) = HeaderValue::from_str(&format!("W/{tag}")) {
@@ -137,6 +162,11 @@ pub fn compress(headers: &mut HeaderMap, body: Body) -> Body {
             }
         }
     }
+}
+
+/// Rewrites the header for a gzip body and returns that body.
+pub fn compress(headers: &mut HeaderMap, body: Body) -> Body {
+    compressed_header(headers);
     let data = BodyDataStream::new(body).map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(data);
     let encoder = async_compression::tokio::bufread::GzipEncoder::new(reader);
@@ -179,22 +209,23 @@ mod tests {
 
     #[test]
     fn decides_what_to_compress() {
+        let should_compress =
+            |req: &HeaderMap, status, res: &HeaderMap| plan(req, status, res) == Plan::Compress;
         let req = h(&[("accept-encoding", "gzip")]);
         let html = h(&[("content-type", "text/html; charset=utf-8")]);
-        assert!(should_compress(&Method::GET, &req, StatusCode::OK, &html));
-        assert!(!should_compress(&Method::HEAD, &req, StatusCode::OK, &html));
-        assert!(!should_compress(
-            &Method::GET,
-            &HeaderMap::new(),
-            StatusCode::OK,
-            &html
-        ));
-        assert!(!should_compress(
-            &Method::GET,
-            &req,
-            StatusCode::NOT_MODIFIED,
-            &html
-        ));
+        assert_eq!(plan(&req, StatusCode::OK, &html), Plan::Compress);
+        // The same response for a client without gzip: a variant to tell
+        // apart.
+        assert_eq!(plan(&HeaderMap::new(), StatusCode::OK, &html), Plan::Vary);
+        assert_eq!(
+            plan(
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &h(&[("content-type", "image/png")])
+            ),
+            Plan::Untouched
+        );
+        assert!(!should_compress(&req, StatusCode::NOT_MODIFIED, &html));
         for extra in [
             ("content-encoding", "br"),
             ("cache-control", "public, no-transform"),
@@ -203,10 +234,7 @@ mod tests {
         ] {
             let mut r = html.clone();
             r.append(extra.0, HeaderValue::from_static(extra.1));
-            assert!(
-                !should_compress(&Method::GET, &req, StatusCode::OK, &r),
-                "{extra:?}"
-            );
+            assert!(!should_compress(&req, StatusCode::OK, &r), "{extra:?}");
         }
         for (ct, yes) in [
             ("application/json", true),
@@ -217,11 +245,7 @@ mod tests {
             ("text/event-stream", false),
         ] {
             let r = h(&[("content-type", ct)]);
-            assert_eq!(
-                should_compress(&Method::GET, &req, StatusCode::OK, &r),
-                yes,
-                "{ct}"
-            );
+            assert_eq!(should_compress(&req, StatusCode::OK, &r), yes, "{ct}");
         }
     }
 

@@ -224,6 +224,35 @@ pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, 
     })
 }
 
+/// What an HTTP/1.x request's framing fields get instead of being
+/// forwarded (RFC 9112): 400 for more than one `Host`, or none in an
+/// HTTP/1.1 request (§3.2); 501 for a transfer coding other than chunked
+/// (§6.1): the server library has decoded the chunks, and passing the
+/// rest on as if it were the body would corrupt it.
+pub fn malformed_h1(version: http::Version, headers: &HeaderMap) -> Option<http::StatusCode> {
+    let hosts = headers.get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && version == http::Version::HTTP_11) {
+        return Some(http::StatusCode::BAD_REQUEST);
+    }
+    let other_coding = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    other_coding.then_some(http::StatusCode::NOT_IMPLEMENTED)
+}
+
+/// The `Host` value for a request target's authority (without userinfo).
+pub fn host_value(authority: &http::uri::Authority) -> Option<HeaderValue> {
+    let a = authority.as_str();
+    HeaderValue::from_str(a.rsplit('@').next().unwrap_or(a)).ok()
+}
+
+/// The client asked to keep an HTTP/1.0 connection open.
+pub fn wants_keep_alive(headers: &HeaderMap) -> bool {
+    has_token(headers, &header::CONNECTION, "keep-alive")
+}
+
 /// The bytes of request line and header fields, counted as on an HTTP/1.1
 /// wire: `name: value\r\n` per field.
 pub fn header_size(method: &http::Method, uri: &Uri, headers: &HeaderMap) -> usize {
@@ -248,6 +277,41 @@ pub fn header_size(method: &http::Method, uri: &Uri, headers: &HeaderMap) -> usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_h1_framing() {
+        use http::{StatusCode, Version};
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (n, v) in pairs {
+                m.append(*n, HeaderValue::from_static(v));
+            }
+            m
+        };
+        let ok = h(&[("host", "a.example")]);
+        assert_eq!(malformed_h1(Version::HTTP_11, &ok), None);
+        assert_eq!(malformed_h1(Version::HTTP_10, &HeaderMap::new()), None);
+        assert_eq!(
+            malformed_h1(Version::HTTP_11, &HeaderMap::new()),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            malformed_h1(Version::HTTP_10, &h(&[("host", "a"), ("host", "b")])),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        for (te, want) in [
+            ("chunked", None),
+            ("Chunked", None),
+            ("gzip, chunked", Some(StatusCode::NOT_IMPLEMENTED)),
+            ("identity", Some(StatusCode::NOT_IMPLEMENTED)),
+        ] {
+            let mut m = ok.clone();
+            m.insert("transfer-encoding", HeaderValue::from_static(te));
+            assert_eq!(malformed_h1(Version::HTTP_11, &m), want, "{te}");
+        }
+        let a: http::uri::Authority = "user@a.example:8080".parse().unwrap();
+        assert_eq!(host_value(&a).unwrap(), "a.example:8080");
+    }
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

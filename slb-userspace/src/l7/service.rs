@@ -195,6 +195,8 @@ pub async fn handle(
     }
 
     let version = req.version();
+    // HTTP/1.0 keeps a connection open only when both sides say so.
+    let keep_alive_10 = version == Version::HTTP_10 && headers::wants_keep_alive(req.headers());
     // The log line's fields, only when it is written.
     let log = tracing::enabled!(target: "slb::access", tracing::Level::INFO).then(|| {
         Box::new(Log {
@@ -241,6 +243,10 @@ pub async fn handle(
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
+    } else if keep_alive_10 {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("keep-alive"));
     }
     let status = response.status().as_u16();
     let log = log.map(|mut log| {
@@ -278,6 +284,11 @@ fn route(req: &Request<Incoming>, rt: &Runtime) -> Route {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             h1,
         ))));
+    }
+    if h1 {
+        if let Some(status) = headers::malformed_h1(req.version(), req.headers()) {
+            return Route::Local(Box::new(Outcome::local(pages::error(status, h1))));
+        }
     }
     let host = headers::request_host(req.uri(), req.headers());
     if rt.l7.redirect_https && rt.protocol == Protocol::Http {
@@ -397,15 +408,11 @@ async fn forward(
             accept.append(ACCEPT_ENCODING, v.clone());
         }
     }
-    if !parts.headers.contains_key(HOST) {
-        // HTTP/2 carries the host in :authority; HTTP/1.1 needs Host.
-        if let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(HOST, v);
-        }
+    // A request target with a host (HTTP/1.1 absolute-form, HTTP/2
+    // :authority) overrides any Host field (RFC 9112 §3.2.2, RFC 9113
+    // §8.3.1): the backend gets the host the request was routed by.
+    if let Some(v) = parts.uri.authority().and_then(headers::host_value) {
+        parts.headers.insert(HOST, v);
     }
     let fwd = ForwardedValues {
         client: conn.client_value.clone(),
@@ -449,13 +456,8 @@ async fn forward(
         let make = |headers: &mut Option<HeaderMap>| {
             let mut out = Request::new(if upgrade { empty() } else { body.attempt() });
             *out.method_mut() = parts.method.clone();
-            *out.uri_mut() = if upgrade {
-                // The handshake goes out on a connection of its own, with
-                // the absolute URI.
-                upstream::absolute_uri(&backend.authority, &path_and_query)
-            } else {
-                upstream::backend_uri(&parts.method, &backend.authority, &path_and_query)
-            };
+            *out.uri_mut() =
+                upstream::backend_uri(&parts.method, &backend.authority, &path_and_query);
             *out.version_mut() = version;
             *out.headers_mut() = if keep {
                 headers.clone().unwrap_or_default()
@@ -526,18 +528,22 @@ async fn forward(
                         conn.tls,
                     );
                 }
-                if rt.l7.gzip
-                    && super::gzip::should_compress(
-                        &parts.method,
-                        &accept,
-                        rparts.status,
-                        &rparts.headers,
-                    )
-                {
-                    rbody = ResponseBody::Other(super::gzip::compress(
-                        &mut rparts.headers,
-                        boxed(rbody),
-                    ));
+                if rt.l7.gzip {
+                    use super::gzip::{self, Plan};
+                    match gzip::plan(&accept, rparts.status, &rparts.headers) {
+                        Plan::Untouched => {}
+                        Plan::Vary => gzip::add_vary(&mut rparts.headers),
+                        // The header its GET would get, and no body.
+                        Plan::Compress if parts.method == Method::HEAD => {
+                            gzip::compressed_header(&mut rparts.headers)
+                        }
+                        Plan::Compress => {
+                            rbody = ResponseBody::Other(gzip::compress(
+                                &mut rparts.headers,
+                                boxed(rbody),
+                            ));
+                        }
+                    }
                 }
                 return Outcome {
                     response: Response::from_parts(rparts, rbody),

@@ -426,16 +426,6 @@ pub fn backend_uri(
     http::Uri::from_parts(parts).unwrap_or_default()
 }
 
-/// `http://<authority><path_and_query>`.
-pub fn absolute_uri(authority: &Authority, path_and_query: &PathAndQuery) -> http::Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(path_and_query.clone());
-    // Scheme, authority and path: always a valid URI.
-    http::Uri::from_parts(parts).unwrap_or_default()
-}
-
 /// The authority of a backend (`ip:port`, IPv6 in brackets).
 pub fn authority(backend: SocketAddr) -> Authority {
     // A socket address always forms a valid authority.

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 /// * `/setcookie`: `Set-Cookie: SESSIONID=abc123`;
 /// * `/big`: 8 KiB of text/html;
 /// * `/version`: the request's HTTP version;
+/// * `/target`: the request target as received (origin-form: a path);
 /// * anything else: `backend=<name> path=<path>`.
 ///
 /// Every answer carries `X-Backend: <name>`.
@@ -113,6 +114,14 @@ async fn answer(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Respo
         "<p>hello compressible world</p>\n".repeat(256)
     } else if path == "/version" {
         format!("{:?}", req.version())
+    } else if path == "/target" {
+        format!(
+            "{} host={}",
+            req.uri(),
+            req.headers()
+                .get("host")
+                .map_or("-", |h| h.to_str().unwrap_or("?"))
+        )
     } else {
         format!("backend={name} path={path}")
     };
