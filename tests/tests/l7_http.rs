@@ -644,6 +644,37 @@ async fn request_target_host_and_framing() {
     p.stop().await;
 }
 
+/// A response whose body carries a transfer coding other than chunked
+/// cannot be passed on as it is (the coding would be lost): 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_with_another_transfer_coding_is_502() {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = backend.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = backend.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
+            listener("web", "http", ports[0], "")
+        )
+    })
+    .await;
+    let got = get(&client(), &p.url("web", "/"), &[]).await;
+    assert_eq!(got.status, 502);
+    server.abort();
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_when_the_client_accepts_it() {
     let a = Backend::start("a").await;

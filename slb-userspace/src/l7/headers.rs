@@ -234,12 +234,18 @@ pub fn malformed_h1(version: http::Version, headers: &HeaderMap) -> Option<http:
     if hosts > 1 || (hosts == 0 && version == http::Version::HTTP_11) {
         return Some(http::StatusCode::BAD_REQUEST);
     }
-    let other_coding = headers
+    other_transfer_coding(headers).then_some(http::StatusCode::NOT_IMPLEMENTED)
+}
+
+/// A transfer coding other than chunked (which the server and client
+/// libraries decode): the rest would reach the other side as if it were
+/// the content.
+pub fn other_transfer_coding(headers: &HeaderMap) -> bool {
+    headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-    other_coding.then_some(http::StatusCode::NOT_IMPLEMENTED)
+        .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// The `Host` value for a request target's authority (without userinfo).

@@ -517,6 +517,14 @@ async fn forward(
                 let elapsed = sent.elapsed();
                 rt.metrics.upstream_latency(elapsed);
                 let (mut rparts, mut rbody) = res.into_parts();
+                if headers::other_transfer_coding(&rparts.headers) {
+                    warn!(listener = %rt.name, backend = %backend.addr, "response with a transfer coding other than chunked");
+                    return Outcome {
+                        upstream: Some(backend.addr),
+                        upstream_time: Some(elapsed),
+                        ..Outcome::local(pages::error(StatusCode::BAD_GATEWAY, false))
+                    };
+                }
                 let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
                 headers::to_client(&mut rparts.headers, switching);
                 if let Some(p) = &rt.persistence {
