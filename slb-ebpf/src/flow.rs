@@ -19,8 +19,11 @@ use slb_common::{
 /// The backend a flow is pinned to, if the flow may keep it: same listener,
 /// the backend slot still holds the same backend, it is not down, and the
 /// flow has not been idle longer than the listener's timeout.
+///
+/// The backend comes back as the map's value, not a copy: the caller's
+/// frame is at the verifier's stack limit.
 #[inline(always)]
-pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<Backend> {
+pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<&'static Backend> {
     if flow.listener_id != listener.id {
         return None;
     }
@@ -40,7 +43,7 @@ pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<Backend
     {
         return None;
     }
-    Some(*b)
+    Some(b)
 }
 
 /// Chooses the FULLNAT source (address, port in network order) for a new
@@ -221,6 +224,42 @@ fn source_free(old: &Reverse, rkey: &FlowKey, owner: &mut FlowKey, now: u64) -> 
         flow.idle_timeout_s
     };
     now.wrapping_sub(flow.seen_ns) > idle_s as u64 * 1_000_000_000
+}
+
+/// Whether the `nat` reverse entry `rev` still belongs to a live flow. Its
+/// key is made of the backend's and the client's own addresses, so once
+/// the flow is over the same tuple is plain traffic (the client talking to
+/// the backend directly) that must not be translated. Live: the flow
+/// entry or the reverse entry was seen within the flow's idle timeout (a
+/// closing flow's: `CLOSING_TIMEOUT_S`); without a flow entry (the client
+/// reset it, or it was evicted), a reply within `CLOSING_TIMEOUT_S` of the
+/// previous one.
+#[inline(never)]
+pub fn nat_reply_live(rev: &Reverse, proto: u8, now: u64) -> bool {
+    let Some(s) = scratch() else {
+        return false;
+    };
+    // Field by field, in the scratch space: no 40-byte key on the stack.
+    s.owner.src = rev.client;
+    s.owner.dst = rev.vip;
+    s.owner.sport = rev.client_port;
+    s.owner.dport = rev.vip_port;
+    s.owner.proto = proto;
+    s.owner._pad1 = 0;
+    s.owner._pad2 = 0;
+    // SAFETY: map value, valid for this program run; read only.
+    let (seen, idle_s) = match unsafe { FLOWS.get(&s.owner) } {
+        Some(f) => (
+            f.seen_ns.max(rev.seen_ns),
+            if f.flags & FLOW_F_CLOSING != 0 {
+                CLOSING_TIMEOUT_S
+            } else {
+                f.idle_timeout_s
+            },
+        ),
+        None => (rev.seen_ns, CLOSING_TIMEOUT_S),
+    };
+    now.wrapping_sub(seen) <= idle_s as u64 * 1_000_000_000
 }
 
 /// Records the reverse entry of a `nat` flow: replies come from the backend

@@ -4,14 +4,15 @@ use crate::{
     acl, cache, dests,
     fib::{self, Route},
     flow::{
-        active_add, mark_closing, mark_closing_from_reply, nat_bind, snat_bind, still_valid,
-        SnatRequest,
+        active_add, mark_closing, mark_closing_from_reply, nat_bind, nat_reply_live, snat_bind,
+        still_valid, SnatRequest,
     },
     icmp,
     maps::{scratch, BACKEND_NH, FLOWS, FLOW_CACHE, LISTENERS, REPLY_CACHE, REVERSE, SETTINGS},
     nat::{rewrite, rewrite_inline, Rewrite},
     parse::{
-        flow_key, packet_len, parse_into, parse_l4, L3, PARSED_IP, PARSED_OTHER, TCP_FIN, TCP_RST,
+        flow_key, packet_len, parse_into, parse_l4, L3, PARSED_IP, PARSED_OTHER, TCP_ACK, TCP_FIN,
+        TCP_RST, TCP_SYN,
     },
     persist, schedule,
     stats::{self, Dir, Drop},
@@ -115,7 +116,7 @@ fn dispatch(ctx: &XdpContext, l3: &L3, dest: u32) -> u32 {
     }
     if !known && dest & DEST_SNAT != 0 {
         known = true;
-        verdict = to_client(ctx, l3, &key, l4.tcp_flags);
+        verdict = to_client(ctx, l3, &key, l4.tcp_flags, false);
     }
     if !known {
         stats::global(GlobalCounter::NotForUs);
@@ -151,7 +152,7 @@ fn not_for_us(ctx: &XdpContext, l3: &L3) -> u32 {
         }
         if !l3.unsupported {
             if let Some(l4) = parse_l4(ctx, l3) {
-                let verdict = to_client(ctx, l3, &flow_key(l3, &l4), l4.tcp_flags);
+                let verdict = to_client(ctx, l3, &flow_key(l3, &l4), l4.tcp_flags, true);
                 return finish(ctx, l3, verdict);
             }
         }
@@ -281,6 +282,18 @@ fn send(ctx: &XdpContext, hop: &Hop) -> u32 {
     }
 }
 
+/// The forwarding mode a flow was created with.
+#[inline(always)]
+fn flow_mode(flow: &Flow) -> u8 {
+    if flow.flags & FLOW_F_DR != 0 {
+        MODE_DR
+    } else if flow.flags & FLOW_F_NAT != 0 {
+        MODE_NAT
+    } else {
+        MODE_FULLNAT
+    }
+}
+
 /// The addresses a flow's packets take towards the backend.
 #[inline(always)]
 fn backend_side(mode: u8, key: &FlowKey, flow: &Flow) -> (Addr, u16) {
@@ -339,6 +352,15 @@ fn established(
     };
     // SAFETY: map value pointer, valid for this program run.
     let flow = unsafe { &mut *fp };
+    if l3.proto == PROTO_TCP
+        && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        && flow.flags & FLOW_F_CLOSING != 0
+    {
+        // The client opens a new connection on the tuple of one that
+        // ended (it reused its port): a new flow, not the closing one's
+        // last packets (whose short timeout would soon cut it).
+        return NO_FLOW;
+    }
     let now = now_ns();
     let Some(backend) = still_valid(flow, listener, now) else {
         if flow.flags & FLOW_F_CLOSING == 0 {
@@ -348,13 +370,17 @@ fn established(
         }
         return NO_FLOW;
     };
-    let (src, sport) = backend_side(listener.mode, key, flow);
+    // The mode the flow started with: a reload that changes the
+    // listener's applies to new flows (as the fast path does). Read from
+    // the entry at each use: a local would take a stack slot in a frame
+    // at the verifier's limit.
+    let (src, sport) = backend_side(flow_mode(flow), key, flow);
     let mut hop = Hop::cached(flow.nh);
     if flow.nh.ifindex == 0 || now.wrapping_sub(flow.seen_ns) > REFRESH_NS {
         flow.seen_ns = now;
         hop = dr_hop(
-            listener.mode,
-            route_to_backend(ctx, l3, &src, flow.backend_id, &backend),
+            flow_mode(flow),
+            route_to_backend(ctx, l3, &src, flow.backend_id, backend),
         );
         flow.nh = hop.cacheable();
         if listener.persist_timeout_s != 0 {
@@ -367,7 +393,7 @@ fn established(
     if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         mark_closing(flow);
     }
-    if !rewrite_to_backend::<false>(ctx, l3, listener.mode, &src, sport, &backend) {
+    if !rewrite_to_backend::<false>(ctx, l3, flow_mode(flow), &src, sport, backend) {
         return xdp_action::XDP_PASS;
     }
     stats::packet(
@@ -379,8 +405,9 @@ fn established(
     );
     if tcp_flags & TCP_RST != 0 {
         // The client aborted: forget the flow now rather than holding a
-        // table entry. Stray packets after it re-schedule to the same
-        // backend and source port (same hash, reverse entry reused).
+        // table entry. Stray packets after it are scheduled afresh: with
+        // `maglev` or `sh` to the same backend and FULLNAT source (same
+        // hash, reverse entry reused), with `wrr`/`wlc` as any new flow.
         let _ = FLOWS.remove(key);
     }
     send(ctx, &hop)
@@ -518,7 +545,7 @@ fn commit_flow(
 /// A reply from a backend (`fullnat`: to a FULLNAT address; `nat`: to the
 /// client), translated back to come from the VIP.
 #[inline(never)]
-fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8) -> u32 {
+fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8, nat: bool) -> u32 {
     cache::forget(&REPLY_CACHE, key);
     let Some(rp) = REVERSE.get_ptr_mut(key) else {
         stats::global(GlobalCounter::NotForUs);
@@ -527,6 +554,10 @@ fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8) -> u32 {
     // SAFETY: map value pointer, valid for this program run.
     let rev = unsafe { &mut *rp };
     let now = now_ns();
+    if nat && !nat_reply_live(rev, l3.proto, now) {
+        stats::global(GlobalCounter::NotForUs);
+        return xdp_action::XDP_PASS;
+    }
     let bytes = packet_len(ctx);
     let mut hop = Hop::cached(rev.nh);
     if rev.nh.ifindex == 0 || now.wrapping_sub(rev.seen_ns) > REFRESH_NS {

@@ -96,6 +96,18 @@ acl = { mode = "deny", cidrs = ["10.0.0.2/32"] }
   port = 8086
 
 [[listener]]
+name = "rr"
+vip = "10.10.0.10"
+port = 87
+scheduler = "wrr"
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 8087
+  [[listener.backend]]
+  address = "10.0.1.3"
+  port = 8087
+
+[[listener]]
 name = "web6"
 vip = "fd10::10"
 port = 80
@@ -103,6 +115,91 @@ port = 80
   address = "fd00:1::2"
   port = 8080
 "#;
+
+/// A reload that changes a listener's forwarding mode applies to new
+/// flows; an existing flow keeps the translation it started with on the
+/// slow path as on the fast path (it used to get the new mode's: a `nat`
+/// flow went out from 0.0.0.0:0 after a switch to `fullnat`).
+#[test]
+fn a_mode_change_applies_to_new_flows() {
+    let mut bed = Bed::new("mode", CONFIG);
+    let (v, _) = bed.run(&tcp4(CLIENT, 40000, VIP, 81, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    let nat_to_fullnat = CONFIG.replace(
+        "port = 81\nforwarding = \"nat\"",
+        "port = 81\nforwarding = \"fullnat\"",
+    );
+    assert_ne!(nat_to_fullnat, CONFIG);
+    bed.reload(&nat_to_fullnat);
+    // A FIN takes the slow path.
+    let (v, out) = bed.run(&tcp4_fin(CLIENT, 40000, VIP, 81));
+    assert_eq!(v, XDP_REDIRECT);
+    let o = parse_checked(&out);
+    assert_eq!(
+        (o.src, o.sport),
+        (IpAddr::V4(CLIENT), 40000),
+        "old flow: nat"
+    );
+    let (v, out) = bed.run(&tcp4(CLIENT, 40001, VIP, 81, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    assert_eq!(
+        parse_checked(&out).src,
+        IpAddr::V4(SNAT),
+        "new flow: fullnat"
+    );
+}
+
+/// A client that reuses its port for a new connection soon after a FIN
+/// gets a fresh flow, not the closing one's 10 s timeout: idle for 11 s,
+/// the new connection stays on its backend (`wrr` would move it).
+#[test]
+fn a_syn_reusing_a_closing_tuple_starts_a_fresh_flow() {
+    use slb_common::Flow;
+    let mut bed = Bed::new("reopen", CONFIG);
+    assert_eq!(
+        bed.run(&tcp4(CLIENT, 41000, VIP, 87, true, b"")).0,
+        XDP_REDIRECT
+    );
+    assert_eq!(bed.run(&tcp4_fin(CLIENT, 41000, VIP, 87)).0, XDP_REDIRECT);
+    let k = tcp_key4(CLIENT, 41000, VIP, 87);
+    age::<Flow>(&bed, "FLOWS", &k, 2, |f| &mut f.seen_ns);
+    let (v, out) = bed.run(&tcp4(CLIENT, 41000, VIP, 87, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    let reopened = parse_checked(&out).dst;
+    age::<Flow>(&bed, "FLOWS", &k, 11, |f| &mut f.seen_ns);
+    let (v, out) = bed.run(&tcp4(CLIENT, 41000, VIP, 87, false, b"GET /"));
+    assert_eq!(v, XDP_REDIRECT);
+    assert_eq!(
+        parse_checked(&out).dst,
+        reopened,
+        "the open connection moved"
+    );
+}
+
+/// A `nat` reverse entry is made of the client's and the backend's own
+/// addresses: once its flow is over, the same tuple is plain traffic (the
+/// client talking to the backend directly), passed untouched.
+#[test]
+fn nat_reply_tuple_of_an_ended_flow_is_not_translated() {
+    use slb_common::{Flow, Reverse};
+    let mut bed = Bed::new("natold", CONFIG);
+    assert_eq!(
+        bed.run(&tcp4(CLIENT, 40000, VIP, 81, true, b"")).0,
+        XDP_REDIRECT
+    );
+    let reply = tcp4(BACKEND, 8081, CLIENT, 40000, false, b"hello");
+    let (v, _) = bed.run(&reply);
+    assert_eq!(v, XDP_REDIRECT, "a live flow's reply is translated");
+    let k = tcp_key4(CLIENT, 40000, VIP, 81);
+    let rk = tcp_key4(BACKEND, 8081, CLIENT, 40000);
+    age::<Flow>(&bed, "FLOWS", &k, 3600, |f| &mut f.seen_ns);
+    age::<Reverse>(&bed, "REVERSE", &rk, 3600, |r| &mut r.seen_ns);
+    // This CPU's cached copy of the reply entry is only used within a
+    // second of the agent's clock: move that on too.
+    bed.set_clock(2_000_000_000);
+    let (v, out) = bed.run(&reply);
+    assert_eq!((v, out), (XDP_PASS, reply), "an hour after the flow ended");
+}
 
 const XDP_TX: u32 = 3;
 const OTHER: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);

@@ -144,24 +144,6 @@ fn established_flow_takes_the_fast_path_while_the_clock_runs() {
 }
 
 /// A TCP segment ending a flow: an RST, or a FIN (with ACK).
-fn tcp4_end(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, rst: bool) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
-        .ipv4(src.octets(), dst.octets(), 64)
-        .tcp(sport, dport, 1001, 64000);
-    let b = if rst { b.rst() } else { b.fin().ack(1) };
-    let mut v = Vec::new();
-    b.write(&mut v, &[]).unwrap();
-    v
-}
-
-fn tcp4_rst(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    tcp4_end(src, sport, dst, dport, true)
-}
-
-fn tcp4_fin(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    tcp4_end(src, sport, dst, dport, false)
-}
-
 /// The fast path keeps per-CPU copies of flow entries; what the slow path
 /// does to a flow on a CPU (here: an RST removes it) drops that CPU's copy
 /// at once.
@@ -419,23 +401,6 @@ fn rivals_for(port: u16, n: usize) -> Vec<(Ipv4Addr, u16)> {
         }
     }
     panic!("no {n} client tuples with first source port {port}");
-}
-
-/// Moves the `seen_ns` of `key`'s entry in the pinned `map` back by `secs`.
-fn age<V: aya::Pod>(
-    bed: &Bed,
-    map: &str,
-    key: &slb_common::FlowKey,
-    secs: u64,
-    seen: fn(&mut V) -> &mut u64,
-) {
-    use aya::maps::{HashMap, Map, MapData};
-    let data = MapData::from_pin(bed.dp.pin_dir().join(map)).unwrap();
-    let mut m: HashMap<_, slb_common::FlowKey, V> =
-        HashMap::try_from(Map::LruHashMap(data)).unwrap();
-    let mut v = m.get(key, 0).unwrap();
-    *seen(&mut v) -= secs * 1_000_000_000;
-    m.insert(key, v, 0).unwrap();
 }
 
 /// Makes the reverse entry of FULLNAT source port `snat_port` and, when

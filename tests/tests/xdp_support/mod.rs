@@ -66,6 +66,7 @@ pub struct Bed {
     /// CPU; in production RSS keeps a flow's packets on one CPU, and a test
     /// whose frames wandered between CPUs would see each CPU's copy.
     pub cpu: usize,
+    pub applier: Applier,
     _pins: PinDir,
 }
 
@@ -149,8 +150,16 @@ impl Bed {
             ns,
             clock_running: true,
             cpu: 0,
+            applier,
             _pins: pins,
         }
+    }
+
+    /// Applies another configuration as a reload would (same ids).
+    pub fn reload(&mut self, config: &str) {
+        let cfg = config::parse(config).unwrap();
+        let plan = planner::plan(&cfg, &mut self.applier.ids, &Health::default()).unwrap();
+        self.applier.apply(&mut self.dp, &plan).unwrap();
     }
 
     /// Takes the slow path out (`JUMP` cleared): whatever the fast path
@@ -376,4 +385,53 @@ pub fn fix_tcp_checksum(frame: &mut [u8]) {
         .to_be_bytes();
     frame[34 + 16] = c[0];
     frame[34 + 17] = c[1];
+}
+
+pub fn tcp4_end(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, rst: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1001, 64000);
+    let b = if rst { b.rst() } else { b.fin().ack(1) };
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).unwrap();
+    v
+}
+
+pub fn tcp4_rst(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    tcp4_end(src, sport, dst, dport, true)
+}
+
+pub fn tcp4_fin(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    tcp4_end(src, sport, dst, dport, false)
+}
+
+/// Moves the `seen_ns` of `key`'s entry in the pinned `map` back by `secs`.
+pub fn age<V: aya::Pod>(
+    bed: &Bed,
+    map: &str,
+    key: &slb_common::FlowKey,
+    secs: u64,
+    seen: fn(&mut V) -> &mut u64,
+) {
+    use aya::maps::{HashMap, Map, MapData};
+    let data = MapData::from_pin(bed.dp.pin_dir().join(map)).unwrap();
+    let mut m: HashMap<_, slb_common::FlowKey, V> =
+        HashMap::try_from(Map::LruHashMap(data)).unwrap();
+    let mut v = m.get(key, 0).unwrap();
+    *seen(&mut v) -= secs * 1_000_000_000;
+    m.insert(key, v, 0).unwrap();
+}
+
+/// The flow-table key of an IPv4 TCP tuple.
+pub fn tcp_key4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> slb_common::FlowKey {
+    use slb_common::addr::to_addr;
+    slb_common::FlowKey {
+        src: to_addr(src.into()),
+        dst: to_addr(dst.into()),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto: 6,
+        _pad1: 0,
+        _pad2: 0,
+    }
 }
