@@ -9,7 +9,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use core::mem::MaybeUninit;
 use slb_common::{
-    flow::FLOW_F_CLOSING,
+    flow::{FLOW_F_CLOSING, FLOW_F_DR, FLOW_F_NAT},
     hash::{flow_hash, snat_candidate},
     limits::{CLOSING_TIMEOUT_S, SNAT_PORT_TRIES, SNAT_REUSE_AFTER_CLOSE_S, SNAT_REUSE_QUIET_NS},
     listener::BACKEND_F_DOWN,
@@ -24,16 +24,7 @@ use slb_common::{
 /// frame is at the verifier's stack limit.
 #[inline(always)]
 pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<&'static Backend> {
-    if flow.listener_id != listener.id {
-        return None;
-    }
-    let idle_s = if flow.flags & FLOW_F_CLOSING != 0 && listener.idle_timeout_s > CLOSING_TIMEOUT_S
-    {
-        CLOSING_TIMEOUT_S
-    } else {
-        listener.idle_timeout_s
-    };
-    if now.wrapping_sub(flow.seen_ns) > idle_s as u64 * 1_000_000_000 {
+    if flow.listener_id != listener.id || idle_past_timeout(flow, listener, now) {
         return None;
     }
     let b = BACKENDS.get(flow.backend_id)?;
@@ -44,6 +35,63 @@ pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<&'stati
         return None;
     }
     Some(b)
+}
+
+/// The flow has been idle longer than its listener's timeout (a closing
+/// flow's: `CLOSING_TIMEOUT_S`), as its own timestamp says.
+#[inline(always)]
+pub fn idle_past_timeout(flow: &Flow, listener: &Listener, now: u64) -> bool {
+    let idle_s = if flow.flags & FLOW_F_CLOSING != 0 && listener.idle_timeout_s > CLOSING_TIMEOUT_S
+    {
+        CLOSING_TIMEOUT_S
+    } else {
+        listener.idle_timeout_s
+    };
+    now.wrapping_sub(flow.seen_ns) > idle_s as u64 * 1_000_000_000
+}
+
+/// Whether replies kept a seemingly idle flow alive: a stream only the
+/// backend sends must not expire while the client is quiet. Replies
+/// refresh the reverse entry, not the flow's timestamp (which also paces
+/// the flow's next-hop refresh), so this is looked at only when the flow
+/// seems to have expired; if the reverse entry, still this flow's, saw a
+/// reply within the timeout, the flow takes its time and lives on.
+#[inline(never)]
+pub fn kept_alive_by_replies(flow: &mut Flow, key: &FlowKey, listener: &Listener, now: u64) {
+    if flow.flags & (FLOW_F_CLOSING | FLOW_F_DR) != 0 || flow.listener_id != listener.id {
+        return;
+    }
+    let Some(b) = BACKENDS.get(flow.backend_id) else {
+        return;
+    };
+    let Some(s) = scratch() else {
+        return;
+    };
+    // The reply tuple, field by field in the scratch space (no 40-byte key
+    // on the stack).
+    s.owner.src = b.addr;
+    s.owner.sport = b.port;
+    if flow.flags & FLOW_F_NAT != 0 {
+        s.owner.dst = key.src;
+        s.owner.dport = key.sport;
+    } else {
+        s.owner.dst = flow.snat_addr;
+        s.owner.dport = flow.snat_port;
+    }
+    s.owner.proto = key.proto;
+    s.owner._pad1 = 0;
+    s.owner._pad2 = 0;
+    // SAFETY: map value, valid for this program run; read only.
+    let Some(rev) = (unsafe { REVERSE.get(&s.owner) }) else {
+        return;
+    };
+    let ours = rev.client == key.src
+        && rev.client_port == key.sport
+        && rev.vip == key.dst
+        && rev.vip_port == key.dport;
+    if ours && now.wrapping_sub(rev.seen_ns) <= listener.idle_timeout_s as u64 * 1_000_000_000 {
+        flow.seen_ns = rev.seen_ns;
+    }
 }
 
 /// Chooses the FULLNAT source (address, port in network order) for a new

@@ -4,8 +4,8 @@ use crate::{
     acl, cache, dests,
     fib::{self, Route},
     flow::{
-        active_add, mark_closing, mark_closing_from_reply, nat_bind, nat_reply_live, snat_bind,
-        still_valid, SnatRequest,
+        active_add, idle_past_timeout, kept_alive_by_replies, mark_closing,
+        mark_closing_from_reply, nat_bind, nat_reply_live, snat_bind, still_valid, SnatRequest,
     },
     icmp,
     maps::{scratch, BACKEND_NH, FLOWS, FLOW_CACHE, LISTENERS, REPLY_CACHE, REVERSE, SETTINGS},
@@ -362,6 +362,9 @@ fn established(
         return NO_FLOW;
     }
     let now = now_ns();
+    if idle_past_timeout(flow, listener, now) {
+        kept_alive_by_replies(flow, key, listener, now);
+    }
     let Some(backend) = still_valid(flow, listener, now) else {
         if flow.flags & FLOW_F_CLOSING == 0 {
             // Expired or moved: it no longer counts for its old backend.

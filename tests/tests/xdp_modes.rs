@@ -176,6 +176,48 @@ fn a_syn_reusing_a_closing_tuple_starts_a_fresh_flow() {
     );
 }
 
+/// Replies keep a flow alive while its client is quiet (a stream only the
+/// backend sends): past the idle timeout by the client's side alone, the
+/// flow stays on its backend (`wrr` would move it), in `fullnat` and
+/// `nat`. Without recent replies it is scheduled afresh.
+#[test]
+fn replies_keep_a_quiet_clients_flow_alive() {
+    use slb_common::Flow;
+    let rr_nat = CONFIG.replace(
+        "port = 87\nscheduler = \"wrr\"",
+        "port = 87\nscheduler = \"wrr\"\nforwarding = \"nat\"",
+    );
+    assert_ne!(rr_nat, CONFIG);
+    for (mode, config) in [("fullnat", CONFIG.to_owned()), ("nat", rr_nat)] {
+        let mut bed = Bed::new(&format!("alive{}", &mode[..1]), &config);
+        let to_backend = |bed: &mut Bed, syn: bool| {
+            let (v, out) = bed.run(&tcp4(CLIENT, 42000, VIP, 87, syn, b"x"));
+            assert_eq!(v, XDP_REDIRECT, "{mode}");
+            parse_checked(&out)
+        };
+        let first = to_backend(&mut bed, true);
+        let IpAddr::V4(backend) = first.dst else {
+            panic!("{mode}: IPv4 expected")
+        };
+        let IpAddr::V4(src) = first.src else {
+            panic!("{mode}: IPv4 expected")
+        };
+        let k = tcp_key4(CLIENT, 42000, VIP, 87);
+        age::<Flow>(&bed, "FLOWS", &k, 901, |f| &mut f.seen_ns);
+        // The backend has just replied.
+        let reply = tcp4(backend, 8087, src, first.sport, false, b"data");
+        assert_eq!(bed.run(&reply).0, XDP_REDIRECT, "{mode}: reply");
+        assert_eq!(to_backend(&mut bed, false).dst, first.dst, "{mode}: moved");
+        // Quiet both ways past the timeout: scheduled afresh (the other
+        // backend, by wrr).
+        age::<Flow>(&bed, "FLOWS", &k, 1802, |f| &mut f.seen_ns);
+        let rk = tcp_key4(backend, 8087, src, first.sport);
+        age::<slb_common::Reverse>(&bed, "REVERSE", &rk, 1802, |r| &mut r.seen_ns);
+        bed.set_clock(2_000_000_000);
+        assert_ne!(to_backend(&mut bed, false).dst, first.dst, "{mode}: kept");
+    }
+}
+
 /// A `nat` reverse entry is made of the client's and the backend's own
 /// addresses: once its flow is over, the same tuple is plain traffic (the
 /// client talking to the backend directly), passed untouched.
