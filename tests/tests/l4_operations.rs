@@ -455,3 +455,41 @@ fn a_standby_with_an_empty_table_takes_over_established_connections() {
     let (_, mut fresh) = tcp_hello(&t.client, vip(), T).unwrap();
     echo(&mut fresh, "new");
 }
+
+/// Runs a second `slb run -c <config>` next to `agent` and returns its
+/// stderr; it must fail.
+fn second_agent(t: &Topology, config: &std::path::Path) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.lb.name])
+        .arg(slb_tests::slb_bin())
+        .args(["run", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the second agent ran: {err}");
+    err
+}
+
+/// A second `slb run` on the pinned state of a running one (same file,
+/// or only another control socket) refuses to start and changes nothing:
+/// the backend the first one holds down stays out of rotation.
+#[test]
+fn a_second_agent_refuses_to_start_and_changes_nothing() {
+    let t = Topology::new("sa", 2).unwrap();
+    let _b1 = tcp_server(&t, 0);
+    // b2 never listens: down at its first probe.
+    let agent = Agent::start_keeping(&t.lb, "sa", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    agent
+        .wait_backend_state("web", &addr(1), "down", T)
+        .unwrap();
+    let err = second_agent(&t, &agent.config);
+    assert!(err.contains("another agent"), "{err}");
+    let other = agent.dir().join("other.toml");
+    let cfg = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(&other, cfg.replace("control.sock", "other.sock")).unwrap();
+    let err = second_agent(&t, &other);
+    assert!(err.contains("another `slb run`"), "{err}");
+    // Every connection still goes to b1 (one to b2 would be refused).
+    assert_eq!(spread(&t, 30).get("b1"), Some(&30));
+}

@@ -116,6 +116,11 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
     if opts.mode == Mode::ProxyOnly && cfg.l4_listeners().next().is_some() {
         warn!("`slb proxy` ignores the tcp/udp listeners (they need `slb run`)");
     }
+    // The control socket first, then the pin directory's lock (in
+    // `Dataplane::load`): an agent already running with this socket or
+    // this pinned state makes this one exit before it changes anything.
+    let (to_agent, mut requests) = mpsc::channel(64);
+    let control = control::serve(&cfg.agent.control_socket, to_agent.clone()).await?;
     let dataplane = match opts.mode {
         Mode::Full => Some(load_dataplane(&cfg)?),
         Mode::ProxyOnly => None,
@@ -163,8 +168,6 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
     );
     st.start().context("filling the dataplane maps")?;
 
-    let (to_agent, mut requests) = mpsc::channel(64);
-    let _control = control::serve(&st.cfg.agent.control_socket, to_agent.clone()).await?;
     let _metrics = match metrics::serve(st.cfg.agent.metrics_listen, metrics, to_agent).await {
         Ok(h) => Some(h),
         // The proxy may run unprivileged next to an agent that owns the
@@ -206,7 +209,7 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         }
     }
     info!(keep_dataplane = opts.keep_dataplane, "shutting down");
-    std::fs::remove_file(&st.cfg.agent.control_socket).ok();
+    control.close();
     st.shutdown(opts.keep_dataplane).await;
     Ok(())
 }

@@ -7,4 +7,4 @@ mod server;
 
 pub use client::{request, ClientError};
 pub use protocol::{Request, Response};
-pub use server::{serve, ControlError, Pending};
+pub use server::{serve, ControlError, Pending, Serving};

@@ -20,13 +20,34 @@ pub enum ControlError {
     Socket { path: PathBuf, reason: String },
 }
 
+/// The bound control socket. Dropping it (or [`Serving::close`]) stops
+/// answering and removes the socket file, so an agent that gives up after
+/// binding leaves nothing behind for `slb status` to hang on.
+pub struct Serving {
+    task: tokio::task::JoinHandle<()>,
+    path: PathBuf,
+}
+
+impl Serving {
+    /// Stops answering and removes the socket file.
+    pub fn close(self) {}
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(path = %self.path.display(), error = %e, "removing the control socket");
+            }
+        }
+    }
+}
+
 /// Binds the socket (replacing a stale one left by a crash, refusing to
 /// steal one a running agent still answers on) and forwards requests to
 /// `to_agent`.
-pub async fn serve(
-    path: &Path,
-    to_agent: mpsc::Sender<Pending>,
-) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+pub async fn serve(path: &Path, to_agent: mpsc::Sender<Pending>) -> Result<Serving, ControlError> {
     let fail = |reason: String| ControlError::Socket {
         path: path.to_owned(),
         reason,
@@ -36,7 +57,9 @@ pub async fn serve(
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
-            return Err(fail("another agent is answering on it".into()));
+            return Err(fail(
+                "another agent is answering on it; stop it first (nothing was changed)".into(),
+            ));
         }
         std::fs::remove_file(path).map_err(|e| fail(format!("removing the stale socket: {e}")))?;
     }
@@ -44,7 +67,7 @@ pub async fn serve(
     // Status and reload are for the operator (root) only.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| fail(e.to_string()))?;
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
@@ -58,7 +81,11 @@ pub async fn serve(
                 Err(e) => warn!(error = %e, "control socket accept failed"),
             }
         }
-    }))
+    });
+    Ok(Serving {
+        task,
+        path: path.to_owned(),
+    })
 }
 
 async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Pending>) -> std::io::Result<()> {

@@ -7,12 +7,19 @@ use aya::{
     programs::Xdp,
     Ebpf, EbpfLoader,
 };
+use nix::{
+    errno::Errno,
+    fcntl::{Flock, FlockArg},
+};
 use slb_common::{
     limits::{LAYOUT_VERSION, MAX_LISTENERS, RINGS_PER_LISTENER},
     AclKey, Addr, Backend, DestSlot, Flow, FlowKey, Listener, Reverse, Settings, SnatPool, Stats,
     VipKey,
 };
-use std::path::{Path, PathBuf};
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 /// Every map of the object (each pinned under its name).
 const MAP_NAMES: [&str; 22] = [
@@ -77,6 +84,31 @@ pub struct Dataplane {
     pub(super) settings: Array<MapData, Settings>,
     pub(super) clock: Array<MapData, u64>,
     pub(super) links: Vec<super::attach::Link>,
+    /// Exclusive lock on the pin directory, held while this process owns
+    /// the pinned state (released when the process exits).
+    _lock: Flock<File>,
+}
+
+/// Takes the exclusive lock on the pin directory. The pinned maps and
+/// links are shared by every process that opens them, so a second agent
+/// would overwrite the first one's tables with its own view of health
+/// (every backend up until probed). flock on the directory itself: a
+/// bpffs holds no regular files, and the lock goes away with the process,
+/// however it ends.
+fn lock_pin_dir(dir: &Path) -> Result<Flock<File>, DataplaneError> {
+    let file = File::open(dir).map_err(|e| DataplaneError::PinPath {
+        path: dir.to_owned(),
+        reason: format!("open: {e}"),
+    })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+        Errno::EWOULDBLOCK => DataplaneError::Busy {
+            path: dir.to_owned(),
+        },
+        e => DataplaneError::PinPath {
+            path: dir.to_owned(),
+            reason: format!("lock: {e}"),
+        },
+    })
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -120,6 +152,8 @@ impl Dataplane {
             return Err(DataplaneError::NotBuilt);
         }
         bpffs::ensure(&opts.pin_dir)?;
+        // Before anything pinned is opened, let alone written.
+        let lock = lock_pin_dir(&opts.pin_dir)?;
         let ring_entries = MAX_LISTENERS * RINGS_PER_LISTENER * opts.ring_size;
         let adopted = check_pinned(&opts.pin_dir, "FLOWS", opts.flow_table_size)?;
         check_pinned(&opts.pin_dir, "REVERSE", opts.flow_table_size)?;
@@ -196,6 +230,7 @@ impl Dataplane {
             settings: take(&mut ebpf, "SETTINGS")?,
             clock: take(&mut ebpf, "CLOCK")?,
             links: Vec::new(),
+            _lock: lock,
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             ring_size: opts.ring_size,

@@ -19,6 +19,10 @@ pub enum DataplaneError {
     #[error("pin path {path}: {reason}")]
     PinPath { path: PathBuf, reason: String },
     #[error(
+        "another `slb run` is using the pinned state in {path}; stop it first (nothing was changed)"
+    )]
+    Busy { path: PathBuf },
+    #[error(
         "pinned state in {path} is incompatible: {reason}; start with the settings it was \
          created with, or remove {path} to start afresh (established flows are then lost)"
     )]
