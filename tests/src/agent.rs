@@ -77,9 +77,12 @@ impl Agent {
     }
 
     /// Starts the agent again with the same arguments and configuration
-    /// (after `stop`), waiting for it to be ready.
+    /// (after `stop`, or after a start that failed), waiting for it to be
+    /// ready.
     pub fn restart(&mut self) -> Result<()> {
-        anyhow::ensure!(self.child.is_none(), "agent still running");
+        if let Some(child) = self.child.as_mut() {
+            anyhow::ensure!(child.try_wait()?.is_some(), "agent still running");
+        }
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let fresh = Self::spawn_child(&self.ns, &self.config, &self.log, &args, None)?;
         self.child = Some(fresh);

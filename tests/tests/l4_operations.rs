@@ -493,3 +493,34 @@ fn a_second_agent_refuses_to_start_and_changes_nothing() {
     // Every connection still goes to b1 (one to b2 would be refused).
     assert_eq!(spread(&t, 30).get("b1"), Some(&30));
 }
+
+/// A restart that cannot attach everywhere (here: `lo`, which has no
+/// native XDP) exits with the error but leaves the kept dataplane as it
+/// was: established connections go on, and the next agent adopts it.
+#[test]
+fn a_failed_restart_leaves_the_kept_dataplane_running() {
+    let t = Topology::new("fr", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let mut agent =
+        Agent::start_keeping(&t.lb, "fr", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    let (_, mut conn) = tcp_hello(&t.client, vip(), T).unwrap();
+    echo(&mut conn, "before");
+    assert!(agent.stop().unwrap().success());
+    let good = std::fs::read_to_string(&agent.config).unwrap();
+    let bad = good.replace("\"be2\"]", "\"be2\", \"lo\"]");
+    assert_ne!(good, bad);
+    std::fs::write(&agent.config, bad).unwrap();
+    let err = format!("{:#}", agent.restart().unwrap_err());
+    assert!(err.contains("interface lo"), "{err}");
+    echo(&mut conn, "after the failed restart");
+    std::fs::write(&agent.config, good).unwrap();
+    agent.restart().unwrap();
+    assert_eq!(
+        agent
+            .log_text()
+            .matches("adopting pinned dataplane state")
+            .count(),
+        2
+    );
+    echo(&mut conn, "after the next restart");
+}

@@ -28,7 +28,7 @@ use tokio::{
     signal::unix::{signal, SignalKind},
     sync::{mpsc, watch},
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Logged once everything is attached, bound and filled; tests and scripts
 /// wait for it.
@@ -180,7 +180,18 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
     };
 
     if let Err(e) = st.attach(attach_mode(st.cfg.agent.xdp_mode)) {
-        st.shutdown(false).await;
+        // Adopted state belongs to the previous run as much as to this
+        // one: its links still forward established flows with it. Leave
+        // it for the next agent rather than cut those flows off.
+        let keep = st.adopted();
+        if keep {
+            error!(
+                "attaching XDP failed; the adopted links are left running \
+                 (their maps hold this configuration)"
+            );
+        }
+        control.close();
+        st.shutdown(keep).await;
         return Err(e).context("attaching XDP");
     }
     info!(

@@ -151,13 +151,18 @@ impl Running {
     }
 
     /// Attaches the XDP program to the configured interfaces (`slb run`).
+    /// On failure, the links of a previous run are still in place (see
+    /// `Dataplane::attach_all`).
     pub fn attach(&mut self, mode: AttachMode) -> Result<(), DataplaneError> {
-        if let Some((dp, _)) = self.dataplane.as_mut() {
-            for iface in &self.cfg.agent.interfaces {
-                dp.attach(iface, mode)?;
-            }
+        match self.dataplane.as_mut() {
+            Some((dp, _)) => dp.attach_all(&self.cfg.agent.interfaces, mode),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Whether the dataplane was adopted from a previous run's pins.
+    pub fn adopted(&self) -> bool {
+        self.dataplane.as_ref().is_some_and(|(dp, _)| dp.adopted)
     }
 
     /// A backend went down or came back: its table slots move at once, and

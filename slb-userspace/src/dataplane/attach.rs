@@ -29,6 +29,9 @@ pub struct Attachment {
     pub mode: &'static str,
 }
 
+/// `Attachment::mode` of a link taken over from a previous run.
+const ADOPTED: &str = "adopted";
+
 pub(super) struct Link {
     /// The bpf_link, pinned at `pin`. Closing it alone does not detach:
     /// the pin keeps the link (and the program) alive.
@@ -80,13 +83,63 @@ impl Dataplane {
             })
     }
 
+    fn link_pin(&self, iface: &str) -> PathBuf {
+        self.pin_dir.join(format!("link_{iface}"))
+    }
+
+    /// Attaches the program to every interface of `ifaces`: first where
+    /// no link of a previous run is pinned, then taking over the pinned
+    /// links. So a failure on a new interface happens before any running
+    /// link was touched; the links this call attached afresh are detached
+    /// again, and the previous run's links go on with their program.
+    pub fn attach_all(
+        &mut self,
+        ifaces: &[String],
+        mode: AttachMode,
+    ) -> Result<(), DataplaneError> {
+        let (pinned, fresh): (Vec<&String>, Vec<&String>) =
+            ifaces.iter().partition(|i| self.link_pin(i).exists());
+        let before = self.links.len();
+        for iface in fresh.into_iter().chain(pinned) {
+            if let Err(e) = self.attach(iface, mode) {
+                let attached = self.links.split_off(before);
+                let (adopted, fresh): (Vec<Link>, Vec<Link>) = attached
+                    .into_iter()
+                    .partition(|l| l.attachment.mode == ADOPTED);
+                self.detach(fresh);
+                self.links.extend(adopted);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Attaches the program to `iface` and lets it redirect there. A link
     /// pinned by a previous run is taken over in place (the new program
     /// replaces the old one atomically: no packet sees no program).
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attachment, DataplaneError> {
         let index = ifindex(iface)?;
+        let pin = self.link_pin(iface);
+        let fresh = !pin.exists();
         self.add_tx_port(index)?;
-        let pin = self.pin_dir.join(format!("link_{iface}"));
+        let result = self.attach_with_port(iface, index, pin, mode);
+        // A previous run's link still redirects there: only a port added
+        // for a link that did not come about is taken out again.
+        if result.is_err() && fresh {
+            if let Err(e) = self.tx_ports.remove(index).map_err(map_err("TX_PORTS")) {
+                warn!(iface, error = %e, "removing from TX_PORTS failed");
+            }
+        }
+        result
+    }
+
+    fn attach_with_port(
+        &mut self,
+        iface: &str,
+        index: u32,
+        pin: PathBuf,
+        mode: AttachMode,
+    ) -> Result<Attachment, DataplaneError> {
         let prog = self.xdp()?;
         let (id, mode_name) = if pin.exists() {
             let fd: FdLink = PinnedLink::from_pin(&pin)
@@ -97,7 +150,7 @@ impl Dataplane {
             let id = prog
                 .attach_to_link(link)
                 .map_err(|e| iface_err(iface, "taking over the pinned link")(e.to_string()))?;
-            (id, "adopted")
+            (id, ADOPTED)
         } else {
             let fail =
                 |e: aya::programs::ProgramError| iface_err(iface, "attaching XDP")(e.to_string());
@@ -161,6 +214,10 @@ impl Dataplane {
     /// pins go, and closing the last reference destroys each link.
     pub fn detach_all(&mut self) {
         let links = std::mem::take(&mut self.links);
+        self.detach(links);
+    }
+
+    fn detach(&mut self, links: Vec<Link>) {
         for link in links.into_iter().rev() {
             let iface = link.attachment.iface.clone();
             if let Err(e) = std::fs::remove_file(&link.pin) {
