@@ -524,3 +524,23 @@ fn a_failed_restart_leaves_the_kept_dataplane_running() {
     );
     echo(&mut conn, "after the next restart");
 }
+
+/// A backend down when the agent stopped stays down across a restart
+/// with the kept dataplane until its first probe says otherwise (a fresh
+/// checker would count it as up and put it back into the tables).
+#[test]
+fn a_down_backend_stays_down_across_a_restart() {
+    let t = Topology::new("rd", 2).unwrap();
+    let _b1 = tcp_server(&t, 0);
+    // b2 never listens.
+    let mut agent =
+        Agent::start_keeping(&t.lb, "rd", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    agent
+        .wait_backend_state("web", &addr(1), "down", T)
+        .unwrap();
+    assert!(agent.stop().unwrap().success());
+    agent.restart().unwrap();
+    let b = agent.backend_status("web", &addr(1)).unwrap();
+    assert_eq!(b["state"], "down", "{b}");
+    assert_eq!(spread(&t, 30).get("b1"), Some(&30));
+}

@@ -9,6 +9,7 @@ use crate::planner::{self, BackendKey, Ids, Plan, Rings};
 use slb_common::addr::to_addr;
 use slb_common::{
     limits::{MAX_BACKENDS, RINGS_PER_LISTENER},
+    listener::BACKEND_F_DOWN,
     VipKey,
 };
 use std::collections::BTreeSet;
@@ -26,8 +27,14 @@ impl Applier {
     /// so their flows keep their backend; any other id that gets reused
     /// continues its generation count, so flows of its previous owner are
     /// re-scheduled. Each listener's next table goes to the half that is
-    /// not live.
-    pub fn adopt(&mut self, dp: &Dataplane, cfg: &Config) -> Result<(), DataplaneError> {
+    /// not live. Returns the configured backends the previous run held
+    /// down, which stay down until their first probe.
+    pub fn adopt(
+        &mut self,
+        dp: &Dataplane,
+        cfg: &Config,
+    ) -> Result<BTreeSet<BackendKey>, DataplaneError> {
+        let mut down = BTreeSet::new();
         let mut pinned_backends = Vec::new();
         for id in 0..MAX_BACKENDS {
             let b = dp.backend(id)?;
@@ -55,11 +62,14 @@ impl Applier {
                         listener: listener.name.clone(),
                         addr: b.socket_addr(),
                     };
+                    if pinned.flags & BACKEND_F_DOWN != 0 {
+                        down.insert(key.clone());
+                    }
                     self.ids.preassign_backend(key, *id, pinned.generation);
                 }
             }
         }
-        Ok(())
+        Ok(down)
     }
 
     pub fn apply(&mut self, dp: &mut Dataplane, plan: &Plan) -> Result<(), DataplaneError> {

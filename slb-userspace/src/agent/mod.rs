@@ -19,11 +19,11 @@ use crate::{
     l7::{L7Metrics, Proxy},
     localaddr::LocalAddrs,
     metrics::{self, Metrics},
-    planner::Health,
+    planner::{BackendKey, Health},
 };
 use anyhow::{Context, Result};
 use running::Running;
-use std::{path::Path, sync::Arc};
+use std::{collections::BTreeSet, path::Path, sync::Arc};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::{mpsc, watch},
@@ -88,8 +88,9 @@ pub struct RunOptions {
     pub keep_dataplane: bool,
 }
 
-/// Loads the dataplane, adopting pinned state when there is some.
-fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Applier)> {
+/// Loads the dataplane, adopting pinned state when there is some; also
+/// returns the backends the adopted state held down.
+fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Applier, BTreeSet<BackendKey>)> {
     let opts = DataplaneOptions {
         pin_dir: cfg.agent.pin_path.clone(),
         flow_table_size: cfg.agent.flow_table_size,
@@ -97,16 +98,17 @@ fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Applier)> {
     };
     let dp = Dataplane::load(&opts).context("loading the XDP dataplane")?;
     let mut applier = Applier::default();
+    let mut down = BTreeSet::new();
     if dp.adopted {
         info!(pin_path = %opts.pin_dir.display(), "adopting pinned dataplane state");
-        applier.adopt(&dp, cfg)?;
+        down = applier.adopt(&dp, cfg)?;
     }
     let v6 = cfg.l4_listeners().any(|l| l.vip.is_ipv6());
     for iface in &cfg.agent.interfaces {
         sysctl::enable_forwarding(iface, v6)
             .map_err(|e| anyhow::anyhow!("interface {iface}: {e}"))?;
     }
-    Ok((dp, applier))
+    Ok((dp, applier, down))
 }
 
 /// Runs the agent until SIGINT/SIGTERM.
@@ -121,9 +123,12 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
     // this pinned state makes this one exit before it changes anything.
     let (to_agent, mut requests) = mpsc::channel(64);
     let control = control::serve(&cfg.agent.control_socket, to_agent.clone()).await?;
-    let dataplane = match opts.mode {
-        Mode::Full => Some(load_dataplane(&cfg)?),
-        Mode::ProxyOnly => None,
+    let (dataplane, down) = match opts.mode {
+        Mode::Full => {
+            let (dp, applier, down) = load_dataplane(&cfg)?;
+            (Some((dp, applier)), down)
+        }
+        Mode::ProxyOnly => (None, BTreeSet::new()),
     };
     let mut local = LocalAddrs::new().context("managing local addresses")?;
     local
@@ -142,8 +147,14 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
             m.record_check(protocol.as_str(), ok, took.as_secs_f64())
         })
     };
+    if !down.is_empty() {
+        info!(
+            backends = down.len(),
+            "backends down in the adopted state stay down until their first probe"
+        );
+    }
     let (checker, transitions) =
-        Checker::start_with_observer(running::targets(&cfg, opts.mode), Some(observer));
+        Checker::start_seeded(running::targets(&cfg, opts.mode), Some(observer), &down);
     let (health_tx, health_rx) = watch::channel(Health::default());
     let proxy = if cfg.l7_listeners().next().is_some() {
         Some(

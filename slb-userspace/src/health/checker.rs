@@ -72,6 +72,18 @@ impl Checker {
         targets: Vec<Target>,
         observer: Option<Observer>,
     ) -> (Checker, UnboundedReceiver<Transition>) {
+        Self::start_seeded(targets, observer, &BTreeSet::new())
+    }
+
+    /// Like [`start_with_observer`](Checker::start_with_observer), with the
+    /// targets in `down` starting down-but-unconfirmed instead of up: what
+    /// an agent adopting a previous run's state knows of them until their
+    /// first probe decides.
+    pub fn start_seeded(
+        targets: Vec<Target>,
+        observer: Option<Observer>,
+        down: &BTreeSet<BackendKey>,
+    ) -> (Checker, UnboundedReceiver<Transition>) {
         let (tx, rx) = unbounded_channel();
         let mut checker = Checker {
             runtime: Handle::current(),
@@ -83,7 +95,10 @@ impl Checker {
         };
         let fresh = dedup(targets)
             .into_iter()
-            .map(|t| (t, HealthState::new()))
+            .map(|t| {
+                let up = !down.contains(&t.key);
+                (t, HealthState::provisional(up))
+            })
             .collect();
         checker.spawn_batch(fresh);
         (checker, rx)
@@ -426,6 +441,22 @@ mod tests {
         assert!(probes.load(Ordering::Relaxed) >= 7);
         checker.stop();
         drop((l1, l2, l3));
+    }
+
+    #[tokio::test]
+    async fn seeded_down_targets_stay_down_until_their_first_probe() {
+        let (_l, a) = listen("127.0.0.25").await;
+        let t = target("web", a, check(Probe::Tcp));
+        let down = BTreeSet::from([t.key.clone()]);
+        let (checker, mut rx) = Checker::start_seeded(vec![t.clone()], None, &down);
+        assert_eq!(checker.down(), down);
+        assert!(checker.snapshot().iter().all(|s| !s.up && !s.confirmed));
+        let first = timeout(Duration::from_millis(1500), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.up && (first.count, first.threshold) == (1, 1));
+        assert!(checker.down().is_empty());
     }
 
     #[tokio::test]

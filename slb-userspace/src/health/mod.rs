@@ -10,7 +10,9 @@
 //! Rules worth knowing:
 //! - A new target is *up but unconfirmed*; its first probe result decides
 //!   at once (`(1/1)`), and a [`Transition`] is sent for that decision
-//!   either way. After that a change needs `unhealthy_threshold`
+//!   either way (a target the adopted dataplane of a previous run held
+//!   down starts *down but unconfirmed*, [`Checker::start_seeded`]).
+//!   After that a change needs `unhealthy_threshold`
 //!   consecutive failures or `healthy_threshold` consecutive successes.
 //! - Probes of one target never overlap: a probe that runs longer than the
 //!   interval (timeout > interval) makes the next one start at the next
