@@ -203,3 +203,22 @@ fn lb_own_address_still_reaches_its_stack() {
         .unwrap();
     let _ = CLIENT4;
 }
+
+/// An IPv6 listener added by a reload forwards: the reload turns IPv6
+/// forwarding on, as a start with that listener does.
+#[test]
+fn an_ipv6_listener_added_by_a_reload_forwards() {
+    let t = Topology::new("r6", 1).unwrap();
+    let _v4 = t.tcp_servers(8080, false);
+    let _v6 = t.tcp_servers(8080, true);
+    let web = ListenerSpec::new("web", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1);
+    let web6 =
+        ListenerSpec::new("web6", VIP6.into(), 80, "tcp").backend(backend6(0).into(), 8080, 1);
+    let mut agent =
+        Agent::start(&t.lb, "r6", |d| render(1, d, std::slice::from_ref(&web))).unwrap();
+    let dir = agent.dir().to_owned();
+    let out = agent.reload(&render(1, &dir, &[web, web6])).unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    let counts = spread(&t, SocketAddr::new(VIP6.into(), 80), 5);
+    assert_eq!(counts.get("b1"), Some(&5), "{counts:?}");
+}

@@ -103,11 +103,7 @@ fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Applier, BTreeSet<BackendK
         info!(pin_path = %opts.pin_dir.display(), "adopting pinned dataplane state");
         down = applier.adopt(&dp, cfg)?;
     }
-    let v6 = cfg.l4_listeners().any(|l| l.vip.is_ipv6());
-    for iface in &cfg.agent.interfaces {
-        sysctl::enable_forwarding(iface, v6)
-            .map_err(|e| anyhow::anyhow!("interface {iface}: {e}"))?;
-    }
+    sysctl::enable_forwarding_for(cfg).map_err(|e| anyhow::anyhow!(e))?;
     Ok((dp, applier, down))
 }
 

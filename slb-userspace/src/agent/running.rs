@@ -200,6 +200,13 @@ impl Running {
                 "[agent] settings change only with a restart; nothing was changed".into(),
             ]);
         }
+        if self.dataplane.is_some() {
+            // Only ever turns settings on, so nothing to undo if the
+            // reload fails later.
+            if let Err(e) = super::sysctl::enable_forwarding_for(&cfg) {
+                return refuse(vec![format!("kernel settings: {e}")]);
+            }
+        }
         if let Err(e) = self.local.sync(&local_addresses(&cfg, self.mode)) {
             return refuse(vec![format!("local addresses: {e}")]);
         }

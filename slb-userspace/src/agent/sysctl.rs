@@ -4,6 +4,7 @@
 //! forwards, and packets the program hands to the kernel (neighbour not
 //! resolved yet) are forwarded by the kernel itself. So the agent turns
 //! forwarding on where it attaches, like an LVS director needs.
+use crate::config::Config;
 use std::path::Path;
 use tracing::{info, warn};
 
@@ -25,6 +26,19 @@ fn set(path: &str, value: &str) -> Result<(), String> {
         Ok(false) => Ok(()),
         Err(e) => Err(format!("{path}: {e}")),
     }
+}
+
+/// Enables what `cfg` needs on every interface it attaches to: IPv4
+/// forwarding, and IPv6 forwarding when an L4 listener has an IPv6 VIP.
+/// Called at start and before each reload is applied, since a reload may
+/// add the first IPv6 listener (its flows would otherwise never be
+/// routed: `bpf_fib_lookup` refuses).
+pub fn enable_forwarding_for(cfg: &Config) -> Result<(), String> {
+    let v6 = cfg.l4_listeners().any(|l| l.vip.is_ipv6());
+    for iface in &cfg.agent.interfaces {
+        enable_forwarding(iface, v6).map_err(|e| format!("interface {iface}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Enables IPv4 forwarding on `iface`, and IPv6 forwarding when `v6`.
