@@ -544,3 +544,50 @@ fn a_down_backend_stays_down_across_a_restart() {
     assert_eq!(b["state"], "down", "{b}");
     assert_eq!(spread(&t, 30).get("b1"), Some(&30));
 }
+
+/// Connections counted by `slb status` for listener `name`.
+fn listener_conns(agent: &Agent, name: &str) -> serde_json::Value {
+    let s = agent.status().unwrap();
+    let l = s["listeners"].as_array().unwrap().iter();
+    l.clone().find(|l| l["name"] == name).unwrap()["counters"]["conns"].clone()
+}
+
+/// New listeners and backends start from zero counters: not with the
+/// counts of a removed one whose id they get, in this run or under a
+/// previous run's pinned maps (a listener removed before a restart).
+#[test]
+fn new_listeners_and_backends_start_from_zero_counters() {
+    let t = Topology::new("zc", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let other = |name: &str, port, b| {
+        ListenerSpec::new(name, VIP4.into(), port, "tcp")
+            .extra(FAST_TCP_CHECK)
+            .backend(backend4(b).into(), 8080, 1)
+    };
+    let mut agent = Agent::start_keeping(&t.lb, "zc", |d| {
+        render(2, d, &[other("web", 80, 0), other("old", 81, 1)])
+    })
+    .unwrap();
+    let dir = agent.dir().to_owned();
+    for port in [80, 81] {
+        for _ in 0..5 {
+            tcp_hello(&t.client, SocketAddr::new(VIP4.into(), port), T).unwrap();
+        }
+    }
+    // b1 replaced by b2 in web, old removed.
+    let out = agent
+        .reload(&render(2, &dir, &[other("web", 80, 1)]))
+        .unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    assert_eq!(
+        agent.backend_status("web", &addr(1)).unwrap()["counters"]["conns"],
+        0
+    );
+    assert_eq!(listener_conns(&agent, "web"), 5);
+    assert!(agent.stop().unwrap().success());
+    let next = render(2, &dir, &[other("web", 80, 1), other("new", 82, 0)]);
+    std::fs::write(&agent.config, next).unwrap();
+    agent.restart().unwrap();
+    assert_eq!(listener_conns(&agent, "new"), 0);
+    assert_eq!(listener_conns(&agent, "web"), 5);
+}

@@ -48,6 +48,7 @@ impl Applier {
         for (key, l) in &entries {
             let half = (l.ring_base / ring_size) % RINGS_PER_LISTENER;
             self.rings.adopt(l.id, half as usize);
+            self.ids.seed_listener(l.id);
             let Some(listener) = cfg.l4_listeners().find(|c| planner::vip_key(c) == *key) else {
                 continue;
             };
@@ -77,9 +78,22 @@ impl Applier {
         // ACL entries before the listener entries that turn checking on.
         dp.sync_acl(&plan.acl)?;
         let ring_size = dp.ring_size();
+        // Ids of new owners start from zero counters: a reused id (or one
+        // a previous run's pinned maps counted under) still holds what its
+        // previous owner was counted.
+        let (fresh_listeners, fresh_backends) = self.ids.fresh();
         for l in &plan.listeners {
             for b in &l.backends {
                 dp.set_backend(b.id, &b.entry)?;
+                // After the entry: flows of a previous owner no longer match
+                // its generation, so nothing of theirs is counted here any
+                // more; before the table that sends new flows to it.
+                if fresh_backends.contains(&b.id) {
+                    dp.clear_backend_counters(b.id)?;
+                }
+            }
+            if fresh_listeners.contains(&l.id) {
+                dp.clear_listener_counters(l.id)?;
             }
             let mut entry = l.entry;
             match self.rings.prepare(l.id, &l.table, ring_size) {
@@ -106,6 +120,7 @@ impl Applier {
                 }
             }
         }
+        self.ids.counted_afresh();
         dp.write_dest_table(&plan.dest_table)?;
         dp.set_settings(&plan.settings)
     }

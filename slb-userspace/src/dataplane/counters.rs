@@ -1,6 +1,7 @@
 //! Reading the per-CPU counters, summed over CPUs.
 use super::{map_err, Dataplane, DataplaneError};
 use crate::status::GlobalCounters;
+use aya::maps::{MapData, MapError, PerCpuArray, PerCpuValues};
 use slb_common::{stats::GLOBAL_COUNTERS, GlobalCounter, Stats};
 
 fn add(a: &mut Stats, b: &Stats) {
@@ -12,6 +13,19 @@ fn add(a: &mut Stats, b: &Stats) {
     a.drop_no_backend += b.drop_no_backend;
     a.drop_acl += b.drop_acl;
     a.drop_no_port += b.drop_no_port;
+}
+
+/// Sets slot `id` of a per-CPU counter array to zero on every CPU.
+fn zero(
+    map: &mut PerCpuArray<MapData, Stats>,
+    id: u32,
+    name: &'static str,
+) -> Result<(), DataplaneError> {
+    // As many values as the kernel holds per slot (one per possible CPU).
+    let cpus = map.get(&id, 0).map_err(map_err(name))?.len();
+    let values = PerCpuValues::try_from(vec![Stats::default(); cpus])
+        .map_err(|e| map_err(name)(MapError::from(e)))?;
+    map.set(id, values, 0).map_err(map_err(name))
 }
 
 impl Dataplane {
@@ -33,6 +47,18 @@ impl Dataplane {
         let mut sum = Stats::default();
         per_cpu.iter().for_each(|s| add(&mut sum, s));
         Ok(sum)
+    }
+
+    /// Zeroes the counters of listener `id` on every CPU.
+    pub fn clear_listener_counters(&mut self, id: u32) -> Result<(), DataplaneError> {
+        zero(&mut self.listener_stats, id, "LISTENER_STATS")
+    }
+
+    /// Zeroes the counters and the active-flow count (`wlc`) of backend
+    /// `id`.
+    pub fn clear_backend_counters(&mut self, id: u32) -> Result<(), DataplaneError> {
+        zero(&mut self.backend_stats, id, "BACKEND_STATS")?;
+        self.active.set(id, 0, 0).map_err(map_err("ACTIVE"))
     }
 
     pub fn counters(&self) -> Result<GlobalCounters, DataplaneError> {

@@ -3,13 +3,17 @@
 //! The XDP program addresses listeners and backends by index (stats,
 //! lookup tables, flow entries). A reload must not renumber what did not
 //! change: a flow remembers its backend id, and a renumbered backend would
-//! silently receive another backend's flows. Freed ids are reused only
-//! after every other free id (lowest first), and a reused backend id gets
-//! a new generation so flows still pinned to its previous owner are
-//! re-scheduled instead of following the id.
+//! silently receive another backend's flows. A new listener or backend
+//! gets an id never handed out before (lowest first) while there is one;
+//! only then are freed ids reused, least recently freed first, so what the
+//! dataplane still holds under an id (flows of a removed backend running
+//! until idle) goes to a new owner as late as possible. A reused backend
+//! id gets a new generation so flows still pinned to its previous owner
+//! are re-scheduled instead of following the id, and every id handed to a
+//! new owner is reported by [`Ids::fresh`] so its counters can be zeroed.
 use slb_common::limits::{MAX_BACKENDS, MAX_LISTENERS};
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     net::SocketAddr,
 };
 
@@ -20,12 +24,81 @@ pub struct BackendKey {
     pub addr: SocketAddr,
 }
 
-#[derive(Clone, Debug, Default)]
+/// The ids of one kind (listeners or backends) ever handed out, and which
+/// of them are free again.
+#[derive(Clone, Debug)]
+struct Pool {
+    max: u32,
+    /// Every id below this one has been handed out at some point.
+    never_below: u32,
+    ever: BTreeSet<u32>,
+    /// Free ids that were handed out before, least recently freed first.
+    freed: VecDeque<u32>,
+}
+
+impl Pool {
+    fn new(max: u32) -> Pool {
+        Pool {
+            max,
+            never_below: 0,
+            ever: BTreeSet::new(),
+            freed: VecDeque::new(),
+        }
+    }
+
+    /// `id` is in use (handed out now, or kept from adopted state).
+    fn take_id(&mut self, id: u32) {
+        self.ever.insert(id);
+        self.freed.retain(|&f| f != id);
+        while self.ever.contains(&self.never_below) {
+            self.never_below += 1;
+        }
+    }
+
+    /// `id` is no longer in use.
+    fn free(&mut self, id: u32) {
+        self.ever.insert(id);
+        self.freed.retain(|&f| f != id);
+        self.freed.push_back(id);
+    }
+
+    /// The next id for a new owner.
+    fn next(&mut self) -> Option<u32> {
+        let id = if self.never_below < self.max {
+            self.never_below
+        } else {
+            *self.freed.front()?
+        };
+        self.take_id(id);
+        Some(id)
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct Ids {
     listeners: BTreeMap<String, u32>,
     backends: BTreeMap<BackendKey, u32>,
     /// Generation of each backend id ever handed out.
     generations: BTreeMap<u32, u32>,
+    listener_pool: Pool,
+    backend_pool: Pool,
+    /// Ids handed to a new owner whose counters were not zeroed yet.
+    fresh_listeners: BTreeSet<u32>,
+    fresh_backends: BTreeSet<u32>,
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids {
+            listeners: BTreeMap::new(),
+            backends: BTreeMap::new(),
+            generations: BTreeMap::new(),
+            listener_pool: Pool::new(MAX_LISTENERS),
+            backend_pool: Pool::new(MAX_BACKENDS),
+            fresh_listeners: BTreeSet::new(),
+            fresh_backends: BTreeSet::new(),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,34 +109,47 @@ pub enum IdError {
     Backends(u32),
 }
 
-fn lowest_free(used: &BTreeSet<u32>, max: u32) -> Option<u32> {
-    (0..max).find(|i| !used.contains(i))
-}
-
 impl Ids {
     /// Assigns ids for exactly these listeners and backends, keeping the
     /// ids of those seen before and forgetting the rest.
     pub fn assign(&mut self, listeners: &[String], backends: &[BackendKey]) -> Result<(), IdError> {
         let keep_l: BTreeSet<&String> = listeners.iter().collect();
-        self.listeners.retain(|k, _| keep_l.contains(k));
-        let mut used: BTreeSet<u32> = self.listeners.values().copied().collect();
+        let pool = &mut self.listener_pool;
+        self.listeners.retain(|k, id| {
+            let keep = keep_l.contains(k);
+            if !keep {
+                pool.free(*id);
+            }
+            keep
+        });
         for name in listeners {
             if !self.listeners.contains_key(name) {
-                let id =
-                    lowest_free(&used, MAX_LISTENERS).ok_or(IdError::Listeners(MAX_LISTENERS))?;
-                used.insert(id);
+                let id = self
+                    .listener_pool
+                    .next()
+                    .ok_or(IdError::Listeners(MAX_LISTENERS))?;
                 self.listeners.insert(name.clone(), id);
+                self.fresh_listeners.insert(id);
             }
         }
 
         let keep_b: BTreeSet<&BackendKey> = backends.iter().collect();
-        self.backends.retain(|k, _| keep_b.contains(k));
-        let mut used: BTreeSet<u32> = self.backends.values().copied().collect();
+        let pool = &mut self.backend_pool;
+        self.backends.retain(|k, id| {
+            let keep = keep_b.contains(k);
+            if !keep {
+                pool.free(*id);
+            }
+            keep
+        });
         for key in backends {
             if !self.backends.contains_key(key) {
-                let id = lowest_free(&used, MAX_BACKENDS).ok_or(IdError::Backends(MAX_BACKENDS))?;
-                used.insert(id);
+                let id = self
+                    .backend_pool
+                    .next()
+                    .ok_or(IdError::Backends(MAX_BACKENDS))?;
                 self.backends.insert(key.clone(), id);
+                self.fresh_backends.insert(id);
                 // A fresh owner of this id: bump its generation.
                 *self.generations.entry(id).or_insert(0) += 1;
             }
@@ -85,21 +171,52 @@ impl Ids {
         Some((id, self.generations.get(&id).copied().unwrap_or(1)))
     }
 
+    /// Listener and backend ids handed to a new owner since the last
+    /// [`Ids::counted_afresh`]: their counters may still hold a previous
+    /// owner's numbers (of this run, or of a run whose pinned maps were
+    /// adopted), which the new owner must not show.
+    pub fn fresh(&self) -> (Vec<u32>, Vec<u32>) {
+        (
+            self.fresh_listeners.iter().copied().collect(),
+            self.fresh_backends.iter().copied().collect(),
+        )
+    }
+
+    /// The counters of the ids [`Ids::fresh`] returned were zeroed.
+    pub fn counted_afresh(&mut self) {
+        self.fresh_listeners.clear();
+        self.fresh_backends.clear();
+    }
+
     /// Generation to start from for an id, when adopting pinned state
-    /// written by a previous run: keeps generations increasing.
+    /// written by a previous run: keeps generations increasing. The id
+    /// counts as used before (and free, unless preassigned).
     pub fn seed_generation(&mut self, id: u32, generation: u32) {
         let g = self.generations.entry(id).or_insert(0);
         *g = (*g).max(generation);
+        if !self.backends.values().any(|&b| b == id) {
+            self.backend_pool.free(id);
+        }
+    }
+
+    /// A listener id found in adopted pinned state: used before (and
+    /// free, unless preassigned).
+    pub fn seed_listener(&mut self, id: u32) {
+        if !self.listeners.values().any(|&l| l == id) {
+            self.listener_pool.free(id);
+        }
     }
 
     /// Keeps the id a listener had in adopted pinned state.
     pub fn preassign_listener(&mut self, name: &str, id: u32) {
+        self.listener_pool.take_id(id);
         self.listeners.insert(name.to_owned(), id);
     }
 
     /// Keeps the id and generation a backend had in adopted pinned state,
     /// so its flows stay pinned to it across an agent restart.
     pub fn preassign_backend(&mut self, key: BackendKey, id: u32, generation: u32) {
+        self.backend_pool.take_id(id);
         self.backends.insert(key, id);
         self.generations.insert(id, generation);
     }
@@ -139,27 +256,91 @@ mod tests {
         assert_eq!(ids.listener("web"), Some(0));
         assert_eq!(ids.listener("dns"), Some(1));
         assert_eq!(ids.listener("new"), Some(2));
-        // The new backend reuses the freed id with a new generation.
-        let (id, gen) = ids.backend(&b2[2]).unwrap();
-        assert_eq!(id, before[1].0);
-        assert_eq!(gen, before[1].1 + 1);
+        // The new backend gets an id never used, not the freed one.
+        assert_eq!(ids.backend(&b2[2]).unwrap(), (3, 1));
+    }
+
+    #[test]
+    fn freed_ids_are_reused_last_least_recently_freed_first() {
+        let mut ids = Ids {
+            backend_pool: Pool::new(4),
+            ..Ids::default()
+        };
+        let all: Vec<_> = (1..=4)
+            .map(|i| bk("web", &format!("10.0.1.{i}:80")))
+            .collect();
+        ids.assign(&["web".into()], &all).unwrap();
+        // Free 2, then 0 (a later reload).
+        ids.assign(
+            &["web".into()],
+            &[all[0].clone(), all[1].clone(), all[3].clone()],
+        )
+        .unwrap();
+        ids.assign(&["web".into()], &[all[1].clone(), all[3].clone()])
+            .unwrap();
+        let new: Vec<_> = (5..=6)
+            .map(|i| bk("web", &format!("10.0.1.{i}:80")))
+            .collect();
+        ids.assign(
+            &["web".into()],
+            &[all[1].clone(), all[3].clone(), new[0].clone()],
+        )
+        .unwrap();
+        assert_eq!(ids.backend(&new[0]), Some((2, 2)), "freed first");
+        let mut keys = vec![
+            all[1].clone(),
+            all[3].clone(),
+            new[0].clone(),
+            new[1].clone(),
+        ];
+        ids.assign(&["web".into()], &keys).unwrap();
+        assert_eq!(ids.backend(&new[1]), Some((0, 2)));
+        keys.push(bk("web", "10.0.1.7:80"));
+        assert_eq!(
+            ids.assign(&["web".into()], &keys),
+            Err(IdError::Backends(MAX_BACKENDS))
+        );
+    }
+
+    #[test]
+    fn ids_handed_to_new_owners_are_reported_until_counted_afresh() {
+        let mut ids = Ids::default();
+        let a = bk("web", "10.0.1.1:80");
+        ids.assign(&["web".into()], std::slice::from_ref(&a))
+            .unwrap();
+        assert_eq!(ids.fresh(), (vec![0], vec![0]));
+        ids.counted_afresh();
+        ids.assign(&["web".into()], std::slice::from_ref(&a))
+            .unwrap();
+        assert_eq!(ids.fresh(), (vec![], vec![]));
+        ids.assign(
+            &["web".into(), "dns".into()],
+            &[a, bk("dns", "10.0.1.1:53")],
+        )
+        .unwrap();
+        assert_eq!(ids.fresh(), (vec![1], vec![1]));
     }
 
     #[test]
     fn preassigned_ids_survive_assignment() {
         let mut ids = Ids::default();
         ids.seed_generation(0, 7);
+        ids.seed_generation(9, 3);
+        ids.seed_listener(1);
         ids.preassign_listener("web", 5);
         ids.preassign_backend(bk("web", "10.0.1.2:80"), 9, 4);
         ids.assign(
-            &["web".into()],
+            &["web".into(), "dns".into()],
             &[bk("web", "10.0.1.1:80"), bk("web", "10.0.1.2:80")],
         )
         .unwrap();
         assert_eq!(ids.listener("web"), Some(5));
         assert_eq!(ids.backend(&bk("web", "10.0.1.2:80")), Some((9, 4)));
-        // A new backend on a previously used id continues its generations.
-        assert_eq!(ids.backend(&bk("web", "10.0.1.1:80")), Some((0, 8)));
+        // Ids the previous run used are not handed out while others are
+        // free; kept ones are not reported for zeroing.
+        assert_eq!(ids.listener("dns"), Some(0));
+        assert_eq!(ids.backend(&bk("web", "10.0.1.1:80")), Some((1, 1)));
+        assert_eq!(ids.fresh(), (vec![0], vec![1]));
     }
 
     #[test]
