@@ -591,3 +591,39 @@ fn new_listeners_and_backends_start_from_zero_counters() {
     assert_eq!(listener_conns(&agent, "new"), 0);
     assert_eq!(listener_conns(&agent, "web"), 5);
 }
+
+/// Renaming a listener (same VIP, port and protocol) only changes a
+/// label: established connections keep their backends (`wrr` would move
+/// re-scheduled ones), and its counters carry over.
+#[test]
+fn renaming_a_listener_keeps_its_connections() {
+    let t = Topology::new("rn", 3).unwrap();
+    let _s: Vec<_> = (0..3).map(|i| tcp_server(&t, i)).collect();
+    let named = |name: &str| {
+        let mut l = ListenerSpec::new(name, VIP4.into(), 80, "tcp")
+            .scheduler("wrr")
+            .extra(FAST_TCP_CHECK);
+        for i in 0..3 {
+            l = l.backend(backend4(i).into(), 8080, 1);
+        }
+        l
+    };
+    let mut agent = Agent::start(&t.lb, "rn", |d| render(3, d, &[named("web")])).unwrap();
+    let dir = agent.dir().to_owned();
+    let mut conns: Vec<_> = (0..6)
+        .map(|_| tcp_hello(&t.client, vip(), T).unwrap().1)
+        .collect();
+    for c in &mut conns {
+        echo(c, "before");
+    }
+    let out = agent.reload(&render(3, &dir, &[named("www")])).unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    // Past the once-a-second refresh, where the slow path checks a flow
+    // against its listener.
+    std::thread::sleep(Duration::from_millis(1500));
+    for c in &mut conns {
+        c.set_read_timeout(Some(T)).unwrap();
+        echo(c, "after the rename");
+    }
+    assert_eq!(listener_conns(&agent, "www"), 6);
+}

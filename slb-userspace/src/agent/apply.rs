@@ -5,7 +5,7 @@
 //! for removals).
 use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneError};
-use crate::planner::{self, BackendKey, Ids, Plan, Rings};
+use crate::planner::{self, BackendKey, BackendSlot, Ids, Plan, Rings};
 use slb_common::addr::to_addr;
 use slb_common::{
     limits::{MAX_BACKENDS, RINGS_PER_LISTENER},
@@ -48,25 +48,30 @@ impl Applier {
         for (key, l) in &entries {
             let half = (l.ring_base / ring_size) % RINGS_PER_LISTENER;
             self.rings.adopt(l.id, half as usize);
-            self.ids.seed_listener(l.id);
+            // Every pinned listener keeps its id for now; the first plan
+            // frees the ids of those no longer configured.
+            self.ids.preassign_listener(*key, l.id);
             let Some(listener) = cfg.l4_listeners().find(|c| planner::vip_key(c) == *key) else {
                 continue;
             };
-            self.ids.preassign_listener(&listener.name, l.id);
             for b in &listener.backends {
                 let (addr, port) = (to_addr(b.address), b.port.to_be());
                 if let Some((id, pinned)) = pinned_backends
                     .iter()
                     .find(|(_, p)| p.listener_id == l.id && p.addr == addr && p.port == port)
                 {
-                    let key = BackendKey {
+                    let health_key = BackendKey {
                         listener: listener.name.clone(),
                         addr: b.socket_addr(),
                     };
                     if pinned.flags & BACKEND_F_DOWN != 0 {
-                        down.insert(key.clone());
+                        down.insert(health_key);
                     }
-                    self.ids.preassign_backend(key, *id, pinned.generation);
+                    let slot = BackendSlot {
+                        service: *key,
+                        addr: b.socket_addr(),
+                    };
+                    self.ids.preassign_backend(slot, *id, pinned.generation);
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The running agent's state and what it does on each event.
 use super::{apply::Applier, load_config, snapshot, Mode};
 use crate::{
-    config::Config,
+    config::{Config, Listener},
     control::{Request, Response},
     dataplane::{AttachMode, Dataplane, DataplaneError},
     health::{Checker, Target, Transition},
@@ -10,7 +10,7 @@ use crate::{
     metrics::Metrics,
     planner::{self, Health},
 };
-use std::{net::IpAddr, path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -42,6 +42,25 @@ pub fn local_addresses(cfg: &Config, mode: Mode) -> Vec<IpAddr> {
         }
     }
     v
+}
+
+/// Listeners of `new` that are listeners of `old` under another name:
+/// same VIP, port and transport, the old name gone (new name → old name).
+/// They keep their ids anyway (the planner keys ids by VIP, port and
+/// protocol); this lets their backends keep their health too.
+pub fn renames(old: &Config, new: &Config) -> BTreeMap<String, String> {
+    let service = |l: &Listener| (l.vip, l.port, l.protocol.transport());
+    new.listeners
+        .iter()
+        .filter(|n| old.listener(&n.name).is_none())
+        .filter_map(|n| {
+            let o = old
+                .listeners
+                .iter()
+                .find(|o| service(o) == service(n) && new.listener(&o.name).is_none())?;
+            Some((n.name.clone(), o.name.clone()))
+        })
+        .collect()
 }
 
 pub struct Running {
@@ -139,7 +158,7 @@ impl Running {
             .l4_listeners()
             .filter_map(|l| {
                 Some((
-                    applier.ids.listener(&l.name)?,
+                    applier.ids.listener(&planner::vip_key(l))?,
                     l.idle_timeout.as_nanos() as u64,
                 ))
             })
@@ -216,8 +235,10 @@ impl Running {
                 return refuse(vec![format!("L7 proxy: {e}")]);
             }
         }
+        let renamed = renames(&self.cfg, &cfg);
         let previous = std::mem::replace(&mut self.cfg, cfg);
-        self.checker.update(targets(&self.cfg, self.mode));
+        self.checker
+            .update_renamed(targets(&self.cfg, self.mode), &renamed);
         match self.apply() {
             Ok(()) => {
                 self.generation += 1;
@@ -231,8 +252,11 @@ impl Running {
                 }
             }
             Err(e) => {
+                let back: BTreeMap<String, String> =
+                    renamed.into_iter().map(|(new, old)| (old, new)).collect();
                 self.cfg = previous;
-                self.checker.update(targets(&self.cfg, self.mode));
+                self.checker
+                    .update_renamed(targets(&self.cfg, self.mode), &back);
                 if let Some(proxy) = &self.proxy {
                     if let Err(e) = proxy.reload(&self.cfg.listeners).await {
                         error!("restoring the previous proxy configuration failed: {e}");
@@ -297,5 +321,36 @@ impl Running {
                 Err(e) => warn!("removing pinned maps: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(listeners: &[(&str, u16, &str)]) -> Config {
+        let mut s =
+            String::from("[agent]\ninterfaces = [\"eth0\"]\nprobe_source = \"100.64.0.1\"\nlocal_addresses = [\"100.64.0.10\"]\n");
+        for (name, port, protocol) in listeners {
+            s += &format!(
+                "[[listener]]\nname = \"{name}\"\nvip = \"10.0.0.10\"\nport = {port}\nprotocol = \"{protocol}\"\n\
+                 [[listener.backend]]\naddress = \"10.0.1.2\"\nport = 80\n"
+            );
+        }
+        crate::config::parse(&s).unwrap()
+    }
+
+    #[test]
+    fn renames_are_listeners_on_the_same_service_under_a_new_name() {
+        let old = cfg(&[("web", 80, "tcp"), ("dns", 53, "udp"), ("api", 81, "tcp")]);
+        let new = cfg(&[
+            ("www", 80, "tcp"),
+            ("dns", 53, "udp"),
+            ("dns2", 54, "udp"),
+            ("api2", 81, "udp"),
+        ]);
+        let r = renames(&old, &new);
+        // api → api2 changed protocol: another service.
+        assert_eq!(r, BTreeMap::from([("www".to_owned(), "web".to_owned())]));
     }
 }

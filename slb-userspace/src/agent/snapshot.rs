@@ -5,7 +5,7 @@ use crate::{
     config::{Config, Forwarding, Listener},
     dataplane::{Dataplane, DataplaneError},
     health::TargetStatus,
-    planner::BackendKey,
+    planner::{self, BackendKey, BackendSlot},
     status::{BackendState, BackendStatus, Counters, GlobalCounters, ListenerStatus, Snapshot},
 };
 use slb_common::Stats;
@@ -102,20 +102,24 @@ pub fn build(
         let ids = &applier.ids;
         let idle: BTreeMap<u32, u64> = cfg
             .l4_listeners()
-            .filter_map(|l| Some((ids.listener(&l.name)?, l.idle_timeout.as_nanos() as u64)))
+            .filter_map(|l| {
+                let id = ids.listener(&planner::vip_key(l))?;
+                Some((id, l.idle_timeout.as_nanos() as u64))
+            })
             .collect();
         let active = dp.active_flows(|id| idle.get(&id).copied());
         for l in cfg.l4_listeners() {
-            let Some(lid) = ids.listener(&l.name) else {
+            let service = planner::vip_key(l);
+            let Some(lid) = ids.listener(&service) else {
                 continue;
             };
             let mut backends = Vec::new();
             for b in &l.backends {
-                let key = BackendKey {
-                    listener: l.name.clone(),
+                let slot = BackendSlot {
+                    service,
                     addr: b.socket_addr(),
                 };
-                let Some((bid, _)) = ids.backend(&key) else {
+                let Some((bid, _)) = ids.backend(&slot) else {
                     continue;
                 };
                 let (state, since, reason) = backend_health(l, b, &health);

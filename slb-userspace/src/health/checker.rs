@@ -32,6 +32,12 @@ struct Slot {
     generation: u64,
     target: Target,
     state: HealthState,
+    history: History,
+}
+
+/// What a slot remembers of past probes, for `slb status`.
+#[derive(Clone, Debug, Default)]
+struct History {
     last_change: Option<SystemTime>,
     last_reason: Option<String>,
     last_result: Option<String>,
@@ -97,7 +103,7 @@ impl Checker {
             .into_iter()
             .map(|t| {
                 let up = !down.contains(&t.key);
-                (t, HealthState::provisional(up))
+                (t, HealthState::provisional(up), History::default())
             })
             .collect();
         checker.spawn_batch(fresh);
@@ -112,6 +118,15 @@ impl Checker {
     /// the new settings decides. First probes of the started targets are
     /// spread over their interval.
     pub fn update(&mut self, targets: Vec<Target>) {
+        self.update_renamed(targets, &BTreeMap::new());
+    }
+
+    /// [`update`](Checker::update) where listeners were renamed
+    /// (`renamed`: new name → old name): a backend of a renamed listener
+    /// is the same backend under a new key, so it goes on with the state
+    /// and history of its old key (provisionally, if its check settings
+    /// changed too) instead of starting over as a new target.
+    pub fn update_renamed(&mut self, targets: Vec<Target>, renamed: &BTreeMap<String, String>) {
         let targets = dedup(targets);
         let mut start = Vec::new();
         {
@@ -122,8 +137,11 @@ impl Checker {
                 .filter(|k| !wanted.contains(k))
                 .cloned()
                 .collect();
+            let mut gone_slots = BTreeMap::new();
             for key in gone {
-                table.remove(&key);
+                if let Some(slot) = table.remove(&key) {
+                    gone_slots.insert(key.clone(), slot);
+                }
                 if let Some(task) = self.tasks.remove(&key) {
                     task.abort();
                 }
@@ -137,9 +155,29 @@ impl Checker {
                         if let Some(task) = self.tasks.remove(&target.key) {
                             task.abort();
                         }
-                        start.push((target, state));
+                        start.push((target, state, History::default()));
                     }
-                    None => start.push((target, HealthState::new())),
+                    None => {
+                        let old_key = renamed.get(&target.key.listener).map(|old| BackendKey {
+                            listener: old.clone(),
+                            addr: target.key.addr,
+                        });
+                        match old_key.and_then(|k| gone_slots.remove(&k)) {
+                            Some(old) => {
+                                let same = Target {
+                                    key: target.key.clone(),
+                                    ..old.target
+                                } == target;
+                                let state = if same {
+                                    old.state
+                                } else {
+                                    HealthState::provisional(old.state.is_up())
+                                };
+                                start.push((target, state, old.history));
+                            }
+                            None => start.push((target, HealthState::new(), History::default())),
+                        }
+                    }
                 }
             }
         }
@@ -155,11 +193,11 @@ impl Checker {
                 protocol: s.target.check.protocol(),
                 up: s.state.is_up(),
                 confirmed: s.state.is_confirmed(),
-                last_change: s.last_change,
-                last_reason: s.last_reason.clone(),
-                last_result: s.last_result.clone(),
-                last_probe: s.last_probe,
-                last_latency: s.last_latency,
+                last_change: s.history.last_change,
+                last_reason: s.history.last_reason.clone(),
+                last_result: s.history.last_result.clone(),
+                last_probe: s.history.last_probe,
+                last_latency: s.history.last_latency,
                 consecutive_ok: s.state.consecutive_ok(),
                 consecutive_fail: s.state.consecutive_fail(),
             })
@@ -199,10 +237,10 @@ impl Checker {
 
     /// Inserts the slots and spawns the tasks of targets started together,
     /// spreading their first probes.
-    fn spawn_batch(&mut self, batch: Vec<(Target, HealthState)>) {
+    fn spawn_batch(&mut self, batch: Vec<(Target, HealthState, History)>) {
         let count = batch.len();
         let mut table = lock(&self.table);
-        for (index, (target, state)) in batch.into_iter().enumerate() {
+        for (index, (target, state, history)) in batch.into_iter().enumerate() {
             self.next_generation += 1;
             let generation = self.next_generation;
             let key = target.key.clone();
@@ -213,11 +251,7 @@ impl Checker {
                     generation,
                     target: target.clone(),
                     state,
-                    last_change: None,
-                    last_reason: None,
-                    last_result: None,
-                    last_probe: None,
-                    last_latency: None,
+                    history,
                 },
             );
             let task = Task {
@@ -301,8 +335,8 @@ impl Task {
             return false;
         }
         let now = SystemTime::now();
-        slot.last_probe = Some(now);
-        slot.last_latency = Some(outcome.latency);
+        slot.history.last_probe = Some(now);
+        slot.history.last_latency = Some(outcome.latency);
         let check = &self.target.check;
         let change = slot.state.record(
             outcome.ok,
@@ -310,10 +344,10 @@ impl Task {
             check.healthy_threshold,
             check.unhealthy_threshold,
         );
-        slot.last_result = Some(outcome.reason);
+        slot.history.last_result = Some(outcome.reason);
         if let Some(change) = change {
-            slot.last_change = Some(now);
-            slot.last_reason = Some(change.reason.clone());
+            slot.history.last_change = Some(now);
+            slot.history.last_reason = Some(change.reason.clone());
             info!(
                 listener = %self.target.key.listener,
                 "{}",
@@ -457,6 +491,31 @@ mod tests {
             .unwrap();
         assert!(first.up && (first.count, first.threshold) == (1, 1));
         assert!(checker.down().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_renamed_listeners_backends_keep_their_health() {
+        let (l, a) = listen("127.0.0.26").await;
+        drop(l);
+        let c = check(Probe::Tcp);
+        let (mut checker, mut rx) = Checker::start(vec![target("web", a, c.clone())]);
+        let first = timeout(Duration::from_millis(1500), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!first.up);
+        let before = checker.snapshot().remove(0);
+        let renamed = BTreeMap::from([("www".to_owned(), "web".to_owned())]);
+        checker.update_renamed(vec![target("www", a, c)], &renamed);
+        let after = checker.snapshot().remove(0);
+        assert_eq!(after.key.listener, "www");
+        assert!(!after.up && after.confirmed);
+        assert_eq!(after.last_change, before.last_change);
+        assert_eq!(after.last_reason, before.last_reason);
+        // Still down: no new decision, unlike a new target's first probe.
+        assert!(timeout(Duration::from_millis(1200), rx.recv())
+            .await
+            .is_err());
     }
 
     #[tokio::test]

@@ -11,16 +11,31 @@
 //! id gets a new generation so flows still pinned to its previous owner
 //! are re-scheduled instead of following the id, and every id handed to a
 //! new owner is reported by [`Ids::fresh`] so its counters can be zeroed.
-use slb_common::limits::{MAX_BACKENDS, MAX_LISTENERS};
+use slb_common::{
+    limits::{MAX_BACKENDS, MAX_LISTENERS},
+    VipKey,
+};
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     net::SocketAddr,
 };
 
-/// A backend's identity: its listener's name and its address.
+/// A backend as health checks and `slb status` name it: its listener's
+/// name and its address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BackendKey {
     pub listener: String,
+    pub addr: SocketAddr,
+}
+
+/// What a backend id belongs to in the dataplane: its listener's
+/// `LISTENERS` key (VIP, port, protocol) and its address. Ids are keyed
+/// like LVS keys a real server, by its virtual service: a listener's name
+/// is only a label, so renaming a listener keeps every id, and with them
+/// every established flow, counter and table slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BackendSlot {
+    pub service: VipKey,
     pub addr: SocketAddr,
 }
 
@@ -76,8 +91,8 @@ impl Pool {
 
 #[derive(Clone, Debug)]
 pub struct Ids {
-    listeners: BTreeMap<String, u32>,
-    backends: BTreeMap<BackendKey, u32>,
+    listeners: BTreeMap<VipKey, u32>,
+    backends: BTreeMap<BackendSlot, u32>,
     /// Generation of each backend id ever handed out.
     generations: BTreeMap<u32, u32>,
     listener_pool: Pool,
@@ -112,8 +127,12 @@ pub enum IdError {
 impl Ids {
     /// Assigns ids for exactly these listeners and backends, keeping the
     /// ids of those seen before and forgetting the rest.
-    pub fn assign(&mut self, listeners: &[String], backends: &[BackendKey]) -> Result<(), IdError> {
-        let keep_l: BTreeSet<&String> = listeners.iter().collect();
+    pub fn assign(
+        &mut self,
+        listeners: &[VipKey],
+        backends: &[BackendSlot],
+    ) -> Result<(), IdError> {
+        let keep_l: BTreeSet<&VipKey> = listeners.iter().collect();
         let pool = &mut self.listener_pool;
         self.listeners.retain(|k, id| {
             let keep = keep_l.contains(k);
@@ -122,18 +141,18 @@ impl Ids {
             }
             keep
         });
-        for name in listeners {
-            if !self.listeners.contains_key(name) {
+        for key in listeners {
+            if !self.listeners.contains_key(key) {
                 let id = self
                     .listener_pool
                     .next()
                     .ok_or(IdError::Listeners(MAX_LISTENERS))?;
-                self.listeners.insert(name.clone(), id);
+                self.listeners.insert(*key, id);
                 self.fresh_listeners.insert(id);
             }
         }
 
-        let keep_b: BTreeSet<&BackendKey> = backends.iter().collect();
+        let keep_b: BTreeSet<&BackendSlot> = backends.iter().collect();
         let pool = &mut self.backend_pool;
         self.backends.retain(|k, id| {
             let keep = keep_b.contains(k);
@@ -148,7 +167,7 @@ impl Ids {
                     .backend_pool
                     .next()
                     .ok_or(IdError::Backends(MAX_BACKENDS))?;
-                self.backends.insert(key.clone(), id);
+                self.backends.insert(*key, id);
                 self.fresh_backends.insert(id);
                 // A fresh owner of this id: bump its generation.
                 *self.generations.entry(id).or_insert(0) += 1;
@@ -157,8 +176,8 @@ impl Ids {
         Ok(())
     }
 
-    pub fn listener(&self, name: &str) -> Option<u32> {
-        self.listeners.get(name).copied()
+    pub fn listener(&self, key: &VipKey) -> Option<u32> {
+        self.listeners.get(key).copied()
     }
 
     /// Every backend id in use.
@@ -166,7 +185,7 @@ impl Ids {
         self.backends.values().copied()
     }
 
-    pub fn backend(&self, key: &BackendKey) -> Option<(u32, u32)> {
+    pub fn backend(&self, key: &BackendSlot) -> Option<(u32, u32)> {
         let id = *self.backends.get(key)?;
         Some((id, self.generations.get(&id).copied().unwrap_or(1)))
     }
@@ -199,23 +218,16 @@ impl Ids {
         }
     }
 
-    /// A listener id found in adopted pinned state: used before (and
-    /// free, unless preassigned).
-    pub fn seed_listener(&mut self, id: u32) {
-        if !self.listeners.values().any(|&l| l == id) {
-            self.listener_pool.free(id);
-        }
-    }
-
-    /// Keeps the id a listener had in adopted pinned state.
-    pub fn preassign_listener(&mut self, name: &str, id: u32) {
+    /// Keeps the id a listener had in adopted pinned state (the next
+    /// `assign` frees it if the listener is no longer configured).
+    pub fn preassign_listener(&mut self, key: VipKey, id: u32) {
         self.listener_pool.take_id(id);
-        self.listeners.insert(name.to_owned(), id);
+        self.listeners.insert(key, id);
     }
 
     /// Keeps the id and generation a backend had in adopted pinned state,
     /// so its flows stay pinned to it across an agent restart.
-    pub fn preassign_backend(&mut self, key: BackendKey, id: u32, generation: u32) {
+    pub fn preassign_backend(&mut self, key: BackendSlot, id: u32, generation: u32) {
         self.backend_pool.take_id(id);
         self.backends.insert(key, id);
         self.generations.insert(id, generation);
@@ -226,9 +238,17 @@ impl Ids {
 mod tests {
     use super::*;
 
-    fn bk(l: &str, a: &str) -> BackendKey {
-        BackendKey {
-            listener: l.into(),
+    /// The key of a listener on port `port` of one VIP.
+    fn vk(port: u16) -> VipKey {
+        VipKey {
+            port,
+            ..VipKey::default()
+        }
+    }
+
+    fn bk(port: u16, a: &str) -> BackendSlot {
+        BackendSlot {
+            service: vk(port),
             addr: a.parse().unwrap(),
         }
     }
@@ -237,25 +257,24 @@ mod tests {
     fn unchanged_entries_keep_their_ids() {
         let mut ids = Ids::default();
         let b = [
-            bk("web", "10.0.1.1:80"),
-            bk("web", "10.0.1.2:80"),
-            bk("web", "10.0.1.3:80"),
+            bk(80, "10.0.1.1:80"),
+            bk(80, "10.0.1.2:80"),
+            bk(80, "10.0.1.3:80"),
         ];
-        ids.assign(&["web".into(), "dns".into()], &b).unwrap();
+        ids.assign(&[vk(80), vk(53)], &b).unwrap();
         let before: Vec<_> = b.iter().map(|k| ids.backend(k).unwrap()).collect();
         // Remove the middle backend, add a new one and a listener.
         let b2 = [
-            bk("web", "10.0.1.1:80"),
-            bk("web", "10.0.1.3:80"),
-            bk("web", "10.0.1.4:80"),
+            bk(80, "10.0.1.1:80"),
+            bk(80, "10.0.1.3:80"),
+            bk(80, "10.0.1.4:80"),
         ];
-        ids.assign(&["dns".into(), "web".into(), "new".into()], &b2)
-            .unwrap();
+        ids.assign(&[vk(53), vk(80), vk(8080)], &b2).unwrap();
         assert_eq!(ids.backend(&b2[0]).unwrap(), before[0]);
         assert_eq!(ids.backend(&b2[1]).unwrap(), before[2]);
-        assert_eq!(ids.listener("web"), Some(0));
-        assert_eq!(ids.listener("dns"), Some(1));
-        assert_eq!(ids.listener("new"), Some(2));
+        assert_eq!(ids.listener(&vk(80)), Some(0));
+        assert_eq!(ids.listener(&vk(53)), Some(1));
+        assert_eq!(ids.listener(&vk(8080)), Some(2));
         // The new backend gets an id never used, not the freed one.
         assert_eq!(ids.backend(&b2[2]).unwrap(), (3, 1));
     }
@@ -266,38 +285,20 @@ mod tests {
             backend_pool: Pool::new(4),
             ..Ids::default()
         };
-        let all: Vec<_> = (1..=4)
-            .map(|i| bk("web", &format!("10.0.1.{i}:80")))
-            .collect();
-        ids.assign(&["web".into()], &all).unwrap();
+        let all: Vec<_> = (1..=4).map(|i| bk(80, &format!("10.0.1.{i}:80"))).collect();
+        ids.assign(&[vk(80)], &all).unwrap();
         // Free 2, then 0 (a later reload).
-        ids.assign(
-            &["web".into()],
-            &[all[0].clone(), all[1].clone(), all[3].clone()],
-        )
-        .unwrap();
-        ids.assign(&["web".into()], &[all[1].clone(), all[3].clone()])
-            .unwrap();
-        let new: Vec<_> = (5..=6)
-            .map(|i| bk("web", &format!("10.0.1.{i}:80")))
-            .collect();
-        ids.assign(
-            &["web".into()],
-            &[all[1].clone(), all[3].clone(), new[0].clone()],
-        )
-        .unwrap();
+        ids.assign(&[vk(80)], &[all[0], all[1], all[3]]).unwrap();
+        ids.assign(&[vk(80)], &[all[1], all[3]]).unwrap();
+        let new: Vec<_> = (5..=6).map(|i| bk(80, &format!("10.0.1.{i}:80"))).collect();
+        ids.assign(&[vk(80)], &[all[1], all[3], new[0]]).unwrap();
         assert_eq!(ids.backend(&new[0]), Some((2, 2)), "freed first");
-        let mut keys = vec![
-            all[1].clone(),
-            all[3].clone(),
-            new[0].clone(),
-            new[1].clone(),
-        ];
-        ids.assign(&["web".into()], &keys).unwrap();
+        let mut keys = vec![all[1], all[3], new[0], new[1]];
+        ids.assign(&[vk(80)], &keys).unwrap();
         assert_eq!(ids.backend(&new[1]), Some((0, 2)));
-        keys.push(bk("web", "10.0.1.7:80"));
+        keys.push(bk(80, "10.0.1.7:80"));
         assert_eq!(
-            ids.assign(&["web".into()], &keys),
+            ids.assign(&[vk(80)], &keys),
             Err(IdError::Backends(MAX_BACKENDS))
         );
     }
@@ -305,19 +306,14 @@ mod tests {
     #[test]
     fn ids_handed_to_new_owners_are_reported_until_counted_afresh() {
         let mut ids = Ids::default();
-        let a = bk("web", "10.0.1.1:80");
-        ids.assign(&["web".into()], std::slice::from_ref(&a))
-            .unwrap();
+        let a = bk(80, "10.0.1.1:80");
+        ids.assign(&[vk(80)], std::slice::from_ref(&a)).unwrap();
         assert_eq!(ids.fresh(), (vec![0], vec![0]));
         ids.counted_afresh();
-        ids.assign(&["web".into()], std::slice::from_ref(&a))
-            .unwrap();
+        ids.assign(&[vk(80)], std::slice::from_ref(&a)).unwrap();
         assert_eq!(ids.fresh(), (vec![], vec![]));
-        ids.assign(
-            &["web".into(), "dns".into()],
-            &[a, bk("dns", "10.0.1.1:53")],
-        )
-        .unwrap();
+        ids.assign(&[vk(80), vk(53)], &[a, bk(53, "10.0.1.1:53")])
+            .unwrap();
         assert_eq!(ids.fresh(), (vec![1], vec![1]));
     }
 
@@ -326,29 +322,30 @@ mod tests {
         let mut ids = Ids::default();
         ids.seed_generation(0, 7);
         ids.seed_generation(9, 3);
-        ids.seed_listener(1);
-        ids.preassign_listener("web", 5);
-        ids.preassign_backend(bk("web", "10.0.1.2:80"), 9, 4);
+        ids.preassign_listener(vk(80), 5);
+        // A listener of the previous run that is no longer configured.
+        ids.preassign_listener(vk(81), 1);
+        ids.preassign_backend(bk(80, "10.0.1.2:80"), 9, 4);
         ids.assign(
-            &["web".into(), "dns".into()],
-            &[bk("web", "10.0.1.1:80"), bk("web", "10.0.1.2:80")],
+            &[vk(80), vk(53)],
+            &[bk(80, "10.0.1.1:80"), bk(80, "10.0.1.2:80")],
         )
         .unwrap();
-        assert_eq!(ids.listener("web"), Some(5));
-        assert_eq!(ids.backend(&bk("web", "10.0.1.2:80")), Some((9, 4)));
+        assert_eq!(ids.listener(&vk(80)), Some(5));
+        assert_eq!(ids.backend(&bk(80, "10.0.1.2:80")), Some((9, 4)));
         // Ids the previous run used are not handed out while others are
         // free; kept ones are not reported for zeroing.
-        assert_eq!(ids.listener("dns"), Some(0));
-        assert_eq!(ids.backend(&bk("web", "10.0.1.1:80")), Some((1, 1)));
+        assert_eq!(ids.listener(&vk(53)), Some(0));
+        assert_eq!(ids.backend(&bk(80, "10.0.1.1:80")), Some((1, 1)));
         assert_eq!(ids.fresh(), (vec![0], vec![1]));
     }
 
     #[test]
     fn limits_are_enforced() {
         let mut ids = Ids::default();
-        let names: Vec<String> = (0..=MAX_LISTENERS).map(|i| format!("l{i}")).collect();
+        let keys: Vec<VipKey> = (0..=MAX_LISTENERS).map(|i| vk(i as u16)).collect();
         assert_eq!(
-            ids.assign(&names, &[]),
+            ids.assign(&keys, &[]),
             Err(IdError::Listeners(MAX_LISTENERS))
         );
     }

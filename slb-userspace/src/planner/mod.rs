@@ -14,6 +14,6 @@ mod rings;
 mod tables;
 
 pub use dests::{dest_table, DestTableFull};
-pub use ids::{BackendKey, Ids};
+pub use ids::{BackendKey, BackendSlot, Ids};
 pub use plan::{plan, vip_key, BackendPlan, Health, ListenerPlan, Plan, PlanError};
 pub use rings::{RingSwap, Rings};

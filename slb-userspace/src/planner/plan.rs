@@ -1,7 +1,7 @@
 //! The desired contents of the dataplane maps.
 use super::{
     dests::DestTableFull,
-    ids::{BackendKey, IdError, Ids},
+    ids::{BackendKey, BackendSlot, IdError, Ids},
     tables::{self, Candidate},
 };
 use crate::config::{AclMode, Config, Forwarding, Protocol, Scheduler};
@@ -135,23 +135,24 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
         .iter()
         .filter(|l| l.protocol.is_l4())
         .collect();
-    let names: Vec<String> = l4.iter().map(|l| l.name.clone()).collect();
-    let keys: Vec<BackendKey> = l4
+    let services: Vec<VipKey> = l4.iter().map(|l| vip_key(l)).collect();
+    let slots: Vec<BackendSlot> = l4
         .iter()
         .flat_map(|l| {
-            l.backends.iter().map(|b| BackendKey {
-                listener: l.name.clone(),
+            l.backends.iter().map(|b| BackendSlot {
+                service: vip_key(l),
                 addr: b.socket_addr(),
             })
         })
         .collect();
-    ids.assign(&names, &keys)?;
+    ids.assign(&services, &slots)?;
 
     let ring_size = cfg.agent.maglev_table_size;
     let mut out = Plan::default();
     for l in l4 {
         // Invariant: `assign` just gave every listener and backend an id.
-        let Some(id) = ids.listener(&l.name) else {
+        let service = vip_key(l);
+        let Some(id) = ids.listener(&service) else {
             continue;
         };
         let mut backends = Vec::new();
@@ -161,7 +162,11 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
                 listener: l.name.clone(),
                 addr: b.socket_addr(),
             };
-            let Some((bid, generation)) = ids.backend(&key) else {
+            let slot = BackendSlot {
+                service,
+                addr: b.socket_addr(),
+            };
+            let Some((bid, generation)) = ids.backend(&slot) else {
                 continue;
             };
             let up = health.is_up(&key);
@@ -193,7 +198,7 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
                 listener: l.name.clone(),
                 source,
             })?;
-        let key = vip_key(l);
+        let key = service;
         *out.dests.entry(key.addr).or_insert(0) |= DEST_VIP;
         if l.forwarding == Some(Forwarding::Nat) {
             // Replies come from the backends to the clients' addresses.
@@ -312,6 +317,25 @@ scheduler = "wrr"
         assert_eq!(p.snat_v4.len(), 1);
         assert_eq!(p.snat_v6.len(), 1);
         assert_eq!(p.dests.get(&p.snat_v6[0]), Some(&DEST_SNAT));
+    }
+
+    #[test]
+    fn renaming_a_listener_keeps_its_ids_and_table() {
+        let mut ids = Ids::default();
+        let before = plan(&cfg(), &mut ids, &Health::default()).unwrap();
+        let renamed = crate::config::parse(&CFG.replace("\"web\"", "\"www\"")).unwrap();
+        let after = plan(&renamed, &mut ids, &Health::default()).unwrap();
+        let (b, a) = (&before.listeners[0], &after.listeners[0]);
+        assert_eq!((b.name.as_str(), a.name.as_str()), ("web", "www"));
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.table, b.table);
+        let entries =
+            |l: &ListenerPlan| -> Vec<_> { l.backends.iter().map(|b| (b.id, b.entry)).collect() };
+        assert_eq!(entries(a), entries(b), "same ids and generations");
+        assert_eq!(
+            a.backends[0].key.listener, "www",
+            "health keys follow the name"
+        );
     }
 
     #[test]
