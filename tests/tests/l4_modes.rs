@@ -246,3 +246,61 @@ fn path_mtu_discovery_through_the_lb() {
         s["global"]
     );
 }
+
+/// Established `nat` connections go on when their backend stops being a
+/// `nat` backend, as a removed backend's flows do: b1 removed from the
+/// listener, b2 kept while the listener switches to fullnat. Their
+/// replies still come from the backends' addresses and must still be
+/// translated back.
+#[test]
+fn nat_connections_survive_their_backend_leaving_nat() {
+    use std::io::{Read, Write};
+    let t = Topology::new("nx", 2).unwrap();
+    let _tcp = t.tcp_servers(8080, false);
+    let nat = listener("web", 80, 8080, &[1, 1]).extra("forwarding = \"nat\"");
+    let mut agent = Agent::start(&t.lb, "nx", |d| render(2, d, &[nat])).unwrap();
+    let dir = agent.dir().to_owned();
+    let mut on = BTreeMap::new();
+    for _ in 0..50 {
+        let (name, c) = tcp_hello(&t.client, vip(80), T).unwrap();
+        on.entry(name).or_insert(c);
+    }
+    assert_eq!(on.len(), 2, "one connection on each backend");
+    let fullnat =
+        ListenerSpec::new("web", VIP4.into(), 80, "tcp").backend(backend4(1).into(), 8080, 1);
+    let out = agent.reload(&render(2, &dir, &[fullnat])).unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    // Past the once-a-second refresh of each flow in the slow path.
+    std::thread::sleep(Duration::from_millis(1500));
+    for (name, c) in &mut on {
+        c.set_read_timeout(Some(T)).unwrap();
+        c.write_all(b"after the reload").unwrap();
+        let mut buf = [0u8; 16];
+        c.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("connection to {name}: {e}"));
+        assert_eq!(&buf, b"after the reload");
+        // Not one segment lost on the way (a retransmission would hide
+        // a packet translated for the listener's new mode).
+        assert_eq!(retransmissions(c), 0, "connection to {name}");
+    }
+}
+
+/// Segments the kernel retransmitted on `c` (TCP_INFO).
+fn retransmissions(c: &std::net::TcpStream) -> u32 {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; the kernel fills at most `len` bytes.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            c.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_total_retrans
+}

@@ -5,20 +5,42 @@
 //! for removals).
 use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneError};
-use crate::planner::{self, BackendKey, BackendSlot, Ids, Plan, Rings};
+use crate::planner::{self, BackendKey, BackendSlot, DestTableFull, Ids, Plan, RetiredNat, Rings};
 use slb_common::addr::to_addr;
 use slb_common::{
     limits::{MAX_BACKENDS, RINGS_PER_LISTENER},
-    listener::BACKEND_F_DOWN,
+    listener::{BACKEND_F_DOWN, DEST_NAT_BACKEND},
     VipKey,
 };
-use std::collections::BTreeSet;
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 use tracing::debug;
 
 #[derive(Default)]
 pub struct Applier {
     pub ids: Ids,
     rings: Rings,
+    retired_nat: RetiredNat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Dests(#[from] DestTableFull),
+}
+
+/// How long flags of `nat` backends found in adopted state are kept when
+/// the configuration no longer has them: the longest idle timeout of the
+/// configuration, at least TCP's default (the previous run's listeners
+/// are not known), and longer while flows to them live.
+fn adopted_nat_idle(cfg: &Config) -> Duration {
+    cfg.l4_listeners()
+        .map(|l| l.idle_timeout)
+        .fold(Duration::from_secs(900), Duration::max)
 }
 
 impl Applier {
@@ -43,6 +65,13 @@ impl Applier {
                 pinned_backends.push((id, b));
             }
         }
+        let flagged = dp
+            .dest_entries()?
+            .into_iter()
+            .filter(|d| d.flags & DEST_NAT_BACKEND != 0)
+            .map(|d| d.addr);
+        self.retired_nat
+            .adopt(flagged, Instant::now(), adopted_nat_idle(cfg));
         let ring_size = dp.ring_size();
         let entries = dp.listener_entries();
         for (key, l) in &entries {
@@ -78,7 +107,7 @@ impl Applier {
         Ok(down)
     }
 
-    pub fn apply(&mut self, dp: &mut Dataplane, plan: &Plan) -> Result<(), DataplaneError> {
+    pub fn apply(&mut self, dp: &mut Dataplane, plan: &Plan) -> Result<(), ApplyError> {
         dp.set_snat_pool(&plan.snat_v4, &plan.snat_v6)?;
         // ACL entries before the listener entries that turn checking on.
         dp.sync_acl(&plan.acl)?;
@@ -126,7 +155,23 @@ impl Applier {
             }
         }
         self.ids.counted_afresh();
-        dp.write_dest_table(&plan.dest_table)?;
-        dp.set_settings(&plan.settings)
+        // Backends that just stopped being `nat` backends keep the flag
+        // that gets their replies translated while their flows may run.
+        let kept = self
+            .retired_nat
+            .keep(plan, Instant::now(), |due| dp.addrs_with_live_flows(due))?;
+        let (dest_table, settings) = match &kept {
+            Some(k) => (&k.dest_table, &k.settings),
+            None => (&plan.dest_table, &plan.settings),
+        };
+        dp.write_dest_table(dest_table)?;
+        dp.set_settings(settings)?;
+        Ok(())
+    }
+
+    /// Whether a retired `nat` backend's time is up, so the next apply
+    /// would drop its flag (or find its flows still live).
+    pub fn retired_nat_due(&self, now: Instant) -> bool {
+        self.retired_nat.next_due().is_some_and(|t| t <= now)
     }
 }

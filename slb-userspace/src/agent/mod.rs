@@ -8,7 +8,7 @@ mod snapshot;
 mod support;
 mod sysctl;
 
-pub use apply::Applier;
+pub use apply::{Applier, ApplyError};
 pub use support::check as check_supported;
 
 use crate::{

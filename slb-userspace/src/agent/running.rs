@@ -124,11 +124,18 @@ impl Running {
         Ok(())
     }
 
-    /// Advances the dataplane's fast-path clock.
+    /// Advances the dataplane's fast-path clock; drops the kept flag of a
+    /// retired `nat` backend whose time is up (see `planner::RetiredNat`).
     pub fn tick(&mut self) {
-        if let Some((dp, _)) = self.dataplane.as_mut() {
-            if let Err(e) = dp.tick() {
-                warn!("advancing the dataplane clock: {e}");
+        let Some((dp, applier)) = self.dataplane.as_mut() else {
+            return;
+        };
+        if let Err(e) = dp.tick() {
+            warn!("advancing the dataplane clock: {e}");
+        }
+        if applier.retired_nat_due(std::time::Instant::now()) {
+            if let Err(e) = self.apply() {
+                error!("dropping the flags of retired nat backends failed: {e:#}");
             }
         }
     }

@@ -102,6 +102,35 @@ pub(super) fn monotonic_coarse_ns() -> u64 {
 }
 
 impl Dataplane {
+    /// Which of `addrs` live flows are still forwarded to: entries not
+    /// closing, seen within their idle timeout, whose backend slot still
+    /// holds the backend they were scheduled to. Walks the table: only
+    /// for the rare decision to drop a retired `nat` backend's flag.
+    pub fn addrs_with_live_flows(
+        &self,
+        addrs: &std::collections::BTreeSet<slb_common::Addr>,
+    ) -> std::collections::BTreeSet<slb_common::Addr> {
+        let now = monotonic_coarse_ns();
+        let mut backends = std::collections::BTreeMap::new();
+        let mut out = std::collections::BTreeSet::new();
+        for (_, flow) in self.flows.iter().filter_map(Result::ok) {
+            if flow.flags & slb_common::flow::FLOW_F_CLOSING != 0
+                || now.saturating_sub(flow.seen_ns) > u64::from(flow.idle_timeout_s) * 1_000_000_000
+            {
+                continue;
+            }
+            let backend = *backends
+                .entry(flow.backend_id)
+                .or_insert_with(|| self.backends.get(&flow.backend_id, 0).ok());
+            if let Some(b) = backend.filter(|b| b.generation == flow.backend_gen) {
+                if addrs.contains(&b.addr) {
+                    out.insert(b.addr);
+                }
+            }
+        }
+        out
+    }
+
     /// Live flows per backend id: entries not closing (no FIN/RST seen)
     /// whose backend slot still holds the backend they were scheduled to
     /// and that were seen within their listener's idle timeout

@@ -84,6 +84,14 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The destination table as the program sees it now.
+    pub fn dest_entries(&self) -> Result<Vec<DestSlot>, DataplaneError> {
+        self.dests
+            .iter()
+            .map(|r| r.map_err(map_err("DESTS")))
+            .collect()
+    }
+
     /// Writes the FULLNAT source pools. Addresses are written before the
     /// counts grow, so the program never indexes an unwritten slot.
     pub fn set_snat_pool(&mut self, v4: &[Addr], v6: &[Addr]) -> Result<(), DataplaneError> {
