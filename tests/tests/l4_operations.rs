@@ -194,11 +194,10 @@ fn udp_checks_detect_a_closed_port_and_keep_an_echo_service_up() {
     let b = agent
         .backend_status("dns", &format!("{}:5353", backend4(1)))
         .unwrap();
+    // Down at its first probe: the change as logged, `(1/1)`.
+    let reason = b["reason"].as_str().unwrap();
     assert!(
-        b["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("port unreachable"),
+        reason.starts_with("port unreachable") && reason.ends_with(" (1/1)"),
         "{b}"
     );
     std::thread::sleep(Duration::from_secs(3));

@@ -46,20 +46,15 @@ fn backend_health(
         .and_then(|h| h.last_change)
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs());
+    // The change as it was logged (`connect refused (3/3)`, `(1/1)` for a
+    // first decision), not the current run of results: that one keeps
+    // counting while the state stays, and restarts with every other result.
     let reason = h.and_then(|h| {
-        let reason = h.last_reason.clone()?;
-        let (n, of) = if h.up {
-            (
-                h.consecutive_ok,
-                l.health_check.as_ref().map_or(1, |c| c.healthy_threshold),
-            )
-        } else {
-            (
-                h.consecutive_fail,
-                l.health_check.as_ref().map_or(1, |c| c.unhealthy_threshold),
-            )
-        };
-        Some(format!("{reason} ({}/{of})", n.min(of)))
+        let reason = h.last_reason.as_ref()?;
+        Some(match h.last_change_run {
+            Some((n, of)) => format!("{reason} ({n}/{of})"),
+            None => reason.clone(),
+        })
     });
     (state, since, reason)
 }
@@ -169,4 +164,46 @@ pub fn build(
         global,
         flows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CheckProtocol;
+
+    #[test]
+    fn the_reason_is_the_change_as_logged() {
+        let cfg = crate::config::parse(
+            "[agent]\ninterfaces = [\"eth0\"]\nprobe_source = \"100.64.0.1\"\n\
+             local_addresses = [\"100.64.0.10\"]\n\
+             [[listener]]\nname = \"web\"\nvip = \"10.0.0.10\"\nport = 80\nprotocol = \"tcp\"\n\
+             health_check = { unhealthy_threshold = 2 }\n\
+             [[listener.backend]]\naddress = \"10.0.1.2\"\nport = 8080\n",
+        )
+        .unwrap();
+        let (l, b) = (&cfg.listeners[0], &cfg.listeners[0].backends[0]);
+        let key = BackendKey {
+            listener: "web".into(),
+            addr: b.socket_addr(),
+        };
+        // Down at its first probe, and still failing since.
+        let status = TargetStatus {
+            key: key.clone(),
+            protocol: CheckProtocol::Tcp,
+            up: false,
+            confirmed: true,
+            last_change: None,
+            last_reason: Some("connect refused".into()),
+            last_change_run: Some((1, 1)),
+            last_result: Some("connect refused".into()),
+            last_probe: None,
+            last_latency: None,
+            consecutive_ok: 0,
+            consecutive_fail: 5,
+        };
+        let health = BTreeMap::from([(&key, &status)]);
+        let (state, _, reason) = backend_health(l, b, &health);
+        assert_eq!(state, BackendState::Down);
+        assert_eq!(reason.as_deref(), Some("connect refused (1/1)"));
+    }
 }

@@ -40,6 +40,7 @@ struct Slot {
 struct History {
     last_change: Option<SystemTime>,
     last_reason: Option<String>,
+    last_change_run: Option<(u32, u32)>,
     last_result: Option<String>,
     last_probe: Option<SystemTime>,
     last_latency: Option<Duration>,
@@ -195,6 +196,7 @@ impl Checker {
                 confirmed: s.state.is_confirmed(),
                 last_change: s.history.last_change,
                 last_reason: s.history.last_reason.clone(),
+                last_change_run: s.history.last_change_run,
                 last_result: s.history.last_result.clone(),
                 last_probe: s.history.last_probe,
                 last_latency: s.history.last_latency,
@@ -348,6 +350,7 @@ impl Task {
         if let Some(change) = change {
             slot.history.last_change = Some(now);
             slot.history.last_reason = Some(change.reason.clone());
+            slot.history.last_change_run = Some((change.count, change.threshold));
             info!(
                 listener = %self.target.key.listener,
                 "{}",
@@ -463,6 +466,7 @@ mod tests {
             .find(|s| s.key == targets[1].key)
             .unwrap();
         assert_eq!(s.last_reason.as_deref(), Some("connect refused"));
+        assert_eq!(s.last_change_run, Some((2, 2)));
         assert_eq!(s.consecutive_fail, 2);
         assert!(s.last_latency.is_some());
 

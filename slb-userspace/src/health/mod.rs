@@ -112,6 +112,9 @@ pub struct TargetStatus {
     pub last_change: Option<SystemTime>,
     /// The reason of the last change (`ok` or a failure reason).
     pub last_reason: Option<String>,
+    /// The run of results that made the last change and the threshold it
+    /// reached, as logged: `(3, 3)`, or `(1, 1)` for a first decision.
+    pub last_change_run: Option<(u32, u32)>,
     /// The result of the last probe (`ok` or a failure reason).
     pub last_result: Option<String>,
     pub last_probe: Option<SystemTime>,
