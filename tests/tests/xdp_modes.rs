@@ -218,6 +218,39 @@ fn replies_keep_a_quiet_clients_flow_alive() {
     }
 }
 
+/// A backend removed by a reload keeps its flows (as IPVS keeps a deleted
+/// real server's connections) but gets no new ones: a source-IP
+/// persistence pin to it no longer holds.
+#[test]
+fn a_removed_backend_keeps_its_flows_and_loses_its_pins() {
+    let mut bed = Bed::new("rmpin", CONFIG);
+    let (v, out) = bed.run(&tcp4(CLIENT, 43000, VIP, 84, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    let pinned = parse_checked(&out).dst;
+    let (gone, other) = if pinned == IpAddr::V4(BACKEND) {
+        ("10.0.1.2", Ipv4Addr::new(10, 0, 1, 3))
+    } else {
+        ("10.0.1.3", BACKEND)
+    };
+    let removed = CONFIG.replace(
+        &format!("  [[listener.backend]]\n  address = \"{gone}\"\n  port = 8084\n"),
+        "",
+    );
+    assert_ne!(removed, CONFIG);
+    bed.reload(&removed);
+    let (v, out) = bed.run(&tcp4(CLIENT, 43001, VIP, 84, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    assert_eq!(
+        parse_checked(&out).dst,
+        IpAddr::V4(other),
+        "followed the pin"
+    );
+    // The flow it had goes on (a FIN: through the slow path).
+    let (v, out) = bed.run(&tcp4_fin(CLIENT, 43000, VIP, 84));
+    assert_eq!(v, XDP_REDIRECT);
+    assert_eq!(parse_checked(&out).dst, pinned, "existing flow moved");
+}
+
 /// A `nat` reverse entry is made of the client's and the backend's own
 /// addresses: once its flow is over, the same tuple is plain traffic (the
 /// client talking to the backend directly), passed untouched.

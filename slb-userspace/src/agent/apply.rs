@@ -155,6 +155,17 @@ impl Applier {
             }
         }
         self.ids.counted_afresh();
+        // Removed backends keep their flows but get no new ones: weight 0
+        // in their entry is what the program reads as drained (a source-IP
+        // persistence pin to it no longer holds).
+        for id in self.ids.retired_backends() {
+            let mut b = dp.backend(id)?;
+            if b.weight != 0 {
+                b.weight = 0;
+                dp.set_backend(id, &b)?;
+            }
+        }
+        self.ids.retirement_written();
         // Backends that just stopped being `nat` backends keep the flag
         // that gets their replies translated while their flows may run.
         let kept = self

@@ -100,6 +100,9 @@ pub struct Ids {
     /// Ids handed to a new owner whose counters were not zeroed yet.
     fresh_listeners: BTreeSet<u32>,
     fresh_backends: BTreeSet<u32>,
+    /// Backend ids freed (and not handed out again) whose dataplane entry
+    /// was not marked retired yet (see [`Ids::retired_backends`]).
+    retired_backends: BTreeSet<u32>,
 }
 
 impl Default for Ids {
@@ -112,6 +115,7 @@ impl Default for Ids {
             backend_pool: Pool::new(MAX_BACKENDS),
             fresh_listeners: BTreeSet::new(),
             fresh_backends: BTreeSet::new(),
+            retired_backends: BTreeSet::new(),
         }
     }
 }
@@ -154,10 +158,12 @@ impl Ids {
 
         let keep_b: BTreeSet<&BackendSlot> = backends.iter().collect();
         let pool = &mut self.backend_pool;
+        let retired = &mut self.retired_backends;
         self.backends.retain(|k, id| {
             let keep = keep_b.contains(k);
             if !keep {
                 pool.free(*id);
+                retired.insert(*id);
             }
             keep
         });
@@ -169,6 +175,7 @@ impl Ids {
                     .ok_or(IdError::Backends(MAX_BACKENDS))?;
                 self.backends.insert(*key, id);
                 self.fresh_backends.insert(id);
+                self.retired_backends.remove(&id);
                 // A fresh owner of this id: bump its generation.
                 *self.generations.entry(id).or_insert(0) += 1;
             }
@@ -201,6 +208,22 @@ impl Ids {
         )
     }
 
+    /// Backend ids that lost their backend (removed by a reload, or not
+    /// configured any more when pinned state was adopted) and whose
+    /// dataplane entry still describes it as taking new flows. Its flows
+    /// run on until idle (as IPVS keeps a deleted real server's
+    /// connections), but nothing may send it new ones: a source-IP
+    /// persistence pin would. The applier marks them drained.
+    pub fn retired_backends(&self) -> Vec<u32> {
+        self.retired_backends.iter().copied().collect()
+    }
+
+    /// The entries of the ids [`Ids::retired_backends`] returned were
+    /// marked drained.
+    pub fn retirement_written(&mut self) {
+        self.retired_backends.clear();
+    }
+
     /// The counters of the ids [`Ids::fresh`] returned were zeroed.
     pub fn counted_afresh(&mut self) {
         self.fresh_listeners.clear();
@@ -215,6 +238,7 @@ impl Ids {
         *g = (*g).max(generation);
         if !self.backends.values().any(|&b| b == id) {
             self.backend_pool.free(id);
+            self.retired_backends.insert(id);
         }
     }
 
@@ -301,6 +325,32 @@ mod tests {
             ids.assign(&[vk(80)], &keys),
             Err(IdError::Backends(MAX_BACKENDS))
         );
+    }
+
+    #[test]
+    fn removed_backends_are_reported_until_their_retirement_is_written() {
+        let mut ids = Ids {
+            backend_pool: Pool::new(2),
+            ..Ids::default()
+        };
+        let a = bk(80, "10.0.1.1:80");
+        let b = bk(80, "10.0.1.2:80");
+        ids.assign(&[vk(80)], &[a, b]).unwrap();
+        assert!(ids.retired_backends().is_empty());
+        ids.assign(&[vk(80)], &[a]).unwrap();
+        assert_eq!(ids.retired_backends(), vec![1]);
+        ids.retirement_written();
+        assert!(ids.retired_backends().is_empty());
+        // Freed, then handed to a new backend before the applier wrote it:
+        // the new owner's entry is written, not retired.
+        ids.assign(&[vk(80)], &[]).unwrap();
+        assert_eq!(ids.retired_backends(), vec![0]);
+        let (c, d) = (bk(80, "10.0.1.3:80"), bk(80, "10.0.1.4:80"));
+        ids.assign(&[vk(80)], &[c]).unwrap();
+        assert_eq!(ids.backend(&c).map(|(id, _)| id), Some(1));
+        assert_eq!(ids.retired_backends(), vec![0]);
+        ids.assign(&[vk(80)], &[c, d]).unwrap();
+        assert_eq!(ids.retired_backends(), Vec::<u32>::new());
     }
 
     #[test]
