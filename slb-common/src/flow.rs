@@ -69,13 +69,28 @@ pub struct BackendHop {
     pub generation: u32,
 }
 
-/// A FIN or RST was seen: the flow no longer counts as active and is
-/// forgotten after `limits::CLOSING_TIMEOUT_S` idle.
+/// A FIN or RST was seen, either way: the flow no longer counts as active
+/// (`wlc`, status), and the fast path leaves it to the slow path.
 pub const FLOW_F_CLOSING: u16 = 1;
 /// The flow is forwarded in `nat` mode (only the destination rewritten).
 pub const FLOW_F_NAT: u16 = 2;
 /// The flow is forwarded in `dr` mode (only the MAC rewritten).
 pub const FLOW_F_DR: u16 = 4;
+/// The client sent a FIN.
+pub const FLOW_F_FIN_CLIENT: u16 = 8;
+/// The backend sent a FIN.
+pub const FLOW_F_FIN_BACKEND: u16 = 16;
+/// An RST was seen.
+pub const FLOW_F_RST: u16 = 32;
+
+/// The connection is over: a FIN each way, or an RST. Only then is it
+/// forgotten after the short `limits::CLOSING_TIMEOUT_S`; a half-closed
+/// one (one FIN: the other side may still send) may pause as long as an
+/// open one.
+pub const fn flow_ended(flags: u16) -> bool {
+    const BOTH: u16 = FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
+    flags & FLOW_F_RST != 0 || flags & BOTH == BOTH
+}
 
 /// Value of the `REVERSE` map, keyed by the backend-side tuple of a reply
 /// (backend → FULLNAT source address; backend → client in `nat` mode).

@@ -4,12 +4,15 @@ use crate::maps::{
     scratch, ACTIVE, BACKENDS, CLOCK, FLOWS, FLOW_CACHE, REPLY_CACHE, REVERSE, SNAT_POOL, SNAT_V4,
     SNAT_V6,
 };
-use crate::parse::Family;
+use crate::parse::{Family, TCP_FIN, TCP_RST};
 use aya_ebpf::bindings::BPF_NOEXIST;
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use core::mem::MaybeUninit;
 use slb_common::{
-    flow::{FLOW_F_CLOSING, FLOW_F_DR, FLOW_F_NAT},
+    flow::{
+        flow_ended, FLOW_F_CLOSING, FLOW_F_DR, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_NAT,
+        FLOW_F_RST,
+    },
     hash::{flow_hash, snat_candidate},
     limits::{CLOSING_TIMEOUT_S, SNAT_PORT_TRIES, SNAT_REUSE_AFTER_CLOSE_S, SNAT_REUSE_QUIET_NS},
     listener::BACKEND_F_DOWN,
@@ -37,12 +40,11 @@ pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<&'stati
     Some(b)
 }
 
-/// The flow has been idle longer than its listener's timeout (a closing
-/// flow's: `CLOSING_TIMEOUT_S`), as its own timestamp says.
+/// The flow has been idle longer than its listener's timeout (an ended
+/// connection's: `CLOSING_TIMEOUT_S`), as its own timestamp says.
 #[inline(always)]
 pub fn idle_past_timeout(flow: &Flow, listener: &Listener, now: u64) -> bool {
-    let idle_s = if flow.flags & FLOW_F_CLOSING != 0 && listener.idle_timeout_s > CLOSING_TIMEOUT_S
-    {
+    let idle_s = if flow_ended(flow.flags) && listener.idle_timeout_s > CLOSING_TIMEOUT_S {
         CLOSING_TIMEOUT_S
     } else {
         listener.idle_timeout_s
@@ -58,7 +60,7 @@ pub fn idle_past_timeout(flow: &Flow, listener: &Listener, now: u64) -> bool {
 /// reply within the timeout, the flow takes its time and lives on.
 #[inline(never)]
 pub fn kept_alive_by_replies(flow: &mut Flow, key: &FlowKey, listener: &Listener, now: u64) {
-    if flow.flags & (FLOW_F_CLOSING | FLOW_F_DR) != 0 || flow.listener_id != listener.id {
+    if flow_ended(flow.flags) || flow.flags & FLOW_F_DR != 0 || flow.listener_id != listener.id {
         return;
     }
     let Some(b) = BACKENDS.get(flow.backend_id) else {
@@ -266,7 +268,7 @@ fn source_free(old: &Reverse, rkey: &FlowKey, owner: &mut FlowKey, now: u64) -> 
     if flow.snat_addr != rkey.dst || flow.snat_port != rkey.dport {
         return true;
     }
-    let idle_s = if flow.flags & FLOW_F_CLOSING != 0 {
+    let idle_s = if flow_ended(flow.flags) {
         SNAT_REUSE_AFTER_CLOSE_S
     } else {
         flow.idle_timeout_s
@@ -299,7 +301,7 @@ pub fn nat_reply_live(rev: &Reverse, proto: u8, now: u64) -> bool {
     let (seen, idle_s) = match unsafe { FLOWS.get(&s.owner) } {
         Some(f) => (
             f.seen_ns.max(rev.seen_ns),
-            if f.flags & FLOW_F_CLOSING != 0 {
+            if flow_ended(f.flags) {
                 CLOSING_TIMEOUT_S
             } else {
                 f.idle_timeout_s
@@ -364,19 +366,31 @@ pub fn active_add(backend_id: u32, delta: i32) {
     }
 }
 
-/// Marks a flow as ending (FIN or RST seen): it stops counting as active
-/// and is forgotten sooner. Only the first FIN/RST counts.
+/// Records a FIN or RST of the flow's connection (`tcp_flags`, sent by
+/// the client when `from_client`): the flow stops counting as active at
+/// the first one, and ends (short timeout) with a FIN each way or an RST.
 #[inline(always)]
-pub fn mark_closing(flow: &mut Flow) {
+pub fn mark_closing(flow: &mut Flow, tcp_flags: u8, from_client: bool) {
     if flow.flags & FLOW_F_CLOSING == 0 {
         flow.flags |= FLOW_F_CLOSING;
         active_add(flow.backend_id, -1);
     }
+    if tcp_flags & TCP_RST != 0 {
+        flow.flags |= FLOW_F_RST;
+    } else if tcp_flags & TCP_FIN != 0 {
+        flow.flags |= if from_client {
+            FLOW_F_FIN_CLIENT
+        } else {
+            FLOW_F_FIN_BACKEND
+        };
+    }
 }
 
-/// `mark_closing` for the flow a reply belongs to.
-#[inline(always)]
-pub fn mark_closing_from_reply(rev: &Reverse, proto: u8) {
+/// `mark_closing` for the flow a reply (the backend's `tcp_flags`)
+/// belongs to. Not inlined: its key would take stack in `to_client`'s
+/// frame, at the verifier's limit.
+#[inline(never)]
+pub fn mark_closing_from_reply(rev: &Reverse, proto: u8, tcp_flags: u8) {
     let fkey = FlowKey {
         src: rev.client,
         dst: rev.vip,
@@ -389,6 +403,6 @@ pub fn mark_closing_from_reply(rev: &Reverse, proto: u8) {
     if let Some(f) = FLOWS.get_ptr_mut(&fkey) {
         crate::cache::forget(&FLOW_CACHE, &fkey);
         // SAFETY: map value pointer, valid for this program run.
-        mark_closing(unsafe { &mut *f });
+        mark_closing(unsafe { &mut *f }, tcp_flags, false);
     }
 }

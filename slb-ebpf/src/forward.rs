@@ -394,7 +394,7 @@ fn established(
         return TOO_BIG;
     }
     if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        mark_closing(flow);
+        mark_closing(flow, tcp_flags, true);
     }
     if !rewrite_to_backend::<false>(ctx, l3, flow_mode(flow), &src, sport, backend) {
         return xdp_action::XDP_PASS;
@@ -529,7 +529,7 @@ fn commit_flow(
     };
     active_add(backend_id, 1);
     if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        mark_closing(&mut s.flow);
+        mark_closing(&mut s.flow, tcp_flags, true);
     }
     // A failed insert only costs a re-schedule on the next packet, which
     // picks the same backend and source port.
@@ -572,7 +572,7 @@ fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8, nat: bool)
         return TOO_BIG;
     }
     if l3.proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        mark_closing_from_reply(rev, l3.proto);
+        mark_closing_from_reply(rev, l3.proto, tcp_flags);
     }
     let vip = rev.vip;
     let client = rev.client;

@@ -218,6 +218,38 @@ fn replies_keep_a_quiet_clients_flow_alive() {
     }
 }
 
+/// A half-closed connection (one FIN: the other side may still send) may
+/// pause as long as an open one; once both sides sent a FIN it is
+/// forgotten after 10 s idle (`wrr` then schedules the tuple afresh).
+#[test]
+fn a_half_closed_connection_lives_on_until_both_fins() {
+    use slb_common::Flow;
+    let mut bed = Bed::new("halfc", CONFIG);
+    let (_, out) = bed.run(&tcp4(CLIENT, 44000, VIP, 87, true, b""));
+    let o = parse_checked(&out);
+    let IpAddr::V4(backend) = o.dst else {
+        panic!("IPv4 expected")
+    };
+    let data = tcp4(CLIENT, 44000, VIP, 87, false, b"ack");
+    let k = tcp_key4(CLIENT, 44000, VIP, 87);
+    assert_eq!(bed.run(&tcp4_fin(CLIENT, 44000, VIP, 87)).0, XDP_REDIRECT);
+    // The server takes a minute to answer: quiet both ways.
+    let rk = tcp_key4(backend, 8087, SNAT, o.sport);
+    age::<Flow>(&bed, "FLOWS", &k, 60, |f| &mut f.seen_ns);
+    age::<slb_common::Reverse>(&bed, "REVERSE", &rk, 60, |r| &mut r.seen_ns);
+    let (v, out) = bed.run(&data);
+    assert_eq!(v, XDP_REDIRECT);
+    assert_eq!(parse_checked(&out).dst, o.dst, "a half-closed flow moved");
+    // Now the backend closes too; 11 s later the tuple is a new flow.
+    let fin_back = tcp4_fin(backend, 8087, SNAT, o.sport);
+    assert_eq!(bed.run(&fin_back).0, XDP_REDIRECT);
+    age::<Flow>(&bed, "FLOWS", &k, 11, |f| &mut f.seen_ns);
+    age::<slb_common::Reverse>(&bed, "REVERSE", &rk, 11, |r| &mut r.seen_ns);
+    let (v, out) = bed.run(&data);
+    assert_eq!(v, XDP_REDIRECT);
+    assert_ne!(parse_checked(&out).dst, o.dst, "an ended flow was kept");
+}
+
 /// A backend removed by a reload keeps its flows (as IPVS keeps a deleted
 /// real server's connections) but gets no new ones: a source-IP
 /// persistence pin to it no longer holds.

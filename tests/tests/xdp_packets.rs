@@ -143,7 +143,6 @@ fn established_flow_takes_the_fast_path_while_the_clock_runs() {
     assert_eq!(v, XDP_PASS, "a stale clock sends packets to the slow path");
 }
 
-/// A TCP segment ending a flow: an RST, or a FIN (with ACK).
 /// The fast path keeps per-CPU copies of flow entries; what the slow path
 /// does to a flow on a CPU (here: an RST removes it) drops that CPU's copy
 /// at once.
@@ -441,8 +440,8 @@ fn source_port_of_new_flow(bed: &mut Bed, (src, sport): (Ipv4Addr, u16)) -> u16 
 /// Reverse entries are never deleted, and a small pool never fills the
 /// table enough for the LRU to evict them, so the FULLNAT source of an
 /// ended flow must be handed out again, or the pool runs dry: after an
-/// RST once the reverse entry has been quiet for 3 s; after a FIN once
-/// TIME_WAIT (60 s) has passed; for a flow that just stopped, after its
+/// RST once the reverse entry has been quiet for 3 s; after a FIN each
+/// way once TIME_WAIT (60 s) has passed; for a flow that just stopped, after its
 /// idle timeout (900 s for TCP). Not before.
 #[test]
 fn fullnat_source_of_an_ended_flow_goes_to_the_next_client() {
@@ -470,14 +469,20 @@ fn fullnat_source_of_an_ended_flow_goes_to_the_next_client() {
         "not reused after an RST"
     );
 
-    // Ended by a FIN (kept through TIME_WAIT), and gone quiet without one
+    // Ended by FINs (kept through TIME_WAIT), and gone quiet without them
     // (kept until the idle timeout): (how, client port, age at which the
     // source must still be kept, age at which it must be handed out).
-    for (how, sport, kept_at, free_at) in [("FIN", 40001, 30, 61), ("idle", 40002, 800, 901)] {
+    for (how, sport, kept_at, free_at) in [("FINs", 40001, 30, 61), ("idle", 40002, 800, 901)] {
         let port = source_port_of_new_flow(&mut bed, (CLIENT, sport));
         let rivals = rivals_for(port, 2);
-        if how == "FIN" {
+        if how == "FINs" {
+            // A FIN each way: the connection is over (one FIN only
+            // half-closes it, and it may go on as long as an open one).
             assert_eq!(bed.run(&tcp4_fin(CLIENT, sport, VIP, 80)).0, XDP_REDIRECT);
+            assert_eq!(
+                bed.run(&tcp4_fin(BACKEND, 8080, SNAT, port)).0,
+                XDP_REDIRECT
+            );
         }
         age_flow(&bed, Some(sport), port, kept_at);
         assert_ne!(

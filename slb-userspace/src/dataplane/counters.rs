@@ -102,8 +102,9 @@ pub(super) fn monotonic_coarse_ns() -> u64 {
 }
 
 impl Dataplane {
-    /// Which of `addrs` live flows are still forwarded to: entries not
-    /// closing, seen within their idle timeout, whose backend slot still
+    /// Which of `addrs` live flows are still forwarded to: entries whose
+    /// connection has not ended (a half-closed one may still get replies),
+    /// seen within their idle timeout, whose backend slot still
     /// holds the backend they were scheduled to. Walks the table: only
     /// for the rare decision to drop a retired `nat` backend's flag.
     pub fn addrs_with_live_flows(
@@ -114,7 +115,7 @@ impl Dataplane {
         let mut backends = std::collections::BTreeMap::new();
         let mut out = std::collections::BTreeSet::new();
         for (_, flow) in self.flows.iter().filter_map(Result::ok) {
-            if flow.flags & slb_common::flow::FLOW_F_CLOSING != 0
+            if slb_common::flow::flow_ended(flow.flags)
                 || now.saturating_sub(flow.seen_ns) > u64::from(flow.idle_timeout_s) * 1_000_000_000
             {
                 continue;

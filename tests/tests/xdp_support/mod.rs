@@ -387,6 +387,7 @@ pub fn fix_tcp_checksum(frame: &mut [u8]) {
     frame[34 + 17] = c[1];
 }
 
+/// A TCP segment ending a flow: an RST, or a FIN (with ACK).
 pub fn tcp4_end(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, rst: bool) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
         .ipv4(src.octets(), dst.octets(), 64)
