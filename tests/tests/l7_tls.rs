@@ -164,6 +164,72 @@ async fn http2_end_to_end() {
     p.stop().await;
 }
 
+/// A session made where no client certificate was asked for must not
+/// resume where one is: a resumed handshake skips client-certificate
+/// verification. Two listeners, one with mutual TLS; a client without a
+/// certificate gets a session from the open one (TLS 1.3 ticket, TLS 1.2
+/// ticket or session id) and offers it to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_from_another_listener_does_not_bypass_mutual_tls() {
+    let pki = Pki::new("mtlsres");
+    let backend = Backend::start("a").await;
+    let (crt, key, _) = pki.server("a", &["a.test"]);
+    let cert = format!(
+        "\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n",
+        crt.display(),
+        key.display()
+    );
+    let ca = format!("client_ca = \"{}\"", pki.ca_path().display());
+    let (p, _) = start_proxy(&["open", "mtls"], |ports| {
+        format!(
+            "{}{cert}{}{}{cert}{}",
+            listener("open", "https", ports[0], ""),
+            backend.toml("listener.backend", 100),
+            listener("mtls", "https", ports[1], &ca),
+            backend.toml("listener.backend", 100),
+        )
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls12 = |tickets: bool| {
+        let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        if !tickets {
+            c.resumption = rustls::client::Resumption::default()
+                .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+        }
+        std::sync::Arc::new(c)
+    };
+    for (what, cfg) in [
+        ("TLS 1.3", pki.client_config(&[b"http/1.1"], None)),
+        ("TLS 1.2 ticket", tls12(true)),
+        ("TLS 1.2 session id", tls12(false)),
+    ] {
+        let mut s = tls_connect(cfg.clone(), p.addr("open"), "a.test")
+            .await
+            .unwrap();
+        assert!(h1_over(&mut s, "/")
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200"));
+        let hits = backend.hits();
+        let served = match tls_connect(cfg, p.addr("mtls"), "a.test").await {
+            Ok(mut s) => h1_over(&mut s, "/secret")
+                .await
+                .is_ok_and(|r| r.starts_with("HTTP/1.1 200")),
+            Err(_) => false,
+        };
+        assert!(!served, "{what}: served without a client certificate");
+        assert_eq!(backend.hits(), hits, "{what}");
+    }
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls12_and_session_resumption() {
     let pki = Pki::new("resume");

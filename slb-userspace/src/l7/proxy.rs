@@ -1,6 +1,7 @@
 //! The proxy as the agent (and `slb proxy`) drive it: start on the
 //! configuration's http/https listeners, reload, shut down.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,13 +43,27 @@ struct Served {
 pub struct ProxyHandle {
     shared: Arc<Shared>,
     tracker: TaskTracker,
-    resumption: Resumption,
     state: Mutex<State>,
 }
 
 struct State {
     served: Vec<Served>,
     counters: Counters,
+    /// Session resumption state per https listener, with what its client
+    /// certificates were verified against (see [`Resumption`]).
+    resumptions: BTreeMap<String, (ClientAuth, Resumption)>,
+}
+
+/// What an https listener verifies client certificates against: nothing,
+/// or a CA bundle (its path and content). A session may only resume under
+/// the setting it was made under.
+type ClientAuth = Option<(std::path::PathBuf, Vec<u8>)>;
+
+fn client_auth(l: &Listener) -> ClientAuth {
+    let path = l.l7.as_ref()?.client_ca.clone()?;
+    // Unreadable: building the TLS settings fails with the file's error.
+    let content = std::fs::read(&path).unwrap_or_default();
+    Some((path, content))
 }
 
 impl std::fmt::Debug for ProxyHandle {
@@ -87,13 +102,10 @@ impl Proxy {
                 shutdown: CancellationToken::new(),
             }),
             tracker: TaskTracker::new(),
-            resumption: Resumption::new().map_err(|source| L7Error::Tls {
-                listener: String::new(),
-                source,
-            })?,
             state: Mutex::new(State {
                 served: Vec::new(),
                 counters: Counters::default(),
+                resumptions: BTreeMap::new(),
             }),
         };
         handle.apply(listeners, sockets).await?;
@@ -163,14 +175,24 @@ impl ProxyHandle {
 
         // Everything that can fail, before anything changes.
         let mut runtimes = Vec::with_capacity(wanted.len());
+        let mut resumptions = BTreeMap::new();
         for l in &wanted {
+            let auth = client_auth(l);
+            let resumption = match st.resumptions.get(&l.name) {
+                Some((was, r)) if *was == auth => r.clone(),
+                _ => Resumption::new().map_err(|source| L7Error::Tls {
+                    listener: l.name.clone(),
+                    source,
+                })?,
+            };
             runtimes.push(Runtime::build(
                 l,
                 listeners,
-                &self.resumption,
+                &resumption,
                 &mut st.counters,
                 &self.shared.metrics,
             )?);
+            resumptions.insert(l.name.clone(), (auth, resumption));
         }
         let mut bound: Vec<(SocketAddr, TcpListener)> = Vec::new();
         for l in &wanted {
@@ -236,6 +258,7 @@ impl ProxyHandle {
             });
         }
         st.counters.retain_configured(listeners);
+        st.resumptions = resumptions;
         Ok(())
     }
 }

@@ -44,8 +44,12 @@ pub fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// Session state kept across reloads, so that a reload (new certificates,
-/// new rules) does not make every client do a full handshake again.
+/// Session state of one https listener, kept across reloads so that a
+/// reload (new certificates, new rules) does not make every client do a
+/// full handshake again. One per listener and client-certificate setting:
+/// a resumed session skips client-certificate verification, so a session
+/// made where none was asked for (another listener, or before mutual TLS
+/// or another CA was configured) must not resume where one is.
 #[derive(Clone)]
 pub struct Resumption {
     cache: Arc<dyn StoresServerSessions>,
@@ -62,14 +66,37 @@ impl Resumption {
     pub fn new() -> Result<Self, TlsError> {
         let inner = rustls::crypto::ring::Ticketer::new()?;
         Ok(Self {
-            cache: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+            cache: Arc::new(Expiring(ServerSessionMemoryCache::new(SESSION_CACHE_SIZE))),
             ticketer: Arc::new(Lifetime(inner)),
         })
     }
 }
 
-/// A ticketer whose tickets announce `TICKET_LIFETIME_SECS` (ring's rotate
-/// keys every few hours and would announce that).
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `value` stamped with the time it was made.
+fn stamped(value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + value.len());
+    v.extend_from_slice(&unix_now().to_be_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+/// The value of a `stamped` one still within `TICKET_LIFETIME_SECS`.
+fn fresh(stamped: &[u8]) -> Option<Vec<u8>> {
+    let (time, value) = stamped.split_first_chunk::<8>()?;
+    let age = unix_now().saturating_sub(u64::from_be_bytes(*time));
+    (age <= u64::from(TICKET_LIFETIME_SECS)).then(|| value.to_vec())
+}
+
+/// A ticketer whose tickets announce, and last, `TICKET_LIFETIME_SECS`:
+/// ring's rotates its keys every few hours and would accept a ticket that
+/// long (TLS 1.2 does not check a ticket's age).
 #[derive(Debug)]
 struct Lifetime(Arc<dyn ProducesTickets>);
 
@@ -81,10 +108,30 @@ impl ProducesTickets for Lifetime {
         TICKET_LIFETIME_SECS
     }
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        self.0.encrypt(plain)
+        self.0.encrypt(&stamped(plain))
     }
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        self.0.decrypt(cipher)
+        fresh(&self.0.decrypt(cipher)?)
+    }
+}
+
+/// The session-id cache, whose entries last `TICKET_LIFETIME_SECS` (the
+/// library's never expire).
+#[derive(Debug)]
+struct Expiring(Arc<ServerSessionMemoryCache>);
+
+impl StoresServerSessions for Expiring {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.0.put(key, stamped(&value))
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        fresh(&self.0.get(key)?)
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        fresh(&self.0.take(key)?)
+    }
+    fn can_cache(&self) -> bool {
+        self.0.can_cache()
     }
 }
 
@@ -159,4 +206,36 @@ pub fn server_config(
     cfg.session_storage = resumption.cache.clone();
     cfg.ticketer = resumption.ticketer.clone();
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamped_at(age_secs: u64, value: &[u8]) -> Vec<u8> {
+        let mut v = (unix_now() - age_secs).to_be_bytes().to_vec();
+        v.extend_from_slice(value);
+        v
+    }
+
+    /// Tickets and cached sessions last `TICKET_LIFETIME_SECS` (TLS 1.2
+    /// would otherwise resume with any ticket the keys still open, and
+    /// with any cached session, however old).
+    #[test]
+    fn sessions_expire_after_their_lifetime() {
+        assert_eq!(fresh(&stamped(b"s")), Some(b"s".to_vec()));
+        assert_eq!(fresh(&stamped_at(299, b"s")), Some(b"s".to_vec()));
+        assert_eq!(fresh(&stamped_at(301, b"s")), None);
+        assert_eq!(fresh(b"short"), None);
+
+        let r = Resumption::new().unwrap();
+        let ticket = r.ticketer.encrypt(b"session").unwrap();
+        assert_eq!(r.ticketer.decrypt(&ticket), Some(b"session".to_vec()));
+        r.cache.put(b"id".to_vec(), b"session".to_vec());
+        assert_eq!(r.cache.get(b"id"), Some(b"session".to_vec()));
+        // An entry put 301 s ago (as stamped then) is not handed out.
+        let Expiring(inner) = &Expiring(ServerSessionMemoryCache::new(4));
+        inner.put(b"old".to_vec(), stamped_at(301, b"session"));
+        assert_eq!(Expiring(inner.clone()).get(b"old"), None);
+    }
 }
