@@ -739,6 +739,23 @@ async fn redirect_https_answers_301() {
         got.header("location"),
         Some("https://www.example.com/a/b?c=1")
     );
+    // `OPTIONS *` goes to the root; a Host that is no host is refused, not
+    // pasted into the Location.
+    for (raw, want) in [
+        (
+            "OPTIONS * HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "location: https://a.test/\r\n",
+        ),
+        (
+            "GET /p?x=1 HTTP/1.1\r\nHost: a.test/evil\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+    ] {
+        let mut s = TcpStream::connect(p.addr("plain")).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let r = read_response(&mut s).await;
+        assert!(r.contains(want), "{raw:?}: {r}");
+    }
     p.stop().await;
 }
 

@@ -12,15 +12,22 @@ use l7_support::*;
 use rustls::HandshakeKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// An https listener with certificates for a.test (default), b.test and
-/// *.wild.test; `extra` lines added to the listener.
+/// An https listener with certificates for a.test (default), b.test,
+/// *.wild.test and, after it, exact.wild.test; `extra` lines added to the
+/// listener.
 async fn https_proxy(pki: &Pki, backend: &Backend, extra: &str) -> Running {
     let (a_crt, a_key, _) = pki.server("a", &["a.test"]);
     let (b_crt, b_key, _) = pki.server("b", &["b.test"]);
     let (w_crt, w_key, _) = pki.server("wild", &["*.wild.test"]);
+    let (e_crt, e_key, _) = pki.server("exactwild", &["exact.wild.test"]);
     let (p, _) = start_proxy(&["tls"], |ports| {
         let mut t = listener("tls", "https", ports[0], extra);
-        for (c, k) in [(&a_crt, &a_key), (&b_crt, &b_key), (&w_crt, &w_key)] {
+        for (c, k) in [
+            (&a_crt, &a_key),
+            (&b_crt, &b_key),
+            (&w_crt, &w_key),
+            (&e_crt, &e_key),
+        ] {
             t.push_str(&format!(
                 "\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n",
                 c.display(),
@@ -68,6 +75,8 @@ async fn sni_picks_the_certificate() {
     for (sni, file) in [
         ("b.test", "b"),
         ("x.wild.test", "wild"),
+        // An exact name wins over an earlier wildcard.
+        ("exact.wild.test", "exactwild"),
         ("deep.x.wild.test", "a"),
         ("a.test", "a"),
     ] {

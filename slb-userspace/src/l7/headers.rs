@@ -230,8 +230,13 @@ pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, 
 /// (§6.1): the server library has decoded the chunks, and passing the
 /// rest on as if it were the body would corrupt it.
 pub fn malformed_h1(version: http::Version, headers: &HeaderMap) -> Option<http::StatusCode> {
-    let hosts = headers.get_all(header::HOST).iter().count();
-    if hosts > 1 || (hosts == 0 && version == http::Version::HTTP_11) {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let valid = match (hosts.next(), hosts.next()) {
+        (None, _) => version != http::Version::HTTP_11,
+        (Some(h), None) => valid_host(h.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !valid {
         return Some(http::StatusCode::BAD_REQUEST);
     }
     other_transfer_coding(headers).then_some(http::StatusCode::NOT_IMPLEMENTED)
@@ -246,6 +251,39 @@ pub fn other_transfer_coding(headers: &HeaderMap) -> bool {
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a registered
+/// name (unreserved characters, percent-encodings, sub-delimiters) or a
+/// bracketed IP literal, and digits after the colon. Anything else (a
+/// slash, a space...) would end up in routing and in redirect URLs.
+pub fn valid_host(h: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = h.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &rest[..end];
+        if !literal
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        {
+            return false;
+        }
+        match &rest[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&[][..], port),
+            _ => return false,
+        }
+    } else {
+        match h.iter().rposition(|&b| b == b':') {
+            Some(i) => (&h[..i], &h[i + 1..]),
+            None => (h, &[][..]),
+        }
+    };
+    let reg_name = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    reg_name && port.iter().all(u8::is_ascii_digit)
 }
 
 /// The `Host` value for a request target's authority (without userinfo).
@@ -314,6 +352,33 @@ mod tests {
             let mut m = ok.clone();
             m.insert("transfer-encoding", HeaderValue::from_static(te));
             assert_eq!(malformed_h1(Version::HTTP_11, &m), want, "{te}");
+        }
+        for bad in [
+            "a.test/evil",
+            "a b",
+            "a.test:80x",
+            "[::1",
+            "[fe80::1%eth0]",
+            "a\"b",
+        ] {
+            let mut m = HeaderMap::new();
+            m.insert("host", HeaderValue::from_str(bad).unwrap());
+            assert_eq!(
+                malformed_h1(Version::HTTP_11, &m),
+                Some(StatusCode::BAD_REQUEST),
+                "{bad}"
+            );
+        }
+        for good in [
+            "a.test",
+            "a.test:8080",
+            "[::1]:8080",
+            "[::1]",
+            "10.0.0.1",
+            "xn--bcher-kva.example",
+            "",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good}");
         }
         let a: http::uri::Authority = "user@a.example:8080".parse().unwrap();
         assert_eq!(host_value(&a).unwrap(), "a.example:8080");

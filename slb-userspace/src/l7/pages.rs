@@ -70,6 +70,13 @@ pub fn redirect(location: &str) -> Response<Body> {
 /// The https URL for a request: `https://host[:port]/path?query`; the port
 /// is left out when it is 443.
 pub fn https_location(host: &str, https_port: u16, path_and_query: &str) -> String {
+    // `OPTIONS *` asks about the server, not a resource: its https
+    // equivalent is the root.
+    let path_and_query = if path_and_query == "*" {
+        "/"
+    } else {
+        path_and_query
+    };
     if https_port == 443 {
         format!("https://{host}{path_and_query}")
     } else {

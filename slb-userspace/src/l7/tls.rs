@@ -135,8 +135,10 @@ impl StoresServerSessions for Expiring {
     }
 }
 
-/// Picks the certificate for a handshake: the first, in file order, valid
-/// for the SNI name (wildcards as in X.509), else the first one.
+/// Picks the certificate for a handshake: the first, in file order, that
+/// names the SNI name exactly; else the first valid for it through a
+/// wildcard (as in X.509); else the first one. Exact names first, as nginx
+/// and HAProxy choose (and as the proxy's own host rules match).
 #[derive(Debug)]
 pub struct SniResolver {
     /// Not empty.
@@ -154,17 +156,27 @@ impl SniResolver {
     /// The certificate for `sni`.
     pub fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let name = sni.and_then(|s| ServerName::try_from(s).ok());
-        if let Some(name) = name {
-            for ck in &self.certs {
-                let Ok(der) = ck.end_entity_cert() else {
-                    continue;
-                };
-                let Ok(ee) = webpki::EndEntityCert::try_from(der) else {
-                    continue;
-                };
-                if ee.verify_is_valid_for_subject_name(&name).is_ok() {
-                    return Some(ck.clone());
-                }
+        if let (Some(sni), Some(name)) = (sni, name) {
+            let sni = sni.trim_end_matches('.');
+            let parsed: Vec<(&Arc<CertifiedKey>, webpki::EndEntityCert<'_>)> = self
+                .certs
+                .iter()
+                .filter_map(|ck| {
+                    let der = ck.end_entity_cert().ok()?;
+                    Some((ck, webpki::EndEntityCert::try_from(der).ok()?))
+                })
+                .collect();
+            let exact = parsed.iter().find(|(_, ee)| {
+                ee.valid_dns_names()
+                    .any(|n| !n.starts_with("*.") && n.eq_ignore_ascii_case(sni))
+            });
+            let any = || {
+                parsed
+                    .iter()
+                    .find(|(_, ee)| ee.verify_is_valid_for_subject_name(&name).is_ok())
+            };
+            if let Some((ck, _)) = exact.or_else(any) {
+                return Some((*ck).clone());
             }
         }
         self.certs.first().cloned()
