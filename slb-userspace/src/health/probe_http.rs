@@ -7,16 +7,23 @@
 //! (IPv6 in brackets) with `:port` when the port is not 80,
 //! `User-Agent: slb-health/<version>`, `Connection: close`. For `GET` at
 //! most 64 KiB of the body are read, then the connection is dropped. The
-//! connection closes with RST like the `tcp` check. A `#fragment` in the
+//! connection closes with RST like the `tcp` check: hyper's own shutdown
+//! after `Connection: close` is suppressed ([`NoShutdown`]), so no FIN is
+//! sent and neither side keeps a TIME_WAIT socket. A `#fragment` in the
 //! configured path is not sent (RFC 9110: never part of a request target).
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::probe_tcp::connect;
 use crate::config::{HttpMethod, HttpProbe};
@@ -43,6 +50,57 @@ pub fn host_header(check: &HttpProbe, addr: IpAddr, port: u16) -> String {
     }
 }
 
+/// The probe's connection as hyper sees it: a [`TcpStream`] whose
+/// `poll_shutdown` does nothing. hyper shuts the write side down (FIN)
+/// when a `Connection: close` exchange ends; with that FIN sent, the
+/// zero-linger close that follows has nothing left to reset, and one side
+/// keeps a TIME_WAIT socket per check (thousands at 1000 backends).
+/// Without it, dropping the stream (SO_LINGER 0, see
+/// [`connect`]) ends the connection with RST.
+struct NoShutdown(TcpStream);
+
+impl AsyncRead for NoShutdown {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for NoShutdown {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    /// Deliberately no shutdown: the connection ends when the stream is
+    /// dropped, with RST.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 fn request(check: &HttpProbe, host: &str) -> Result<Request<Empty<Bytes>>, String> {
     let method = match check.method {
         HttpMethod::Head => Method::HEAD,
@@ -66,9 +124,10 @@ pub async fn probe(addr: SocketAddr, source: IpAddr, check: &HttpProbe) -> Resul
     let req = request(check, &host_header(check, addr.ip(), port))?;
     let stream = connect(target, source).await?;
 
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("http: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(NoShutdown(stream)))
+            .await
+            .map_err(|e| format!("http: {e}"))?;
     let exchange = async {
         let resp = sender
             .send_request(req)
@@ -128,7 +187,9 @@ mod tests {
     use super::*;
     use crate::config::{Probe, StatusClass};
     use crate::health::probe::run_check;
-    use crate::health::testutil::{check, free_port, http_server, silent_server};
+    use crate::health::testutil::{
+        check, free_port, http_server, scripted_server, silent_server, PeerClose,
+    };
 
     fn http(
         method: HttpMethod,
@@ -238,6 +299,27 @@ mod tests {
         )
         .await;
         assert!(out.ok, "{out:?}");
+    }
+
+    /// 200, no body, connection close.
+    const EMPTY_200: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+    #[tokio::test]
+    async fn closes_with_rst_when_the_server_waits_for_the_client() {
+        let (addr, server) = scripted_server("127.0.0.1", EMPTY_200, false).await;
+        let c = check(Probe::Http(default_http()));
+        let out = run_check(addr, "127.0.0.1".parse().unwrap(), &c).await;
+        assert!(out.ok, "{out:?}");
+        assert_eq!(server.await.unwrap(), PeerClose::Reset);
+    }
+
+    #[tokio::test]
+    async fn closes_with_rst_when_the_server_closes_first() {
+        let (addr, server) = scripted_server("127.0.0.1", EMPTY_200, true).await;
+        let c = check(Probe::Http(default_http()));
+        let out = run_check(addr, "127.0.0.1".parse().unwrap(), &c).await;
+        assert!(out.ok, "{out:?}");
+        assert_eq!(server.await.unwrap(), PeerClose::Reset);
     }
 
     #[tokio::test]

@@ -164,3 +164,57 @@ pub async fn udp_echo(ip: &str) -> UdpEcho {
     });
     UdpEcho { addr, peers, task }
 }
+
+/// How a client ended its connection, as seen by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerClose {
+    /// RST: the read failed with `ConnectionReset`.
+    Reset,
+    /// FIN: the read returned end of stream.
+    Fin,
+    /// The client sent more data.
+    Data,
+    /// Still open after a few seconds.
+    Open,
+}
+
+/// A one-connection TCP server on `ip`: reads a request head (up to the
+/// blank line), writes `response`, shuts its own sending side when
+/// `close_first`, then reports how the client ended the connection.
+pub async fn scripted_server(
+    ip: &str,
+    response: &'static [u8],
+    close_first: bool,
+) -> (SocketAddr, JoinHandle<PeerClose>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf).await {
+                Ok(0) => return PeerClose::Fin,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return PeerClose::Reset
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        // The client may reset before the whole response is written.
+        let _ = conn.write_all(response).await;
+        if close_first {
+            let _ = conn.shutdown().await;
+        }
+        match tokio::time::timeout(Duration::from_secs(3), conn.read(&mut buf)).await {
+            Err(_) => PeerClose::Open,
+            Ok(Ok(0)) => PeerClose::Fin,
+            Ok(Ok(_)) => PeerClose::Data,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => PeerClose::Reset,
+            Ok(Err(e)) => panic!("read: {e}"),
+        }
+    });
+    (addr, task)
+}
