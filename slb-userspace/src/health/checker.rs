@@ -115,8 +115,9 @@ impl Checker {
     /// source and check settings are all unchanged keeps its task, state
     /// and counters (it is not probed early). Removed targets stop. New
     /// targets start up-but-unconfirmed; a target whose settings changed
-    /// keeps its current up/down only provisionally: the first probe under
-    /// the new settings decides. First probes of the started targets are
+    /// keeps its state and history with its runs of results reset: under
+    /// the new settings, a change still needs a full threshold of
+    /// consecutive results. First probes of the started targets are
     /// spread over their interval.
     pub fn update(&mut self, targets: Vec<Target>) {
         self.update_renamed(targets, &BTreeMap::new());
@@ -125,8 +126,9 @@ impl Checker {
     /// [`update`](Checker::update) where listeners were renamed
     /// (`renamed`: new name → old name): a backend of a renamed listener
     /// is the same backend under a new key, so it goes on with the state
-    /// and history of its old key (provisionally, if its check settings
-    /// changed too) instead of starting over as a new target.
+    /// and history of its old key (with its runs of results reset, if its
+    /// check settings changed too) instead of starting over as a new
+    /// target.
     pub fn update_renamed(&mut self, targets: Vec<Target>, renamed: &BTreeMap<String, String>) {
         let targets = dedup(targets);
         let mut start = Vec::new();
@@ -151,12 +153,15 @@ impl Checker {
                 match table.get(&target.key) {
                     Some(slot) if slot.target == target => {}
                     Some(slot) => {
-                        let state = HealthState::provisional(slot.state.is_up());
+                        // New settings: the state stands (only a new
+                        // target is unconfirmed), the runs start over.
+                        let state = slot.state.restarted();
+                        let history = slot.history.clone();
                         table.remove(&target.key);
                         if let Some(task) = self.tasks.remove(&target.key) {
                             task.abort();
                         }
-                        start.push((target, state, History::default()));
+                        start.push((target, state, history));
                     }
                     None => {
                         let old_key = renamed.get(&target.key.listener).map(|old| BackendKey {
@@ -172,7 +177,7 @@ impl Checker {
                                 let state = if same {
                                     old.state
                                 } else {
-                                    HealthState::provisional(old.state.is_up())
+                                    old.state.restarted()
                                 };
                                 start.push((target, state, old.history));
                             }
@@ -553,23 +558,23 @@ mod tests {
         assert!(s1b.confirmed);
         assert_eq!(s1b.last_change, s1.last_change);
         assert!(s1b.consecutive_ok >= s1.consecutive_ok);
+        // The changed target keeps its confirmed state and history.
+        let s2 = before.iter().find(|s| s.key == t2.key).unwrap();
         let s2b = after.iter().find(|s| s.key == t2.key).unwrap();
-        assert!(s2b.up && !s2b.confirmed);
+        assert!(s2b.up && s2b.confirmed);
+        assert_eq!(s2b.last_change, s2.last_change);
+        assert_eq!((s2b.consecutive_ok, s2b.consecutive_fail), (0, 0));
         let s3 = after.iter().find(|s| s.key == t3.key).unwrap();
         assert!(s3.up && !s3.confirmed);
 
-        // The changed and the new target are decided by their first probe;
-        // the unchanged one sends nothing.
-        let mut got = BTreeSet::new();
-        for _ in 0..2 {
-            let t = timeout(Duration::from_millis(1500), rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(t.up && t.count == 1);
-            got.insert(t.key);
-        }
-        assert_eq!(got, BTreeSet::from([t2.key.clone(), t3.key.clone()]));
+        // Only the new target is decided by its first probe; the changed
+        // and the unchanged ones (still up) send nothing.
+        let t = timeout(Duration::from_millis(1500), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(t.up && t.count == 1);
+        assert_eq!(t.key, t3.key);
         let s1c = checker
             .snapshot()
             .into_iter()
@@ -585,6 +590,33 @@ mod tests {
         assert!(timeout(Duration::from_millis(1200), rx.recv())
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn changed_settings_keep_the_state_until_a_full_threshold() {
+        // Up (confirmed), then the backend dies as its check settings
+        // change: it goes down only after unhealthy_threshold (3)
+        // failures under the new settings, not at the first one.
+        let (l, a) = listen("127.0.0.27").await;
+        let c = check(Probe::Tcp);
+        let (mut checker, mut rx) = Checker::start(vec![target("web", a, c.clone())]);
+        let first = timeout(Duration::from_millis(1500), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.up);
+        drop(l);
+        let mut c2 = c.clone();
+        c2.unhealthy_threshold = 3;
+        let t2 = target("web", a, c2);
+        checker.update(vec![t2.clone()]);
+        let s = checker.snapshot().remove(0);
+        assert!(s.up && s.confirmed);
+        let started = std::time::Instant::now();
+        // Probes at about 0, 1 and 2 s after the update.
+        let t = next_for(&mut rx, &t2.key, Duration::from_millis(3500)).await;
+        assert_eq!(t.describe(), format!("{a} down: connect refused (3/3)"));
+        assert!(started.elapsed() >= Duration::from_millis(1800));
     }
 
     #[tokio::test]

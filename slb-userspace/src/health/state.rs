@@ -66,15 +66,29 @@ impl HealthState {
         Self::provisional(true)
     }
 
-    /// Unconfirmed with a provisional state (used when a target's check
-    /// settings change: it keeps its up/down until the first probe under
-    /// the new settings decides).
+    /// Unconfirmed with a provisional state: the first result decides at
+    /// once. Only for targets never probed in this run (an agent adopting
+    /// a previous run's dataplane seeds the backends it held down).
     pub fn provisional(up: bool) -> Self {
         HealthState {
             up,
             confirmed: false,
             consecutive_ok: 0,
             consecutive_fail: 0,
+        }
+    }
+
+    /// The same up/down and confirmation, with the runs of equal results
+    /// forgotten: used when a target's check settings change. Results
+    /// under the old settings do not count towards the new thresholds,
+    /// but a confirmed state stands until a full threshold of results
+    /// under the new settings changes it (SPEC §4); making it provisional
+    /// would let a single result decide.
+    pub fn restarted(&self) -> Self {
+        HealthState {
+            consecutive_ok: 0,
+            consecutive_fail: 0,
+            ..self.clone()
         }
     }
 
@@ -240,6 +254,25 @@ mod tests {
         let mut s = HealthState::provisional(false);
         let c = s.record(false, "timeout", 5, 5).unwrap();
         assert_eq!(c.to_string(), "down: timeout (1/1)");
+    }
+
+    #[test]
+    fn a_restarted_state_needs_a_full_threshold() {
+        let mut s = HealthState::new();
+        s.record(true, "", 3, 3);
+        s.record(false, "timeout", 3, 3);
+        s.record(false, "timeout", 3, 3);
+        // Settings changed: still up and confirmed, runs start over.
+        let mut s = s.restarted();
+        assert!(s.is_up() && s.is_confirmed());
+        assert_eq!((s.consecutive_ok(), s.consecutive_fail()), (0, 0));
+        assert_eq!(s.record(false, "timeout", 3, 3), None);
+        assert_eq!(s.record(false, "timeout", 3, 3), None);
+        let c = s.record(false, "timeout", 3, 3).unwrap();
+        assert_eq!(c.to_string(), "down: timeout (3/3)");
+        // An unconfirmed state stays unconfirmed.
+        let s = HealthState::provisional(false).restarted();
+        assert!(!s.is_up() && !s.is_confirmed());
     }
 
     #[test]
