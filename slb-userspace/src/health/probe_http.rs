@@ -5,9 +5,10 @@
 //! Request: the configured method (`HEAD` by default, or `GET`) and path,
 //! `Host` = the configured host verbatim, or else the backend's address
 //! (IPv6 in brackets) with `:port` when the port is not 80,
-//! `User-Agent: slb-health/<version>`, `Connection: close`. For `GET` at
-//! most 64 KiB of the body are read, then the connection is dropped. The
-//! connection closes with RST like the `tcp` check: hyper's own shutdown
+//! `User-Agent: slb-health/<version>`, `Connection: close`. The check is
+//! decided when the response head arrives: the body (of a `GET`) is never
+//! read, so a slow or endless body cannot turn a good status into a
+//! timeout; unread data is discarded by the reset. The connection closes with RST like the `tcp` check: hyper's own shutdown
 //! after `Connection: close` is suppressed ([`NoShutdown`]), so no FIN is
 //! sent and neither side keeps a TIME_WAIT socket. A `#fragment` in the
 //! configured path is not sent (RFC 9110: never part of a request target).
@@ -18,7 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
@@ -30,9 +31,6 @@ use crate::config::{HttpMethod, HttpProbe};
 
 /// `User-Agent` of every HTTP check.
 pub const USER_AGENT_VALUE: &str = concat!("slb-health/", env!("CARGO_PKG_VERSION"));
-
-/// Most body bytes read (and discarded) after a `GET`.
-pub const MAX_BODY: usize = 64 * 1024;
 
 /// The `Host` header for a check of `addr` on `port`.
 pub fn host_header(check: &HttpProbe, addr: IpAddr, port: u16) -> String {
@@ -128,24 +126,14 @@ pub async fn probe(addr: SocketAddr, source: IpAddr, check: &HttpProbe) -> Resul
         hyper::client::conn::http1::handshake(TokioIo::new(NoShutdown(stream)))
             .await
             .map_err(|e| format!("http: {e}"))?;
+    // Resolves with the response head: the status decides (SPEC §4), the
+    // body is left unread and the socket is reset when dropped.
     let exchange = async {
         let resp = sender
             .send_request(req)
             .await
             .map_err(|e| http_reason(&e))?;
-        let status = resp.status().as_u16();
-        if check.method == HttpMethod::Get {
-            // Read and discard at most MAX_BODY bytes; the status decides.
-            let mut body = resp.into_body();
-            let mut read = 0usize;
-            while read < MAX_BODY {
-                match body.frame().await {
-                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
-                    Some(Err(_)) | None => break,
-                }
-            }
-        }
-        Ok::<u16, String>(status)
+        Ok::<u16, String>(resp.status().as_u16())
     };
     tokio::pin!(conn);
     tokio::pin!(exchange);
@@ -287,8 +275,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn get_with_a_large_body_reads_at_most_64k() {
-        // 1 MiB body: the probe succeeds without reading it all.
+    async fn get_with_a_stalled_body_is_decided_by_the_status() {
+        // 200 announcing 100000 bytes, 5 sent, then nothing: up at once,
+        // not a timeout, and the connection is reset.
+        const STALLED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nhello";
+        let (addr, server) = scripted_server("127.0.0.1", STALLED, false).await;
+        let c = check(Probe::Http(http(
+            HttpMethod::Get,
+            "/",
+            None,
+            &[StatusClass::S2xx],
+        )));
+        let out = run_check(addr, "127.0.0.1".parse().unwrap(), &c).await;
+        assert!(out.ok, "{out:?}");
+        assert!(out.latency < c.timeout / 2, "{out:?}");
+        assert_eq!(server.await.unwrap(), PeerClose::Reset);
+    }
+
+    #[tokio::test]
+    async fn get_with_a_large_body_succeeds() {
+        // 1 MiB body: the probe succeeds without reading it.
         let server =
             crate::health::testutil::http_server_with_body("127.0.0.1", 200, 1 << 20).await;
         let c = http(HttpMethod::Get, "/", None, &[StatusClass::S2xx]);
