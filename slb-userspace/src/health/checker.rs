@@ -2,7 +2,8 @@
 //!
 //! One tokio task per target: it sleeps until its first probe (spread over
 //! one interval, see [`super::schedule`]), then probes once per interval
-//! tick. A task is a timer and, during a probe, one socket, so 1000+
+//! tick (after a probe longer than the interval, at the next tick after
+//! it ended). A task is a timer and, during a probe, one socket, so 1000+
 //! targets cost little; a slow backend only delays its own task. Results
 //! go into a shared table (a short `std` mutex section per probe), where
 //! the state machine decides; each change is logged and sent on the
@@ -16,11 +17,11 @@ use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::probe::{self, Outcome};
-use super::schedule::first_offset;
+use super::schedule::{first_offset, next_tick, tick_offset};
 use super::state::HealthState;
 use super::{Observer, Target, TargetStatus, Transition};
 use crate::planner::BackendKey;
@@ -311,12 +312,17 @@ struct Task {
 impl Task {
     async fn run(self, offset: Duration) {
         let interval = self.target.check.interval.max(Duration::from_millis(1));
-        let mut ticks = tokio::time::interval_at(Instant::now() + offset, interval);
-        // A probe longer than the interval: skip the missed ticks, keeping
-        // the phase (probes of one target never overlap).
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let first = Instant::now() + offset;
+        let mut tick = 0u64;
         loop {
-            ticks.tick().await;
+            // Explicit ticks rather than tokio's interval: its Skip mode
+            // fires a missed tick at once, so a probe longer than the
+            // interval was followed by the next one straight away instead
+            // of at the next tick after it ended.
+            let at = first
+                .checked_add(tick_offset(tick, interval))
+                .unwrap_or_else(|| Instant::now() + interval);
+            tokio::time::sleep_until(at).await;
             let outcome = probe::run(&self.target).await;
             if let Some(observe) = &self.observer {
                 observe(
@@ -329,6 +335,11 @@ impl Task {
             if !self.record(outcome) {
                 return;
             }
+            tick = next_tick(
+                tick,
+                Instant::now().saturating_duration_since(first),
+                interval,
+            );
         }
     }
 
@@ -617,6 +628,41 @@ mod tests {
         let t = next_for(&mut rx, &t2.key, Duration::from_millis(3500)).await;
         assert_eq!(t.describe(), format!("{a} down: connect refused (3/3)"));
         assert!(started.elapsed() >= Duration::from_millis(1800));
+    }
+
+    #[tokio::test]
+    async fn a_probe_longer_than_the_interval_waits_for_the_next_tick() {
+        // Interval 1 s, probes of a silent server time out after 1.3 s:
+        // probes start at 0, 2 and 4 s (ticks after each end), not at
+        // 0, 1.3 and 2.6 s.
+        let silent = crate::health::testutil::silent_server("127.0.0.33").await;
+        let http = Probe::Http(crate::config::HttpProbe {
+            method: crate::config::HttpMethod::Head,
+            path: "/".into(),
+            host: None,
+            port: None,
+            codes: vec![crate::config::StatusClass::S2xx],
+        });
+        let mut c = check(http);
+        c.timeout = Duration::from_millis(1300);
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let s2 = starts.clone();
+        let observer: Observer = Arc::new(move |_, _, latency, _| {
+            s2.lock().unwrap().push(std::time::Instant::now() - latency);
+        });
+        let (checker, _rx) =
+            Checker::start_with_observer(vec![target("web", silent, c)], Some(observer));
+        tokio::time::sleep(Duration::from_millis(5500)).await;
+        drop(checker);
+        let starts = starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), 3, "{starts:?}");
+        for w in starts.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(
+                gap >= Duration::from_millis(1900) && gap <= Duration::from_millis(2200),
+                "{gap:?} between probes"
+            );
+        }
     }
 
     #[tokio::test]
