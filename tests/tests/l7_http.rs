@@ -675,6 +675,52 @@ async fn response_with_another_transfer_coding_is_502() {
     p.stop().await;
 }
 
+/// A listener's ACL applies to http listeners too (SPEC §3: per
+/// listener): a refused client's connection is closed unanswered, and
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_refuses_connections() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["deny", "allow"], |ports| {
+        format!(
+            "{}{}{}{}",
+            listener(
+                "deny",
+                "http",
+                ports[0],
+                "acl = { mode = \"deny\", cidrs = [\"127.0.0.0/8\"] }"
+            ),
+            a.toml("listener.backend", 100),
+            listener(
+                "allow",
+                "http",
+                ports[1],
+                "acl = { mode = \"allow\", cidrs = [\"127.0.0.1/32\"] }"
+            ),
+            a.toml("listener.backend", 100),
+        )
+    })
+    .await;
+    let got = get(&client(), &p.url("allow", "/"), &[]).await;
+    assert_eq!(got.status, 200);
+    let mut s = TcpStream::connect(p.addr("deny")).await.unwrap();
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("closed")
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "a refused client got {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert_eq!(a.hits(), 1);
+    assert_eq!(p.metrics.acl_refused_of("deny"), 1);
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_when_the_client_accepts_it() {
     let a = Backend::start("a").await;

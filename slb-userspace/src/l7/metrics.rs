@@ -1,5 +1,6 @@
-//! L7 counters for `/metrics`: requests by listener and status class, and
-//! the upstream latency (until the backend's response header) by listener.
+//! L7 counters for `/metrics`: requests by listener and status class, the
+//! upstream latency (until the backend's response header) by listener, and
+//! connections the listener's ACL refused.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,6 +33,7 @@ fn latency_histogram() -> Histogram {
 pub struct L7Metrics {
     requests: Family<RequestLabels, Counter>,
     upstream_latency: LatencyFamily,
+    acl_refused: Family<ListenerLabels, Counter>,
 }
 
 impl Default for L7Metrics {
@@ -39,6 +41,7 @@ impl Default for L7Metrics {
         Self {
             requests: Family::default(),
             upstream_latency: Family::new_with_constructor(latency_histogram),
+            acl_refused: Family::default(),
         }
     }
 }
@@ -62,6 +65,20 @@ impl L7Metrics {
             Unit::Seconds,
             self.upstream_latency.clone(),
         );
+        registry.register(
+            "slb_l7_acl_refused_connections",
+            "Client connections the listener's ACL refused",
+            self.acl_refused.clone(),
+        );
+    }
+
+    /// Connections `listener`'s ACL refused, for tests and status output.
+    pub fn acl_refused_of(&self, listener: &str) -> u64 {
+        self.acl_refused
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_owned(),
+            })
+            .get()
     }
 
     /// Counts a request answered with `status`.
@@ -138,6 +155,17 @@ impl ListenerMetrics {
                         class: CLASSES[class].to_owned(),
                     })
                     .clone()
+            })
+            .inc();
+    }
+
+    /// Counts a connection the ACL refused (rare: resolved each time).
+    pub fn acl_refused(&self) {
+        let s = &self.0;
+        s.metrics
+            .acl_refused
+            .get_or_create(&ListenerLabels {
+                listener: s.listener.clone(),
             })
             .inc();
     }

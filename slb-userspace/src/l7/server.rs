@@ -52,6 +52,14 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let rt = runtime.borrow().clone();
+                if !rt.admits(peer.ip()) {
+                    // Closed at once, nothing answered (as the XDP
+                    // program drops an L4 listener's refused packets).
+                    debug!(listener = %rt.name, %peer, "refused by the ACL");
+                    rt.metrics.acl_refused();
+                    continue;
+                }
                 let _ = tcp.set_nodelay(true);
                 tracker.spawn(serve(
                     tcp,

@@ -94,6 +94,28 @@ pub struct Runtime {
     pub metrics: ListenerMetrics,
     /// `X-Forwarded-Port` (the listener's port).
     pub forwarded_port: HeaderValue,
+    /// The listener's `acl`, checked on every accepted connection.
+    pub acl: Option<config::Acl>,
+}
+
+impl Runtime {
+    /// Whether the listener's ACL lets a client at `ip` in (as the XDP
+    /// program checks L4 listeners' ACLs on new flows).
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        let Some(acl) = &self.acl else {
+            return true;
+        };
+        // An IPv4 client may reach a dual-stack socket IPv4-mapped.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let listed = acl.cidrs.iter().any(|c| c.contains(&ip));
+        match acl.mode {
+            config::AclMode::Allow => listed,
+            config::AclMode::Deny => !listed,
+        }
+    }
 }
 
 impl Runtime {
@@ -178,6 +200,7 @@ impl Runtime {
             https_port,
             metrics: metrics.listener(&l.name),
             forwarded_port: HeaderValue::from(l.socket_addr().port()),
+            acl: l.acl.clone(),
             l7,
         })
     }
