@@ -41,14 +41,12 @@ fn socket_path(a: &cli::AgentSocket) -> Result<std::path::PathBuf, String> {
     if let Some(p) = &a.control_socket {
         return Ok(p.clone());
     }
-    slb::config::load(&a.config)
-        .map(|c| c.agent.control_socket)
-        .map_err(|e| {
-            format!(
-                "{}: cannot find the control socket:\n{e}",
-                a.config.display()
-            )
-        })
+    slb::config::control_socket_of(&a.config).map_err(|e| {
+        format!(
+            "{}: cannot find the control socket: {e}",
+            a.config.display()
+        )
+    })
 }
 
 /// `slb status` / `slb reload`: one request to the running agent.

@@ -409,3 +409,12 @@ fn redirect_only_listener_needs_no_backend() {
         "at least one [[listener.backend]] is required",
     );
 }
+
+/// A listener that only redirects to https has no backend to check, so it
+/// needs no probe source.
+#[test]
+fn a_redirect_only_listener_needs_no_probe_source() {
+    let text = "[[listener]]\nname = \"h\"\nvip = \"10.0.0.10\"\nport = 80\nprotocol = \"http\"\nredirect_https = true\n";
+    let cfg = super::parse(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.listeners.len(), 1);
+}

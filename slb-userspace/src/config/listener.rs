@@ -172,6 +172,7 @@ pub(crate) fn check(
         errs,
     );
 
+    let redirect_only = l7_draft.as_ref().is_some_and(|l| l.redirect_only);
     let mut draft = Draft {
         path: path.clone(),
         name,
@@ -190,13 +191,14 @@ pub(crate) fn check(
             None => Some(None),
         },
         backend_addresses: Vec::new(),
-        checks_health: raw
-            .health_check
-            .as_ref()
-            .and_then(|h| h.enabled)
-            .unwrap_or(true),
+        // A redirect-only listener has no backend to check.
+        checks_health: !redirect_only
+            && raw
+                .health_check
+                .as_ref()
+                .and_then(|h| h.enabled)
+                .unwrap_or(true),
     };
-    let redirect_only = l7_draft.as_ref().is_some_and(|l| l.redirect_only);
     check_backends(&raw.backend, redirect_only, &mut draft, errs);
     if let Some(l7d) = l7_draft {
         draft.backend_addresses.extend(l7d.group_addresses);

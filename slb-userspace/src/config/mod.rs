@@ -46,6 +46,24 @@ pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     validate::validate(&raw, Some(base))
 }
 
+/// The control socket a configuration file names (`agent.control_socket`,
+/// or the default), read leniently: the rest of the file need not be
+/// valid. `slb status` and `slb reload` must reach the agent while the
+/// operator is still fixing the file (and `reload` is how the agent's own
+/// report of every error is asked for).
+pub fn control_socket_of(path: &Path) -> Result<std::path::PathBuf, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the configuration file: {e}"))?;
+    let value: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("not TOML: {}", e.message()))?;
+    match value.get("agent").and_then(|a| a.get("control_socket")) {
+        None => Ok(std::path::PathBuf::from(defaults::CONTROL_SOCKET)),
+        Some(toml::Value::String(s)) if !s.is_empty() => Ok(std::path::PathBuf::from(s)),
+        Some(_) => Err("agent.control_socket: must be a path".to_owned()),
+    }
+}
+
 /// Reads and parses the file at `path`. A file that cannot be read is an
 /// error whose `path` is the file's path.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -880,6 +880,18 @@ fn local_address_rules() {
         "10.0.0.10 is also the vip of listener[0]",
     );
     one_error(
+        &with("local_addresses = [\"10.0.1.11\"]"),
+        "agent.local_addresses[0]",
+        "10.0.1.11 is also a backend of listener[0]",
+    );
+    one_error(
+        &format!(
+            "[agent]\nprobe_source = \"10.0.1.11\"\nlocal_addresses = [\"100.64.0.10\"]\n{body}"
+        ),
+        "agent.probe_source",
+        "10.0.1.11 is also a backend of listener[0]",
+    );
+    one_error(
         &with("local_addresses = [\"100.64.0.1\"]"),
         "agent.probe_source",
         "100.64.0.1 is also in agent.local_addresses",
@@ -1114,4 +1126,31 @@ fn require_dataplane() {
     assert!(ok(&format!("{AGENT}{}", listener("")))
         .require_dataplane()
         .is_ok());
+}
+
+/// `slb status -c` / `slb reload -c` find the agent's socket in a file
+/// that does not validate (the operator is still fixing it).
+#[test]
+fn control_socket_is_read_from_an_invalid_file() {
+    let dir = std::env::temp_dir().join(format!("slb-cs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("slb.toml");
+    std::fs::write(
+        &file,
+        "[agent]\ncontrol_socket = \"/tmp/x.sock\"\n[[listener]]\nweight = 150\n",
+    )
+    .unwrap();
+    assert!(super::load(&file).is_err());
+    assert_eq!(
+        super::control_socket_of(&file).unwrap(),
+        std::path::PathBuf::from("/tmp/x.sock")
+    );
+    std::fs::write(&file, "[[listener]]\nname = 1\n").unwrap();
+    assert_eq!(
+        super::control_socket_of(&file).unwrap(),
+        std::path::PathBuf::from(super::defaults::CONTROL_SOCKET)
+    );
+    std::fs::write(&file, "[agent\n").unwrap();
+    assert!(super::control_socket_of(&file).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -138,6 +138,14 @@ fn paths<'a>(it: impl Iterator<Item = &'a Draft>) -> String {
     it.map(|l| l.path.as_str()).collect::<Vec<_>>().join(", ")
 }
 
+/// The listener with a backend at `addr`: the load balancer's own
+/// addresses (FULLNAT pool, probe source) cannot be backends too (packets
+/// to them would be rewritten to come from themselves, or taken by the
+/// agent's own stack).
+fn backend_at<'a>(drafts: &'a [Draft], addr: &IpAddr) -> Option<&'a Draft> {
+    drafts.iter().find(|l| l.backend_addresses.contains(addr))
+}
+
 /// One error per address family that `users` need and `addrs` lacks:
 /// "no IPv6 address for {what}listener[2]".
 fn missing_families(addrs: &[IpAddr], users: &[&Draft], key: &str, what: &str, errs: &mut Errors) {
@@ -182,6 +190,12 @@ fn local_addresses(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
                 format!("{addr} is also the vip of {}", l.path),
             );
         }
+        if let Some(l) = backend_at(drafts, addr) {
+            errs.push(
+                format!("agent.local_addresses[{i}]"),
+                format!("{addr} is also a backend of {}", l.path),
+            );
+        }
     }
 }
 
@@ -210,6 +224,12 @@ fn probe_source(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
         errs,
     );
     for addr in sources {
+        if let Some(l) = backend_at(drafts, addr) {
+            errs.push(
+                "agent.probe_source",
+                format!("{addr} is also a backend of {}", l.path),
+            );
+        }
         if let Some(l) = drafts.iter().find(|l| l.vip == Some(*addr)) {
             errs.push(
                 "agent.probe_source",

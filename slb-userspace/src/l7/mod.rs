@@ -41,18 +41,18 @@ pub use proxy::{Proxy, ProxyHandle};
 /// Why the proxy could not start or reload.
 #[derive(Debug, thiserror::Error)]
 pub enum L7Error {
-    #[error("listener {listener}: {source}")]
+    // The cause is part of the message, not a chained source: printed
+    // with its chain, it would appear twice.
+    #[error("listener {listener}: {cause}")]
     Tls {
         listener: String,
-        #[source]
-        source: tls::TlsError,
+        cause: tls::TlsError,
     },
-    #[error("listener {listener}: cannot listen on {addr}: {source}")]
+    #[error("listener {listener}: cannot listen on {addr}: {cause}")]
     Bind {
         listener: String,
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("listener {0} is not an http/https listener")]
     NotL7(String),

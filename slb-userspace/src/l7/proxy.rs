@@ -182,7 +182,7 @@ impl ProxyHandle {
                 Some((was, r)) if *was == auth => r.clone(),
                 _ => Resumption::new().map_err(|source| L7Error::Tls {
                     listener: l.name.clone(),
-                    source,
+                    cause: source,
                 })?,
             };
             runtimes.push(Runtime::build(
@@ -210,7 +210,7 @@ impl ProxyHandle {
                     .map_err(|source| L7Error::Bind {
                         listener: l.name.clone(),
                         addr,
-                        source,
+                        cause: source,
                     })?,
             };
             bound.push((addr, sock));

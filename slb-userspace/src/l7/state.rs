@@ -178,7 +178,7 @@ impl Runtime {
                 Some(
                     tls::server_config(&l7, resumption).map_err(|source| L7Error::Tls {
                         listener: l.name.clone(),
-                        source,
+                        cause: source,
                     })?,
                 )
             }
