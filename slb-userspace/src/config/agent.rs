@@ -106,6 +106,15 @@ pub(crate) fn check(raw: &RawAgent, errs: &mut Errors) -> AgentDraft {
             );
             None
         }
+        // Relative, it would be found relative to each process's working
+        // directory: `slb status` run elsewhere would miss the agent.
+        Some(p) if !std::path::Path::new(p).is_absolute() => {
+            errs.push(
+                "agent.control_socket",
+                format!("must be an absolute path (got \"{p}\")"),
+            );
+            None
+        }
         Some(p) => Some(PathBuf::from(p)),
     };
     AgentDraft {

@@ -841,6 +841,11 @@ fn agent_errors() {
         "1..=107 bytes",
     );
     one_error(
+        &a("control_socket = \"slb.sock\""),
+        "agent.control_socket",
+        "must be an absolute path",
+    );
+    one_error(
         &a("interfaces = [\"eth0\", \"eth0\"]"),
         "agent.interfaces[1]",
         "listed twice",
