@@ -675,6 +675,84 @@ async fn response_with_another_transfer_coding_is_502() {
     p.stop().await;
 }
 
+/// An HTTP/2 client that resets a stream before its response came leaves
+/// the connection idle, and the idle timeout closes it (the reset request
+/// used to stay counted as running forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_stream_reset_before_the_response_leaves_the_connection_idle() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}",
+            listener("web", "http", ports[0], "client_idle_timeout = \"1s\""),
+            a.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(p.url("web", "/sleep/3000"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    // Given up after 300 ms: dropping the response future resets the stream.
+    let sent = tx.send_request(req);
+    assert!(tokio::time::timeout(Duration::from_millis(300), sent)
+        .await
+        .is_err());
+    let closed = tokio::time::timeout(Duration::from_secs(6), conn).await;
+    assert!(
+        closed.is_ok(),
+        "the connection was never closed for idleness"
+    );
+    p.stop().await;
+}
+
+/// What a reverse proxy does not pass on: a CONNECT (no tunnels to
+/// arbitrary hosts: 501, no backend contacted) and a 101 the client never
+/// asked for (502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_refused_and_an_unasked_101_is_502() {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = backend.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = backend.accept().await.unwrap();
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
+                .await;
+        }
+    });
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
+            listener("web", "http", ports[0], "")
+        )
+    })
+    .await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 501"), "{r}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let got = get(&client(), &p.url("web", "/"), &[]).await;
+    assert_eq!(got.status, 502);
+    server.abort();
+    p.stop().await;
+}
+
 /// A listener's ACL applies to http listeners too (SPEC §3: per
 /// listener): a refused client's connection is closed unanswered, and
 /// counted.

@@ -205,16 +205,26 @@ async fn drive<I>(
                 debug!(listener = %rt.name, %peer, "still busy {SHUTDOWN_GRACE:?} after shutdown, dropping");
                 return;
             }
-            () = tokio::time::sleep_until(deadline), if !closing => {
+            () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
+                let quiet = state.active.load(Ordering::Relaxed) == 0
+                    && now >= activity.deadline(idle) + Activity::slack();
+                if closing {
+                    // Closing gracefully needs the client's part too (an
+                    // HTTP/2 client must acknowledge the shutdown); one
+                    // that stays quiet instead is dropped.
+                    if quiet {
+                        debug!(listener = %rt.name, %peer, "quiet while closing, dropping");
+                        return;
+                    }
+                    continue;
+                }
                 if state.header_deadline(header_timeout).is_some_and(|d| now >= d) {
                     // As hyper's header read timeout: the connection is
                     // dropped, nothing is answered.
                     debug!(listener = %rt.name, %peer, "no request header within {header_timeout:?}, closing");
                     return;
                 }
-                let quiet = state.active.load(Ordering::Relaxed) == 0
-                    && now >= activity.deadline(idle) + Activity::slack();
                 if quiet {
                     debug!(listener = %rt.name, %peer, "idle for {idle:?}, closing");
                     closing = true;

@@ -140,11 +140,39 @@ impl Outcome {
 /// The body of the proxy's responses.
 pub type ProxyBody = Tracked<ResponseBody, Done>;
 
+/// A request counted in its connection's `active` until it is over,
+/// however it ends: its response sent, or its handler dropped (an HTTP/2
+/// client reset the stream before the response came). A count left behind
+/// would keep the connection from ever closing for idleness.
+struct ActiveRequest(Arc<Conn>);
+
+impl ActiveRequest {
+    fn enter(conn: &Arc<Conn>) -> Self {
+        conn.active.fetch_add(1, Ordering::Relaxed);
+        conn.activity.touch();
+        conn.head_since.store(NOT_WAITING, Ordering::Relaxed);
+        Self(conn.clone())
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        let conn = &self.0;
+        let active = conn.active.fetch_sub(1, Ordering::Relaxed) - 1;
+        conn.activity.touch();
+        if active == 0 {
+            // HTTP/1: waiting for the next request header from now on.
+            let now = conn.activity.last_ms();
+            conn.head_since.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What happens when a response is over: counters, metrics, access log.
 pub struct Done {
     in_flight: Option<InFlight>,
     rt: Arc<Runtime>,
-    conn: Arc<Conn>,
+    active: ActiveRequest,
     status: u16,
     /// With the access log on.
     log: Option<Box<Log>>,
@@ -158,13 +186,7 @@ struct Log {
 impl Finish for Done {
     fn finish(self, bytes: u64) {
         drop(self.in_flight);
-        let active = self.conn.active.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.conn.activity.touch();
-        if active == 0 {
-            // HTTP/1: waiting for the next request header from now on.
-            let now = self.conn.activity.last_ms();
-            self.conn.head_since.store(now, Ordering::Relaxed);
-        }
+        drop(self.active);
         self.rt.metrics.request(self.status);
         if let Some(log) = self.log {
             let Log { mut entry, start } = *log;
@@ -182,9 +204,7 @@ pub async fn handle(
     conn: Arc<Conn>,
     shared: Arc<Shared>,
 ) -> Response<ProxyBody> {
-    conn.active.fetch_add(1, Ordering::Relaxed);
-    conn.activity.touch();
-    conn.head_since.store(NOT_WAITING, Ordering::Relaxed);
+    let active = ActiveRequest::enter(&conn);
     if req.version() == Version::HTTP_2 {
         conn.set_h2();
     }
@@ -259,7 +279,7 @@ pub async fn handle(
     let done = Done {
         in_flight,
         rt,
-        conn,
+        active,
         status,
         log,
     };
@@ -289,6 +309,14 @@ fn route(req: &Request<Incoming>, rt: &Runtime) -> Route {
         if let Some(status) = headers::malformed_h1(req.version(), req.headers()) {
             return Route::Local(Box::new(Outcome::local(pages::error(status, h1))));
         }
+    }
+    if req.method() == Method::CONNECT {
+        // A reverse proxy, not a forward one: no tunnels to arbitrary
+        // hosts (as nginx refuses it).
+        return Route::Local(Box::new(Outcome::local(pages::error(
+            StatusCode::NOT_IMPLEMENTED,
+            h1,
+        ))));
     }
     let host = headers::request_host(req.uri(), req.headers());
     if rt.l7.redirect_https && rt.protocol == Protocol::Http {
@@ -526,6 +554,16 @@ async fn forward(
                     };
                 }
                 let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
+                if switching && !upgrade {
+                    // A switch the client never asked for (and that HTTP/2
+                    // cannot carry): not the client's to handle.
+                    warn!(listener = %rt.name, backend = %backend.addr, "101 without an upgrade request");
+                    return Outcome {
+                        upstream: Some(backend.addr),
+                        upstream_time: Some(elapsed),
+                        ..Outcome::local(pages::error(StatusCode::BAD_GATEWAY, false))
+                    };
+                }
                 headers::to_client(&mut rparts.headers, switching);
                 if let Some(p) = &rt.persistence {
                     p.on_response(
