@@ -114,8 +114,12 @@ fn scheduler(s: Scheduler) -> u8 {
     }
 }
 
+/// Whole seconds for the dataplane, rounded up (`"1500ms"` is 2 s, not 1:
+/// a timeout is never shortened), at least 1.
 fn secs(d: std::time::Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
+    u32::try_from(d.as_millis().div_ceil(1000))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 /// The `LISTENERS` key of an L4 listener.
@@ -252,6 +256,14 @@ pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_round_up_to_whole_seconds() {
+        use std::time::Duration;
+        assert_eq!(secs(Duration::from_millis(1500)), 2);
+        assert_eq!(secs(Duration::from_secs(900)), 900);
+        assert_eq!(secs(Duration::from_millis(1)), 1);
+    }
     use slb_common::limits::NO_BACKEND;
 
     const CFG: &str = r#"
