@@ -135,18 +135,10 @@ async fn hash_on_a_header_is_consistent() {
         Backend::start("b").await,
         Backend::start("c").await,
     ];
-    let (p, _) = start_proxy(&["web"], |ports| {
-        let mut t = listener(
-            "web",
-            "http",
-            ports[0],
-            "scheduler = \"hash\"\nhash_key = { header = \"X-User\" }",
-        );
-        for b in &bs {
-            t.push_str(&b.toml("listener.backend", 100));
-        }
-        t
-    })
+    let p = web_proxy(
+        &[&bs[0], &bs[1], &bs[2]],
+        "scheduler = \"hash\"\nhash_key = { header = \"X-User\" }",
+    )
     .await;
     let c = client();
     let mut seen = std::collections::BTreeSet::new();
@@ -170,18 +162,10 @@ async fn insert_cookie_sticks_for_50_requests_and_stale_cookie_reschedules() {
         Backend::start("b").await,
         Backend::start("c").await,
     ];
-    let (p, _) = start_proxy(&["web"], |ports| {
-        let mut t = listener(
-            "web",
-            "http",
-            ports[0],
-            "persistence = { mode = \"insert_cookie\", timeout = \"1000s\" }",
-        );
-        for b in &bs {
-            t.push_str(&b.toml("listener.backend", 100));
-        }
-        t
-    })
+    let p = web_proxy(
+        &[&bs[0], &bs[1], &bs[2]],
+        "persistence = { mode = \"insert_cookie\", timeout = \"1000s\" }",
+    )
     .await;
     let c = client();
     let first = get(&c, &p.url("web", "/"), &[]).await;
@@ -260,14 +244,7 @@ async fn rewrite_cookie_keys_on_the_application_cookie() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_and_xff_chain() {
     let a = Backend::start("a").await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}{}",
-            listener("web", "http", ports[0], ""),
-            a.toml("listener.backend", 100)
-        )
-    })
-    .await;
+    let p = web_proxy(&[&a], "").await;
     let port = p.addr("web").port();
     let c = client();
     let got = get(
@@ -429,14 +406,7 @@ async fn slow_backend_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_header_is_431() {
     let a = Backend::start("a").await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}{}",
-            listener("web", "http", ports[0], "max_header_size = 2048"),
-            a.toml("listener.backend", 100)
-        )
-    })
-    .await;
+    let p = web_proxy(&[&a], "max_header_size = 2048").await;
     let c = client();
     let small = "x".repeat(1000);
     assert_eq!(
@@ -456,14 +426,7 @@ async fn oversized_header_is_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_is_closed() {
     let a = Backend::start("a").await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}{}",
-            listener("web", "http", ports[0], "client_idle_timeout = \"300ms\""),
-            a.toml("listener.backend", 100)
-        )
-    })
-    .await;
+    let p = web_proxy(&[&a], "client_idle_timeout = \"300ms\"").await;
     let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -495,14 +458,7 @@ async fn idle_keep_alive_connection_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_closes_after_max_requests() {
     let a = Backend::start("a").await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}{}",
-            listener("web", "http", ports[0], "max_requests_per_connection = 3"),
-            a.toml("listener.backend", 100)
-        )
-    })
-    .await;
+    let p = web_proxy(&[&a], "max_requests_per_connection = 3").await;
     let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
@@ -535,14 +491,7 @@ async fn connection_closes_after_max_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_client_gets_http10_to_the_backend() {
     let a = Backend::start("a").await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}{}",
-            listener("web", "http", ports[0], ""),
-            a.toml("listener.backend", 100)
-        )
-    })
-    .await;
+    let p = web_proxy(&[&a], "").await;
     let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
     s.write_all(b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n")
         .await
@@ -560,14 +509,7 @@ async fn http10_client_gets_http10_to_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_keep_alive_is_honoured() {
     let a = Backend::start("a").await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}{}",
-            listener("web", "http", ports[0], "max_requests_per_connection = 3"),
-            a.toml("listener.backend", 100)
-        )
-    })
-    .await;
+    let p = web_proxy(&[&a], "max_requests_per_connection = 3").await;
     let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
     for i in 1..=3 {
         s.write_all(b"GET /x HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
@@ -648,30 +590,13 @@ async fn request_target_host_and_framing() {
 /// cannot be passed on as it is (the coding would be lost): 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_with_another_transfer_coding_is_502() {
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = backend.local_addr().unwrap().port();
-    let server = tokio::spawn(async move {
-        loop {
-            let (mut s, _) = backend.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-                )
-                .await;
-        }
-    });
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
-            listener("web", "http", ports[0], "")
-        )
-    })
+    let backend = ScriptedBackend::start(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
     .await;
+    let p = backend.proxy().await;
     let got = get(&client(), &p.url("web", "/"), &[]).await;
     assert_eq!(got.status, 502);
-    server.abort();
     p.stop().await;
 }
 
@@ -681,14 +606,7 @@ async fn response_with_another_transfer_coding_is_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_stream_reset_before_the_response_leaves_the_connection_idle() {
     let a = Backend::start("a").await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}{}",
-            listener("web", "http", ports[0], "client_idle_timeout = \"1s\""),
-            a.toml("listener.backend", 100)
-        )
-    })
-    .await;
+    let p = web_proxy(&[&a], "client_idle_timeout = \"1s\"").await;
     let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -718,38 +636,20 @@ async fn h2_stream_reset_before_the_response_leaves_the_connection_idle() {
 /// asked for (502).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_refused_and_an_unasked_101_is_502() {
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = backend.local_addr().unwrap().port();
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let h = hits.clone();
-    let server = tokio::spawn(async move {
-        loop {
-            let (mut s, _) = backend.accept().await.unwrap();
-            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
-                .await;
-        }
-    });
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
-            listener("web", "http", ports[0], "")
-        )
-    })
+    let backend = ScriptedBackend::start(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n",
+    )
     .await;
+    let p = backend.proxy().await;
     let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
     s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
         .await
         .unwrap();
     let r = read_response(&mut s).await;
     assert!(r.starts_with("HTTP/1.1 501"), "{r}");
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(backend.connections(), 0);
     let got = get(&client(), &p.url("web", "/"), &[]).await;
     assert_eq!(got.status, 502);
-    server.abort();
     p.stop().await;
 }
 
@@ -802,14 +702,7 @@ async fn acl_refuses_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_when_the_client_accepts_it() {
     let a = Backend::start("a").await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}{}",
-            listener("web", "http", ports[0], "gzip = true"),
-            a.toml("listener.backend", 100)
-        )
-    })
-    .await;
+    let p = web_proxy(&[&a], "gzip = true").await;
     let c = client();
     let plain = get(&c, &p.url("web", "/big"), &[]).await;
     assert!(plain.header("content-encoding").is_none());
@@ -887,14 +780,7 @@ async fn redirect_https_answers_301() {
 async fn reload_swaps_backends_without_dropping_connections() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}{}",
-            listener("web", "http", ports[0], ""),
-            a.toml("listener.backend", 100)
-        )
-    })
-    .await;
+    let p = web_proxy(&[&a], "").await;
     let port = p.addr("web").port();
     let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
     let (mut sender, conn) =

@@ -389,6 +389,17 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `HEAD /`, 2xx only.
+    fn head_probe() -> Probe {
+        Probe::Http(crate::config::HttpProbe {
+            method: crate::config::HttpMethod::Head,
+            path: "/".into(),
+            host: None,
+            port: None,
+            codes: vec![crate::config::StatusClass::S2xx],
+        })
+    }
     use crate::config::{HealthCheck, Probe};
     use crate::health::testutil::check;
     use std::net::SocketAddr;
@@ -636,13 +647,7 @@ mod tests {
         // probes start at 0, 2 and 4 s (ticks after each end), not at
         // 0, 1.3 and 2.6 s.
         let silent = crate::health::testutil::silent_server("127.0.0.33").await;
-        let http = Probe::Http(crate::config::HttpProbe {
-            method: crate::config::HttpMethod::Head,
-            path: "/".into(),
-            host: None,
-            port: None,
-            codes: vec![crate::config::StatusClass::S2xx],
-        });
+        let http = head_probe();
         let mut c = check(http);
         c.timeout = Duration::from_millis(1300);
         let starts = Arc::new(Mutex::new(Vec::new()));
@@ -672,13 +677,7 @@ mod tests {
         // decided well before the slow one times out.
         let silent = crate::health::testutil::silent_server("127.0.0.31").await;
         let (_l, fast) = listen("127.0.0.32").await;
-        let http = Probe::Http(crate::config::HttpProbe {
-            method: crate::config::HttpMethod::Head,
-            path: "/".into(),
-            host: None,
-            port: None,
-            codes: vec![crate::config::StatusClass::S2xx],
-        });
+        let http = head_probe();
         let mut slow_check = check(http);
         slow_check.timeout = Duration::from_secs(2);
         let slow_t = target("web", silent, slow_check);

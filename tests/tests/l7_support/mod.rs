@@ -129,6 +129,62 @@ async fn answer(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Respo
     res
 }
 
+/// A raw backend: reads a request's first bytes and answers every
+/// connection with the same bytes, whatever they are (for responses a
+/// real server would not send).
+pub struct ScriptedBackend {
+    pub port: u16,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedBackend {
+    pub async fn start(response: &'static [u8]) -> ScriptedBackend {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let n = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                n.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(response).await;
+            }
+        });
+        ScriptedBackend {
+            port,
+            connections,
+            task,
+        }
+    }
+
+    /// Connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// The proxy with one http listener `web` over this backend alone.
+    pub async fn proxy(&self) -> Running {
+        let port = self.port;
+        let (p, _) = start_proxy(&["web"], |ports| {
+            format!(
+                "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
+                listener("web", "http", ports[0], "")
+            )
+        })
+        .await;
+        p
+    }
+}
+
+impl Drop for ScriptedBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// An address where nothing listens (connections are refused).
 pub async fn refused_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -241,6 +297,20 @@ pub async fn start_proxy(
         },
         text,
     )
+}
+
+/// The proxy with one http listener `web` (`extra` lines added) over
+/// `backends`, each of weight 100.
+pub async fn web_proxy(backends: &[&Backend], extra: &str) -> Running {
+    let (p, _) = start_proxy(&["web"], |ports| {
+        let mut t = listener("web", "http", ports[0], extra);
+        for b in backends {
+            t.push_str(&b.toml("listener.backend", 100));
+        }
+        t
+    })
+    .await;
+    p
 }
 
 /// A `[[listener]]` header for an http listener on 127.0.0.1:`port` with
