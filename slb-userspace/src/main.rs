@@ -17,7 +17,9 @@ fn validate(path: &std::path::Path, print: bool) -> ExitCode {
     match agent::load_config_for_validate(path) {
         Ok(cfg) => {
             if print {
-                match serde_json::to_string_pretty(&cfg) {
+                match slb::config::effective_json(&cfg)
+                    .and_then(|v| serde_json::to_string_pretty(&v))
+                {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
                         eprintln!("cannot print the configuration: {e}");

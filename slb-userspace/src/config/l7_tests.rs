@@ -418,3 +418,19 @@ fn a_redirect_only_listener_needs_no_probe_source() {
     let cfg = super::parse(text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.listeners.len(), 1);
 }
+
+/// `--print` shows an http listener's own scheduler and persistence (under
+/// `l7`), not the planner's stand-ins next to them.
+#[test]
+fn printed_http_listeners_have_no_l4_fields() {
+    let text = format!(
+        "[agent]\nprobe_source = \"100.64.0.1\"\n{}",
+        http("scheduler = \"hash\"\nhash_key = { header = \"X-User\" }")
+    );
+    let cfg = super::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let v = super::effective_json(&cfg).unwrap();
+    let l = &v["listener"][0];
+    assert!(l.get("scheduler").is_none(), "{l}");
+    assert!(l.get("persistence").is_none(), "{l}");
+    assert_eq!(l["l7"]["scheduler"], "hash", "{l}");
+}

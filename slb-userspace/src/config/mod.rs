@@ -46,6 +46,27 @@ pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     validate::validate(&raw, Some(base))
 }
 
+/// The effective configuration as `slb validate --print` shows it: every
+/// default applied. On http/https listeners the fields that only L4
+/// listeners have are left out: their scheduler and persistence are the
+/// ones under `l7` (the shared fields hold stand-ins for the planner).
+pub fn effective_json(cfg: &Config) -> Result<serde_json::Value, serde_json::Error> {
+    let mut v = serde_json::to_value(cfg)?;
+    if let Some(listeners) = v.get_mut("listener").and_then(|l| l.as_array_mut()) {
+        for l in listeners {
+            let Some(fields) = l.as_object_mut() else {
+                continue;
+            };
+            if fields.get("l7").is_some_and(|x| !x.is_null()) {
+                for l4_only in ["scheduler", "persistence", "forwarding"] {
+                    fields.remove(l4_only);
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
 /// The control socket a configuration file names (`agent.control_socket`,
 /// or the default), read leniently: the rest of the file need not be
 /// valid. `slb status` and `slb reload` must reach the agent while the
