@@ -255,6 +255,8 @@ impl Ids {
         self.backend_pool.take_id(id);
         self.backends.insert(key, id);
         self.generations.insert(id, generation);
+        // Seeded as free a moment ago: it is kept, not retired.
+        self.retired_backends.remove(&id);
     }
 }
 
@@ -388,6 +390,9 @@ mod tests {
         assert_eq!(ids.listener(&vk(53)), Some(0));
         assert_eq!(ids.backend(&bk(80, "10.0.1.1:80")), Some((1, 1)));
         assert_eq!(ids.fresh(), (vec![0], vec![1]));
+        // The kept backend is not drained; the one not configured any more
+        // is.
+        assert_eq!(ids.retired_backends(), vec![0]);
     }
 
     #[test]
