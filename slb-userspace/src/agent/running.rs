@@ -1,7 +1,7 @@
 //! The running agent's state and what it does on each event.
 use super::{apply::Applier, load_config, snapshot, Mode};
 use crate::{
-    config::{Config, Listener},
+    config::Config,
     control::{Request, Response},
     dataplane::{AttachMode, Dataplane, DataplaneError},
     health::{Checker, Target, Transition},
@@ -49,7 +49,7 @@ pub fn local_addresses(cfg: &Config, mode: Mode) -> Vec<IpAddr> {
 /// They keep their ids anyway (the planner keys ids by VIP, port and
 /// protocol); this lets their backends keep their health too.
 pub fn renames(old: &Config, new: &Config) -> BTreeMap<String, String> {
-    let service = |l: &Listener| (l.vip, l.port, l.protocol.transport());
+    let service = crate::planner::vip_key;
     new.listeners
         .iter()
         .filter(|n| old.listener(&n.name).is_none())

@@ -127,6 +127,16 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// The proxy's error page for a failed exchange with the backend at
+    /// `addr` (logged with its address and time).
+    fn upstream_error(status: StatusCode, addr: SocketAddr, took: Duration) -> Self {
+        Self {
+            upstream: Some(addr),
+            upstream_time: Some(took),
+            ..Self::local(pages::error(status, false))
+        }
+    }
+
     fn local(response: Response<Body>) -> Self {
         Self {
             response: response.map(ResponseBody::Other),
@@ -547,22 +557,14 @@ async fn forward(
                 let (mut rparts, mut rbody) = res.into_parts();
                 if headers::other_transfer_coding(&rparts.headers) {
                     warn!(listener = %rt.name, backend = %backend.addr, "response with a transfer coding other than chunked");
-                    return Outcome {
-                        upstream: Some(backend.addr),
-                        upstream_time: Some(elapsed),
-                        ..Outcome::local(pages::error(StatusCode::BAD_GATEWAY, false))
-                    };
+                    return Outcome::upstream_error(StatusCode::BAD_GATEWAY, backend.addr, elapsed);
                 }
                 let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
                 if switching && !upgrade {
                     // A switch the client never asked for (and that HTTP/2
                     // cannot carry): not the client's to handle.
                     warn!(listener = %rt.name, backend = %backend.addr, "101 without an upgrade request");
-                    return Outcome {
-                        upstream: Some(backend.addr),
-                        upstream_time: Some(elapsed),
-                        ..Outcome::local(pages::error(StatusCode::BAD_GATEWAY, false))
-                    };
+                    return Outcome::upstream_error(StatusCode::BAD_GATEWAY, backend.addr, elapsed);
                 }
                 headers::to_client(&mut rparts.headers, switching);
                 if let Some(p) = &rt.persistence {
@@ -600,11 +602,11 @@ async fn forward(
             }
             Err(Failure::Timeout(t)) => {
                 warn!(listener = %rt.name, backend = %backend.addr, "no response within {t:?}");
-                return Outcome {
-                    upstream: Some(backend.addr),
-                    upstream_time: Some(sent.elapsed()),
-                    ..Outcome::local(pages::error(StatusCode::GATEWAY_TIMEOUT, false))
-                };
+                return Outcome::upstream_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    backend.addr,
+                    sent.elapsed(),
+                );
             }
             Err(f) => {
                 warn!(listener = %rt.name, backend = %backend.addr, "{f}");
@@ -616,11 +618,11 @@ async fn forward(
                     _ => idempotent(&parts.method) && body.replayable(),
                 };
                 if !retry {
-                    return Outcome {
-                        upstream: Some(backend.addr),
-                        upstream_time: Some(sent.elapsed()),
-                        ..Outcome::local(pages::error(StatusCode::BAD_GATEWAY, false))
-                    };
+                    return Outcome::upstream_error(
+                        StatusCode::BAD_GATEWAY,
+                        backend.addr,
+                        sent.elapsed(),
+                    );
                 }
                 last_failure = Some(f);
             }
