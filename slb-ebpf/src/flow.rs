@@ -253,14 +253,7 @@ fn source_free(old: &Reverse, rkey: &FlowKey, owner: &mut FlowKey, now: u64) -> 
     }
     // In the scratch space, not on the stack: this call is the deepest of
     // the new-flow chain, close to the verifier's 512-byte limit.
-    // Field by field: a struct literal is built on the stack first.
-    owner.src = old.client;
-    owner.dst = old.vip;
-    owner.sport = old.client_port;
-    owner.dport = old.vip_port;
-    owner.proto = rkey.proto;
-    owner._pad1 = 0;
-    owner._pad2 = 0;
+    owner_key_into(owner, old, rkey.proto);
     // SAFETY: map value, valid for this program run; read only.
     let Some(flow) = (unsafe { FLOWS.get(&*owner) }) else {
         return true;
@@ -276,6 +269,19 @@ fn source_free(old: &Reverse, rkey: &FlowKey, owner: &mut FlowKey, now: u64) -> 
     now.wrapping_sub(flow.seen_ns) > idle_s as u64 * 1_000_000_000
 }
 
+/// The key of the client flow a reverse entry belongs to, written field by
+/// field (a struct literal would be built on the stack first).
+#[inline(always)]
+fn owner_key_into(out: &mut FlowKey, rev: &Reverse, proto: u8) {
+    out.src = rev.client;
+    out.dst = rev.vip;
+    out.sport = rev.client_port;
+    out.dport = rev.vip_port;
+    out.proto = proto;
+    out._pad1 = 0;
+    out._pad2 = 0;
+}
+
 /// Whether the `nat` reverse entry `rev` still belongs to a live flow. Its
 /// key is made of the backend's and the client's own addresses, so once
 /// the flow is over the same tuple is plain traffic (the client talking to
@@ -289,14 +295,8 @@ pub fn nat_reply_live(rev: &Reverse, proto: u8, now: u64) -> bool {
     let Some(s) = scratch() else {
         return false;
     };
-    // Field by field, in the scratch space: no 40-byte key on the stack.
-    s.owner.src = rev.client;
-    s.owner.dst = rev.vip;
-    s.owner.sport = rev.client_port;
-    s.owner.dport = rev.vip_port;
-    s.owner.proto = proto;
-    s.owner._pad1 = 0;
-    s.owner._pad2 = 0;
+    // In the scratch space: no 40-byte key on the stack.
+    owner_key_into(&mut s.owner, rev, proto);
     // SAFETY: map value, valid for this program run; read only.
     let (seen, idle_s) = match unsafe { FLOWS.get(&s.owner) } {
         Some(f) => (
@@ -387,21 +387,17 @@ pub fn mark_closing(flow: &mut Flow, tcp_flags: u8, from_client: bool) {
 }
 
 /// `mark_closing` for the flow a reply (the backend's `tcp_flags`)
-/// belongs to. Not inlined: its key would take stack in `to_client`'s
-/// frame, at the verifier's limit.
+/// belongs to. Not inlined: its work would take registers and stack in
+/// `to_client`'s frame, at the verifier's limit.
 #[inline(never)]
 pub fn mark_closing_from_reply(rev: &Reverse, proto: u8, tcp_flags: u8) {
-    let fkey = FlowKey {
-        src: rev.client,
-        dst: rev.vip,
-        sport: rev.client_port,
-        dport: rev.vip_port,
-        proto,
-        _pad1: 0,
-        _pad2: 0,
+    let Some(s) = scratch() else {
+        return;
     };
-    if let Some(f) = FLOWS.get_ptr_mut(&fkey) {
-        crate::cache::forget(&FLOW_CACHE, &fkey);
+    owner_key_into(&mut s.owner, rev, proto);
+    let fkey = &s.owner;
+    if let Some(f) = FLOWS.get_ptr_mut(fkey) {
+        crate::cache::forget(&FLOW_CACHE, fkey);
         // SAFETY: map value pointer, valid for this program run.
         mark_closing(unsafe { &mut *f }, tcp_flags, false);
     }
