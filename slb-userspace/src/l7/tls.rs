@@ -143,6 +143,9 @@ impl StoresServerSessions for Expiring {
 pub struct SniResolver {
     /// Not empty.
     certs: Vec<Arc<CertifiedKey>>,
+    /// The exact (not wildcard) DNS names of each certificate, lower case,
+    /// read once: the first pass of every handshake only compares strings.
+    exact: Vec<Vec<String>>,
 }
 
 impl SniResolver {
@@ -150,33 +153,43 @@ impl SniResolver {
         if certs.is_empty() {
             return Err(TlsError::NoCertificate);
         }
-        Ok(Self { certs })
+        let exact = certs
+            .iter()
+            .map(|ck| {
+                let Some(ee) = ck
+                    .end_entity_cert()
+                    .ok()
+                    .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                else {
+                    return Vec::new();
+                };
+                ee.valid_dns_names()
+                    .filter(|n| !n.starts_with("*."))
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .collect();
+        Ok(Self { certs, exact })
     }
 
     /// The certificate for `sni`.
     pub fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let name = sni.and_then(|s| ServerName::try_from(s).ok());
-        if let (Some(sni), Some(name)) = (sni, name) {
-            let sni = sni.trim_end_matches('.');
-            let parsed: Vec<(&Arc<CertifiedKey>, webpki::EndEntityCert<'_>)> = self
-                .certs
-                .iter()
-                .filter_map(|ck| {
-                    let der = ck.end_entity_cert().ok()?;
-                    Some((ck, webpki::EndEntityCert::try_from(der).ok()?))
-                })
-                .collect();
-            let exact = parsed.iter().find(|(_, ee)| {
-                ee.valid_dns_names()
-                    .any(|n| !n.starts_with("*.") && n.eq_ignore_ascii_case(sni))
-            });
-            let any = || {
-                parsed
-                    .iter()
-                    .find(|(_, ee)| ee.verify_is_valid_for_subject_name(&name).is_ok())
-            };
-            if let Some((ck, _)) = exact.or_else(any) {
-                return Some((*ck).clone());
+        if let Some(sni) = sni {
+            let want = sni.trim_end_matches('.').to_ascii_lowercase();
+            let exact = self.exact.iter().position(|names| names.contains(&want));
+            if let Some(i) = exact {
+                return self.certs.get(i).cloned();
+            }
+            if let Ok(name) = ServerName::try_from(sni) {
+                let wildcard = self.certs.iter().find(|ck| {
+                    ck.end_entity_cert()
+                        .ok()
+                        .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                        .is_some_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+                });
+                if let Some(ck) = wildcard {
+                    return Some(ck.clone());
+                }
             }
         }
         self.certs.first().cloned()
