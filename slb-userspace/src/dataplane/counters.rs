@@ -102,68 +102,75 @@ pub(super) fn monotonic_coarse_ns() -> u64 {
 }
 
 impl Dataplane {
+    /// Walks the flow table (for status and rare decisions, not per
+    /// packet): calls `f` with the backend id and entry of every flow that
+    /// `live(flow, now)` accepts and whose backend slot still holds the
+    /// backend it was scheduled to. Each backend slot is read once.
+    fn for_each_flow_on_its_backend(
+        &self,
+        live: impl Fn(&slb_common::Flow, u64) -> bool,
+        mut f: impl FnMut(u32, &slb_common::Backend),
+    ) {
+        let now = monotonic_coarse_ns();
+        let mut backends = std::collections::BTreeMap::new();
+        for (_, flow) in self.flows.iter().filter_map(Result::ok) {
+            if !live(&flow, now) {
+                continue;
+            }
+            let backend = backends
+                .entry(flow.backend_id)
+                .or_insert_with(|| self.backends.get(&flow.backend_id, 0).ok());
+            if let Some(b) = backend
+                .as_ref()
+                .filter(|b| b.generation == flow.backend_gen)
+            {
+                f(flow.backend_id, b);
+            }
+        }
+    }
+
     /// Which of `addrs` live flows are still forwarded to: entries whose
     /// connection has not ended (a half-closed one may still get replies),
-    /// seen within their idle timeout, whose backend slot still
-    /// holds the backend they were scheduled to. Walks the table: only
-    /// for the rare decision to drop a retired `nat` backend's flag.
+    /// seen within their idle timeout, whose backend slot still holds the
+    /// backend they were scheduled to. Only for the rare decision to drop
+    /// a retired `nat` backend's flag.
     pub fn addrs_with_live_flows(
         &self,
         addrs: &std::collections::BTreeSet<slb_common::Addr>,
     ) -> std::collections::BTreeSet<slb_common::Addr> {
-        let now = monotonic_coarse_ns();
-        let mut backends = std::collections::BTreeMap::new();
         let mut out = std::collections::BTreeSet::new();
-        for (_, flow) in self.flows.iter().filter_map(Result::ok) {
-            if slb_common::flow::flow_ended(flow.flags)
-                || now.saturating_sub(flow.seen_ns) > u64::from(flow.idle_timeout_s) * 1_000_000_000
-            {
-                continue;
-            }
-            let backend = *backends
-                .entry(flow.backend_id)
-                .or_insert_with(|| self.backends.get(&flow.backend_id, 0).ok());
-            if let Some(b) = backend.filter(|b| b.generation == flow.backend_gen) {
+        self.for_each_flow_on_its_backend(
+            |flow, now| {
+                !slb_common::flow::flow_ended(flow.flags)
+                    && now.saturating_sub(flow.seen_ns)
+                        <= u64::from(flow.idle_timeout_s) * 1_000_000_000
+            },
+            |_, b| {
                 if addrs.contains(&b.addr) {
                     out.insert(b.addr);
                 }
-            }
-        }
+            },
+        );
         out
     }
 
     /// Live flows per backend id: entries not closing (no FIN/RST seen)
     /// whose backend slot still holds the backend they were scheduled to
     /// and that were seen within their listener's idle timeout
-    /// (`idle_ns(listener_id)`). Walks the table:
-    /// for status and metrics, not per packet.
+    /// (`idle_ns(listener_id)`). For status and metrics.
     pub fn active_flows(
         &self,
         idle_ns: impl Fn(u32) -> Option<u64>,
     ) -> std::collections::BTreeMap<u32, u64> {
-        let now = monotonic_coarse_ns();
-        let mut generations = std::collections::BTreeMap::new();
         let mut out = std::collections::BTreeMap::new();
-        for (_, flow) in self.flows.iter().filter_map(Result::ok) {
-            if flow.flags & slb_common::flow::FLOW_F_CLOSING != 0 {
-                continue;
-            }
-            let Some(idle) = idle_ns(flow.listener_id) else {
-                continue;
-            };
-            if now.saturating_sub(flow.seen_ns) > idle {
-                continue;
-            }
-            let generation = *generations.entry(flow.backend_id).or_insert_with(|| {
-                self.backends
-                    .get(&flow.backend_id, 0)
-                    .map(|b| b.generation)
-                    .unwrap_or(0)
-            });
-            if generation == flow.backend_gen {
-                *out.entry(flow.backend_id).or_insert(0) += 1;
-            }
-        }
+        self.for_each_flow_on_its_backend(
+            |flow, now| {
+                flow.flags & slb_common::flow::FLOW_F_CLOSING == 0
+                    && idle_ns(flow.listener_id)
+                        .is_some_and(|idle| now.saturating_sub(flow.seen_ns) <= idle)
+            },
+            |id, _| *out.entry(id).or_insert(0) += 1,
+        );
         out
     }
 }
