@@ -151,41 +151,34 @@ impl Checker {
                 }
             }
             for target in targets {
-                match table.get(&target.key) {
-                    Some(slot) if slot.target == target => {}
+                if table.get(&target.key).is_some_and(|s| s.target == target) {
+                    continue;
+                }
+                // The slot this backend had: under the same key (new check
+                // settings), or under its listener's old name.
+                let earlier = match table.remove(&target.key) {
                     Some(slot) => {
-                        // New settings: the state stands (only a new
-                        // target is unconfirmed), the runs start over.
-                        let state = slot.state.restarted();
-                        let history = slot.history.clone();
-                        table.remove(&target.key);
                         if let Some(task) = self.tasks.remove(&target.key) {
                             task.abort();
                         }
-                        start.push((target, state, history));
+                        Some(slot)
                     }
-                    None => {
-                        let old_key = renamed.get(&target.key.listener).map(|old| BackendKey {
+                    None => renamed.get(&target.key.listener).and_then(|old| {
+                        gone_slots.remove(&BackendKey {
                             listener: old.clone(),
                             addr: target.key.addr,
-                        });
-                        match old_key.and_then(|k| gone_slots.remove(&k)) {
-                            Some(old) => {
-                                let same = Target {
-                                    key: target.key.clone(),
-                                    ..old.target
-                                } == target;
-                                let state = if same {
-                                    old.state
-                                } else {
-                                    old.state.restarted()
-                                };
-                                start.push((target, state, old.history));
-                            }
-                            None => start.push((target, HealthState::new(), History::default())),
-                        }
-                    }
-                }
+                        })
+                    }),
+                };
+                let (state, history) = match earlier {
+                    // The same check under another listener name: as it was.
+                    Some(old) if same_check(&old.target, &target) => (old.state, old.history),
+                    // New settings: the state stands (only a new target is
+                    // unconfirmed), the runs start over.
+                    Some(old) => (old.state.restarted(), old.history),
+                    None => (HealthState::new(), History::default()),
+                };
+                start.push((target, state, history));
             }
         }
         self.spawn_batch(start);
@@ -279,6 +272,14 @@ impl Drop for Checker {
     fn drop(&mut self) {
         self.abort_all();
     }
+}
+
+/// `a` and `b` check the same way (their keys aside).
+fn same_check(a: &Target, b: &Target) -> bool {
+    Target {
+        key: b.key.clone(),
+        ..a.clone()
+    } == *b
 }
 
 /// Keeps the first target of each key.
