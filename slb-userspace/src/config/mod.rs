@@ -5,9 +5,11 @@
 //!
 //! Two stages: serde reads the TOML into lenient `raw` types through
 //! `serde_path_to_error`, so a structural problem (unknown key, wrong TOML
-//! type, syntax) is reported with its key path; then `validate` turns the raw
-//! values into the [`Config`] model, collecting every semantic error with its
-//! key path (`listener[1].backend[0].weight: must be 0..=100 (got 150)`).
+//! type) is reported with its key path (`read`: every one, the rest of the
+//! file still read); then `validate` turns the raw values into the
+//! [`Config`] model, collecting every semantic error with its key path
+//! (`listener[1].backend[0].weight: must be 0..=100 (got 150)`). Only a TOML
+//! syntax error stops before validation.
 
 mod agent;
 pub mod defaults;
@@ -18,6 +20,7 @@ mod l7;
 mod listener;
 mod model;
 mod raw;
+mod read;
 mod validate;
 mod values;
 
@@ -35,15 +38,17 @@ pub use model::*;
 /// Parses and validates a configuration. On failure, every error found.
 /// Relative certificate paths are taken from the current directory.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let raw: raw::RawConfig = read_toml(text)?;
-    validate::validate(&raw, None)
+    let read = read::read_toml(text)?;
+    let validated = validate::validate(&read.raw, None);
+    read.merge(validated)
 }
 
 /// Like [`parse`], with relative certificate paths taken from `base` (the
 /// configuration file's directory).
 pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
-    let raw: raw::RawConfig = read_toml(text)?;
-    validate::validate(&raw, Some(base))
+    let read = read::read_toml(text)?;
+    let validated = validate::validate(&read.raw, Some(base));
+    read.merge(validated)
 }
 
 /// The effective configuration as `slb validate --print` shows it: every
@@ -154,46 +159,4 @@ impl Config {
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name == name)
     }
-}
-
-/// Stage one: TOML into the raw types, a structural error with its key path.
-fn read_toml(text: &str) -> Result<raw::RawConfig, ConfigErrors> {
-    let de = toml::Deserializer::parse(text).map_err(|e| {
-        let mut message = e.message().trim_end().replace('\n', "; ");
-        if let Some(span) = e.span() {
-            let (line, column) = line_column(text, span.start);
-            message = format!("{message} (line {line}, column {column})");
-        }
-        ConfigErrors::one("", format!("invalid TOML: {message}"))
-    })?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        // One line per error; serde's Rust type names read better as TOML's.
-        let mut message = inner
-            .message()
-            .trim_end()
-            .replace('\n', "; ")
-            .replace("expected i64", "expected an integer");
-        if let Some(span) = inner.span() {
-            let (line, column) = line_column(text, span.start);
-            message = format!("{message} (line {line}, column {column})");
-        }
-        if path == "." {
-            ConfigErrors::one("", format!("invalid TOML: {message}"))
-        } else {
-            ConfigErrors::one(path, message)
-        }
-    })
-}
-
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    (line, column)
 }

@@ -456,12 +456,16 @@ fn unknown_key_deep_inside_has_its_path() {
 
 #[test]
 fn wrong_toml_type_has_its_path() {
-    let text = AGENT.replace("[agent]", "") + "\n[[listener]]\nname = \"a\"\nport = \"80\"\n";
-    let text = format!("[agent]{text}");
+    // Only the type is reported: not also "is required" for the key that
+    // was set aside.
+    let text = format!(
+        "{AGENT}{}",
+        listener("").replacen("port = 80", "port = \"80\"", 1)
+    );
     one_error(
         &text,
         "listener[0].port",
-        "invalid type: string \"80\", expected an integer",
+        "invalid type: string \"80\", expected an integer (line 10, column 8)",
     );
     one_error(
         "[agent]\nprobe_source = [1]\n",
@@ -473,6 +477,53 @@ fn wrong_toml_type_has_its_path() {
         "agent.interfaces",
         "invalid type",
     );
+}
+
+#[test]
+fn every_structural_and_value_error_at_once_in_file_order() {
+    let text = format!(
+        "{}flow_tabel_size = 10\n{}{}",
+        AGENT,
+        listener("helth_check = { interval = \"1s\" }"),
+        listener_at("dns", "10.0.0.10", 0, "protocol = 7")
+    )
+    .replace("  port = 8080\n", "  port = 8080\n  wieght = 3\n");
+    let errs = errors(&text);
+    let paths: Vec<&str> = errs
+        .iter()
+        .map(|e| e.split_once(':').map_or(e.as_str(), |(p, _)| p))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "agent.flow_tabel_size",
+            "listener[0].helth_check",
+            "listener[0].backend[0].wieght",
+            "listener[1].protocol",
+            "listener[1].backend[0].wieght",
+            // Values, checked with the wrong keys set aside.
+            "listener[1].port",
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs[0].contains("expected one of"), "{}", errs[0]);
+    assert!(errs[0].contains("`flow_table_size`"), "{}", errs[0]);
+    assert!(errs[0].ends_with("(line 6, column 1)"), "{}", errs[0]);
+}
+
+#[test]
+fn a_wrong_array_element_sets_its_whole_key_aside() {
+    // probe_source is required by the tcp listener's health check; the
+    // wrong element is the one error, not also "probe_source is required".
+    let text = format!(
+        "{}{}",
+        AGENT.replace(
+            "probe_source = \"100.64.0.1\"",
+            "probe_source = [\"100.64.0.1\", 1]"
+        ),
+        listener("")
+    );
+    one_error(&text, "agent.probe_source[1]", "invalid type");
 }
 
 #[test]
