@@ -53,6 +53,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the connection table of the running agent, one line per
+    /// connection (client, VIP, FULLNAT source, backend, state, idle time,
+    /// time to expiry), like `ipvsadm -L -n -c`.
+    Flows {
+        #[command(flatten)]
+        agent: AgentSocket,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Only this listener's connections (by name).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Only connections from this client address.
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+        /// Only connections to this backend: an address, or address:port.
+        #[arg(long)]
+        backend: Option<crate::status::BackendMatch>,
+        /// Also entries that are over (past their timeout, or their backend
+        /// removed), shown as EXPIRED.
+        #[arg(long)]
+        all: bool,
+        /// At most this many lines (0: all); the count of every match is
+        /// printed anyway.
+        #[arg(long, default_value_t = crate::status::DEFAULT_LIMIT)]
+        limit: usize,
+    },
     /// Make the running agent re-read its configuration (like SIGHUP), and
     /// report the outcome: every error of a rejected file is printed.
     Reload {

@@ -51,7 +51,8 @@ fn socket_path(a: &cli::AgentSocket) -> Result<std::path::PathBuf, String> {
     })
 }
 
-/// `slb status` / `slb reload`: one request to the running agent.
+/// `slb status` / `slb flows` / `slb reload`: one request to the running
+/// agent.
 fn ask(a: &cli::AgentSocket, req: control::Request, json: bool) -> ExitCode {
     let path = match socket_path(a) {
         Ok(p) => p,
@@ -72,6 +73,20 @@ fn ask(a: &cli::AgentSocket, req: control::Request, json: bool) -> ExitCode {
                 }
             } else {
                 print!("{}", status::render_table(&s));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(control::Response::Flows(list)) => {
+            if json {
+                match serde_json::to_string_pretty(&list) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("slb: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", status::render_flows(&list));
             }
             ExitCode::SUCCESS
         }
@@ -134,6 +149,24 @@ fn main() -> ExitCode {
         cli::Command::Validate { config, print } => validate(&config, print),
         cli::Command::Status { agent, json } => ask(&agent, control::Request::Status, json),
         cli::Command::Reload { agent } => ask(&agent, control::Request::Reload, false),
+        cli::Command::Flows {
+            agent,
+            json,
+            listener,
+            client,
+            backend,
+            all,
+            limit,
+        } => {
+            let filter = status::FlowFilter {
+                listener,
+                client,
+                backend,
+                all,
+                limit,
+            };
+            ask(&agent, control::Request::Flows { filter }, json)
+        }
         cli::Command::Run {
             config,
             keep_dataplane,

@@ -626,3 +626,75 @@ fn renaming_a_listener_keeps_its_connections() {
     }
     assert_eq!(listener_conns(&agent, "www"), 6);
 }
+
+/// `slb flows` lists a real connection with the backend that answered it
+/// and the FULLNAT source it got, filters by client and backend, and
+/// follows the connection's close.
+#[test]
+fn flows_lists_each_connection_with_its_backend_source_and_state() {
+    let t = Topology::new("fl", 2).unwrap();
+    let _servers = t.tcp_servers(8080, false);
+    let l = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
+        .backend(backend4(0).into(), 8080, 1)
+        .backend(backend4(1).into(), 8080, 1);
+    let agent = Agent::start(&t.lb, "fl", |d| render(2, d, &[l])).unwrap();
+
+    let (name, mut conn) = tcp_hello(&t.client, vip(), T).unwrap();
+    let client = conn.local_addr().unwrap();
+    let (ours, other) = match name.as_str() {
+        "b1" => (backend4(0), backend4(1)),
+        _ => (backend4(1), backend4(0)),
+    };
+    let flows = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["flows", "--json"];
+        all.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_str(&agent.cli(&all).unwrap()).unwrap();
+        v["flows"].as_array().cloned().unwrap_or_default()
+    };
+    let entry = |args: &[&str]| {
+        flows(args)
+            .into_iter()
+            .find(|f| f["client"] == client.to_string())
+    };
+
+    let f = entry(&[]).expect("the connection is listed");
+    assert_eq!(f["listener"], "web", "{f}");
+    assert_eq!(f["protocol"], "tcp", "{f}");
+    assert_eq!(f["vip"], vip().to_string(), "{f}");
+    assert_eq!(f["backend"], format!("{ours}:8080"), "{f}");
+    assert_eq!(f["mode"], "fullnat", "{f}");
+    assert_eq!(f["state"], "ESTABLISHED", "{f}");
+    let source: SocketAddr = f["source"].as_str().unwrap().parse().unwrap();
+    assert!(
+        slb_tests::topology::SNAT4.contains(&match source.ip() {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => panic!("{f}"),
+        }),
+        "{f}"
+    );
+    assert!(f["expire_s"].as_u64().unwrap() > 0, "{f}");
+
+    // Filters.
+    assert!(entry(&["--client", &client.ip().to_string()]).is_some());
+    assert!(entry(&["--client", "10.99.0.1"]).is_none());
+    assert!(entry(&["--backend", &format!("{ours}:8080")]).is_some());
+    assert!(entry(&["--backend", &other.to_string()]).is_none());
+    assert!(entry(&["--listener", "other"]).is_none());
+
+    // The table shows the same connection.
+    let text = agent.cli(&["flows"]).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&client.to_string()) && l.contains("ESTABLISHED")),
+        "{text}"
+    );
+
+    // Close: the client's FIN, then the backend's (it closes on EOF).
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    conn.set_read_timeout(Some(T)).unwrap();
+    conn.read_to_end(&mut rest).unwrap();
+    let f = entry(&[]).expect("a closed connection stays listed for its short timeout");
+    assert_eq!(f["state"], "TIME_WAIT", "{f}");
+    assert!(f["expire_s"].as_u64().unwrap() <= 10, "{f}");
+}

@@ -3,6 +3,7 @@
 //! checks, answers status/reload requests, serves metrics, and on exit
 //! detaches cleanly (or leaves the dataplane running).
 mod apply;
+mod flows;
 mod running;
 mod snapshot;
 mod support;

@@ -281,6 +281,17 @@ impl Running {
     pub async fn handle(&mut self, req: Request) -> Response {
         match req {
             Request::Reload => self.reload().await,
+            Request::Flows { filter } => match self.dataplane.as_ref() {
+                Some((dp, applier)) => {
+                    Response::Flows(super::flows::list(&self.cfg, dp, applier, &filter))
+                }
+                None => Response::Error {
+                    errors: vec![
+                        "no connection table: this agent runs only the L7 proxy (`slb proxy`)"
+                            .into(),
+                    ],
+                },
+            },
             Request::Status => {
                 match snapshot::build(
                     &self.cfg,

@@ -1,5 +1,5 @@
 //! Messages on the control socket (one JSON line each way).
-use crate::status::Snapshot;
+use crate::status::{FlowFilter, FlowList, Snapshot};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -7,12 +7,17 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     Status,
     Reload,
+    /// The connection table (`slb flows`).
+    Flows {
+        filter: FlowFilter,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Response {
     Status(Snapshot),
+    Flows(FlowList),
     Reloaded {
         generation: u64,
     },
@@ -29,7 +34,14 @@ mod tests {
 
     #[test]
     fn round_trips_as_single_json_lines() {
-        for r in [Request::Status, Request::Reload] {
+        let flows = Request::Flows {
+            filter: FlowFilter {
+                client: Some("10.0.0.2".parse().unwrap()),
+                backend: Some("[fd00::1]:80".parse().unwrap()),
+                ..Default::default()
+            },
+        };
+        for r in [Request::Status, Request::Reload, flows] {
             let line = serde_json::to_string(&r).unwrap();
             assert!(!line.contains('\n'));
             assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);

@@ -2,12 +2,14 @@
 //! adopting its maps, attaching to interfaces, typed map writes, counters.
 mod attach;
 mod bpffs;
+mod connections;
 mod counters;
 mod load;
 pub mod object;
 mod tables;
 
 pub use attach::{AttachMode, Attachment};
+pub use connections::Connection;
 
 pub use load::{Dataplane, DataplaneOptions};
 pub use tables::AclEntry;

@@ -1,8 +1,12 @@
 //! What `slb status` and `/metrics` show: one snapshot type, built by the
 //! agent from the configuration, health and dataplane counters, so both
 //! views always report the same numbers.
+mod flows;
 mod render;
 
+pub use flows::{
+    render_flows, select, BackendMatch, FlowEntry, FlowFilter, FlowList, RawFlow, DEFAULT_LIMIT,
+};
 pub use render::render_table;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,350 @@
+//! What `slb flows` shows: the connection table, one line per connection,
+//! like `ipvsadm -L -n -c` (state and time to expiry included), and which
+//! entries a request asks for.
+
+use serde::{Deserialize, Serialize};
+use slb_common::flow::{flow_ended, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_RST};
+use slb_common::limits::CLOSING_TIMEOUT_S;
+use std::fmt::Write;
+use std::net::{IpAddr, SocketAddr};
+
+/// Entries listed when the request names no limit: enough to read, little
+/// enough that a full 1M-entry table does not flood a terminal.
+pub const DEFAULT_LIMIT: usize = 1000;
+
+/// Which connections to list. Empty fields match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowFilter {
+    pub listener: Option<String>,
+    pub client: Option<IpAddr>,
+    /// A backend address, with or without its port.
+    pub backend: Option<BackendMatch>,
+    /// Also entries that are over: past their timeout, or whose backend
+    /// was removed (their next packet is scheduled afresh).
+    pub all: bool,
+    /// At most this many entries (0: every one).
+    pub limit: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendMatch {
+    Addr(IpAddr),
+    Socket(SocketAddr),
+}
+
+impl std::str::FromStr for BackendMatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(BackendMatch::Socket(a));
+        }
+        s.parse::<IpAddr>().map(BackendMatch::Addr).map_err(|_| {
+            format!("{s:?} is not an address or address:port (IPv6 with a port: [addr]:port)")
+        })
+    }
+}
+
+impl BackendMatch {
+    fn matches(&self, backend: SocketAddr) -> bool {
+        match self {
+            BackendMatch::Addr(a) => backend.ip() == *a,
+            BackendMatch::Socket(s) => backend == *s,
+        }
+    }
+}
+
+/// One connection-table entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEntry {
+    pub listener: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub client: SocketAddr,
+    pub vip: SocketAddr,
+    /// The FULLNAT source address and port the backend sees; `None` in
+    /// `nat` and `dr` mode (the backend sees the client).
+    pub source: Option<SocketAddr>,
+    pub backend: SocketAddr,
+    /// `fullnat`, `nat` or `dr`: the mode the flow was set up with.
+    pub mode: String,
+    /// LVS's names: `ESTABLISHED`; `FIN_WAIT` (the client sent a FIN),
+    /// `CLOSE_WAIT` (the backend did), `TIME_WAIT` (both did), `CLOSE`
+    /// (an RST); `UDP`; `EXPIRED` for an entry that is over (`--all`).
+    pub state: String,
+    /// Seconds since the last packet either way.
+    pub idle_s: u64,
+    /// Seconds until the entry expires without traffic.
+    pub expire_s: u64,
+}
+
+/// A listing: the entries shown, and how many matched in all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowList {
+    pub flows: Vec<FlowEntry>,
+    pub matched: u64,
+}
+
+/// What the agent knows about one table entry, before filtering.
+pub struct RawFlow {
+    pub listener: String,
+    pub proto_tcp: bool,
+    pub client: SocketAddr,
+    pub vip: SocketAddr,
+    pub source: Option<SocketAddr>,
+    pub backend: SocketAddr,
+    pub mode: &'static str,
+    /// `FLOW_F_*`.
+    pub flags: u16,
+    pub idle_s: u64,
+    /// The listener's idle timeout.
+    pub idle_timeout_s: u64,
+    /// The backend slot no longer holds the backend the flow was scheduled
+    /// to (removed by a reload).
+    pub backend_gone: bool,
+}
+
+impl RawFlow {
+    /// The timeout the dataplane applies to this entry: the listener's, or
+    /// the short one of a connection that is over.
+    fn timeout_s(&self) -> u64 {
+        let closing = u64::from(CLOSING_TIMEOUT_S);
+        if self.proto_tcp && flow_ended(self.flags) && self.idle_timeout_s > closing {
+            closing
+        } else {
+            self.idle_timeout_s
+        }
+    }
+
+    fn is_over(&self) -> bool {
+        self.backend_gone || self.idle_s > self.timeout_s()
+    }
+
+    fn state(&self) -> &'static str {
+        if self.is_over() {
+            return "EXPIRED";
+        }
+        if !self.proto_tcp {
+            return "UDP";
+        }
+        let fin_c = self.flags & FLOW_F_FIN_CLIENT != 0;
+        let fin_b = self.flags & FLOW_F_FIN_BACKEND != 0;
+        if self.flags & FLOW_F_RST != 0 {
+            "CLOSE"
+        } else if fin_c && fin_b {
+            "TIME_WAIT"
+        } else if fin_c {
+            "FIN_WAIT"
+        } else if fin_b {
+            "CLOSE_WAIT"
+        } else {
+            "ESTABLISHED"
+        }
+    }
+
+    fn entry(self) -> FlowEntry {
+        let state = self.state().to_owned();
+        let expire_s = if self.is_over() {
+            0
+        } else {
+            self.timeout_s().saturating_sub(self.idle_s)
+        };
+        FlowEntry {
+            listener: self.listener,
+            protocol: if self.proto_tcp { "tcp" } else { "udp" }.to_owned(),
+            client: self.client,
+            vip: self.vip,
+            source: self.source,
+            backend: self.backend,
+            mode: self.mode.to_owned(),
+            state,
+            idle_s: self.idle_s,
+            expire_s,
+        }
+    }
+}
+
+impl FlowFilter {
+    fn matches(&self, f: &RawFlow) -> bool {
+        (self.all || !f.is_over())
+            && self.listener.as_ref().is_none_or(|l| *l == f.listener)
+            && self.client.is_none_or(|c| f.client.ip() == c)
+            && self.backend.as_ref().is_none_or(|b| b.matches(f.backend))
+    }
+}
+
+/// Collects the entries `filter` asks for, sorted by listener, client and
+/// port; `matched` counts every match, also those past the limit.
+pub fn select(filter: &FlowFilter, flows: impl IntoIterator<Item = RawFlow>) -> FlowList {
+    let mut list = FlowList::default();
+    let limit = if filter.limit == 0 {
+        usize::MAX
+    } else {
+        filter.limit
+    };
+    for f in flows {
+        if !filter.matches(&f) {
+            continue;
+        }
+        list.matched += 1;
+        if list.flows.len() < limit {
+            list.flows.push(f.entry());
+        }
+    }
+    list.flows.sort_by(|a, b| {
+        (&a.listener, a.client.ip(), a.client.port(), a.vip).cmp(&(
+            &b.listener,
+            b.client.ip(),
+            b.client.port(),
+            b.vip,
+        ))
+    });
+    list
+}
+
+/// Renders a listing as text.
+pub fn render_flows(list: &FlowList) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        out,
+        "Prot Client                 VIP                    Source                 Backend                Mode    State        Idle  Expire Listener"
+    );
+    for f in &list.flows {
+        let source = f.source.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let _ = writeln!(
+            out,
+            "{:<4} {:<22} {:<22} {:<22} {:<22} {:<7} {:<11} {:>5}s {:>6}s {}",
+            f.protocol.to_uppercase(),
+            f.client.to_string(),
+            f.vip.to_string(),
+            source,
+            f.backend.to_string(),
+            f.mode,
+            f.state,
+            f.idle_s,
+            f.expire_s,
+            f.listener
+        );
+    }
+    let shown = list.flows.len() as u64;
+    if list.matched > shown {
+        let _ = writeln!(
+            out,
+            "... {} more matching connection(s) not shown (--limit 0 lists all)",
+            list.matched - shown
+        );
+    }
+    let _ = writeln!(out, "{} connection(s)", list.matched);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(client: &str, flags: u16, idle_s: u64) -> RawFlow {
+        RawFlow {
+            listener: "web".into(),
+            proto_tcp: true,
+            client: client.parse().unwrap(),
+            vip: "10.0.0.10:80".parse().unwrap(),
+            source: Some("100.64.0.10:40000".parse().unwrap()),
+            backend: "10.0.1.11:8080".parse().unwrap(),
+            mode: "fullnat",
+            flags,
+            idle_s,
+            idle_timeout_s: 900,
+            backend_gone: false,
+        }
+    }
+
+    #[test]
+    fn states_and_expiry_follow_the_dataplane_timeouts() {
+        let e = raw("10.0.0.2:1000", 0, 100).entry();
+        assert_eq!((e.state.as_str(), e.expire_s), ("ESTABLISHED", 800));
+        let e = raw("10.0.0.2:1000", FLOW_F_FIN_CLIENT, 5).entry();
+        assert_eq!((e.state.as_str(), e.expire_s), ("FIN_WAIT", 895));
+        let e = raw("10.0.0.2:1000", FLOW_F_FIN_BACKEND, 5).entry();
+        assert_eq!(e.state, "CLOSE_WAIT");
+        // Over: the short timeout.
+        let e = raw("10.0.0.2:1000", FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND, 4).entry();
+        assert_eq!((e.state.as_str(), e.expire_s), ("TIME_WAIT", 6));
+        let e = raw("10.0.0.2:1000", FLOW_F_RST, 11).entry();
+        assert_eq!((e.state.as_str(), e.expire_s), ("EXPIRED", 0));
+        let mut u = raw("10.0.0.2:1000", 0, 1);
+        u.proto_tcp = false;
+        assert_eq!(u.entry().state, "UDP");
+    }
+
+    #[test]
+    fn filters_hide_what_is_over_and_count_past_the_limit() {
+        let flows = || {
+            let mut gone = raw("10.0.0.4:1000", 0, 1);
+            gone.backend_gone = true;
+            vec![
+                raw("10.0.0.3:1000", 0, 1),
+                raw("10.0.0.2:2000", 0, 1),
+                raw("10.0.0.2:1000", 0, 1000),
+                gone,
+            ]
+        };
+        let live = select(&FlowFilter::default(), flows());
+        assert_eq!(live.matched, 2);
+        let clients: Vec<String> = live.flows.iter().map(|f| f.client.to_string()).collect();
+        assert_eq!(clients, ["10.0.0.2:2000", "10.0.0.3:1000"]);
+
+        let all = FlowFilter {
+            all: true,
+            ..Default::default()
+        };
+        assert_eq!(select(&all, flows()).matched, 4);
+
+        let one = FlowFilter {
+            client: Some("10.0.0.2".parse().unwrap()),
+            limit: 1,
+            all: true,
+            ..Default::default()
+        };
+        let l = select(&one, flows());
+        assert_eq!((l.matched, l.flows.len()), (2, 1));
+        let text = render_flows(&l);
+        assert!(text.contains("1 more matching"), "{text}");
+        assert!(text.ends_with("2 connection(s)\n"), "{text}");
+
+        let by_backend = |b: &str| FlowFilter {
+            backend: Some(b.parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(select(&by_backend("10.0.1.11"), flows()).matched, 2);
+        assert_eq!(select(&by_backend("10.0.1.11:8080"), flows()).matched, 2);
+        assert_eq!(select(&by_backend("10.0.1.11:80"), flows()).matched, 0);
+        let other = FlowFilter {
+            listener: Some("dns".into()),
+            ..Default::default()
+        };
+        assert_eq!(select(&other, flows()).matched, 0);
+    }
+
+    #[test]
+    fn table_shows_the_source_the_backend_sees() {
+        let l = select(
+            &FlowFilter::default(),
+            vec![raw("10.0.0.2:1000", 0, 3), {
+                let mut n = raw("10.0.0.3:1000", 0, 3);
+                n.source = None;
+                n.mode = "nat";
+                n
+            }],
+        );
+        let text = render_flows(&l);
+        let line = |c: &str| text.lines().find(|l| l.contains(c)).unwrap().to_owned();
+        let f = line("10.0.0.2:1000");
+        assert!(f.starts_with("TCP  10.0.0.2:1000"), "{f}");
+        assert!(f.contains("100.64.0.10:40000"), "{f}");
+        assert!(f.contains("ESTABLISHED"), "{f}");
+        assert!(f.trim_end().ends_with("web"), "{f}");
+        assert!(line("10.0.0.3:1000").contains(" - "), "{text}");
+    }
+}
