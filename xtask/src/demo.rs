@@ -229,6 +229,7 @@ fn failover(t: &Topology, primary: &mut Agent, listeners: &[ListenerSpec]) -> Re
         held.push((name, c));
     }
     println!("    {HELD} TCP connections open through the primary, each echoed a message");
+    let on_primary = flows_by_client(primary)?;
     primary.stop().context("stopping the primary")?;
     t.fail_over()?;
     println!(
@@ -252,7 +253,38 @@ fn failover(t: &Topology, primary: &mut Agent, listeners: &[ListenerSpec]) -> Re
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let on_standby = flows_by_client(&standby)?;
+    let same = held
+        .iter()
+        .filter_map(|(_, c)| c.local_addr().ok())
+        .filter(|a| {
+            let a = a.to_string();
+            on_primary.contains_key(&a) && on_primary.get(&a) == on_standby.get(&a)
+        })
+        .count();
+    println!(
+        "    `slb flows` on both: {same} of {HELD} connections have the same backend and FULLNAT source on the \
+         standby as on the primary. The standby's first lines:"
+    );
+    for line in standby.cli(&["flows", "--limit", "3"])?.lines() {
+        println!("    {line}");
+    }
     Ok(())
+}
+
+/// `slb flows` of an agent: client address → (backend, FULLNAT source).
+fn flows_by_client(agent: &Agent) -> Result<BTreeMap<String, (String, String)>> {
+    let list: serde_json::Value =
+        serde_json::from_str(&agent.cli(&["flows", "--json", "--limit", "0"])?)?;
+    Ok(list["flows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+            (s("client"), (s("backend"), s("source")))
+        })
+        .collect())
 }
 
 /// Sends `msg` on an open connection to a name server and reads its echo.
