@@ -51,6 +51,24 @@ fn socket_path(a: &cli::AgentSocket) -> Result<std::path::PathBuf, String> {
     })
 }
 
+/// Prints an answer as pretty JSON or as its table.
+fn show<T: serde::Serialize>(json: bool, value: &T, table: fn(&T) -> String) -> ExitCode {
+    if !json {
+        print!("{}", table(value));
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("slb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `slb status` / `slb flows` / `slb reload`: one request to the running
 /// agent.
 fn ask(a: &cli::AgentSocket, req: control::Request, json: bool) -> ExitCode {
@@ -62,34 +80,8 @@ fn ask(a: &cli::AgentSocket, req: control::Request, json: bool) -> ExitCode {
         }
     };
     match control::request(&path, &req, std::time::Duration::from_secs(30)) {
-        Ok(control::Response::Status(s)) => {
-            if json {
-                match serde_json::to_string_pretty(&s) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("slb: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", status::render_table(&s));
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(control::Response::Flows(list)) => {
-            if json {
-                match serde_json::to_string_pretty(&list) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("slb: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", status::render_flows(&list));
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(control::Response::Status(s)) => show(json, &s, status::render_table),
+        Ok(control::Response::Flows(list)) => show(json, &list, status::render_flows),
         Ok(control::Response::Reloaded { generation }) => {
             println!("reloaded (configuration generation {generation})");
             ExitCode::SUCCESS
