@@ -90,6 +90,21 @@ fn slb_run_serves_http_listeners_next_to_l4_ones() {
         .unwrap()
         .clone();
     assert_eq!(l["mode"], "proxy", "{l}");
+    // The proxy's answers, as `/metrics` counts them.
+    assert_eq!(l["requests"]["2xx"], 20, "{l}");
+    assert_eq!(l["requests"]["5xx"], 0, "{l}");
+    let metrics = Agent::metrics(&t.lb, "127.0.0.1:9470").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|m| m.starts_with("slb_l7_requests_total{")
+                && m.contains("listener=\"www\"")
+                && m.contains("class=\"2xx\"")
+                && m.ends_with(" 20")),
+        "{metrics}"
+    );
+    let table = agent.cli(&["status"]).unwrap();
+    assert!(table.contains("requests: 1xx 0, 2xx 20, 3xx 0"), "{table}");
 
     // A failing backend leaves rotation.
     h2.set_status(500);

@@ -5,8 +5,12 @@ use crate::{
     config::{Config, Forwarding, Listener},
     dataplane::{Dataplane, DataplaneError},
     health::TargetStatus,
+    l7::L7Metrics,
     planner::{self, BackendKey, BackendSlot},
-    status::{BackendState, BackendStatus, Counters, GlobalCounters, ListenerStatus, Snapshot},
+    status::{
+        BackendState, BackendStatus, Counters, GlobalCounters, ListenerStatus, RequestCounts,
+        Snapshot,
+    },
 };
 use slb_common::Stats;
 use std::{collections::BTreeMap, time::UNIX_EPOCH};
@@ -63,6 +67,7 @@ fn listener_status(
     l: &Listener,
     mode: &str,
     counters: Counters,
+    requests: Option<RequestCounts>,
     backends: Vec<BackendStatus>,
 ) -> ListenerStatus {
     ListenerStatus {
@@ -76,16 +81,18 @@ fn listener_status(
         },
         mode: mode.to_owned(),
         counters,
+        requests,
         backends,
     }
 }
 
 /// The snapshot: L4 listeners with dataplane counters (`slb run`), then
-/// http/https listeners with their backends' health (their request
-/// counters are the `slb_l7_*` metrics).
+/// http/https listeners with their backends' health and the proxy's
+/// request counts (`l7`: the proxy's metrics, when it runs).
 pub fn build(
     cfg: &Config,
     dataplane: Option<&(Dataplane, Applier)>,
+    l7: Option<&L7Metrics>,
     health: &[TargetStatus],
     generation: u64,
 ) -> Result<Snapshot, DataplaneError> {
@@ -133,6 +140,7 @@ pub fn build(
                 l,
                 mode,
                 counters(&dp.listener_stats(lid)?),
+                None,
                 backends,
             ));
         }
@@ -156,7 +164,14 @@ pub fn build(
                 }
             })
             .collect();
-        listeners.push(listener_status(l, "proxy", Counters::default(), backends));
+        let requests = Some(l7.map_or_else(RequestCounts::default, |m| m.counts(&l.name)));
+        listeners.push(listener_status(
+            l,
+            "proxy",
+            Counters::default(),
+            requests,
+            backends,
+        ));
     }
     Ok(Snapshot {
         generation,

@@ -125,6 +125,36 @@ impl L7Metrics {
     }
 }
 
+impl L7Metrics {
+    /// What `slb status` shows for `listener`: requests per status class
+    /// ("1xx".."5xx") and refused connections. Reads without creating a
+    /// series, so a status request does not change what `/metrics` lists.
+    pub fn counts(&self, listener: &str) -> crate::status::RequestCounts {
+        let class = |class: &str| {
+            self.requests
+                .get(&RequestLabels {
+                    listener: listener.to_owned(),
+                    class: class.to_owned(),
+                })
+                .map_or(0, |c| c.get())
+        };
+        let acl_refused = self
+            .acl_refused
+            .get(&ListenerLabels {
+                listener: listener.to_owned(),
+            })
+            .map_or(0, |c| c.get());
+        crate::status::RequestCounts {
+            class_1xx: class("1xx"),
+            class_2xx: class("2xx"),
+            class_3xx: class("3xx"),
+            class_4xx: class("4xx"),
+            class_5xx: class("5xx"),
+            acl_refused,
+        }
+    }
+}
+
 /// The series of one listener (see [`L7Metrics::listener`]); clones share
 /// them.
 #[derive(Clone, Debug)]

@@ -114,6 +114,11 @@ impl Proxy {
 }
 
 impl ProxyHandle {
+    /// The proxy's request counters (for `slb status`).
+    pub fn metrics(&self) -> &L7Metrics {
+        &self.shared.metrics
+    }
+
     /// Applies a new configuration: listeners that keep their `vip:port`
     /// switch to the new rules, backends, certificates and timeouts without
     /// closing a connection (requests in progress finish on the old

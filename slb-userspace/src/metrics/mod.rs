@@ -133,6 +133,7 @@ mod tests {
                     packets_in: 50,
                     ..Default::default()
                 },
+                requests: None,
                 backends: vec![BackendStatus {
                     address: "10.0.1.2:8080".into(),
                     weight: 3,

@@ -57,6 +57,23 @@ pub struct BackendStatus {
     pub counters: Counters,
 }
 
+/// Requests an http/https listener answered, by status class (the
+/// `slb_l7_requests_total` series), and connections its ACL refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    #[serde(rename = "1xx")]
+    pub class_1xx: u64,
+    #[serde(rename = "2xx")]
+    pub class_2xx: u64,
+    #[serde(rename = "3xx")]
+    pub class_3xx: u64,
+    #[serde(rename = "4xx")]
+    pub class_4xx: u64,
+    #[serde(rename = "5xx")]
+    pub class_5xx: u64,
+    pub acl_refused: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ListenerStatus {
     pub name: String,
@@ -67,6 +84,10 @@ pub struct ListenerStatus {
     /// `fullnat`, `nat`, `dr` (L4) or `proxy` (http/https).
     pub mode: String,
     pub counters: Counters,
+    /// http/https listeners: what the proxy answered (their `counters`,
+    /// the dataplane's, stay zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RequestCounts>,
     pub backends: Vec<BackendStatus>,
 }
 

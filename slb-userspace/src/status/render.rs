@@ -58,6 +58,13 @@ pub fn render_table(s: &Snapshot) -> String {
                 state(b)
             );
         }
+        if let Some(r) = &l.requests {
+            let _ = writeln!(
+                out,
+                "     requests: 1xx {}, 2xx {}, 3xx {}, 4xx {}, 5xx {}; connections refused by the ACL {}",
+                r.class_1xx, r.class_2xx, r.class_3xx, r.class_4xx, r.class_5xx, r.acl_refused
+            );
+        }
         let c = &l.counters;
         if c.drop_no_backend + c.drop_acl + c.drop_no_port > 0 {
             let _ = writeln!(
@@ -107,6 +114,7 @@ mod tests {
                     conns: 7,
                     ..Default::default()
                 },
+                requests: None,
                 backends: vec![
                     BackendStatus {
                         address: "10.0.1.11:8080".into(),
@@ -132,7 +140,29 @@ mod tests {
                 ],
             }],
         };
+        let mut s = s;
+        let mut www = s.listeners[0].clone();
+        www.protocol = "http".into();
+        www.mode = "proxy".into();
+        www.requests = Some(RequestCounts {
+            class_2xx: 40,
+            class_5xx: 2,
+            acl_refused: 1,
+            ..Default::default()
+        });
+        s.listeners.push(www);
         let t = render_table(&s);
+        assert!(
+            t.contains(
+                "requests: 1xx 0, 2xx 40, 3xx 0, 4xx 0, 5xx 2; connections refused by the ACL 1"
+            ),
+            "{t}"
+        );
+        assert_eq!(
+            t.matches("requests:").count(),
+            1,
+            "only http/https listeners: {t}"
+        );
         assert!(t.contains("TCP  10.0.0.10:80 maglev fullnat"), "{t}");
         assert!(t.contains("-> 10.0.1.12:8080"), "{t}");
         assert!(t.contains("down: connect refused (3/3)"), "{t}");
