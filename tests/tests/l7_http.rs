@@ -631,6 +631,48 @@ async fn h2_stream_reset_before_the_response_leaves_the_connection_idle() {
     p.stop().await;
 }
 
+/// An HTTP/2 client that goes quiet is told to go away (GOAWAY, and a
+/// PING whose acknowledgement ends the graceful close) at the idle
+/// timeout; one that never answers is dropped an idle timeout later
+/// instead of holding the connection for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_client_that_never_acknowledges_the_shutdown_is_dropped() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "client_idle_timeout = \"1s\"").await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    // The client preface and an empty SETTINGS frame, then silence: no
+    // SETTINGS acknowledgement, no PING acknowledgement.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the quiet connection is still open after 8 s"
+    );
+    // Frame types the server sent: 9-byte headers, each with its length.
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len =
+            usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
+        types.push(got[at + 3]);
+        at += 9 + len;
+    }
+    const GOAWAY: u8 = 7;
+    const PING: u8 = 6;
+    assert!(types.contains(&GOAWAY), "frames {types:?}");
+    assert!(types.contains(&PING), "frames {types:?}");
+    p.stop().await;
+}
+
 /// What a reverse proxy does not pass on: a CONNECT (no tunnels to
 /// arbitrary hosts: 501, no backend contacted) and a 101 the client never
 /// asked for (502).
