@@ -1,5 +1,7 @@
 //! WebSocket upgrades through the L7 proxy: the tunnel carries messages
-//! both ways and is closed after its idle timeout.
+//! both ways (ws and wss), passes closes and resets on, is closed after its
+//! idle timeout and when its listener is removed; HTTP/2 clients are not
+//! offered WebSocket (RFC 8441).
 
 mod l7_support;
 
@@ -13,9 +15,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Request targets of the handshakes an echo server received.
 static TARGETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Target and header (`name: value` lines) of every handshake.
+static HEADS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// A WebSocket echo server; returns its address. Records the target of
-/// every handshake in `TARGETS`.
+/// every handshake in `TARGETS` (and with its header in `HEADS`). Text
+/// `push <n>` gets `n` messages 300 ms apart (and nothing else), `reset`
+/// an RST of the connection.
 async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -30,12 +36,34 @@ async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
                 #[allow(clippy::result_large_err)]
                 let record = |req: &Request, res: Response| {
                     TARGETS.lock().unwrap().push(req.uri().to_string());
+                    let head: String = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+                        .collect();
+                    HEADS.lock().unwrap().push(format!("{}\n{head}", req.uri()));
                     Ok(res)
                 };
                 let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, record).await else {
                     return;
                 };
                 while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Text(t) = &m {
+                        if let Some(n) = t.as_str().strip_prefix("push ") {
+                            for i in 0..n.parse::<usize>().unwrap() {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                                if ws.send(Message::text(format!("pushed {i}"))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        if t.as_str() == "reset" {
+                            // Linger 0: closing sends an RST.
+                            ws.get_ref().set_zero_linger().unwrap();
+                            return;
+                        }
+                    }
                     if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
                         return;
                     }
@@ -115,6 +143,231 @@ async fn idle_websocket_is_closed_after_the_idle_timeout() {
         waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
         "{waited:?}"
     );
+    task.abort();
+    p.stop().await;
+}
+
+/// The next message within 5 s.
+async fn next_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a message within 5 s")
+        .expect("a message")
+        .expect("a message");
+    m.into_text().unwrap().as_str().to_owned()
+}
+
+/// The stream ends (close frame, EOF or error) within `within`.
+async fn ends_within<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, within: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let t = Instant::now();
+    loop {
+        let left = within.saturating_sub(t.elapsed());
+        match tokio::time::timeout(left, ws.next()).await {
+            Err(_) => panic!("the tunnel is still open after {within:?}"),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(m))) => assert!(!m.is_text(), "unexpected message: {m:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_through_an_https_listener() {
+    let pki = Pki::new("wss");
+    let (crt, key, _) = pki.server("ws", &["ws.test"]);
+    let (echo, task) = echo_server().await;
+    let (p, _) = start_proxy(&["wss"], |ports| {
+        format!(
+            "{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
+            listener("wss", "https", ports[0], ""),
+            crt.display(),
+            key.display(),
+            echo.port()
+        )
+    })
+    .await;
+    // tungstenite speaks HTTP/1.1 (ALPN says so).
+    let cfg = pki.client_config(&[b"http/1.1"], None);
+    let tls = tls_connect(cfg, p.addr("wss"), "ws.test").await.unwrap();
+    let url = "wss://ws.test/secure?x=1";
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    req.headers_mut()
+        .insert("x-forwarded-for", "192.0.2.1".parse().unwrap());
+    let (mut ws, res) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    // tungstenite checked Sec-WebSocket-Accept; the upgrade header came
+    // through too.
+    assert_eq!(res.status(), 101);
+    assert_eq!(
+        res.headers()
+            .get("upgrade")
+            .map(|v| v.to_str().unwrap().to_ascii_lowercase()),
+        Some("websocket".into())
+    );
+    let head = HEADS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|h| h.starts_with("/secure?x=1\n"))
+        .cloned()
+        .expect("the handshake reached the backend");
+    for want in [
+        "x-forwarded-proto: https\n",
+        "x-forwarded-for: 192.0.2.1, 127.0.0.1\n",
+        "x-real-ip: 127.0.0.1\n",
+        &format!("x-forwarded-port: {}\n", p.addr("wss").port()),
+        "host: ws.test\n",
+        "sec-websocket-key: ",
+    ] {
+        assert!(head.contains(want), "{want:?} missing in:\n{head}");
+    }
+    for i in 0..5 {
+        ws.send(Message::text(format!("tls {i}"))).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, format!("tls {i}"));
+    }
+    // A close goes through and its answer comes back.
+    ws.close(None).await.unwrap();
+    ends_within(&mut ws, Duration::from_secs(3)).await;
+    assert_eq!(p.metrics.requests_in_class("wss", "1xx"), 1);
+    task.abort();
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_traffic_alone_keeps_a_tunnel_open() {
+    let (echo, task) = echo_server().await;
+    let p = proxy_to(echo, "idle_timeout = \"1s\"").await;
+    let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/", p.addr("ws")), tcp)
+        .await
+        .unwrap();
+    // 8 pushes 300 ms apart: 2.4 s with nothing from the client.
+    ws.send(Message::text("push 8")).await.unwrap();
+    for i in 0..8 {
+        assert_eq!(next_text(&mut ws).await, format!("pushed {i}"));
+    }
+    task.abort();
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_reset_ends_the_tunnel_at_once() {
+    let (echo, task) = echo_server().await;
+    let p = proxy_to(echo, "").await;
+    let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/", p.addr("ws")), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text("reset")).await.unwrap();
+    // Not after the 60 s idle timeout.
+    ends_within(&mut ws, Duration::from_secs(3)).await;
+    task.abort();
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_listener_closes_its_tunnels() {
+    let (echo, task) = echo_server().await;
+    let p = proxy_to(echo, "").await;
+    let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/", p.addr("ws")), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "before");
+    // The listener moves to another port: the old one is removed.
+    let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    p.reload(&format!(
+        "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
+        listener("ws", "http", port, ""),
+        echo.port()
+    ))
+    .await
+    .unwrap();
+    // As the removed listener's other connections, its tunnels close
+    // (rather than live on at an address no longer served, up to forever
+    // while they carry traffic).
+    ends_within(&mut ws, Duration::from_secs(3)).await;
+    // The new port carries WebSocket.
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text("after")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "after");
+    task.abort();
+    p.stop().await;
+}
+
+/// RFC 8441 is not done: an HTTP/2 connection does not announce extended
+/// CONNECT, and one sent anyway gets no tunnel (an error, not a hang).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_websocket_is_refused() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let pki = Pki::new("wsh2");
+    let (crt, key, _) = pki.server("ws", &["ws.test"]);
+    let (echo, task) = echo_server().await;
+    let (p, _) = start_proxy(&["wss"], |ports| {
+        format!(
+            "{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
+            listener("wss", "https", ports[0], ""),
+            crt.display(),
+            key.display(),
+            echo.port()
+        )
+    })
+    .await;
+    let tls = tls_connect(pki.client_config(&[b"h2"], None), p.addr("wss"), "ws.test")
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method("CONNECT")
+        .uri("https://ws.test/chat")
+        .header("sec-websocket-version", "13")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let r = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .expect("an answer, not a hang");
+    match r {
+        // What happens: the proxy resets the stream (PROTOCOL_ERROR).
+        Err(_) => {}
+        Ok(res) => assert!(
+            res.status().is_client_error() || res.status().is_server_error(),
+            "{res:?}"
+        ),
+    }
+    assert!(
+        !TARGETS.lock().unwrap().contains(&"/chat".to_owned()),
+        "no handshake reached the backend"
+    );
+    // The connection still serves ordinary requests.
+    let req = http::Request::get("https://ws.test/plain")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .unwrap();
+    assert!(r.is_ok(), "{r:?}");
     task.abort();
     p.stop().await;
 }

@@ -118,7 +118,7 @@ async fn drive<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let rt = runtime.borrow().clone();
-    let state = Arc::new(Conn::new(peer, tls, activity.clone()));
+    let state = Arc::new(Conn::new(peer, tls, activity.clone(), stop.clone()));
     if h2 {
         state.set_h2();
     }

@@ -34,7 +34,8 @@ use crate::planner::Health;
 pub struct Shared {
     pub health: watch::Receiver<Health>,
     pub metrics: L7Metrics,
-    /// Cancelled when the proxy shuts down (ends WebSocket tunnels).
+    /// Cancelled when the proxy shuts down (its listeners' tokens are
+    /// children of it).
     pub shutdown: CancellationToken,
 }
 
@@ -51,6 +52,10 @@ pub struct Conn {
     /// Asks the connection task to close the connection gracefully (the
     /// request limit was reached).
     pub close: Notify,
+    /// Cancelled when the connection's listener is removed or the proxy
+    /// shuts down: ends the WebSocket tunnels the connection became (they
+    /// outlive its HTTP task, which ends with the upgrade).
+    pub stop: CancellationToken,
     /// The client's address as `X-Real-IP` / `X-Forwarded-For` value.
     client_value: HeaderValue,
     /// HTTP/1: since when (activity clock, ms) the connection waits for a
@@ -65,7 +70,7 @@ const NOT_WAITING: u64 = u64::MAX;
 const FIRST_BYTES: u64 = u64::MAX - 1;
 
 impl Conn {
-    pub fn new(peer: SocketAddr, tls: bool, activity: Activity) -> Self {
+    pub fn new(peer: SocketAddr, tls: bool, activity: Activity, stop: CancellationToken) -> Self {
         Self {
             peer,
             tls,
@@ -73,6 +78,7 @@ impl Conn {
             active: AtomicUsize::new(0),
             activity,
             close: Notify::new(),
+            stop,
             client_value: headers::client_value(peer.ip()),
             head_since: AtomicU64::new(FIRST_BYTES),
             h2: AtomicBool::new(false),
@@ -516,7 +522,7 @@ async fn forward(
                 response: rt.l7.backend_response_timeout,
                 idle: rt.tunnel_idle,
             };
-            let cancel = shared.shutdown.clone();
+            let cancel = conn.stop.clone();
             // Boxed: rare, and large enough to make every request's future
             // (moved a few times per request) larger.
             Box::pin(websocket::open(

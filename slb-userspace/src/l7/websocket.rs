@@ -1,8 +1,10 @@
-//! WebSocket (and any HTTP/1.1 `Upgrade`) pass-through: the handshake is
+//! WebSocket pass-through (HTTP/1.x `Upgrade: websocket`; other upgrades
+//! lose their `Upgrade` field as any hop-by-hop field): the handshake is
 //! forwarded on a fresh backend connection (upgraded connections are never
 //! pooled); on `101 Switching Protocols` both sides are upgraded and bytes
-//! are copied both ways until either side closes, nothing moves for the
-//! idle timeout, or the proxy shuts down.
+//! are copied both ways until both sides closed (a half-close is passed
+//! on), either fails, nothing moves either way for the idle timeout, or
+//! `cancel` fires (the listener was removed, the proxy shuts down).
 
 use std::net::SocketAddr;
 use std::time::Duration;
