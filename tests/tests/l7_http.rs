@@ -851,3 +851,78 @@ async fn reload_swaps_backends_without_dropping_connections() {
     assert_eq!(res.backend(), "b");
     p.stop().await;
 }
+
+/// Requests of `web` counted in any class.
+fn counted(p: &Running) -> u64 {
+    ["1xx", "2xx", "3xx", "4xx", "5xx"]
+        .iter()
+        .map(|c| p.metrics.requests_in_class("web", c))
+        .sum()
+}
+
+/// A request the client gives up on before its response (an HTTP/2
+/// stream reset, an HTTP/1.1 connection closed) still counts, as 499
+/// (nginx's "client closed request"), and gets its access-log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_client_abandons_are_counted() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "").await;
+
+    // HTTP/2 (prior knowledge): the stream is reset while the backend
+    // sleeps.
+    let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://x/sleep/1500")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let pending = sender.send_request(req);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), pending)
+            .await
+            .is_err(),
+        "no answer yet"
+    );
+    // Dropping the response future reset the stream.
+    let t = Instant::now();
+    while counted(&p) == 0 && t.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        p.metrics.requests_in_class("web", "4xx"),
+        1,
+        "counted as 499"
+    );
+    // The connection goes on serving.
+    let req = http::Request::get("http://x/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let got = collect(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(p.metrics.requests_in_class("web", "2xx"), 1);
+
+    // HTTP/1.1: the client closes its connection while the backend sleeps.
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"GET /sleep/1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    let t = Instant::now();
+    while counted(&p) < 3 && t.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        p.metrics.requests_in_class("web", "4xx"),
+        2,
+        "counted as 499"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(counted(&p), 3, "each request counted once");
+    p.stop().await;
+}

@@ -10,6 +10,9 @@
 //! upstream time in seconds (`-` when no backend answered: error pages,
 //! redirects; with retries, the backend that answered last), total time in
 //! seconds (until the last byte of the response was handed to the client).
+//! A request whose client went away before its response began (an HTTP/2
+//! stream reset, a closed connection) is logged with status 499, as by
+//! nginx.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};

@@ -20,7 +20,7 @@ use super::balance::hash_bytes;
 use super::body::{boxed, empty, Body, Finish, ResponseBody, Tracked};
 use super::headers::{self, ForwardedValues};
 use super::idle::Activity;
-use super::metrics::L7Metrics;
+use super::metrics::{L7Metrics, ListenerMetrics};
 use super::pages;
 use super::persist::request_cookie;
 use super::state::{Group, Runtime};
@@ -213,6 +213,44 @@ impl Finish for Done {
     }
 }
 
+/// nginx's status for a request whose client went away before its
+/// response began (logged and counted, never sent).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// A request waiting for its backend: when the server library drops it
+/// there (an HTTP/2 client reset the stream, an HTTP/1 client closed the
+/// connection), it is still counted and logged, as 499; else it would
+/// vanish from the metrics and the access log although the backend may
+/// have acted on it.
+struct Abandoned<'a> {
+    /// `None` once the request got its response.
+    metrics: Option<&'a ListenerMetrics>,
+    log: Option<Box<Log>>,
+}
+
+impl Abandoned<'_> {
+    /// The response came: [`Done`] counts and logs from here on.
+    fn answered(mut self) -> Option<Box<Log>> {
+        self.metrics = None;
+        self.log.take()
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        let Some(metrics) = self.metrics else {
+            return;
+        };
+        metrics.request(CLIENT_CLOSED_REQUEST);
+        if let Some(log) = self.log.take() {
+            let Log { mut entry, start } = *log;
+            entry.status = CLIENT_CLOSED_REQUEST;
+            entry.total = start.elapsed();
+            entry.log();
+        }
+    }
+}
+
 /// Answers one request.
 pub async fn handle(
     req: Request<Incoming>,
@@ -234,7 +272,7 @@ pub async fn handle(
     // HTTP/1.0 keeps a connection open only when both sides say so.
     let keep_alive_10 = version == Version::HTTP_10 && headers::wants_keep_alive(req.headers());
     // The log line's fields, only when it is written.
-    let log = tracing::enabled!(target: "slb::access", tracing::Level::INFO).then(|| {
+    let mut log = tracing::enabled!(target: "slb::access", tracing::Level::INFO).then(|| {
         Box::new(Log {
             start: Instant::now(),
             entry: Entry {
@@ -261,7 +299,13 @@ pub async fn handle(
     let outcome = match route(&req, &rt) {
         Route::Local(outcome) => *outcome,
         Route::Forward { group, upgrade } => {
-            forward(req, &rt, &conn, &shared, &rt.groups[group], upgrade).await
+            let waiting = Abandoned {
+                metrics: Some(&rt.metrics),
+                log,
+            };
+            let outcome = forward(req, &rt, &conn, &shared, &rt.groups[group], upgrade).await;
+            log = waiting.answered();
+            outcome
         }
     };
     let Outcome {
