@@ -130,6 +130,52 @@ fn slb_run_serves_http_listeners_next_to_l4_ones() {
     );
 }
 
+/// An `slb run` started with tcp listeners only gets an http listener by
+/// a reload: the reload must not be reported done while nothing serves it.
+#[test]
+fn a_reload_adds_the_first_http_listener() {
+    let t = Topology::new("l7r", 1).unwrap();
+    let _tcp = NameServer::tcp(
+        &t.backends[0],
+        SocketAddr::new(backend4(0).into(), 8080),
+        "tcp1",
+    )
+    .unwrap();
+    let _web = HttpServer::start_named(
+        &t.backends[0],
+        SocketAddr::new(backend4(0).into(), 8081),
+        200,
+        "web1",
+    )
+    .unwrap();
+    let l4 = ListenerSpec::new("tcp", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1);
+    let www = ListenerSpec::new("www", WWW.into(), 80, "http")
+        .scheduler("wrr")
+        .extra("health_check = { enabled = false }")
+        .backend(backend4(0).into(), 8081, 1);
+    let mut agent =
+        Agent::start(&t.lb, "l7r", |d| render(1, d, std::slice::from_ref(&l4))).unwrap();
+    let dir = agent.dir().to_owned();
+    let out = agent.reload(&render(1, &dir, &[l4.clone(), www])).unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    let vip = SocketAddr::new(WWW.into(), 80);
+    let (code, body) = http_get(&t.client, vip, "www.example", "/page").unwrap();
+    assert_eq!((code, body.trim()), (200, "web1"));
+    // And removed again: its VIP leaves lo, the L4 listener stays.
+    let out = agent.reload(&render(1, &dir, &[l4])).unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    let lo = t.lb.ip(&["addr", "show", "dev", "lo"]).unwrap();
+    assert!(!lo.contains("10.10.0.20"), "{lo}");
+    let (name, _) = tcp_hello(
+        &t.client,
+        SocketAddr::new(VIP4.into(), 80),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(name, "tcp1");
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+}
+
 #[test]
 fn slb_proxy_runs_unprivileged() {
     let ns = Netns::new("l7np").unwrap();

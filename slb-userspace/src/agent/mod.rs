@@ -153,15 +153,11 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
     let (checker, transitions) =
         Checker::start_seeded(running::targets(&cfg, opts.mode), Some(observer), &down);
     let (health_tx, health_rx) = watch::channel(Health::default());
-    let proxy = if cfg.l7_listeners().next().is_some() {
-        Some(
-            Proxy::start(&cfg.listeners, health_rx, l7_metrics)
-                .await
-                .context("starting the L7 proxy")?,
-        )
-    } else {
-        None
-    };
+    // Started even with no http/https listener (it then binds nothing):
+    // a reload may add one.
+    let proxy = Proxy::start(&cfg.listeners, health_rx, l7_metrics)
+        .await
+        .context("starting the L7 proxy")?;
 
     let mut st = Running::new(
         path.to_owned(),

@@ -72,7 +72,8 @@ pub struct Running {
     checker: Checker,
     /// Tells the proxy which backends are down.
     health_tx: watch::Sender<Health>,
-    proxy: Option<ProxyHandle>,
+    /// Serves the http/https listeners (none, until a reload adds some).
+    proxy: ProxyHandle,
     metrics: Arc<Metrics>,
     local: LocalAddrs,
     /// Configurations applied so far (1 after start).
@@ -88,7 +89,7 @@ impl Running {
         dataplane: Option<(Dataplane, Applier)>,
         checker: Checker,
         health_tx: watch::Sender<Health>,
-        proxy: Option<ProxyHandle>,
+        proxy: ProxyHandle,
         metrics: Arc<Metrics>,
         local: LocalAddrs,
     ) -> Running {
@@ -236,11 +237,9 @@ impl Running {
         if let Err(e) = self.local.sync(&local_addresses(&cfg, self.mode)) {
             return refuse(vec![format!("local addresses: {e}")]);
         }
-        if let Some(proxy) = &self.proxy {
-            if let Err(e) = proxy.reload(&cfg.listeners).await {
-                let _ = self.local.sync(&local_addresses(&self.cfg, self.mode));
-                return refuse(vec![format!("L7 proxy: {e}")]);
-            }
+        if let Err(e) = self.proxy.reload(&cfg.listeners).await {
+            let _ = self.local.sync(&local_addresses(&self.cfg, self.mode));
+            return refuse(vec![format!("L7 proxy: {e}")]);
         }
         let renamed = renames(&self.cfg, &cfg);
         let previous = std::mem::replace(&mut self.cfg, cfg);
@@ -264,10 +263,8 @@ impl Running {
                 self.cfg = previous;
                 self.checker
                     .update_renamed(targets(&self.cfg, self.mode), &back);
-                if let Some(proxy) = &self.proxy {
-                    if let Err(e) = proxy.reload(&self.cfg.listeners).await {
-                        error!("restoring the previous proxy configuration failed: {e}");
-                    }
+                if let Err(e) = self.proxy.reload(&self.cfg.listeners).await {
+                    error!("restoring the previous proxy configuration failed: {e}");
                 }
                 let _ = self.local.sync(&local_addresses(&self.cfg, self.mode));
                 if let Err(e) = self.apply() {
@@ -321,9 +318,7 @@ impl Running {
             ..
         } = self;
         checker.stop();
-        if let Some(proxy) = proxy {
-            proxy.shutdown().await;
-        }
+        proxy.shutdown().await;
         if let Err(e) = local.release() {
             warn!("removing added local addresses: {e}");
         }
