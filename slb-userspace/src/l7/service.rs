@@ -517,7 +517,8 @@ async fn forward(
     let add_host = !parts.headers.contains_key(HOST);
     let body = ReplayBody::new(body);
     let mut tried = Tried::default();
-    let mut last_failure: Option<Failure> = None;
+    // The backend of the last failed attempt, and how long it took.
+    let mut last_failure: Option<(SocketAddr, Duration)> = None;
     // The header, cloned for an attempt only while a later one may need it
     // again (a reset idempotent request goes to the next backend); else
     // moved.
@@ -525,14 +526,15 @@ async fn forward(
 
     loop {
         let Some(i) = choose(group, &shared.health, sticky.as_deref(), key, &tried) else {
-            let status = match &last_failure {
+            return match last_failure {
                 None => {
                     warn!(listener = %rt.name, group = %group.name, "no healthy backend");
-                    StatusCode::SERVICE_UNAVAILABLE
+                    Outcome::local(pages::error(StatusCode::SERVICE_UNAVAILABLE, false))
                 }
-                Some(_) => StatusCode::BAD_GATEWAY,
+                // Logged with the backend that failed last, as a failure
+                // that is not retried.
+                Some((addr, took)) => Outcome::upstream_error(StatusCode::BAD_GATEWAY, addr, took),
             };
-            return Outcome::local(pages::error(status, false));
         };
         tried.push(i);
         let backend = &group.backends[i];
@@ -674,7 +676,7 @@ async fn forward(
                         sent.elapsed(),
                     );
                 }
-                last_failure = Some(f);
+                last_failure = Some((backend.addr, sent.elapsed()));
             }
         }
     }

@@ -1,0 +1,123 @@
+//! The access log (SPEC §5), captured from the `slb::access` target. In a
+//! test binary of its own: `tracing` caches, per call site, whether any
+//! subscriber wants it, and the other tests' requests (with no subscriber,
+//! on other threads) would race this test's subscriber for that cache.
+
+mod l7_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use l7_support::*;
+use tokio::net::TcpStream;
+
+/// Access-log lines captured by a test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The line of the request whose request line contains `needle`.
+    fn line(&self, needle: &str) -> String {
+        let lines = self.lines();
+        let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+        assert_eq!(found.len(), 1, "one line with {needle:?} in {lines:#?}");
+        found[0].clone()
+    }
+}
+
+/// The access log (SPEC §5): one line per request with status, upstream
+/// address and times, also for the proxy's own error pages and for
+/// requests the client abandoned. (A current-thread runtime: the
+/// subscriber is this thread's, and every task of the proxy runs on it.)
+#[test]
+fn access_log_lines() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("slb::access=info")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a_addr, refused_addr) = tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let a = Backend::start("a").await;
+            let refused = refused_addr().await;
+            let (p, _) = start_proxy(&["web", "down"], |ports| {
+                format!(
+                    "{}{}{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
+                    listener("web", "http", ports[0], ""),
+                    a.toml("listener.backend", 100),
+                    listener("down", "http", ports[1], ""),
+                    refused.port()
+                )
+            })
+            .await;
+            let c = client();
+            let got = get(&c, &p.url("web", "/ok?x=1"), &[]).await;
+            assert_eq!(got.status, 200);
+            let got = get(&c, &p.url("down", "/refused"), &[]).await;
+            assert_eq!(got.status, 502);
+
+            // An HTTP/2 stream reset while the backend works.
+            let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+                hyper_util::rt::TokioExecutor::new(),
+                TokioIo::new(tcp),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get("http://x/sleep/1000")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let pending = sender.send_request(req);
+            assert!(tokio::time::timeout(Duration::from_millis(200), pending)
+                .await
+                .is_err());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            p.stop().await;
+            (a.addr, refused)
+        })
+    });
+    // After the request line: status, bytes, upstream, upstream time,
+    // total time.
+    let fields = |needle: &str| -> Vec<String> {
+        let line = log.line(needle);
+        let after = line.rsplit('"').next().unwrap().to_owned();
+        after.split_whitespace().map(str::to_owned).collect()
+    };
+    let ok = fields("\"GET /ok?x=1 HTTP/1.1\"");
+    let body = "backend=a path=/ok".len().to_string();
+    assert_eq!(ok[..3], ["200", &body, &a_addr.to_string()], "{ok:?}");
+    // The refused backend is named, as for any failed exchange.
+    let refused = fields("\"GET /refused HTTP/1.1\"");
+    assert_eq!(refused[0], "502", "{refused:?}");
+    assert_eq!(refused[2], refused_addr.to_string(), "{refused:?}");
+    assert!(refused[3].parse::<f64>().is_ok(), "{refused:?}");
+    let reset = fields("\"GET /sleep/1000 HTTP/2.0\"");
+    assert_eq!(reset[..2], ["499", "0"], "{reset:?}");
+    assert!(reset[4].parse::<f64>().unwrap() >= 0.2, "{reset:?}");
+}
