@@ -926,3 +926,33 @@ async fn requests_the_client_abandons_are_counted() {
     assert_eq!(counted(&p), 3, "each request counted once");
     p.stop().await;
 }
+
+/// A request in flight to a backend that a reload removes finishes there;
+/// the next goes to the new backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_lets_requests_to_a_removed_backend_finish() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let p = web_proxy(&[&a], "").await;
+    let port = p.addr("web").port();
+    let c = client();
+    let url = p.url("web", "/sleep/700");
+    let slow = tokio::spawn({
+        let c = c.clone();
+        async move { get(&c, &url, &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.reload(&format!(
+        "{}{}",
+        listener("web", "http", port, ""),
+        b.toml("listener.backend", 100)
+    ))
+    .await
+    .unwrap();
+    let got = slow.await.unwrap();
+    assert_eq!((got.status.as_u16(), got.backend()), (200, "a"));
+    let got = get(&c, &p.url("web", "/"), &[]).await;
+    assert_eq!(got.backend(), "b");
+    assert_eq!(p.metrics.requests_in_class("web", "2xx"), 2);
+    p.stop().await;
+}

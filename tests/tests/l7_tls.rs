@@ -303,3 +303,75 @@ async fn http_listener_redirects_to_the_https_listener_port() {
     );
     p.stop().await;
 }
+
+/// A reload with a new certificate: new handshakes get it, a connection
+/// made before keeps working; a reload whose certificate does not load is
+/// refused and the running one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_the_certificate_live() {
+    let pki = Pki::new("rcert");
+    let backend = Backend::start("a").await;
+    let (old_crt, old_key, old_der) = pki.server("old", &["a.test"]);
+    let (new_crt, new_key, new_der) = pki.server("new", &["a.test"]);
+    let config = |port: u16, crt: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n{}",
+            listener("tls", "https", port, ""),
+            crt.display(),
+            key.display(),
+            backend.toml("listener.backend", 100)
+        )
+    };
+    let (p, _) = start_proxy(&["tls"], |ports| config(ports[0], &old_crt, &old_key)).await;
+    let port = p.addr("tls").port();
+    let cfg = pki.client_config(&[b"http/1.1"], None);
+    let peer_cert = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        s.get_ref().1.peer_certificates().unwrap()[0].clone()
+    };
+
+    let before = tls_connect(cfg.clone(), p.addr("tls"), "a.test")
+        .await
+        .unwrap();
+    assert_eq!(peer_cert(&before), old_der);
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(before))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let ask = || {
+        http::Request::get("/")
+            .header("host", "a.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(sender.send_request(ask()).await.unwrap().status(), 200);
+
+    p.reload(&config(port, &new_crt, &new_key)).await.unwrap();
+    // A fresh client (no session to resume) sees the new certificate.
+    let fresh = pki.client_config(&[b"http/1.1"], None);
+    let s = tls_connect(fresh, p.addr("tls"), "a.test").await.unwrap();
+    assert_eq!(peer_cert(&s), new_der);
+    // The connection from before goes on.
+    sender.ready().await.expect("still open");
+    assert_eq!(sender.send_request(ask()).await.unwrap().status(), 200);
+
+    // A reload that cannot be applied (a port in use) changes nothing,
+    // the certificate neither.
+    let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let refused = format!(
+        "{}{}{}",
+        config(port, &old_crt, &old_key),
+        listener("busy", "http", busy_port, ""),
+        backend.toml("listener.backend", 100)
+    );
+    assert!(p.reload(&refused).await.is_err());
+    let fresh = pki.client_config(&[b"http/1.1"], None);
+    let mut s = tls_connect(fresh, p.addr("tls"), "a.test").await.unwrap();
+    assert_eq!(peer_cert(&s), new_der);
+    assert!(h1_over(&mut s, "/")
+        .await
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    p.stop().await;
+}
