@@ -293,7 +293,7 @@ impl Running {
                 match snapshot::build(
                     &self.cfg,
                     self.dataplane.as_ref(),
-                    self.proxy.as_ref().map(|p| p.metrics()),
+                    self.proxy.metrics(),
                     &self.checker.snapshot(),
                     self.generation,
                 ) {

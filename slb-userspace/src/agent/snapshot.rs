@@ -88,11 +88,11 @@ fn listener_status(
 
 /// The snapshot: L4 listeners with dataplane counters (`slb run`), then
 /// http/https listeners with their backends' health and the proxy's
-/// request counts (`l7`: the proxy's metrics, when it runs).
+/// request counts (`l7`: the proxy's metrics).
 pub fn build(
     cfg: &Config,
     dataplane: Option<&(Dataplane, Applier)>,
-    l7: Option<&L7Metrics>,
+    l7: &L7Metrics,
     health: &[TargetStatus],
     generation: u64,
 ) -> Result<Snapshot, DataplaneError> {
@@ -164,7 +164,7 @@ pub fn build(
                 }
             })
             .collect();
-        let requests = Some(l7.map_or_else(RequestCounts::default, |m| m.counts(&l.name)));
+        let requests = Some(l7.counts(&l.name));
         listeners.push(listener_status(
             l,
             "proxy",
