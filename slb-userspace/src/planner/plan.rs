@@ -133,7 +133,18 @@ pub fn vip_key(l: &crate::config::Listener) -> VipKey {
 }
 
 /// Computes the map contents for `cfg` with `health`, assigning stable ids.
+/// A configuration that cannot be planned changes no id: planning the
+/// running one again must give every listener and backend the id and
+/// generation it has (a new one would re-schedule its flows and zero its
+/// counters).
 pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanError> {
+    let mut next = ids.clone();
+    let out = plan_with(cfg, &mut next, health)?;
+    *ids = next;
+    Ok(out)
+}
+
+fn plan_with(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanError> {
     let l4: Vec<_> = cfg
         .listeners
         .iter()
@@ -374,5 +385,61 @@ scheduler = "wrr"
         let none = plan(&c, &mut ids, &h).unwrap();
         assert_eq!(none.listeners[0].entry.live_backends, 0);
         assert!(none.listeners[0].table.iter().all(|&s| s == NO_BACKEND));
+    }
+
+    /// A plan that fails (here: the destination table cannot place the
+    /// addresses of a file that passed validation) changes no id: planning
+    /// the running configuration again gives every listener and backend
+    /// the id and generation it had, so its flows and counters stay.
+    #[test]
+    fn a_failed_plan_keeps_every_id() {
+        use slb_common::{hash::dest_slot, limits::DEST_PROBES};
+        let mut ids = Ids::default();
+        let c = cfg();
+        let before = plan(&c, &mut ids, &Health::default()).unwrap();
+        // `nat` backends on one first slot, one more than it can probe.
+        let first = dest_slot(&to_addr("10.0.9.0".parse().unwrap()));
+        let mut backends = String::new();
+        let mut found = 0;
+        for i in 0u32.. {
+            let ip = std::net::Ipv4Addr::from(0x0a09_0000 + i);
+            if dest_slot(&to_addr(ip.into())) == first {
+                backends += &format!("  [[listener.backend]]\n  address = \"{ip}\"\n  port = 80\n");
+                found += 1;
+                if found > DEST_PROBES {
+                    break;
+                }
+            }
+        }
+        // `web` removed, `dns6` kept, a new `nat` listener.
+        let web_end = CFG.find("[[listener]]\nname = \"dns6\"").unwrap();
+        let web_start = CFG.find("[[listener]]").unwrap();
+        let failing = format!(
+            "{}{}\n[[listener]]\nname = \"many\"\nvip = \"10.10.0.11\"\nport = 80\n\
+             protocol = \"tcp\"\nforwarding = \"nat\"\n{backends}",
+            &CFG[..web_start],
+            &CFG[web_end..]
+        );
+        let failing = crate::config::parse(&failing).unwrap();
+        assert!(matches!(
+            plan(&failing, &mut ids, &Health::default()),
+            Err(PlanError::Dests(_))
+        ));
+        let again = plan(&c, &mut ids, &Health::default()).unwrap();
+        let entries = |p: &Plan| -> Vec<_> {
+            p.listeners
+                .iter()
+                .map(|l| {
+                    (
+                        l.id,
+                        l.backends
+                            .iter()
+                            .map(|b| (b.id, b.entry))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(entries(&again), entries(&before));
     }
 }
