@@ -524,6 +524,121 @@ fn a_failed_restart_leaves_the_kept_dataplane_running() {
     echo(&mut conn, "after the next restart");
 }
 
+/// A restart that fails after it wrote its tables (it cannot attach to
+/// `lo`) leaves the pinned maps as the previous agent left them: the
+/// previous links, still running with no agent, forward by the
+/// configuration that was running, not by the file that failed (which
+/// drains b2 and adds a listener on port 81).
+#[test]
+fn a_failed_restart_leaves_the_previous_tables_in_force() {
+    let t = Topology::new("ft", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let mut agent =
+        Agent::start_keeping(&t.lb, "ft", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    let dir = agent.dir().to_owned();
+    assert!(agent.stop().unwrap().success());
+    let good = std::fs::read_to_string(&agent.config).unwrap();
+    let other =
+        ListenerSpec::new("other", VIP4.into(), 81, "tcp").backend(backend4(0).into(), 8080, 1);
+    let bad = render(2, &dir, &[web(2, &[1, 0]), other]).replace("\"be2\"]", "\"be2\", \"lo\"]");
+    assert!(bad.contains("\"lo\"]"));
+    std::fs::write(&agent.config, bad).unwrap();
+    let err = format!("{:#}", agent.restart().unwrap_err());
+    assert!(err.contains("interface lo"), "{err}");
+    // No agent runs: what forwards now is the pinned state.
+    let counts = spread(&t, 20);
+    assert!(
+        counts.get("b2").is_some_and(|&n| n > 0),
+        "b2 drained by a configuration that never ran: {counts:?}"
+    );
+    let port81 = SocketAddr::new(VIP4.into(), 81);
+    assert!(
+        tcp_hello(&t.client, port81, Duration::from_secs(1)).is_err(),
+        "port 81 served by a configuration that never ran"
+    );
+    std::fs::write(&agent.config, good).unwrap();
+    agent.restart().unwrap();
+    let counts = spread(&t, 20);
+    assert!(counts.get("b2").is_some_and(|&n| n > 0), "{counts:?}");
+}
+
+/// A restart that cannot bind its metrics port changes nothing either:
+/// the port is bound before any table is written.
+#[test]
+fn a_restart_without_its_metrics_port_leaves_the_previous_tables() {
+    let t = Topology::new("fm", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let mut agent =
+        Agent::start_keeping(&t.lb, "fm", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    let dir = agent.dir().to_owned();
+    assert!(agent.stop().unwrap().success());
+    let good = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(&agent.config, render(2, &dir, &[web(2, &[1, 0])])).unwrap();
+    let taken =
+        t.lb.enter(|| std::net::TcpListener::bind("127.0.0.1:9470"))
+            .unwrap()
+            .unwrap();
+    let err = format!("{:#}", agent.restart().unwrap_err());
+    assert!(err.contains("9470"), "{err}");
+    drop(taken);
+    let counts = spread(&t, 20);
+    assert!(
+        counts.get("b2").is_some_and(|&n| n > 0),
+        "b2 drained by a configuration that never ran: {counts:?}"
+    );
+    std::fs::write(&agent.config, good).unwrap();
+    agent.restart().unwrap();
+}
+
+/// `nat` backends whose addresses all start at one slot of the
+/// destination table, one more than it can probe: a file that validates
+/// but that the agent cannot apply.
+fn unplaceable(vip_port: u16) -> ListenerSpec {
+    use slb_common::{addr::to_addr, hash::dest_slot, limits::DEST_PROBES};
+    let first = dest_slot(&to_addr("10.9.0.0".parse().unwrap()));
+    let mut l =
+        ListenerSpec::new("many", VIP4.into(), vip_port, "tcp").extra("forwarding = \"nat\"");
+    let mut found = 0;
+    for i in 0u32.. {
+        let ip = std::net::Ipv4Addr::from(0x0a09_0000 + i);
+        if dest_slot(&to_addr(ip.into())) == first {
+            l = l.backend(ip.into(), 80, 1);
+            found += 1;
+            if found > DEST_PROBES {
+                break;
+            }
+        }
+    }
+    l
+}
+
+/// A reload that validates but cannot be applied is rejected and leaves
+/// everything as it was: the listener it removed keeps its id (and so its
+/// counters and flows), and a backend held down stays down (not put back
+/// into rotation as a never-probed target).
+#[test]
+fn a_reload_that_cannot_be_applied_changes_nothing() {
+    let t = Topology::new("ra", 2).unwrap();
+    let _b1 = tcp_server(&t, 0);
+    // b2 never listens.
+    let mut agent = Agent::start(&t.lb, "ra", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    let dir = agent.dir().to_owned();
+    agent
+        .wait_backend_state("web", &addr(1), "down", T)
+        .unwrap();
+    assert_eq!(spread(&t, 5).get("b1"), Some(&5));
+    let running = std::fs::read_to_string(&agent.config).unwrap();
+    let out = agent.reload(&render(2, &dir, &[unplaceable(81)])).unwrap();
+    assert!(out.contains("reload rejected"), "{out}");
+    assert!(out.contains("destination table"), "{out}");
+    std::fs::write(&agent.config, running).unwrap();
+    let b2 = agent.backend_status("web", &addr(1)).unwrap();
+    assert_eq!(b2["state"], "down", "{b2}");
+    assert_eq!(listener_conns(&agent, "web"), 5);
+    assert_eq!(spread(&t, 30).get("b1"), Some(&30));
+    assert_eq!(listener_conns(&agent, "web"), 35);
+}
+
 /// A backend down when the agent stopped stays down across a restart
 /// with the kept dataplane until its first probe says otherwise (a fresh
 /// checker would count it as up and put it back into the tables).

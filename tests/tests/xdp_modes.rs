@@ -609,3 +609,90 @@ fn packets_too_big_for_the_backend_link_are_answered_with_icmp() {
         .unwrap();
     assert_eq!(icmp.checksum, want, "ICMPv6 checksum");
 }
+
+/// What a change can write, as the program reads it: listener entries,
+/// backend entries (of the ids in use here), the destination table.
+fn map_state(
+    bed: &Bed,
+) -> (
+    Vec<(slb_common::VipKey, slb_common::Listener)>,
+    Vec<slb_common::Backend>,
+    Vec<slb_common::DestSlot>,
+) {
+    let mut listeners = bed.dp.listener_entries();
+    listeners.sort_by_key(|(k, _)| *k);
+    let backends = (0..32).map(|id| bed.dp.backend(id).unwrap()).collect();
+    (listeners, backends, bed.dp.dest_entries().unwrap())
+}
+
+/// A change that fails partway, after it wrote backend entries, a table
+/// and listener entries (here: the flag a retired `nat` backend keeps
+/// leaves the destination table one address short), is undone: the maps
+/// hold exactly what they held, and the next change starts from there.
+#[test]
+fn a_change_that_fails_partway_leaves_the_maps_as_they_were() {
+    use slb::planner::{self, Health};
+    use slb_common::{addr::to_addr, hash::dest_slot, limits::DEST_PROBES};
+    // Addresses whose first slot in the destination table is the same.
+    let first = dest_slot(&to_addr("10.0.9.0".parse().unwrap()));
+    let same_slot: Vec<Ipv4Addr> = (0u32..)
+        .map(|i| Ipv4Addr::from(0x0a00_0900 + i))
+        .filter(|ip| dest_slot(&to_addr((*ip).into())) == first)
+        .take(DEST_PROBES as usize + 1)
+        .collect();
+    let config = |nat: &[Ipv4Addr], weight: u32, extra: bool| {
+        let mut s = String::from(
+            "[agent]\ninterfaces = [\"vc0\", \"vb0\"]\nprobe_source = [\"100.64.0.1\"]\n\
+             local_addresses = [\"100.64.0.10\"]\nflow_table_size = 4096\nmaglev_table_size = 1021\n\
+             [[listener]]\nname = \"web\"\nvip = \"10.10.0.10\"\nport = 80\n\
+             [[listener.backend]]\naddress = \"10.0.1.2\"\nport = 8080\n\
+             [[listener.backend]]\naddress = \"10.0.1.3\"\nport = 8080\n",
+        );
+        s += &format!("weight = {weight}\n");
+        s +=
+            "[[listener]]\nname = \"nat\"\nvip = \"10.10.0.10\"\nport = 81\nforwarding = \"nat\"\n";
+        for ip in nat {
+            s += &format!("[[listener.backend]]\naddress = \"{ip}\"\nport = 80\n");
+        }
+        if extra {
+            s += "[[listener]]\nname = \"new\"\nvip = \"10.10.0.11\"\nport = 80\n\
+                  [[listener.backend]]\naddress = \"10.0.1.3\"\nport = 8080\n";
+        }
+        s
+    };
+    let n = DEST_PROBES as usize;
+    let running = config(&same_slot[..n], 1, false);
+    let mut bed = Bed::new("rb", &running);
+    let before = map_state(&bed);
+    // The last address replaces one that keeps its flag: the plan's own
+    // addresses fit, with the kept one they do not. The new weight, the
+    // new listener and the new backend are written before that shows.
+    let mut nat: Vec<Ipv4Addr> = same_slot[..n - 1].to_vec();
+    nat.push(same_slot[n]);
+    let failing = slb::config::parse(&config(&nat, 5, true)).unwrap();
+    let health = Health::default();
+    // The plan alone is fine.
+    planner::plan(&failing, &mut bed.applier.ids.clone(), &health).unwrap();
+    let err = bed
+        .applier
+        .change(&mut bed.dp, &failing, &health)
+        .unwrap_err();
+    assert!(err.to_string().contains("destination table"), "{err}");
+    assert!(
+        map_state(&bed) == before,
+        "the failed change was not undone"
+    );
+    // From there, the running configuration is still the one applied:
+    // applying it again changes nothing (same ids, same tables).
+    let again = slb::config::parse(&running).unwrap();
+    bed.applier.change(&mut bed.dp, &again, &health).unwrap();
+    assert!(
+        map_state(&bed) == before,
+        "the applier lost the running ids"
+    );
+    // And a change that fits goes in.
+    bed.reload(&config(&same_slot[..n], 5, true));
+    let after = map_state(&bed);
+    assert_eq!(after.0.len(), before.0.len() + 1);
+    assert!(after.1 != before.1, "the change that fits was not written");
+}

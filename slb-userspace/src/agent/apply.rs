@@ -5,7 +5,9 @@
 //! for removals).
 use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneError};
-use crate::planner::{self, BackendKey, BackendSlot, DestTableFull, Ids, Plan, RetiredNat, Rings};
+use crate::planner::{
+    self, BackendKey, BackendSlot, DestTableFull, Health, Ids, Plan, PlanError, RetiredNat, Rings,
+};
 use slb_common::addr::to_addr;
 use slb_common::{
     limits::{MAX_BACKENDS, RINGS_PER_LISTENER},
@@ -16,9 +18,9 @@ use std::{
     collections::BTreeSet,
     time::{Duration, Instant},
 };
-use tracing::debug;
+use tracing::{debug, error};
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Applier {
     pub ids: Ids,
     rings: Rings,
@@ -31,6 +33,8 @@ pub enum ApplyError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Dests(#[from] DestTableFull),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
 }
 
 /// How long flags of `nat` backends found in adopted state are kept when
@@ -178,6 +182,38 @@ impl Applier {
         dp.write_dest_table(dest_table)?;
         dp.set_settings(settings)?;
         Ok(())
+    }
+
+    /// Plans `cfg` with `health` and writes it as one change: when planning
+    /// or a write fails, the maps get back what they held before (see
+    /// `Dataplane::checkpoint`) and this applier its ids, tables and
+    /// retired addresses, so a failed change leaves everything as it was
+    /// and the next one starts from there.
+    pub fn change(
+        &mut self,
+        dp: &mut Dataplane,
+        cfg: &Config,
+        health: &Health,
+    ) -> Result<(), ApplyError> {
+        let before = self.clone();
+        let cp = dp.checkpoint();
+        let done = planner::plan(cfg, &mut self.ids, health)
+            .map_err(ApplyError::from)
+            .and_then(|plan| self.apply(dp, &plan));
+        match done {
+            Ok(()) => {
+                dp.release(cp);
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(undo) = dp.roll_back(cp) {
+                    error!("undoing the failed change failed: {undo}");
+                }
+                *self = before;
+                self.rings.forget_spares();
+                Err(e)
+            }
+        }
     }
 
     /// Whether a retired `nat` backend's time is up, so the next apply

@@ -159,6 +159,20 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         .await
         .context("starting the L7 proxy")?;
 
+    // Bound before any table is written: a start that fails on its port
+    // must not have changed an adopted dataplane.
+    let metrics_server = metrics::serve(cfg.agent.metrics_listen, metrics.clone(), to_agent).await;
+    let _metrics = match metrics_server {
+        Ok(h) => Some(h),
+        // The proxy may run unprivileged next to an agent that owns the
+        // port; metrics are worth a warning, not a refusal to serve.
+        Err(e) if opts.mode == Mode::ProxyOnly => {
+            warn!("metrics not served: {e}");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+
     let mut st = Running::new(
         path.to_owned(),
         opts.mode,
@@ -170,34 +184,36 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         metrics.clone(),
         local,
     );
-    st.start().context("filling the dataplane maps")?;
-
-    let _metrics = match metrics::serve(st.cfg.agent.metrics_listen, metrics, to_agent).await {
-        Ok(h) => Some(h),
-        // The proxy may run unprivileged next to an agent that owns the
-        // port; metrics are worth a warning, not a refusal to serve.
-        Err(e) if opts.mode == Mode::ProxyOnly => {
-            warn!("metrics not served: {e}");
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
-
-    if let Err(e) = st.attach(attach_mode(st.cfg.agent.xdp_mode)) {
+    // Everything written from here until the program is attached
+    // everywhere is undone if the start fails: the previous run's links
+    // go on running on the maps, and must go on forwarding by the
+    // configuration that was running, not by one that never started.
+    let cp = st.checkpoint();
+    let started = st
+        .start()
+        .context("filling the dataplane maps")
+        .and_then(|()| {
+            st.attach(attach_mode(st.cfg.agent.xdp_mode))
+                .context("attaching XDP")
+        });
+    if let Err(e) = started {
         // Adopted state belongs to the previous run as much as to this
         // one: its links still forward established flows with it. Leave
         // it for the next agent rather than cut those flows off.
         let keep = st.adopted();
-        if keep {
-            error!(
-                "attaching XDP failed; the adopted links are left running \
-                 (their maps hold this configuration)"
-            );
+        match st.roll_back(cp) {
+            Ok(()) if keep => error!(
+                "starting failed; the adopted links are left running with \
+                 the tables they had"
+            ),
+            Ok(()) => {}
+            Err(undo) => error!("starting failed, and putting back the tables failed too: {undo}"),
         }
         control.close();
         st.shutdown(keep).await;
-        return Err(e).context("attaching XDP");
+        return Err(e);
     }
+    st.release(cp);
     info!(
         l4_listeners = st.cfg.l4_listeners().count(),
         l7_listeners = st.cfg.l7_listeners().count(),

@@ -3,14 +3,19 @@ use super::{apply::Applier, load_config, snapshot, Mode};
 use crate::{
     config::Config,
     control::{Request, Response},
-    dataplane::{AttachMode, Dataplane, DataplaneError},
+    dataplane::{AttachMode, Checkpoint, Dataplane, DataplaneError},
     health::{Checker, Target, Transition},
     l7::ProxyHandle,
     localaddr::LocalAddrs,
     metrics::Metrics,
-    planner::{self, Health},
+    planner::{self, BackendKey, Health},
 };
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -61,6 +66,34 @@ pub fn renames(old: &Config, new: &Config) -> BTreeMap<String, String> {
             Some((n.name.clone(), o.name.clone()))
         })
         .collect()
+}
+
+/// The backends down under a new configuration before the checker was told
+/// about it, as `Checker::update_renamed` will see them: a target kept under
+/// its key, or under its listener's new name, keeps its state; any other
+/// target of `targets` is new, and up until probed.
+pub fn health_after(
+    down: &BTreeSet<BackendKey>,
+    renamed: &BTreeMap<String, String>,
+    targets: &[Target],
+) -> Health {
+    let new_name: BTreeMap<&String, &String> = renamed.iter().map(|(n, o)| (o, n)).collect();
+    let wanted: BTreeSet<&BackendKey> = targets.iter().map(|t| &t.key).collect();
+    let down = down
+        .iter()
+        .flat_map(|k| {
+            // Under its own name while that is still a listener's,
+            // under the new name of a renamed listener otherwise.
+            let moved = new_name.get(&k.listener).map(|n| BackendKey {
+                listener: (*n).clone(),
+                addr: k.addr,
+            });
+            [Some(k.clone()), moved]
+        })
+        .flatten()
+        .filter(|k| wanted.contains(k))
+        .collect();
+    Health { down }
 }
 
 pub struct Running {
@@ -117,12 +150,40 @@ impl Running {
     /// it to the dataplane; tells the proxy about health.
     fn apply(&mut self) -> anyhow::Result<()> {
         let health = self.health();
+        self.apply_with(health)
+    }
+
+    /// Plans the current configuration with `health` and writes it to the
+    /// dataplane as one change: one that fails leaves the maps and the ids
+    /// as they were (see `Applier::change`).
+    fn apply_with(&mut self, health: Health) -> anyhow::Result<()> {
         if let Some((dp, applier)) = self.dataplane.as_mut() {
-            let plan = planner::plan(&self.cfg, &mut applier.ids, &health)?;
-            applier.apply(dp, &plan)?;
+            applier.change(dp, &self.cfg, &health)?;
         }
         self.health_tx.send_replace(health);
         Ok(())
+    }
+
+    /// Starts recording the dataplane writes from here on, so that a start
+    /// that fails after writing its tables can put back what an adopted
+    /// dataplane held (`None` for `slb proxy`).
+    pub fn checkpoint(&mut self) -> Option<Checkpoint> {
+        self.dataplane.as_mut().map(|(dp, _)| dp.checkpoint())
+    }
+
+    /// Keeps what was written since `cp`.
+    pub fn release(&mut self, cp: Option<Checkpoint>) {
+        if let (Some((dp, _)), Some(cp)) = (self.dataplane.as_mut(), cp) {
+            dp.release(cp);
+        }
+    }
+
+    /// Puts back what the dataplane maps held at `cp`.
+    pub fn roll_back(&mut self, cp: Option<Checkpoint>) -> Result<(), DataplaneError> {
+        match (self.dataplane.as_mut(), cp) {
+            (Some((dp, _)), Some(cp)) => dp.roll_back(cp),
+            _ => Ok(()),
+        }
     }
 
     /// Advances the dataplane's fast-path clock; drops the kept flag of a
@@ -242,11 +303,15 @@ impl Running {
             return refuse(vec![format!("L7 proxy: {e}")]);
         }
         let renamed = renames(&self.cfg, &cfg);
+        let new_targets = targets(&cfg, self.mode);
+        // The checker learns the new targets only once the change is in:
+        // told and then told back, it would forget the state of a backend
+        // the failed file left out, and count it as up (unprobed) again.
+        let health = health_after(&self.checker.down(), &renamed, &new_targets);
         let previous = std::mem::replace(&mut self.cfg, cfg);
-        self.checker
-            .update_renamed(targets(&self.cfg, self.mode), &renamed);
-        match self.apply() {
+        match self.apply_with(health) {
             Ok(()) => {
+                self.checker.update_renamed(new_targets, &renamed);
                 self.generation += 1;
                 info!(
                     listeners = self.cfg.listeners.len(),
@@ -258,17 +323,14 @@ impl Running {
                 }
             }
             Err(e) => {
-                let back: BTreeMap<String, String> =
-                    renamed.into_iter().map(|(new, old)| (old, new)).collect();
+                // The dataplane and the ids are as they were (the change
+                // was rolled back); the proxy and the addresses go back.
                 self.cfg = previous;
-                self.checker
-                    .update_renamed(targets(&self.cfg, self.mode), &back);
                 if let Err(e) = self.proxy.reload(&self.cfg.listeners).await {
                     error!("restoring the previous proxy configuration failed: {e}");
                 }
-                let _ = self.local.sync(&local_addresses(&self.cfg, self.mode));
-                if let Err(e) = self.apply() {
-                    error!("restoring the previous configuration failed: {e:#}");
+                if let Err(e) = self.local.sync(&local_addresses(&self.cfg, self.mode)) {
+                    error!("restoring the previous local addresses failed: {e}");
                 }
                 refuse(vec![format!("applying it failed: {e:#}")])
             }
@@ -343,6 +405,10 @@ mod tests {
     use super::*;
 
     fn cfg(listeners: &[(&str, u16, &str)]) -> Config {
+        crate::config::parse(&toml_of(listeners)).unwrap()
+    }
+
+    fn toml_of(listeners: &[(&str, u16, &str)]) -> String {
         let mut s =
             String::from("[agent]\ninterfaces = [\"eth0\"]\nprobe_source = \"100.64.0.1\"\nlocal_addresses = [\"100.64.0.10\"]\n");
         for (name, port, protocol) in listeners {
@@ -351,7 +417,30 @@ mod tests {
                  [[listener.backend]]\naddress = \"10.0.1.2\"\nport = 80\n"
             );
         }
-        crate::config::parse(&s).unwrap()
+        s
+    }
+
+    /// The health a reload plans with before the checker hears of it: the
+    /// state of a kept target, also under its listener's new name; none
+    /// for a target no longer checked.
+    #[test]
+    fn health_after_a_change_follows_renames_and_drops_gone_targets() {
+        let checked = |listeners: &[(&str, u16, &str)]| {
+            let text = toml_of(listeners).replace(
+                "[[listener.backend]]",
+                "health_check = { protocol = \"tcp\" }\n[[listener.backend]]",
+            );
+            crate::config::parse(&text).unwrap()
+        };
+        let old = checked(&[("web", 80, "tcp"), ("api", 81, "tcp"), ("dns", 53, "udp")]);
+        let new = checked(&[("www", 80, "tcp"), ("dns", 53, "udp")]);
+        let key = |l: &str| BackendKey {
+            listener: l.to_owned(),
+            addr: "10.0.1.2:80".parse().unwrap(),
+        };
+        let down = BTreeSet::from([key("web"), key("api"), key("dns")]);
+        let h = health_after(&down, &renames(&old, &new), &targets(&new, Mode::Full));
+        assert_eq!(h.down, BTreeSet::from([key("www"), key("dns")]));
     }
 
     #[test]

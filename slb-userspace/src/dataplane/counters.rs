@@ -1,5 +1,5 @@
 //! Reading the per-CPU counters, summed over CPUs.
-use super::{map_err, Dataplane, DataplaneError};
+use super::{journal::Undo, map_err, Dataplane, DataplaneError};
 use crate::status::GlobalCounters;
 use aya::maps::{MapData, MapError, PerCpuArray, PerCpuValues};
 use slb_common::{stats::GLOBAL_COUNTERS, GlobalCounter, Stats};
@@ -15,17 +15,19 @@ fn add(a: &mut Stats, b: &Stats) {
     a.drop_no_port += b.drop_no_port;
 }
 
-/// Sets slot `id` of a per-CPU counter array to zero on every CPU.
+/// Sets slot `id` of a per-CPU counter array to zero on every CPU;
+/// returns what it held.
 fn zero(
     map: &mut PerCpuArray<MapData, Stats>,
     id: u32,
     name: &'static str,
-) -> Result<(), DataplaneError> {
+) -> Result<PerCpuValues<Stats>, DataplaneError> {
+    let old = map.get(&id, 0).map_err(map_err(name))?;
     // As many values as the kernel holds per slot (one per possible CPU).
-    let cpus = map.get(&id, 0).map_err(map_err(name))?.len();
-    let values = PerCpuValues::try_from(vec![Stats::default(); cpus])
+    let values = PerCpuValues::try_from(vec![Stats::default(); old.len()])
         .map_err(|e| map_err(name)(MapError::from(e)))?;
-    map.set(id, values, 0).map_err(map_err(name))
+    map.set(id, values, 0).map_err(map_err(name))?;
+    Ok(old)
 }
 
 impl Dataplane {
@@ -51,13 +53,20 @@ impl Dataplane {
 
     /// Zeroes the counters of listener `id` on every CPU.
     pub fn clear_listener_counters(&mut self, id: u32) -> Result<(), DataplaneError> {
-        zero(&mut self.listener_stats, id, "LISTENER_STATS")
+        let old = zero(&mut self.listener_stats, id, "LISTENER_STATS")?;
+        self.record(Undo::ListenerStats(id, old));
+        Ok(())
     }
 
     /// Zeroes the counters and the active-flow count (`wlc`) of backend
     /// `id`.
     pub fn clear_backend_counters(&mut self, id: u32) -> Result<(), DataplaneError> {
-        zero(&mut self.backend_stats, id, "BACKEND_STATS")?;
+        let old = zero(&mut self.backend_stats, id, "BACKEND_STATS")?;
+        self.record(Undo::BackendStats(id, old));
+        if self.recording() {
+            let active = self.active.get(&id, 0).map_err(map_err("ACTIVE"))?;
+            self.record(Undo::Active(id, active));
+        }
         self.active.set(id, 0, 0).map_err(map_err("ACTIVE"))
     }
 

@@ -84,6 +84,9 @@ pub struct Dataplane {
     pub(super) settings: Array<MapData, Settings>,
     pub(super) clock: Array<MapData, u64>,
     pub(super) links: Vec<super::attach::Link>,
+    /// What configuration writes replaced, while a checkpoint is open
+    /// (see `journal`).
+    pub(super) journal: Option<Vec<super::journal::Undo>>,
     /// Exclusive lock on the pin directory, held while this process owns
     /// the pinned state (released when the process exits).
     _lock: Flock<File>,
@@ -230,6 +233,7 @@ impl Dataplane {
             settings: take(&mut ebpf, "SETTINGS")?,
             clock: take(&mut ebpf, "CLOCK")?,
             links: Vec::new(),
+            journal: None,
             _lock: lock,
             ebpf,
             pin_dir: opts.pin_dir.clone(),

@@ -4,12 +4,14 @@ mod attach;
 mod bpffs;
 mod connections;
 mod counters;
+mod journal;
 mod load;
 pub mod object;
 mod tables;
 
 pub use attach::{AttachMode, Attachment};
 pub use connections::Connection;
+pub use journal::Checkpoint;
 
 pub use load::{Dataplane, DataplaneOptions};
 pub use tables::AclEntry;

@@ -1,4 +1,5 @@
 //! Typed writes of the configuration maps.
+use super::journal::{optional, Undo};
 use super::{map_err, Dataplane, DataplaneError};
 use aya::maps::lpm_trie::Key;
 use aya::maps::MapError;
@@ -21,13 +22,23 @@ impl Dataplane {
         key: &VipKey,
         listener: &Listener,
     ) -> Result<(), DataplaneError> {
+        self.record_listener(key)?;
         self.listeners
             .insert(key, listener, 0)
             .map_err(map_err("LISTENERS"))
     }
 
     pub fn remove_listener(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        self.record_listener(key)?;
         ignore_missing(self.listeners.remove(key)).map_err(map_err("LISTENERS"))
+    }
+
+    fn record_listener(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        if self.recording() {
+            let old = optional(self.listeners.get(key, 0)).map_err(map_err("LISTENERS"))?;
+            self.record(Undo::Listener(*key, old));
+        }
+        Ok(())
     }
 
     /// Entries currently in the listener map (including ones adopted from
@@ -37,6 +48,10 @@ impl Dataplane {
     }
 
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        if self.recording() {
+            let old = self.backend(id)?;
+            self.record(Undo::Backend(id, old));
+        }
         self.backends
             .set(id, backend, 0)
             .map_err(map_err("BACKENDS"))
@@ -76,6 +91,8 @@ impl Dataplane {
                 if (want.flags != 0) != pass_fills || present.get(i) == Some(want) {
                     continue;
                 }
+                let old = present.get(i).copied().unwrap_or_default();
+                self.record(Undo::Dest(i as u32, old));
                 self.dests
                     .set(i as u32, want, 0)
                     .map_err(map_err("DESTS"))?;
@@ -105,6 +122,18 @@ impl Dataplane {
                 },
             });
         }
+        if self.recording() {
+            let old = self.snat_pool.get(&0, 0).map_err(map_err("SNAT_POOL"))?;
+            self.record(Undo::SnatPool(old));
+            for i in 0..v4.len() as u32 {
+                let old = self.snat_v4.get(&i, 0).map_err(map_err("SNAT_V4"))?;
+                self.record(Undo::SnatV4(i, old));
+            }
+            for i in 0..v6.len() as u32 {
+                let old = self.snat_v6.get(&i, 0).map_err(map_err("SNAT_V6"))?;
+                self.record(Undo::SnatV6(i, old));
+            }
+        }
         for (i, a) in v4.iter().enumerate() {
             self.snat_v4
                 .set(i as u32, a, 0)
@@ -127,26 +156,30 @@ impl Dataplane {
 /// the IPv4-mapped form), address.
 pub type AclEntry = (u32, u32, Addr);
 
+/// The trie key of an ACL entry (the listener id takes the first 32 bits).
+pub(super) fn acl_key((listener, len, addr): &AclEntry) -> Key<AclKey> {
+    Key::new(
+        32 + len,
+        AclKey {
+            listener_id_be: listener.to_be(),
+            addr: *addr,
+        },
+    )
+}
+
 impl Dataplane {
     pub fn set_settings(&mut self, s: &Settings) -> Result<(), DataplaneError> {
-        if self.settings.get(&0, 0).ok().as_ref() == Some(s) {
+        let old = self.settings.get(&0, 0).map_err(map_err("SETTINGS"))?;
+        if old == *s {
             return Ok(());
         }
+        self.record(Undo::Settings(old));
         self.settings.set(0, s, 0).map_err(map_err("SETTINGS"))
     }
 
     /// Makes the ACL trie hold exactly `desired`. New entries go in before
     /// stale ones leave, so an allow-list never passes through empty.
     pub fn sync_acl(&mut self, desired: &BTreeSet<AclEntry>) -> Result<(), DataplaneError> {
-        let key = |(listener, len, addr): &AclEntry| {
-            Key::new(
-                32 + len,
-                AclKey {
-                    listener_id_be: listener.to_be(),
-                    addr: *addr,
-                },
-            )
-        };
         let present: BTreeSet<AclEntry> = self
             .acl
             .keys()
@@ -157,10 +190,12 @@ impl Dataplane {
             })
             .collect();
         for e in desired.difference(&present) {
-            self.acl.insert(&key(e), 1, 0).map_err(map_err("ACL"))?;
+            self.record(Undo::Acl(*e, false));
+            self.acl.insert(&acl_key(e), 1, 0).map_err(map_err("ACL"))?;
         }
         for e in present.difference(desired) {
-            ignore_missing(self.acl.remove(&key(e))).map_err(map_err("ACL"))?;
+            self.record(Undo::Acl(*e, true));
+            ignore_missing(self.acl.remove(&acl_key(e))).map_err(map_err("ACL"))?;
         }
         Ok(())
     }

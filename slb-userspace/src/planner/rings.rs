@@ -88,6 +88,15 @@ impl Rings {
         Self::base(id, half, ring_size)
     }
 
+    /// Forgets what the spare halves hold: after a change was rolled back,
+    /// they may hold the tables it wrote (the next table written there is
+    /// then written in full).
+    pub fn forget_spares(&mut self) {
+        for h in self.by_listener.values_mut() {
+            h.content[1 - h.live] = None;
+        }
+    }
+
     pub fn forget(&mut self, id: u32) {
         self.by_listener.remove(&id);
     }
