@@ -110,6 +110,14 @@ fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Applier, BTreeSet<BackendK
 
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
+    // Caught from the start: until a handler exists, SIGTERM or SIGHUP
+    // (whose default is to terminate) would kill the agent in the middle
+    // of writing the tables, before it could undo anything. Caught, they
+    // wait for the main loop: a stop then shuts down cleanly, a reload
+    // re-reads the file.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let cfg = load_config(path, opts.mode)
         .map_err(|e| anyhow::anyhow!("{}: invalid configuration:\n{e}", path.display()))?;
     if opts.mode == Mode::ProxyOnly && cfg.l4_listeners().next().is_some() {
@@ -220,9 +228,6 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         "{READY}"
     );
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let mut transitions = transitions;
     let mut active_refresh = tokio::time::interval(std::time::Duration::from_secs(2));
     let mut clock = tokio::time::interval(std::time::Duration::from_millis(250));
