@@ -813,3 +813,50 @@ fn flows_lists_each_connection_with_its_backend_source_and_state() {
     assert_eq!(f["state"], "TIME_WAIT", "{f}");
     assert!(f["expire_s"].as_u64().unwrap() <= 10, "{f}");
 }
+
+/// A backup backend (`backup = true`, keepalived's sorry server) stands by
+/// while another backend is up, takes the new connections while none is,
+/// and stands by again when one comes back; its connections from the
+/// outage go on meanwhile.
+#[test]
+fn a_backup_backend_serves_only_during_an_outage() {
+    let t = Topology::new("bk", 2).unwrap();
+    let b1 = tcp_server(&t, 0);
+    let _b2 = tcp_server(&t, 1);
+    let backup_of = |text: String| {
+        let line = format!(
+            "address = \"{}\"\n  port = 8080\n  weight = 1\n",
+            backend4(1)
+        );
+        assert!(text.contains(&line), "{text}");
+        text.replace(&line, &format!("{line}  backup = true\n"))
+    };
+    let agent = Agent::start(&t.lb, "bk", |d| backup_of(render(2, d, &[web(2, &[1, 1])]))).unwrap();
+    agent
+        .wait_backend_state("web", &addr(1), "standby", Duration::from_secs(6))
+        .unwrap();
+    assert_eq!(spread(&t, 30), BTreeMap::from([("b1".to_owned(), 30)]));
+
+    // b1 fails: the backup takes over.
+    drop(b1);
+    agent
+        .wait_backend_state("web", &addr(0), "down", Duration::from_secs(6))
+        .unwrap();
+    assert_eq!(
+        agent.backend_status("web", &addr(1)).unwrap()["state"],
+        "up"
+    );
+    assert_eq!(spread(&t, 30), BTreeMap::from([("b2".to_owned(), 30)]));
+    let (name, mut during) = tcp_hello(&t.client, vip(), T).unwrap();
+    assert_eq!(name, "b2");
+
+    // b1 is back: new connections go to it, the backup's go on.
+    let _b1 = tcp_server(&t, 0);
+    agent
+        .wait_backend_state("web", &addr(1), "standby", Duration::from_secs(8))
+        .unwrap();
+    assert_eq!(spread(&t, 30), BTreeMap::from([("b1".to_owned(), 30)]));
+    echo(&mut during, "still on the backup");
+    let table = agent.cli(&["status"]).unwrap();
+    assert!(table.contains("standby"), "{table}");
+}

@@ -203,6 +203,51 @@ async fn insert_cookie_sticks_for_50_requests_and_stale_cookie_reschedules() {
     p.stop().await;
 }
 
+/// A backup backend (`backup = true`) gets requests only while no other
+/// backend of its group is up; a persistence cookie naming it does not
+/// hold once one is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_serves_only_while_the_others_are_down() {
+    let a = Backend::start("a").await;
+    let spare = Backend::start("spare").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}{}  backup = true\n",
+            listener(
+                "web",
+                "http",
+                ports[0],
+                "persistence = { mode = \"insert_cookie\", timeout = \"1000s\" }"
+            ),
+            a.toml("listener.backend", 100),
+            spare.toml("listener.backend", 100),
+        )
+    })
+    .await;
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(get(&c, &p.url("web", "/"), &[]).await.backend(), "a");
+    }
+    p.set_down("web", a.addr, true);
+    let outage = get(&c, &p.url("web", "/"), &[]).await;
+    assert_eq!(outage.status, 200);
+    assert_eq!(outage.backend(), "spare");
+    let cookie = outage
+        .header("set-cookie")
+        .expect("SERVERID of the backup")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    p.set_down("web", a.addr, false);
+    for _ in 0..5 {
+        let got = get(&c, &p.url("web", "/"), &[("cookie", &cookie)]).await;
+        assert_eq!(got.backend(), "a", "the backup's cookie held");
+    }
+    assert_eq!(spare.hits(), 1);
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrite_cookie_keys_on_the_application_cookie() {
     let a = Backend::start("a").await;

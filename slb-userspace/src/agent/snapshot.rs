@@ -6,7 +6,7 @@ use crate::{
     dataplane::{Dataplane, DataplaneError},
     health::TargetStatus,
     l7::L7Metrics,
-    planner::{self, BackendKey, BackendSlot},
+    planner::{self, BackendKey, BackendSlot, Health},
     status::{
         BackendState, BackendStatus, Counters, GlobalCounters, ListenerStatus, RequestCounts,
         Snapshot,
@@ -28,11 +28,31 @@ fn counters(s: &Stats) -> Counters {
     }
 }
 
+/// Whether `b` is a backup standing by: in each list of the listener that
+/// has it (its backends, each group of an http/https listener) it is a
+/// backup and another backend serves.
+fn standing_by(l: &Listener, b: &crate::config::Backend, down: &Health) -> bool {
+    let groups =
+        l.l7.iter()
+            .flat_map(|s| s.groups.iter().map(|g| &g.backends[..]));
+    let mut backup = false;
+    for list in std::iter::once(&l.backends[..]).chain(groups) {
+        for o in list.iter().filter(|o| o.socket_addr() == b.socket_addr()) {
+            if !o.backup || planner::backups_serve(&l.name, list, down) {
+                return false;
+            }
+            backup = true;
+        }
+    }
+    backup
+}
+
 /// Health state, weight and reason of one backend.
 fn backend_health(
     l: &Listener,
     b: &crate::config::Backend,
     health: &BTreeMap<&BackendKey, &TargetStatus>,
+    down: &Health,
 ) -> (BackendState, Option<u64>, Option<String>) {
     let key = BackendKey {
         listener: l.name.clone(),
@@ -43,6 +63,8 @@ fn backend_health(
         BackendState::Down
     } else if b.weight == 0 {
         BackendState::Drained
+    } else if standing_by(l, b, down) {
+        BackendState::Standby
     } else {
         BackendState::Up
     };
@@ -97,6 +119,13 @@ pub fn build(
     generation: u64,
 ) -> Result<Snapshot, DataplaneError> {
     let health: BTreeMap<&BackendKey, &TargetStatus> = health.iter().map(|t| (&t.key, t)).collect();
+    let down = Health {
+        down: health
+            .values()
+            .filter(|t| !t.up)
+            .map(|t| t.key.clone())
+            .collect(),
+    };
     let mut listeners = Vec::new();
     let mut global = GlobalCounters::default();
     let mut flows = 0;
@@ -124,10 +153,11 @@ pub fn build(
                 let Some((bid, _)) = ids.backend(&slot) else {
                     continue;
                 };
-                let (state, since, reason) = backend_health(l, b, &health);
+                let (state, since, reason) = backend_health(l, b, &health, &down);
                 backends.push(BackendStatus {
                     address: b.socket_addr().to_string(),
                     weight: b.weight,
+                    backup: b.backup,
                     state,
                     since,
                     reason,
@@ -152,10 +182,11 @@ pub fn build(
             .all_backends()
             .iter()
             .map(|b| {
-                let (state, since, reason) = backend_health(l, b, &health);
+                let (state, since, reason) = backend_health(l, b, &health, &down);
                 BackendStatus {
                     address: b.socket_addr().to_string(),
                     weight: b.weight,
+                    backup: b.backup,
                     state,
                     since,
                     reason,
@@ -185,6 +216,50 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::config::CheckProtocol;
+
+    /// `standby`: a backup while another backend of each of its lists
+    /// serves; an address that is a primary in some group is never one.
+    #[test]
+    fn standby_is_a_backup_while_others_serve() {
+        let cfg = crate::config::parse(
+            "[agent]\nprobe_source = \"127.0.0.2\"\n\
+             [[listener]]\nname = \"www\"\nvip = \"127.0.0.1\"\nport = 8080\nprotocol = \"http\"\n\
+             [[listener.backend]]\naddress = \"10.0.1.1\"\nport = 80\n\
+             [[listener.backend]]\naddress = \"10.0.1.2\"\nport = 80\nbackup = true\n\
+             [[listener.group]]\nname = \"api\"\n\
+             [[listener.group.backend]]\naddress = \"10.0.1.3\"\nport = 80\nbackup = true\n\
+             [[listener.group.backend]]\naddress = \"10.0.1.2\"\nport = 80\n",
+        )
+        .unwrap();
+        let l = &cfg.listeners[0];
+        let down = |addrs: &[&str]| Health {
+            down: addrs
+                .iter()
+                .map(|a| BackendKey {
+                    listener: "www".into(),
+                    addr: a.parse().unwrap(),
+                })
+                .collect(),
+        };
+        let all = l.all_backends();
+        let standby =
+            |h: &Health| -> Vec<bool> { all.iter().map(|b| standing_by(l, b, h)).collect() };
+        // 10.0.1.2 is a backup of the default group but serves "api".
+        assert_eq!(standby(&down(&[])), [false, false, true]);
+        assert_eq!(standby(&down(&["10.0.1.2:80"])), [false, false, false]);
+        let l4 = crate::config::parse(
+            "[agent]\ninterfaces = [\"eth0\"]\nprobe_source = \"100.64.0.1\"\n\
+             local_addresses = [\"100.64.0.10\"]\n\
+             [[listener]]\nname = \"www\"\nvip = \"10.0.0.10\"\nport = 80\nprotocol = \"tcp\"\n\
+             [[listener.backend]]\naddress = \"10.0.1.1\"\nport = 80\n\
+             [[listener.backend]]\naddress = \"10.0.1.2\"\nport = 80\nbackup = true\n",
+        )
+        .unwrap();
+        let l = &l4.listeners[0];
+        let b = &l.backends[1];
+        assert!(standing_by(l, b, &down(&[])));
+        assert!(!standing_by(l, b, &down(&["10.0.1.1:80"])));
+    }
 
     #[test]
     fn the_reason_is_the_change_as_logged() {
@@ -217,7 +292,7 @@ mod tests {
             consecutive_fail: 5,
         };
         let health = BTreeMap::from([(&key, &status)]);
-        let (state, _, reason) = backend_health(l, b, &health);
+        let (state, _, reason) = backend_health(l, b, &health, &Health::default());
         assert_eq!(state, BackendState::Down);
         assert_eq!(reason.as_deref(), Some("connect refused (1/1)"));
     }

@@ -483,6 +483,7 @@ fn check_group_backends(
                 address,
                 port,
                 weight,
+                backup: raw[i].backup.unwrap_or(false),
             };
             if let Some(j) = out.iter().position(|o| o.socket_addr() == b.socket_addr()) {
                 errs.push(

@@ -388,6 +388,7 @@ fn check_backends(raw: &[RawBackend], redirect_only: bool, draft: &mut Draft, er
                 address,
                 port,
                 weight,
+                backup: b.backup.unwrap_or(false),
             });
         }
     }

@@ -522,6 +522,9 @@ pub struct Backend {
     pub port: u16,
     /// 0..=100; 0 = drain.
     pub weight: u32,
+    /// A backup ("sorry server"): it gets new flows or requests only while
+    /// no other backend of its list is up with a weight.
+    pub backup: bool,
 }
 
 impl Backend {

@@ -139,6 +139,7 @@ pub(crate) struct RawBackend {
     pub address: Option<String>,
     pub port: Option<i64>,
     pub weight: Option<i64>,
+    pub backup: Option<bool>,
 }
 
 /// A string, or an array of strings (`probe_source = "100.64.0.1"` or

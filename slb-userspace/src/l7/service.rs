@@ -416,8 +416,11 @@ fn hash_of(rt: &Runtime, headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Picks the next backend: the one the persistence cookie names when it is
-/// usable (up, not tried; weight 0 is fine, draining keeps its clients),
-/// else the scheduler's choice among the up, weighted, untried ones.
+/// usable (up, not tried, not a backup standing by; weight 0 is fine,
+/// draining keeps its clients), else the scheduler's choice among the up,
+/// weighted, untried ones. Backups stand by while another backend of the
+/// group is up with a weight (the rule of `planner::backups_serve`): a
+/// cookie naming one is then rescheduled.
 fn choose(
     group: &Group,
     health: &watch::Receiver<Health>,
@@ -426,7 +429,15 @@ fn choose(
     tried: &Tried,
 ) -> Option<usize> {
     let h = health.borrow();
-    let usable = |i: usize| !tried.contains(i) && h.is_up(&group.backends[i].key);
+    let standing_by = group.has_backup
+        && group
+            .backends
+            .iter()
+            .any(|b| !b.backup && b.weight > 0 && h.is_up(&b.key));
+    let usable = |i: usize| {
+        let b = &group.backends[i];
+        !tried.contains(i) && (!b.backup || !standing_by) && h.is_up(&b.key)
+    };
     if let Some(id) = sticky {
         if let Some(i) = group.backends.iter().position(|b| b.id == id) {
             if usable(i) {

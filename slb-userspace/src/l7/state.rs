@@ -27,6 +27,8 @@ use crate::planner::BackendKey;
 pub struct Backend {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Used only while no other backend of its group is up with a weight.
+    pub backup: bool,
     /// Its health key: listener name and address.
     pub key: BackendKey,
     /// Its id in persistence cookies.
@@ -46,6 +48,8 @@ pub struct Group {
     pub name: String,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
+    /// Some backend is a backup (else choosing skips that rule).
+    pub has_backup: bool,
 }
 
 /// In-flight counters by (listener, backend), outliving reloads so that
@@ -144,6 +148,7 @@ impl Runtime {
                 .map(|b| Backend {
                     addr: b.socket_addr(),
                     weight: b.weight,
+                    backup: b.backup,
                     key: BackendKey {
                         listener: l.name.clone(),
                         addr: b.socket_addr(),
@@ -164,6 +169,7 @@ impl Runtime {
             Group {
                 name: name.to_owned(),
                 balancer: Balancer::new(algorithm, &weights),
+                has_backup: list.iter().any(|b| b.backup),
                 backends: list,
             }
         };

@@ -134,7 +134,7 @@ impl Collector for SnapshotCollector {
         family(
             &mut enc,
             "slb_backend_healthy",
-            "1 unless health checks hold the backend down (state: up, down, drained)",
+            "1 unless health checks hold the backend down (state: up, down, drained, standby)",
             MetricType::Gauge,
             &up,
         )?;

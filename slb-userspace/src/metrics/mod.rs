@@ -137,6 +137,7 @@ mod tests {
                 backends: vec![BackendStatus {
                     address: "10.0.1.2:8080".into(),
                     weight: 3,
+                    backup: false,
                     state: BackendState::Down,
                     since: None,
                     reason: None,

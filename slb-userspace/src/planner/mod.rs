@@ -18,6 +18,6 @@ mod tables;
 
 pub use dests::{dest_table, DestTableFull};
 pub use ids::{BackendKey, BackendSlot, Ids};
-pub use plan::{plan, vip_key, BackendPlan, Health, ListenerPlan, Plan, PlanError};
+pub use plan::{backups_serve, plan, vip_key, BackendPlan, Health, ListenerPlan, Plan, PlanError};
 pub use retired::{Kept, RetiredNat};
 pub use rings::{RingSwap, Rings};

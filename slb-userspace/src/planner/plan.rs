@@ -172,6 +172,7 @@ fn plan_with(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanE
         };
         let mut backends = Vec::new();
         let mut live = Vec::new();
+        let backups_serve = backups_serve(&l.name, &l.backends, health);
         for b in &l.backends {
             let key = BackendKey {
                 listener: l.name.clone(),
@@ -185,7 +186,15 @@ fn plan_with(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanE
                 continue;
             };
             let up = health.is_up(&key);
-            if up && b.weight > 0 {
+            // A backup standing by is drained in the dataplane too: no
+            // persistence pin or `wlc` pick may reach it, while the flows
+            // it got during an outage go on.
+            let weight = if b.backup && !backups_serve {
+                0
+            } else {
+                b.weight
+            };
+            if up && weight > 0 {
                 live.push(Candidate {
                     id: bid,
                     key: b.socket_addr().to_string(),
@@ -200,7 +209,7 @@ fn plan_with(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanE
                     _pad: 0,
                     listener_id: id,
                     generation,
-                    weight: b.weight,
+                    weight,
                 },
                 key,
                 id: bid,
@@ -262,6 +271,21 @@ fn plan_with(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanE
     }
     out.dest_table = super::dest_table(&out.dests)?;
     Ok(out)
+}
+
+/// Whether the backups among `backends` (of listener `listener`, or of one
+/// of its groups) take new flows or requests: only while none of the
+/// others is up with a weight (keepalived's `sorry_server`, HAProxy's and
+/// nginx's `backup`).
+pub fn backups_serve(listener: &str, backends: &[crate::config::Backend], health: &Health) -> bool {
+    !backends.iter().any(|b| {
+        !b.backup
+            && b.weight > 0
+            && health.is_up(&BackendKey {
+                listener: listener.to_owned(),
+                addr: b.socket_addr(),
+            })
+    })
 }
 
 #[cfg(test)]
@@ -385,6 +409,52 @@ scheduler = "wrr"
         let none = plan(&c, &mut ids, &h).unwrap();
         assert_eq!(none.listeners[0].entry.live_backends, 0);
         assert!(none.listeners[0].table.iter().all(|&s| s == NO_BACKEND));
+    }
+
+    /// A backup takes no flows while another backend is up with a weight
+    /// (its dataplane entry is drained, so no pin or `wlc` pick reaches
+    /// it), and takes them all once none is.
+    #[test]
+    fn a_backup_serves_only_when_no_other_backend_does() {
+        let text = CFG.replacen(
+            "address = \"10.0.3.2\"\n  port = 8080\n  weight = 0",
+            "address = \"10.0.3.2\"\n  port = 8080\n  weight = 2\n  backup = true",
+            1,
+        );
+        let c = crate::config::parse(&text).unwrap();
+        assert!(c.listeners[0].backends[2].backup);
+        let mut ids = Ids::default();
+        let normal = plan(&c, &mut ids, &Health::default()).unwrap();
+        let web = &normal.listeners[0];
+        let backup = web.backends[2].id;
+        assert_eq!(web.entry.live_backends, 2);
+        assert!(!web.table.contains(&backup));
+        assert_eq!(web.backends[2].entry.weight, 0, "standing by: drained");
+        assert_eq!(web.backends[2].weight, 2, "configured weight kept");
+
+        // One primary down: the other still serves, the backup waits.
+        let mut h = Health::default();
+        h.down.insert(web.backends[0].key.clone());
+        let one = plan(&c, &mut ids, &h).unwrap();
+        assert!(!one.listeners[0].table.contains(&backup));
+
+        // Both down: the backup takes every new flow, with its weight.
+        h.down.insert(web.backends[1].key.clone());
+        let outage = plan(&c, &mut ids, &h).unwrap();
+        let web = &outage.listeners[0];
+        assert_eq!(web.entry.live_backends, 1);
+        assert!(web.table.iter().all(|&s| s == backup));
+        assert_eq!(web.backends[2].entry.weight, 2);
+
+        // A primary drained by weight 0 does not hold the backup back.
+        let drained = text.replacen("weight = 1\n", "weight = 0\n", 1).replacen(
+            "weight = 3\n",
+            "weight = 0\n",
+            1,
+        );
+        let c = crate::config::parse(&drained).unwrap();
+        let p = plan(&c, &mut ids, &Health::default()).unwrap();
+        assert!(p.listeners[0].table.iter().all(|&s| s == backup));
     }
 
     /// A plan that fails (here: the destination table cannot place the

@@ -19,6 +19,8 @@ pub enum BackendState {
     Down,
     /// Weight 0: no new flows by configuration, not a failure.
     Drained,
+    /// A backup while other backends serve: healthy, no new flows.
+    Standby,
 }
 
 impl BackendState {
@@ -27,6 +29,7 @@ impl BackendState {
             BackendState::Up => "up",
             BackendState::Down => "down",
             BackendState::Drained => "drained",
+            BackendState::Standby => "standby",
         }
     }
 }
@@ -48,6 +51,9 @@ pub struct Counters {
 pub struct BackendStatus {
     pub address: String,
     pub weight: u32,
+    /// Configured as a backup (`backup = true`).
+    #[serde(default)]
+    pub backup: bool,
     pub state: BackendState,
     /// Seconds since the epoch of the last health change, if any.
     pub since: Option<u64>,

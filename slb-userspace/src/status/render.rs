@@ -119,6 +119,7 @@ mod tests {
                     BackendStatus {
                         address: "10.0.1.11:8080".into(),
                         weight: 100,
+                        backup: false,
                         state: BackendState::Up,
                         since: None,
                         reason: None,
@@ -131,6 +132,7 @@ mod tests {
                     BackendStatus {
                         address: "10.0.1.12:8080".into(),
                         weight: 100,
+                        backup: false,
                         state: BackendState::Down,
                         since: Some(1),
                         reason: Some("connect refused (3/3)".into()),
