@@ -5,8 +5,10 @@
 //! `bool`, `Option` or enums are stored in maps: flags are plain integers.
 //!
 //! Addresses are always 16 bytes: IPv4 is stored IPv4-mapped
-//! (`::ffff:a.b.c.d`), so one key type serves both families and a v4 and a
-//! v6 address can never collide. Each `u32` word holds four bytes in network
+//! (`::ffff:a.b.c.d`), so one key type serves both families. An IPv6
+//! address in `::ffff:0:0/96` would collide with an IPv4 one: the XDP
+//! program never takes such addresses from an IPv6 header (it passes those
+//! packets to the kernel), so keys of the two families stay apart. Each `u32` word holds four bytes in network
 //! order (`u32::from_ne_bytes(octets[i*4..i*4+4])`), exactly as they are
 //! copied out of a packet.
 #![no_std]

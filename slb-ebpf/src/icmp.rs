@@ -23,7 +23,7 @@ use aya_ebpf::{
 use slb_common::{
     csum::{checksum, CsumUpdate},
     flow::{FLOW_F_DR, FLOW_F_NAT},
-    v4_mapped, Addr, FlowKey, GlobalCounter, PROTO_TCP, PROTO_UDP,
+    is_v4_mapped, v4_mapped, Addr, FlowKey, GlobalCounter, PROTO_TCP, PROTO_UDP,
 };
 
 /// Byte offsets of the fields an error translation touches.
@@ -173,6 +173,11 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
     }
     let in_src = rd_addr(at(lay.inner_src), family);
     let in_dst = rd_addr(at(lay.inner_dst), family);
+    if family == Family::V6 && (is_v4_mapped(&in_src) || is_v4_mapped(&in_dst)) {
+        // Would name an IPv4 flow's tuple (see `parse::parse_l3`).
+        stats::global(GlobalCounter::Unsupported);
+        return xdp_action::XDP_PASS;
+    }
     let in_sport = ld16(at(lay.inner_l4));
     let in_dport = ld16(at(lay.inner_l4 + 2));
     let outer_src = rd_addr(at(lay.outer_src), family);

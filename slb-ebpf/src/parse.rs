@@ -2,7 +2,7 @@
 //!
 //! Only the layouts the fast path rewrites are accepted: untagged Ethernet,
 //! IPv4 without options and not fragmented, IPv6 whose next header is TCP or
-//! UDP directly. So every header sits at a constant offset, which keeps the
+//! UDP directly (and whose addresses are not IPv4-mapped, see `parse_l3`). So every header sits at a constant offset, which keeps the
 //! verifier's job (and ours) simple. Anything else addressed to a VIP is
 //! handed to the kernel unchanged.
 use crate::bytes::{ld128, ld16, ld32};
@@ -14,7 +14,7 @@ use network_types::{
     tcp::TcpHdr,
     udp::UdpHdr,
 };
-use slb_common::{v4_mapped, Addr, FlowKey, PROTO_TCP, PROTO_UDP};
+use slb_common::{is_v4_mapped, v4_mapped, Addr, FlowKey, PROTO_TCP, PROTO_UDP};
 
 pub const ETH_LEN: usize = size_of::<EthHdr>();
 pub const V4_L4: usize = ETH_LEN + size_of::<Ipv4Hdr>();
@@ -151,10 +151,19 @@ pub fn parse_l3(ctx: &XdpContext) -> Parsed {
         // SAFETY: bounds checked above.
         let ip = unsafe { &*ip };
         let next = ip.next_hdr;
+        let src = ld128(ip.src_addr.as_ptr());
+        let dst = ld128(ip.dst_addr.as_ptr());
+        if is_v4_mapped(&src) || is_v4_mapped(&dst) {
+            // The maps hold IPv4 addresses IPv4-mapped, so such a packet
+            // would carry an IPv4 flow's key (and could join or end that
+            // flow). IPv4-mapped addresses do not belong on the wire (RFC
+            // 4291 §2.5.5.2; Linux drops such a source): the kernel decides.
+            return Parsed::Malformed;
+        }
         Parsed::Ip(L3 {
             family: Family::V6,
-            src: ld128(ip.src_addr.as_ptr()),
-            dst: ld128(ip.dst_addr.as_ptr()),
+            src,
+            dst,
             proto: next,
             tot_len: u16::from_be_bytes(ip.payload_len).saturating_add(size_of::<Ipv6Hdr>() as u16),
             unsupported: next != PROTO_TCP && next != PROTO_UDP,

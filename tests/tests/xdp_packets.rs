@@ -498,3 +498,65 @@ fn fullnat_source_of_an_ended_flow_goes_to_the_next_client() {
         );
     }
 }
+
+/// Maps key IPv4 addresses in their IPv4-mapped IPv6 form, so an IPv6
+/// packet carrying `::ffff:a.b.c.d` addresses has the very key of an IPv4
+/// flow. Such packets are invalid on the wire (RFC 4291 §2.5.5.2; Linux
+/// drops them) and must go to the kernel untouched: neither join an IPv4
+/// client's flow (it used to be forwarded, an IPv6 frame with IPv4-mapped
+/// addresses, out of the IPv4 next hop) nor start a flow of their own.
+#[test]
+fn ipv6_packets_with_ipv4_mapped_addresses_are_not_ipv4_flows() {
+    let mut bed = Bed::new("v4m", CONFIG);
+    let (v, _) = bed.run(&tcp4(CLIENT, 40000, VIP, 80, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    let mapped = |a: Ipv4Addr| a.to_ipv6_mapped();
+    let cases = [
+        (
+            "data on the IPv4 flow's tuple",
+            tcp6(mapped(CLIENT), 40000, mapped(VIP), 80, false, b"data"),
+        ),
+        (
+            "RST on the IPv4 flow's tuple",
+            {
+                let mut f = tcp6(mapped(CLIENT), 40000, mapped(VIP), 80, false, b"");
+                f[14 + 40 + 13] = 0x04;
+                f
+            },
+        ),
+        (
+            "SYN of a new tuple",
+            tcp6(mapped(CLIENT), 40001, mapped(VIP), 80, true, b""),
+        ),
+        (
+            "reply to the IPv4 FULLNAT address",
+            tcp6(mapped(BACKEND), 8080, mapped(SNAT), 1024, false, b""),
+        ),
+    ];
+    for (what, frame) in cases {
+        let (v, out) = bed.run(&frame);
+        assert_eq!(v, XDP_PASS, "{what}: verdict");
+        assert_eq!(out, frame, "{what}: frame changed");
+    }
+    // An ICMPv6 error to an IPv6 VIP whose quote holds IPv4-mapped
+    // addresses names an IPv4 flow's tuple too.
+    let reply = tcp6(mapped(VIP), 80, mapped(CLIENT), 40000, false, b"");
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+        .ipv6(
+            "fd00::fe".parse::<Ipv6Addr>().unwrap().octets(),
+            "fd10::10".parse::<Ipv6Addr>().unwrap().octets(),
+            64,
+        )
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut err, &reply[14..])
+        .unwrap();
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_PASS, "ICMPv6 quoting IPv4-mapped addresses: verdict");
+    assert_eq!(out, err, "ICMPv6 quoting IPv4-mapped addresses: frame changed");
+    assert_eq!(bed.dp.flow_entries(), (1, 1), "only the IPv4 flow");
+    // The IPv4 flow is intact (the RST above did not end it).
+    let (v, out) = bed.run(&tcp4(CLIENT, 40000, VIP, 80, false, b"more"));
+    assert_eq!(v, XDP_REDIRECT);
+    assert_eq!(parse_checked(&out).dst, IpAddr::V4(BACKEND));
+}
