@@ -12,6 +12,7 @@
 use crate::{
     bytes::{ld128, ld16, ld32, st128, st16, st32},
     fib::{self, Route},
+    flow::nat_reply_live,
     maps::{scratch, BACKENDS, FLOWS, REVERSE},
     parse::{ptr_at, Family, ETH_LEN, PROTO_ICMP, PROTO_ICMPV6},
     stats,
@@ -23,7 +24,7 @@ use aya_ebpf::{
 use slb_common::{
     csum::{checksum, CsumUpdate},
     flow::{FLOW_F_DR, FLOW_F_NAT},
-    is_v4_mapped, v4_mapped, Addr, FlowKey, GlobalCounter, PROTO_TCP, PROTO_UDP,
+    is_v4_mapped, v4_mapped, Addr, GlobalCounter, PROTO_TCP, PROTO_UDP,
 };
 
 /// Byte offsets of the fields an error translation touches.
@@ -186,6 +187,20 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
     let Some(s) = scratch() else {
         return xdp_action::XDP_DROP;
     };
+    let now = s.now;
+    // The quoted packet reversed: the tuple of the packet it answers. In
+    // the scratch space, as the values looked up below stay in their
+    // maps: this frame is part of a call chain near the verifier's stack
+    // limit.
+    let answered = &mut s.rkey;
+    answered.src = in_dst;
+    answered.dst = in_src;
+    answered.sport = in_dport;
+    answered.dport = in_sport;
+    answered.proto = inner_proto;
+    answered._pad1 = 0;
+    answered._pad2 = 0;
+    let answered = &s.rkey;
     let p = &mut s.icmp;
     p.was_outer_src = outer_src;
     p.was_outer_dst = outer_dst;
@@ -194,24 +209,21 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
     p.was_sport = in_sport;
     p.was_dport = in_dport;
     p.inner_proto = inner_proto;
-    // The quoted packet reversed: the tuple of the packet it answers.
-    let answered = FlowKey {
-        src: in_dst,
-        dst: in_src,
-        sport: in_dport,
-        dport: in_sport,
-        proto: inner_proto,
-        _pad1: 0,
-        _pad2: 0,
-    };
     if from_nat_backend || dest_flags & slb_common::listener::DEST_SNAT != 0 {
         // About a packet we sent to a backend; the reply tuple of that
         // packet is its reverse entry.
-        // SAFETY: the value is copied at once.
-        let Some(rev) = (unsafe { REVERSE.get(answered) }).copied() else {
+        // SAFETY: map value, valid for this program run; read only.
+        let Some(rev) = (unsafe { REVERSE.get(answered) }) else {
             stats::global(GlobalCounter::NotForUs);
             return xdp_action::XDP_PASS;
         };
+        if from_nat_backend && !nat_reply_live(rev, inner_proto, now) {
+            // As for replies (`forward::to_client`): after the flow, the
+            // tuple is the client talking to the backend directly, and
+            // the error is about that.
+            stats::global(GlobalCounter::NotForUs);
+            return xdp_action::XDP_PASS;
+        }
         p.outer_src = rev.vip;
         p.set_outer_src = true;
         p.inner_dst = rev.vip;
@@ -231,8 +243,8 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
     } else {
         // About a reply we sent from the VIP to a client: the backend must
         // learn it, quoted as it sent the reply.
-        // SAFETY: the value is copied at once.
-        let Some(flow) = (unsafe { FLOWS.get(answered) }).copied() else {
+        // SAFETY: map value, valid for this program run; read only.
+        let Some(flow) = (unsafe { FLOWS.get(answered) }) else {
             stats::global(GlobalCounter::NotForUs);
             return xdp_action::XDP_PASS;
         };
@@ -240,7 +252,7 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
             // Direct-routing replies never pass the LB; not ours.
             return xdp_action::XDP_PASS;
         }
-        let Some(b) = BACKENDS.get(flow.backend_id).copied() else {
+        let Some(b) = BACKENDS.get(flow.backend_id) else {
             return xdp_action::XDP_PASS;
         };
         let nat = flow.flags & FLOW_F_NAT != 0;

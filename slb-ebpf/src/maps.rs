@@ -133,6 +133,8 @@ pub struct Scratch {
     pub fib: aya_ebpf::bindings::bpf_fib_lookup,
     pub flow: Flow,
     pub rev: Reverse,
+    /// A FULLNAT source being tried (`flow::snat_search`), or the tuple an
+    /// ICMP error answers (`icmp::plan`).
     pub rkey: FlowKey,
     /// The client flow of a reverse entry whose FULLNAT source another
     /// client wants (`flow::source_free`).

@@ -114,7 +114,42 @@ port = 80
   [[listener.backend]]
   address = "fd00:1::2"
   port = 8080
+
+[[listener]]
+name = "udp6"
+vip = "fd10::10"
+port = 53
+protocol = "udp"
+  [[listener.backend]]
+  address = "fd00:1::2"
+  port = 5353
+
+[[listener]]
+name = "nat6"
+vip = "fd10::10"
+port = 91
+forwarding = "nat"
+  [[listener.backend]]
+  address = "fd00:1::2"
+  port = 8091
+
+[[listener]]
+name = "dr6"
+vip = "fd10::10"
+port = 92
+forwarding = "dr"
+  [[listener.backend]]
+  address = "fd00:1::2"
+  port = 92
 "#;
+
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd10, 0, 0, 0, 0, 0, 0, 0x10);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+const BACKEND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
+const SNAT6: Ipv6Addr = Ipv6Addr::new(0xfd64, 0, 0, 0, 0, 0, 0, 0x10);
+/// A router on the clients' side.
+const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 254);
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0xfe);
 
 /// A reload that changes a listener's forwarding mode applies to new
 /// flows; an existing flow keeps the translation it started with on the
@@ -695,4 +730,250 @@ fn a_change_that_fails_partway_leaves_the_maps_as_they_were() {
     let after = map_state(&bed);
     assert_eq!(after.0.len(), before.0.len() + 1);
     assert!(after.1 != before.1, "the change that fits was not written");
+}
+
+/// An ICMPv6 error from `from` to `to` quoting `quoted` (an IPv6 packet).
+fn icmp6_error(from: Ipv6Addr, to: Ipv6Addr, icmp_type: Icmpv6Type, quoted: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+        .ipv6(from.octets(), to.octets(), 64)
+        .icmpv6(icmp_type)
+        .write(&mut v, quoted)
+        .unwrap();
+    v
+}
+
+/// Checks an ICMPv6 frame's checksum (pseudo-header included) and returns
+/// (outer src, outer dst, type, quoted packet).
+fn icmp6_parts(frame: &[u8]) -> (IpAddr, IpAddr, Icmpv6Type, Vec<u8>) {
+    let p = PacketHeaders::from_ethernet_slice(frame).unwrap();
+    let Some(NetHeaders::Ipv6(ip, _)) = &p.net else {
+        panic!("not IPv6")
+    };
+    let Some(TransportHeader::Icmpv6(icmp)) = &p.transport else {
+        panic!("not ICMPv6")
+    };
+    let payload = p.payload.slice();
+    let want = icmp
+        .icmp_type
+        .calc_checksum(ip.source, ip.destination, payload)
+        .unwrap();
+    assert_eq!(icmp.checksum, want, "ICMPv6 checksum");
+    (
+        IpAddr::from(ip.source),
+        IpAddr::from(ip.destination),
+        icmp.icmp_type,
+        payload.to_vec(),
+    )
+}
+
+/// (source, destination, source port, destination port) of a quoted
+/// IPv6 packet; a quoted UDP datagram's checksum is checked when the quote
+/// holds all of it.
+fn quoted6(q: &[u8]) -> (IpAddr, IpAddr, u16, u16) {
+    let ip = etherparse::Ipv6HeaderSlice::from_slice(q)
+        .unwrap()
+        .to_header();
+    let l4 = &q[40..];
+    if ip.next_header == etherparse::IpNumber::UDP && l4.len() == ip.payload_length as usize {
+        let udp = etherparse::UdpHeaderSlice::from_slice(l4)
+            .unwrap()
+            .to_header();
+        assert_eq!(
+            udp.checksum,
+            udp.calc_checksum_ipv6(&ip, &l4[8..]).unwrap(),
+            "quoted UDP checksum"
+        );
+    }
+    (
+        IpAddr::from(ip.source),
+        IpAddr::from(ip.destination),
+        u16::from_be_bytes([l4[0], l4[1]]),
+        u16::from_be_bytes([l4[2], l4[3]]),
+    )
+}
+
+#[test]
+fn ipv6_port_unreachable_from_a_backend_reaches_the_client() {
+    let mut bed = Bed::new("pu6", CONFIG);
+    let query = udp6(CLIENT6, 5000, VIP6, 53, b"query");
+    let (v, sent) = bed.run(&query);
+    assert_eq!(v, XDP_REDIRECT);
+    let o = parse_checked(&sent);
+    assert_eq!(
+        (o.src, o.dst, o.dport),
+        (IpAddr::V6(SNAT6), IpAddr::V6(BACKEND6), 5353)
+    );
+    // The backend quotes the whole translated datagram.
+    let err = icmp6_error(
+        BACKEND6,
+        SNAT6,
+        Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Port),
+        &sent[14..],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "forwarded to the client");
+    assert_eq!(out[..6], CLIENT_MAC);
+    let (src, dst, _, q) = icmp6_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V6(VIP6), IpAddr::V6(CLIENT6)));
+    assert_eq!(
+        quoted6(&q),
+        (IpAddr::V6(CLIENT6), IpAddr::V6(VIP6), 5000, 53),
+        "the client's own datagram"
+    );
+    assert_eq!(&q[40..], &query[14 + 40..], "as the client sent it");
+}
+
+#[test]
+fn ipv6_packet_too_big_towards_a_client_reaches_the_backend() {
+    let mut bed = Bed::new("ptb6", CONFIG);
+    let (_, sent) = bed.run(&tcp6(CLIENT6, 40000, VIP6, 80, true, b""));
+    let o = parse_checked(&sent);
+    let (v, reply) = bed.run(&tcp6(BACKEND6, 8080, SNAT6, o.sport, false, &[1; 200]));
+    assert_eq!(v, XDP_REDIRECT);
+    let err = icmp6_error(
+        ROUTER6,
+        VIP6,
+        Icmpv6Type::PacketTooBig { mtu: 1280 },
+        &reply[14..],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "forwarded to the backend");
+    assert_eq!(out[..6], BACKEND_MAC);
+    let (src, dst, t, q) = icmp6_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V6(SNAT6), IpAddr::V6(BACKEND6)));
+    assert_eq!(t, Icmpv6Type::PacketTooBig { mtu: 1280 }, "MTU unchanged");
+    assert_eq!(
+        quoted6(&q),
+        (IpAddr::V6(BACKEND6), IpAddr::V6(SNAT6), 8080, o.sport),
+        "the packet the backend sent"
+    );
+}
+
+/// `nat`: the backend's error about the client's packet (client →
+/// backend) reaches the client from the VIP, quoting client → VIP; a
+/// client-side error about a reply (VIP → client) reaches the backend
+/// quoting backend → client. IPv4 and IPv6.
+#[test]
+fn nat_icmp_errors_are_translated_both_ways() {
+    let mut bed = Bed::new("nicmp", CONFIG);
+    // IPv4.
+    let (_, sent) = bed.run(&tcp4(CLIENT, 40000, VIP, 81, true, b""));
+    assert_eq!(parse_checked(&sent).dst, IpAddr::V4(BACKEND));
+    let err = icmp4_error(
+        BACKEND,
+        CLIENT,
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Host),
+        &sent[14..14 + 28],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "v4: to the client");
+    let (src, dst, q) = icmp4_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V4(VIP), IpAddr::V4(CLIENT)));
+    let inner = etherparse::Ipv4HeaderSlice::from_slice(&q)
+        .unwrap()
+        .to_header();
+    assert_eq!(inner.calc_header_checksum(), inner.header_checksum);
+    assert_eq!(
+        (inner.source, inner.destination),
+        (CLIENT.octets(), VIP.octets())
+    );
+    assert_eq!(&q[20..24], &[0x9c, 0x40, 0, 81], "ports 40000 → 81");
+
+    let (_, reply) = bed.run(&tcp4(BACKEND, 8081, CLIENT, 40000, false, b"data"));
+    assert_eq!(parse_checked(&reply).src, IpAddr::V4(VIP));
+    let err = icmp4_error(
+        ROUTER,
+        VIP,
+        Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+        ),
+        &reply[14..14 + 28],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "v4: to the backend");
+    assert_eq!(out[..6], BACKEND_MAC);
+    let (src, dst, q) = icmp4_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V4(ROUTER), IpAddr::V4(BACKEND)));
+    let inner = etherparse::Ipv4HeaderSlice::from_slice(&q)
+        .unwrap()
+        .to_header();
+    assert_eq!(inner.calc_header_checksum(), inner.header_checksum);
+    assert_eq!(
+        (inner.source, inner.destination),
+        (BACKEND.octets(), CLIENT.octets())
+    );
+    assert_eq!(&q[20..24], &[0x1f, 0x91, 0x9c, 0x40], "ports 8081 → 40000");
+
+    // IPv6.
+    let (_, sent) = bed.run(&tcp6(CLIENT6, 40000, VIP6, 91, true, b""));
+    assert_eq!(parse_checked(&sent).dst, IpAddr::V6(BACKEND6));
+    let err = icmp6_error(
+        BACKEND6,
+        CLIENT6,
+        Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Prohibited),
+        &sent[14..],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "v6: to the client");
+    let (src, dst, _, q) = icmp6_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V6(VIP6), IpAddr::V6(CLIENT6)));
+    assert_eq!(
+        quoted6(&q),
+        (IpAddr::V6(CLIENT6), IpAddr::V6(VIP6), 40000, 91)
+    );
+
+    let (_, reply) = bed.run(&tcp6(BACKEND6, 8091, CLIENT6, 40000, false, b"data"));
+    assert_eq!(parse_checked(&reply).src, IpAddr::V6(VIP6));
+    let err = icmp6_error(
+        ROUTER6,
+        VIP6,
+        Icmpv6Type::PacketTooBig { mtu: 1280 },
+        &reply[14..],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "v6: to the backend");
+    assert_eq!(out[..6], BACKEND_MAC);
+    let (src, dst, _, q) = icmp6_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V6(ROUTER6), IpAddr::V6(BACKEND6)));
+    assert_eq!(
+        quoted6(&q),
+        (IpAddr::V6(BACKEND6), IpAddr::V6(CLIENT6), 8091, 40000)
+    );
+}
+
+/// Like its replies (`nat_reply_tuple_of_an_ended_flow_is_not_translated`),
+/// a backend's ICMP error about client → backend is translated only while
+/// the `nat` flow is alive: after it, the same tuple is the client talking
+/// to the backend directly, and the error is about that traffic.
+#[test]
+fn nat_icmp_error_about_an_ended_flow_is_not_translated() {
+    use slb_common::{Flow, Reverse};
+    let mut bed = Bed::new("nicmpold", CONFIG);
+    let (_, sent) = bed.run(&tcp4(CLIENT, 40000, VIP, 81, true, b""));
+    let reply = tcp4(BACKEND, 8081, CLIENT, 40000, false, b"hello");
+    assert_eq!(bed.run(&reply).0, XDP_REDIRECT);
+    let err = icmp4_error(
+        BACKEND,
+        CLIENT,
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Host),
+        &sent[14..14 + 28],
+    );
+    assert_eq!(bed.run(&err).0, XDP_REDIRECT, "translated while alive");
+    age::<Flow>(
+        &bed,
+        "FLOWS",
+        &tcp_key4(CLIENT, 40000, VIP, 81),
+        3600,
+        |f| &mut f.seen_ns,
+    );
+    age::<Reverse>(
+        &bed,
+        "REVERSE",
+        &tcp_key4(BACKEND, 8081, CLIENT, 40000),
+        3600,
+        |r| &mut r.seen_ns,
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!((v, out), (XDP_PASS, err), "an hour after the flow ended");
 }
