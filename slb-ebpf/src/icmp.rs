@@ -5,7 +5,9 @@
 //! used: a backend's "port unreachable" about `L:lport → B:bport` must reach
 //! the client as an error about `C:cport → VIP:vport`, from the VIP. So the
 //! quoted header, its ports and checksums, and the outer addresses are all
-//! translated, and the error is forwarded like a packet of the flow.
+//! translated, and the error is forwarded like a packet of the flow. In
+//! `dr` mode nothing is translated, and an error about a reply (addressed
+//! to the VIP) goes to the flow's backend unchanged.
 //!
 //! Only headers at fixed offsets are handled (outer and quoted IPv4 without
 //! options, quoted TCP/UDP); anything else goes to the kernel unchanged.
@@ -103,6 +105,7 @@ pub struct IcmpPlan {
     pub inner_dport: u16,
     /// For the FIB lookup and the transmit.
     pub route_src: Addr,
+    pub route_dst: Addr,
     pub was_outer_src: Addr,
     pub was_outer_dst: Addr,
     pub was_inner_src: Addr,
@@ -120,19 +123,24 @@ pub struct IcmpPlan {
 pub fn translate(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: bool) -> u32 {
     // Two steps, each its own stack frame (see `forward::dispatch`).
     let verdict = plan(ctx, family, dest_flags, from_nat_backend);
-    if verdict != PLANNED {
+    if verdict == PLANNED {
+        if !apply(ctx, family) {
+            return xdp_action::XDP_PASS;
+        }
+    } else if verdict != AS_IS {
         return verdict;
-    }
-    if !apply(ctx, family) {
-        return xdp_action::XDP_PASS;
     }
     let Some(s) = scratch() else {
         return xdp_action::XDP_DROP;
     };
-    let (route_src, to) = (s.icmp.route_src, s.icmp.outer_dst);
+    let (route_src, to) = (s.icmp.route_src, s.icmp.route_dst);
     stats::global(GlobalCounter::IcmpTranslated);
     match fib::lookup(ctx, family, &route_src, &to) {
         Route::Via(nh) => fib::transmit(ctx, &nh),
+        // An error kept as it is stays addressed to the VIP: the kernel
+        // would route it by the VIP, not to the backend (as `dr` packets,
+        // `forward::dr_hop`).
+        Route::NoNeigh if verdict == AS_IS => xdp_action::XDP_DROP,
         Route::NoNeigh => xdp_action::XDP_PASS,
         Route::Unreachable => xdp_action::XDP_DROP,
     }
@@ -140,6 +148,8 @@ pub fn translate(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_bac
 
 /// `plan` found the flow the error is about.
 const PLANNED: u32 = u32::MAX;
+/// `plan` found a `dr` flow: the error goes to its backend unchanged.
+const AS_IS: u32 = u32::MAX - 1;
 
 /// Decides what the error must say (into `Scratch::icmp`), or the verdict
 /// for an error that is not about a translated flow.
@@ -248,13 +258,22 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
             stats::global(GlobalCounter::NotForUs);
             return xdp_action::XDP_PASS;
         };
-        if flow.flags & FLOW_F_DR != 0 {
-            // Direct-routing replies never pass the LB; not ours.
-            return xdp_action::XDP_PASS;
-        }
         let Some(b) = BACKENDS.get(flow.backend_id) else {
             return xdp_action::XDP_PASS;
         };
+        if flow.flags & FLOW_F_DR != 0 {
+            // Direct-routing replies never pass the LB, but errors about
+            // them are addressed to the VIP, hence routed here. The
+            // backend holds the VIP and knows the reply as quoted: the
+            // error goes to it unchanged, as the flow's packets do (how
+            // a "too big" reaches it, as with IPVS).
+            if b.generation != flow.backend_gen {
+                return xdp_action::XDP_PASS;
+            }
+            p.route_src = outer_src;
+            p.route_dst = b.addr;
+            return AS_IS;
+        }
         let nat = flow.flags & FLOW_F_NAT != 0;
         let (to, to_port) = if nat {
             (in_dst, in_dport)
@@ -270,6 +289,7 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
         p.inner_dport = to_port;
         p.route_src = if nat { outer_src } else { flow.snat_addr };
     }
+    p.route_dst = p.outer_dst;
     PLANNED
 }
 

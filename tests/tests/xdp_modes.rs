@@ -977,3 +977,58 @@ fn nat_icmp_error_about_an_ended_flow_is_not_translated() {
     let (v, out) = bed.run(&err);
     assert_eq!((v, out), (XDP_PASS, err), "an hour after the flow ended");
 }
+
+/// `dr`: the backend answers the client directly, but an error about such
+/// a reply (a router on the clients' side saying "too big") is addressed
+/// to the VIP, so it reaches the load balancer. It goes on, unchanged, to
+/// the flow's backend, which holds the VIP and lowers its path MTU (as
+/// IPVS does); handed to the kernel, it would be routed towards the VIP's
+/// route, never to the backend, and path MTU discovery would black-hole.
+#[test]
+fn dr_icmp_error_about_a_reply_reaches_the_backend() {
+    let mut bed = Bed::new("dricmp", CONFIG);
+    let (v, _) = bed.run(&tcp4(CLIENT, 40000, VIP, 82, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    // The backend's reply, sent straight to the client.
+    let reply = tcp4(VIP, 82, CLIENT, 40000, false, &[1; 100]);
+    let err = icmp4_error(
+        ROUTER,
+        VIP,
+        Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+        ),
+        &reply[14..14 + 28],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "v4: forwarded to the backend");
+    assert_eq!(out[..6], BACKEND_MAC);
+    assert_eq!(out[6..12], bed.vb0_mac());
+    assert_eq!(out[12..], err[12..], "v4: the error unchanged");
+
+    let (v, _) = bed.run(&tcp6(CLIENT6, 40000, VIP6, 92, true, b""));
+    assert_eq!(v, XDP_REDIRECT);
+    let reply = tcp6(VIP6, 92, CLIENT6, 40000, false, &[1; 100]);
+    let err = icmp6_error(
+        ROUTER6,
+        VIP6,
+        Icmpv6Type::PacketTooBig { mtu: 1280 },
+        &reply[14..],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "v6: forwarded to the backend");
+    assert_eq!(out[..6], BACKEND_MAC);
+    assert_eq!(out[12..], err[12..], "v6: the error unchanged");
+
+    // An error about a tuple without a flow still goes to the kernel.
+    let stray = tcp4(VIP, 82, CLIENT, 40999, false, b"");
+    let err = icmp4_error(
+        ROUTER,
+        VIP,
+        Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+        ),
+        &stray[14..14 + 28],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!((v, out), (XDP_PASS, err));
+}
