@@ -1210,3 +1210,49 @@ fn control_socket_is_read_from_an_invalid_file() {
     assert!(super::control_socket_of(&file).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The dataplane's tables hold IPv4 addresses IPv4-mapped, so
+/// `::ffff:10.0.0.10` and `10.0.0.10` are one key there: an "IPv6"
+/// listener on the mapped form shared the IPv4 listener's entry (the two
+/// below, on one port, replaced each other), and a mapped pool address
+/// would send IPv6 packets from an address the backend's kernel drops.
+/// Such addresses are refused wherever an address is given, naming the
+/// IPv4 form.
+#[test]
+fn ipv4_mapped_ipv6_addresses_are_refused() {
+    let text = r#"
+[agent]
+interfaces = ["eth0"]
+probe_source = ["100.64.0.1", "::ffff:100.64.0.2"]
+local_addresses = ["100.64.0.10", "::ffff:100.64.0.11"]
+
+[[listener]]
+name = "v4"
+vip = "10.0.0.10"
+port = 80
+  [[listener.backend]]
+  address = "10.0.1.11"
+  port = 8080
+
+[[listener]]
+name = "mapped"
+vip = "::ffff:10.0.0.10"
+port = 80
+  [[listener.backend]]
+  address = "::ffff:10.0.1.12"
+  port = 8080
+"#;
+    let errs = errors(text);
+    for (path, v4) in [
+        ("agent.probe_source[1]", "100.64.0.2"),
+        ("agent.local_addresses[1]", "100.64.0.11"),
+        ("listener[1].vip", "10.0.0.10"),
+        ("listener[1].backend[0].address", "10.0.1.12"),
+    ] {
+        let want = format!("{path}: IPv4-mapped IPv6 address: write it as {v4}");
+        assert!(
+            errs.iter().any(|e| e.starts_with(&want)),
+            "{want} missing from {errs:#?}"
+        );
+    }
+}

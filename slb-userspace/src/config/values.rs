@@ -114,7 +114,8 @@ pub(crate) fn duration_or(
 }
 
 /// An IP address usable as a VIP, backend or source address: not
-/// unspecified, multicast or the IPv4 broadcast address.
+/// unspecified, multicast, the IPv4 broadcast address or IPv4-mapped
+/// (`::ffff:a.b.c.d`: write the IPv4 address).
 pub(crate) fn unicast_ip(text: &str, path: &str, errs: &mut Errors) -> Option<IpAddr> {
     let addr: IpAddr = match text.parse() {
         Ok(a) => a,
@@ -126,6 +127,18 @@ pub(crate) fn unicast_ip(text: &str, path: &str, errs: &mut Errors) -> Option<Ip
             return None;
         }
     };
+    if let IpAddr::V6(v6) = addr {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            // The dataplane keys IPv4 addresses in this very form, so it
+            // would be taken for the IPv4 address (and the XDP program
+            // passes IPv6 packets carrying such addresses to the kernel).
+            errs.push(
+                path,
+                format!("IPv4-mapped IPv6 address: write it as {v4}"),
+            );
+            return None;
+        }
+    }
     let broadcast = matches!(addr, IpAddr::V4(v4) if v4.is_broadcast());
     if addr.is_unspecified() || addr.is_multicast() || broadcast {
         errs.push(path, format!("must be a unicast address (got {addr})"));
