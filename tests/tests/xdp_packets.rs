@@ -516,14 +516,11 @@ fn ipv6_packets_with_ipv4_mapped_addresses_are_not_ipv4_flows() {
             "data on the IPv4 flow's tuple",
             tcp6(mapped(CLIENT), 40000, mapped(VIP), 80, false, b"data"),
         ),
-        (
-            "RST on the IPv4 flow's tuple",
-            {
-                let mut f = tcp6(mapped(CLIENT), 40000, mapped(VIP), 80, false, b"");
-                f[14 + 40 + 13] = 0x04;
-                f
-            },
-        ),
+        ("RST on the IPv4 flow's tuple", {
+            let mut f = tcp6(mapped(CLIENT), 40000, mapped(VIP), 80, false, b"");
+            f[14 + 40 + 13] = 0x04;
+            f
+        }),
         (
             "SYN of a new tuple",
             tcp6(mapped(CLIENT), 40001, mapped(VIP), 80, true, b""),
@@ -553,7 +550,10 @@ fn ipv6_packets_with_ipv4_mapped_addresses_are_not_ipv4_flows() {
         .unwrap();
     let (v, out) = bed.run(&err);
     assert_eq!(v, XDP_PASS, "ICMPv6 quoting IPv4-mapped addresses: verdict");
-    assert_eq!(out, err, "ICMPv6 quoting IPv4-mapped addresses: frame changed");
+    assert_eq!(
+        out, err,
+        "ICMPv6 quoting IPv4-mapped addresses: frame changed"
+    );
     assert_eq!(bed.dp.flow_entries(), (1, 1), "only the IPv4 flow");
     // The IPv4 flow is intact (the RST above did not end it).
     let (v, out) = bed.run(&tcp4(CLIENT, 40000, VIP, 80, false, b"more"));

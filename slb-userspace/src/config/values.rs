@@ -132,10 +132,7 @@ pub(crate) fn unicast_ip(text: &str, path: &str, errs: &mut Errors) -> Option<Ip
             // The dataplane keys IPv4 addresses in this very form, so it
             // would be taken for the IPv4 address (and the XDP program
             // passes IPv6 packets carrying such addresses to the kernel).
-            errs.push(
-                path,
-                format!("IPv4-mapped IPv6 address: write it as {v4}"),
-            );
+            errs.push(path, format!("IPv4-mapped IPv6 address: write it as {v4}"));
             return None;
         }
     }
