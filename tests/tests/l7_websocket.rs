@@ -371,3 +371,79 @@ async fn http2_websocket_is_refused() {
     task.abort();
     p.stop().await;
 }
+
+/// A WebSocket server that answers `who` with its name.
+async fn named_echo(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(Message::text(name)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// `wlc` counts an open tunnel as its backend's request in progress (a
+/// WebSocket is one long request): with three tunnels open on one backend,
+/// the next three go to the other. Without the count both would look idle
+/// and the tie would alternate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wlc_counts_open_tunnels() {
+    let (a, ta) = named_echo("a").await;
+    let (b, tb) = named_echo("b").await;
+    let (p, _) = start_proxy(&["ws"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n\
+             \n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
+            listener("ws", "http", ports[0], "scheduler = \"wlc\""),
+            a.port(),
+            b.port()
+        )
+    })
+    .await;
+    let open = || async {
+        let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
+        let url = format!("ws://{}/", p.addr("ws"));
+        let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+        ws.send(Message::text("who")).await.unwrap();
+        let name = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .to_string();
+        (name, ws)
+    };
+    // Three tunnels on "a", while "b" is held down.
+    let b_addr: SocketAddr = format!("127.0.0.1:{}", b.port()).parse().unwrap();
+    p.set_down("ws", b_addr, true);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (name, ws) = open().await;
+        assert_eq!(name, "a");
+        held.push(ws);
+    }
+    p.set_down("ws", b_addr, false);
+    let mut next = Vec::new();
+    for _ in 0..3 {
+        let (name, ws) = open().await;
+        next.push(name);
+        held.push(ws);
+    }
+    assert_eq!(next, ["b", "b", "b"]);
+    ta.abort();
+    tb.abort();
+    p.stop().await;
+}

@@ -588,6 +588,7 @@ async fn forward(
                 &mut client_upgrade,
                 limits,
                 cancel,
+                InFlight::new(&backend.in_flight),
             ))
             .await
             .map(|r| r.map(|b| ResponseBody::Upstream(UpstreamBody::unpooled(b))))

@@ -32,13 +32,16 @@ pub struct Limits {
 /// Sends the upgrade request `req` to `backend`. On 101, takes `client`
 /// (the client's pending upgrade) and spawns the tunnel between it and the
 /// backend; otherwise `client` stays for another attempt. The backend's
-/// response is returned either way.
-pub async fn open(
+/// response is returned either way. `hold` lives as long as the tunnel (it
+/// keeps the tunnel counted as the backend's request in progress, which is
+/// what `wlc` balances: a tunnel is a long request).
+pub async fn open<H: Send + 'static>(
     backend: SocketAddr,
     req: Request<Body>,
     client: &mut Option<OnUpgrade>,
     limits: Limits,
     cancel: CancellationToken,
+    hold: H,
 ) -> Result<Response<Incoming>, Failure> {
     let stream = match tokio::time::timeout(limits.connect, TcpStream::connect(backend)).await {
         Err(_) => {
@@ -67,7 +70,10 @@ pub async fn open(
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = client.take() {
             let upstream = hyper::upgrade::on(&mut res);
-            tokio::spawn(tunnel(client, upstream, limits.idle, cancel));
+            tokio::spawn(async move {
+                tunnel(client, upstream, limits.idle, cancel).await;
+                drop(hold);
+            });
         }
     }
     Ok(res)
