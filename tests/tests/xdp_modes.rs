@@ -90,7 +90,9 @@ acl = { mode = "allow", cidrs = ["10.0.0.0/24"] }
 name = "deny"
 vip = "10.10.0.10"
 port = 86
-acl = { mode = "deny", cidrs = ["10.0.0.2/32"] }
+# "::/0": an IPv6 entry in a list shared with IPv6 listeners; it must
+# not match IPv4 clients (stored IPv4-mapped in the trie).
+acl = { mode = "deny", cidrs = ["10.0.0.2/32", "::/0"] }
   [[listener.backend]]
   address = "10.0.1.2"
   port = 8086

@@ -296,6 +296,20 @@ fn parse_cidr(text: &str, path: &str, errs: &mut Errors) -> Option<IpNet> {
         );
         return None;
     }
+    // IPv4 clients are matched as IPv4 (as addresses elsewhere in the
+    // file, the IPv4-mapped form is refused, not silently reinterpreted).
+    if let IpNet::V6(v6) = net {
+        if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+            errs.push(
+                path,
+                format!(
+                    "IPv4-mapped IPv6 prefix: write it as {v4}/{}",
+                    v6.prefix_len() - 96
+                ),
+            );
+            return None;
+        }
+    }
     Some(net)
 }
 

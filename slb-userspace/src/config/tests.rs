@@ -299,6 +299,18 @@ protocol = "https"
 }
 
 #[test]
+fn acl_refuses_ipv4_mapped_prefixes() {
+    one_error(
+        &format!(
+            "{AGENT}{}",
+            listener("acl = { mode = \"deny\", cidrs = [\"::ffff:10.0.0.0/104\"] }")
+        ),
+        "listener[0].acl.cidrs[0]",
+        "write it as 10.0.0.0/8",
+    );
+}
+
+#[test]
 fn acl_accepts_mixed_families_and_bare_addresses() {
     let c = ok(&format!(
         "{AGENT}{}",

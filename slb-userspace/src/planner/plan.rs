@@ -233,7 +233,16 @@ fn plan_with(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanE
         }
         let acl = match &l.acl {
             Some(a) => {
-                out.acl.extend(a.cidrs.iter().map(|n| acl_entry(id, n)));
+                // Only the VIP's family: its clients are of that family,
+                // and an IPv6 prefix short enough to cover the
+                // IPv4-mapped range (`::/0`) would otherwise match the
+                // IPv4 clients the trie holds in that form.
+                out.acl.extend(
+                    a.cidrs
+                        .iter()
+                        .filter(|n| n.addr().is_ipv4() == l.vip.is_ipv4())
+                        .map(|n| acl_entry(id, n)),
+                );
                 match a.mode {
                     AclMode::Allow => ACL_ALLOW,
                     AclMode::Deny => ACL_DENY,
