@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use l7_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Access-log lines captured by a test.
@@ -68,7 +69,7 @@ fn access_log_lines() {
             let (p, _) = start_proxy(&["web", "down"], |ports| {
                 format!(
                     "{}{}{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
-                    listener("web", "http", ports[0], ""),
+                    listener("web", "http", ports[0], "max_header_size = 65536"),
                     a.toml("listener.backend", 100),
                     listener("down", "http", ports[1], ""),
                     refused.port()
@@ -80,6 +81,28 @@ fn access_log_lines() {
             assert_eq!(got.status, 200);
             let got = get(&c, &p.url("down", "/refused"), &[]).await;
             assert_eq!(got.status, 502);
+
+            // Requests the server library answers itself: a bad header
+            // line (400), a target over 64 KiB (414), more header fields
+            // than it has room for (431).
+            let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+            for i in 0..1100 {
+                many.push_str(&format!("x{i}: y\r\n"));
+            }
+            many.push_str("\r\n");
+            let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(70_000));
+            for (raw, want) in [
+                (&b"GET / HTTP/1.1\r\nbad header\r\n\r\n"[..], "400"),
+                (long.as_bytes(), "414"),
+                (many.as_bytes(), "431"),
+            ] {
+                let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+                s.write_all(raw).await.unwrap();
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got).await;
+                let got = String::from_utf8_lossy(&got);
+                assert!(got.starts_with(&format!("HTTP/1.1 {want} ")), "{got:?}");
+            }
 
             // An HTTP/2 stream reset while the backend works.
             let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
@@ -117,6 +140,19 @@ fn access_log_lines() {
     assert_eq!(refused[0], "502", "{refused:?}");
     assert_eq!(refused[2], refused_addr.to_string(), "{refused:?}");
     assert!(refused[3].parse::<f64>().is_ok(), "{refused:?}");
+    // No request line, host or upstream: what is known.
+    for status in ["400", "414", "431"] {
+        let line = log.line(&format!("\"-\" {status} "));
+        let own = line.split_once("slb::access: ").unwrap().1;
+        // After the time: client and host.
+        let mut f = own.split_whitespace().skip(1);
+        assert_eq!(f.next(), Some("127.0.0.1"), "{line}");
+        assert_eq!(f.next(), Some("-"), "{line}");
+        let after = line.rsplit('"').next().unwrap().to_owned();
+        let after: Vec<&str> = after.split_whitespace().collect();
+        assert_eq!(after[..4], [status, "0", "-", "-"], "{line}");
+        assert!(after[4].parse::<f64>().is_ok(), "{line}");
+    }
     let reset = fields("\"GET /sleep/1000 HTTP/2.0\"");
     assert_eq!(reset[..2], ["499", "0"], "{reset:?}");
     assert!(reset[4].parse::<f64>().unwrap() >= 0.2, "{reset:?}");

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Fields: time (UTC, when the request arrived), client address, host (`-`
-//! when none), request line, status, body bytes sent, upstream address and
+//! when none), request line (`"-"` for a request the server library could
+//! not parse, answered by it with a bare 400, 414 or 431), status, body bytes sent, upstream address and
 //! upstream time in seconds (of the last backend tried: with retries, the
 //! one that answered, or failed, last; `-` when the proxy answered without
 //! one: redirects, 400/431/501/503 pages, abandoned requests), total time in
@@ -27,9 +28,8 @@ pub struct Entry {
     pub time: SystemTime,
     pub client: IpAddr,
     pub host: Option<String>,
-    pub method: String,
-    pub target: String,
-    pub version: http::Version,
+    /// `None` when the request could not be parsed.
+    pub request: Option<RequestLine>,
     pub status: u16,
     pub bytes: u64,
     pub upstream: Option<SocketAddr>,
@@ -37,21 +37,37 @@ pub struct Entry {
     pub total: Duration,
 }
 
+/// A request's method, target and version.
+#[derive(Debug, Clone)]
+pub struct RequestLine {
+    pub method: String,
+    pub target: String,
+    pub version: http::Version,
+}
+
 impl Entry {
     pub fn line(&self) -> String {
         let mut s = String::with_capacity(160);
         let _ = write!(
             s,
-            "{} {} {} \"{} {} {:?}\" {} {} ",
+            "{} {} {} ",
             rfc3339(self.time),
             self.client.to_canonical(),
             self.host.as_deref().unwrap_or("-"),
-            self.method,
-            sanitize(&self.target),
-            self.version,
-            self.status,
-            self.bytes,
         );
+        match &self.request {
+            Some(r) => {
+                let _ = write!(
+                    s,
+                    "\"{} {} {:?}\" ",
+                    r.method,
+                    sanitize(&r.target),
+                    r.version
+                );
+            }
+            None => s.push_str("\"-\" "),
+        }
+        let _ = write!(s, "{} {} ", self.status, self.bytes);
         match self.upstream {
             Some(a) => {
                 let _ = write!(s, "{a} ");
@@ -128,9 +144,11 @@ mod tests {
             time: UNIX_EPOCH,
             client: "192.0.2.7".parse().unwrap(),
             host: Some("www.example.com".into()),
-            method: "GET".into(),
-            target: "/a b\"c".into(),
-            version: http::Version::HTTP_11,
+            request: Some(RequestLine {
+                method: "GET".into(),
+                target: "/a b\"c".into(),
+                version: http::Version::HTTP_11,
+            }),
             status: 200,
             bytes: 512,
             upstream: Some("10.0.1.11:8080".parse().unwrap()),
@@ -149,5 +167,15 @@ mod tests {
         };
         assert!(none.line().contains(" - \"GET"));
         assert!(none.line().ends_with(" 512 - - 0.005"));
+        let unparsed = Entry {
+            request: None,
+            status: 400,
+            bytes: 0,
+            ..none
+        };
+        assert_eq!(
+            unparsed.line(),
+            "1970-01-01T00:00:00.000Z 192.0.2.7 - \"-\" 400 0 - - 0.005"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use super::access::{self, Entry};
 use super::idle::{Activity, Watched};
 use super::service::{self, Conn, Shared};
 use super::state::Runtime;
@@ -128,6 +129,7 @@ async fn drive<I>(
     let svc = {
         let state = state.clone();
         let shared = shared.clone();
+        let runtime = runtime.clone();
         service_fn(move |req| {
             // Each request uses the listener's settings of the moment: a
             // reload applies to open connections too.
@@ -186,6 +188,11 @@ async fn drive<I>(
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     debug!(listener = %rt.name, %peer, "connection ended: {}", error_chain(&*e));
+                    if let Some(status) = e.downcast_ref::<hyper::Error>().and_then(automatic_answer) {
+                        // Never reached the service: counted and logged here.
+                        let rt = runtime.borrow().clone();
+                        unparsed_request(&rt, &state, status);
+                    }
                 }
                 return;
             }
@@ -233,6 +240,61 @@ async fn drive<I>(
             }
         }
     }
+}
+
+/// The status of the answer hyper itself wrote before ending the
+/// connection with `e`, if any: an HTTP/1 request head it cannot parse gets
+/// a bare 400 (bad method, target, version or header), 431 (head larger
+/// than the read buffer, or more fields than `max_headers`) or 414 (a
+/// target over 64 KiB), with no body. (hyper writes it for every head that
+/// fails to parse, as it reads a head only when no response is being
+/// written; when that write fails, the connection ends with the write's
+/// error instead, and nothing is counted.)
+/// An HTTP/2 preface sent over HTTP/1 gets nothing, nor do failures to
+/// read or write, a client closing mid-header, or HTTP/2 errors (streams
+/// reset, not answered).
+fn automatic_answer(e: &hyper::Error) -> Option<u16> {
+    if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
+        return None;
+    }
+    if e.is_parse_too_large() {
+        // The public API tells "too large" apart only by its message;
+        // the tests check the status sent against the one counted and logged.
+        return Some(if e.to_string().contains("URI too long") {
+            414
+        } else {
+            431
+        });
+    }
+    Some(400)
+}
+
+/// Counts and logs a request hyper answered itself with `status`: no
+/// request line, host or upstream is known, and the answer has no body.
+fn unparsed_request(rt: &Runtime, state: &Conn, status: u16) {
+    rt.metrics.request(status);
+    if !tracing::enabled!(target: access::TARGET, tracing::Level::INFO) {
+        return;
+    }
+    // Since its first bytes (or, on a kept-alive connection, since the
+    // previous response ended: the time of arrival is not known better).
+    let total = state
+        .waiting_since()
+        .map_or(Duration::ZERO, |since| since.elapsed());
+    Entry {
+        time: SystemTime::now()
+            .checked_sub(total)
+            .unwrap_or_else(SystemTime::now),
+        client: state.peer.ip(),
+        host: None,
+        request: None,
+        status,
+        bytes: 0,
+        upstream: None,
+        upstream_time: None,
+        total,
+    }
+    .log();
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -15,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::access::Entry;
+use super::access::{Entry, RequestLine};
 use super::balance::hash_bytes;
 use super::body::{boxed, empty, Body, Finish, ResponseBody, Tracked};
 use super::headers::{self, ForwardedValues};
@@ -99,12 +99,18 @@ impl Conn {
         if self.h2.load(Ordering::Relaxed) {
             return None;
         }
+        Some(self.waiting_since()? + timeout + Activity::slack())
+    }
+
+    /// HTTP/1: since when the connection waits for a request header (see
+    /// [`Conn::header_deadline`]), whatever the protocol.
+    pub fn waiting_since(&self) -> Option<tokio::time::Instant> {
         let since = match self.head_since.load(Ordering::Relaxed) {
             NOT_WAITING => return None,
             FIRST_BYTES => self.activity.first_ms()?,
             since => since,
         };
-        Some(self.activity.at(since) + timeout + Activity::slack())
+        Some(self.activity.at(since))
     }
 }
 
@@ -279,12 +285,14 @@ pub async fn handle(
                 time: SystemTime::now(),
                 client: conn.peer.ip(),
                 host: headers::request_host(req.uri(), req.headers()).map(Cow::into_owned),
-                method: req.method().to_string(),
-                target: req
-                    .uri()
-                    .path_and_query()
-                    .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-                version,
+                request: Some(RequestLine {
+                    method: req.method().to_string(),
+                    target: req
+                        .uri()
+                        .path_and_query()
+                        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+                    version,
+                }),
                 status: 0,
                 bytes: 0,
                 upstream: None,
