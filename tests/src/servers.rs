@@ -172,13 +172,16 @@ pub fn udp_ask(ns: &Netns, to: SocketAddr, payload: &[u8], timeout: Duration) ->
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-/// A backend that answers HTTP requests with a settable status and
-/// remembers each request's head (request line and headers), for checking
-/// what HTTP health checks send.
+/// A backend that answers HTTP requests with a settable status, after a
+/// settable delay, and remembers each request's head (request line and
+/// headers), for checking what HTTP health checks send. One connection at
+/// a time.
 pub struct HttpServer {
     pub addr: SocketAddr,
     pub name: String,
     pub status: Arc<std::sync::atomic::AtomicU16>,
+    /// Milliseconds between a request's head and its answer.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     pub requests: Arc<Mutex<Vec<(IpAddr, String)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -204,11 +207,13 @@ impl HttpServer {
         let code = Arc::new(std::sync::atomic::AtomicU16::new(status));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c2, r2, s2, n2) = (
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (c2, r2, s2, n2, d2) = (
             code.clone(),
             requests.clone(),
             stop.clone(),
             name.to_owned(),
+            delay_ms.clone(),
         );
         let thread = std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
@@ -229,6 +234,10 @@ impl HttpServer {
                 if let Ok(mut r) = r2.lock() {
                     r.push((peer.ip(), String::from_utf8_lossy(&head).into_owned()));
                 }
+                let delay = d2.load(Ordering::Relaxed);
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
+                }
                 let code = c2.load(Ordering::Relaxed);
                 let body = if n2.is_empty() {
                     format!("status {code}\n")
@@ -244,6 +253,7 @@ impl HttpServer {
             addr,
             name: name.to_owned(),
             status: code,
+            delay_ms,
             requests,
             stop,
             thread: Some(thread),
@@ -252,6 +262,12 @@ impl HttpServer {
 
     pub fn set_status(&self, code: u16) {
         self.status.store(code, Ordering::Relaxed);
+    }
+
+    /// Answers each request `delay` after its head arrived.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn requests(&self) -> Vec<(IpAddr, String)> {

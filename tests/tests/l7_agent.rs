@@ -176,6 +176,56 @@ fn a_reload_adds_the_first_http_listener() {
     assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
 }
 
+/// A reload that removes an http listener lets the request it is serving
+/// finish (README, Reload): the listener's VIP stays on `lo` until the
+/// proxy is done with it, then goes.
+#[test]
+fn a_reload_removing_an_http_listener_lets_its_request_finish() {
+    let t = Topology::new("l7d", 1).unwrap();
+    let web = HttpServer::start_named(
+        &t.backends[0],
+        SocketAddr::new(backend4(0).into(), 8081),
+        200,
+        "web1",
+    )
+    .unwrap();
+    let www = ListenerSpec::new("www", WWW.into(), 80, "http")
+        .scheduler("wrr")
+        .extra("health_check = { enabled = false }")
+        .backend(backend4(0).into(), 8081, 1);
+    // What the reload leaves (a configuration keeps some listener).
+    let l4 = ListenerSpec::new("tcp", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1);
+    let mut agent = Agent::start(&t.lb, "l7d", |d| render(1, d, &[l4.clone(), www])).unwrap();
+    let dir = agent.dir().to_owned();
+    let vip = SocketAddr::new(WWW.into(), 80);
+    web.set_delay(Duration::from_millis(2000));
+    let (slow, out) = std::thread::scope(|s| {
+        let slow = s.spawn(|| http_get(&t.client, vip, "www.example", "/slow"));
+        // The request reached the backend, which takes its time.
+        let start = std::time::Instant::now();
+        while web.requests().is_empty() && start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(web.requests().len(), 1, "{}", agent.log_text());
+        let out = agent
+            .reload(&render(1, &dir, std::slice::from_ref(&l4)))
+            .unwrap();
+        (slow.join().unwrap(), out)
+    });
+    assert!(out.contains("configuration reloaded"), "{out}");
+    let (code, body) = slow.unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log_text()));
+    assert_eq!((code, body.trim()), (200, "web1"));
+    // Then the VIP leaves lo.
+    let start = std::time::Instant::now();
+    let mut lo = t.lb.ip(&["addr", "show", "dev", "lo"]).unwrap();
+    while lo.contains("10.10.0.20") && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+        lo = t.lb.ip(&["addr", "show", "dev", "lo"]).unwrap();
+    }
+    assert!(!lo.contains("10.10.0.20"), "{lo}");
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+}
+
 #[test]
 fn slb_proxy_runs_unprivileged() {
     let ns = Netns::new("l7np").unwrap();

@@ -1094,3 +1094,54 @@ async fn unparsable_requests_are_answered_and_counted() {
     assert_eq!(a.hits(), 1);
     p.stop().await;
 }
+
+/// A listener a reload removes stops accepting at once, finishes the
+/// request it serves, and reports its VIP as draining until then (the
+/// agent keeps the VIP local meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_listener_drains_its_requests() {
+    let a = Backend::start("a").await;
+    let (p, _) = start_proxy(&["web", "old"], |ports| {
+        format!(
+            "{}{}{}{}",
+            listener("web", "http", ports[0], ""),
+            a.toml("listener.backend", 100),
+            listener("old", "http", ports[1], ""),
+            a.toml("listener.backend", 100),
+        )
+    })
+    .await;
+    let handle = p.handle.as_ref().unwrap();
+    assert!(handle.draining_vips().is_empty());
+    let c = client();
+    let url = p.url("old", "/sleep/800");
+    let slow = tokio::spawn({
+        let c = c.clone();
+        async move { get(&c, &url, &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.reload(&format!(
+        "{}{}",
+        listener("web", "http", p.addr("web").port(), ""),
+        a.toml("listener.backend", 100)
+    ))
+    .await
+    .unwrap();
+    let localhost: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(
+        handle.draining_vips().into_iter().collect::<Vec<_>>(),
+        [localhost]
+    );
+    assert!(
+        TcpStream::connect(p.addr("old")).await.is_err(),
+        "no longer accepting"
+    );
+    let got = slow.await.unwrap();
+    assert_eq!((got.status.as_u16(), got.backend()), (200, "a"));
+    let t = Instant::now();
+    while !handle.draining_vips().is_empty() && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(handle.draining_vips().is_empty(), "drained");
+    p.stop().await;
+}

@@ -109,6 +109,9 @@ pub struct Running {
     proxy: ProxyHandle,
     metrics: Arc<Metrics>,
     local: LocalAddrs,
+    /// VIPs kept local for removed listeners still draining (as of the
+    /// last look).
+    draining: BTreeSet<IpAddr>,
     /// Configurations applied so far (1 after start).
     generation: u64,
 }
@@ -136,6 +139,7 @@ impl Running {
             proxy,
             metrics,
             local,
+            draining: BTreeSet::new(),
             generation: 0,
         }
     }
@@ -189,6 +193,7 @@ impl Running {
     /// Advances the dataplane's fast-path clock; drops the kept flag of a
     /// retired `nat` backend whose time is up (see `planner::RetiredNat`).
     pub fn tick(&mut self) {
+        self.release_drained();
         let Some((dp, applier)) = self.dataplane.as_mut() else {
             return;
         };
@@ -200,6 +205,31 @@ impl Running {
                 error!("dropping the flags of retired nat backends failed: {e:#}");
             }
         }
+    }
+
+    /// Makes local exactly the addresses the configuration needs and those
+    /// of removed listeners whose connections are still draining; removes
+    /// (of those the agent added) the others.
+    fn sync_local(&mut self) {
+        let mut wanted = local_addresses(&self.cfg, self.mode);
+        self.draining = self.proxy.draining_vips();
+        for vip in &self.draining {
+            if !wanted.contains(vip) {
+                wanted.push(*vip);
+            }
+        }
+        if let Err(e) = self.local.sync(&wanted) {
+            warn!("local addresses: {e}");
+        }
+    }
+
+    /// Removes the VIPs of removed listeners once their last connection
+    /// ended (called on the agent's clock).
+    fn release_drained(&mut self) {
+        if self.draining.is_empty() || self.proxy.draining_vips() == self.draining {
+            return;
+        }
+        self.sync_local();
     }
 
     /// Applies the configuration for the first time.
@@ -295,11 +325,17 @@ impl Running {
                 return refuse(vec![format!("kernel settings: {e}")]);
             }
         }
-        if let Err(e) = self.local.sync(&local_addresses(&cfg, self.mode)) {
+        // New VIPs must be local before the proxy binds them. Addresses no
+        // longer wanted go only once the proxy is done with them: the
+        // connections of a removed listener finish their requests (within
+        // `SHUTDOWN_GRACE`) from its VIP, which they could no longer send
+        // from without it.
+        if let Err(e) = self.local.ensure_all(local_addresses(&cfg, self.mode)) {
+            self.sync_local();
             return refuse(vec![format!("local addresses: {e}")]);
         }
         if let Err(e) = self.proxy.reload(&cfg.listeners).await {
-            let _ = self.local.sync(&local_addresses(&self.cfg, self.mode));
+            self.sync_local();
             return refuse(vec![format!("L7 proxy: {e}")]);
         }
         let renamed = renames(&self.cfg, &cfg);
@@ -312,6 +348,7 @@ impl Running {
         match self.apply_with(health) {
             Ok(()) => {
                 self.checker.update_renamed(new_targets, &renamed);
+                self.sync_local();
                 self.generation += 1;
                 info!(
                     listeners = self.cfg.listeners.len(),
@@ -326,12 +363,12 @@ impl Running {
                 // The dataplane and the ids are as they were (the change
                 // was rolled back); the proxy and the addresses go back.
                 self.cfg = previous;
+                // The previous VIPs are still local (nothing was removed
+                // yet): the proxy can bind them again.
                 if let Err(e) = self.proxy.reload(&self.cfg.listeners).await {
                     error!("restoring the previous proxy configuration failed: {e}");
                 }
-                if let Err(e) = self.local.sync(&local_addresses(&self.cfg, self.mode)) {
-                    error!("restoring the previous local addresses failed: {e}");
-                }
+                self.sync_local();
                 refuse(vec![format!("applying it failed: {e:#}")])
             }
         }

@@ -1,8 +1,8 @@
 //! The proxy as the agent (and `slb proxy`) drive it: start on the
 //! configuration's http/https listeners, reload, shut down.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::metrics::L7Metrics;
 use super::server::{self, SHUTDOWN_GRACE};
@@ -36,6 +36,10 @@ struct Served {
     runtime: watch::Sender<Arc<Runtime>>,
     /// Stops accepting and closes this listener's connections.
     stop: CancellationToken,
+    /// This listener's client connections (also in the proxy's tracker).
+    conns: TaskTracker,
+    /// The accept loop, which owns the listening socket.
+    accepting: tokio::task::JoinHandle<()>,
 }
 
 /// A running proxy. Dropping it leaves the proxy running until the tokio
@@ -44,6 +48,10 @@ pub struct ProxyHandle {
     shared: Arc<Shared>,
     tracker: TaskTracker,
     state: Mutex<State>,
+    /// Removed listeners whose connections may still be running: their
+    /// VIP and connections. A plain mutex: read from synchronous code
+    /// (the agent's clock tick), never held across an await.
+    draining: std::sync::Mutex<Vec<(IpAddr, TaskTracker)>>,
 }
 
 struct State {
@@ -107,6 +115,7 @@ impl Proxy {
                 counters: Counters::default(),
                 resumptions: BTreeMap::new(),
             }),
+            draining: std::sync::Mutex::new(Vec::new()),
         };
         handle.apply(listeners, sockets).await?;
         Ok(handle)
@@ -127,6 +136,18 @@ impl ProxyHandle {
     /// load, an address that cannot be bound) nothing changes.
     pub async fn reload(&self, listeners: &[Listener]) -> Result<(), L7Error> {
         self.apply(listeners, Vec::new()).await
+    }
+
+    /// The VIPs of removed listeners that still have connections (finishing
+    /// their requests, at most `SHUTDOWN_GRACE`): they must stay local
+    /// addresses until then, or those connections can no longer send.
+    pub fn draining_vips(&self) -> BTreeSet<IpAddr> {
+        let mut draining = self
+            .draining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        draining.retain(|(_, conns)| !conns.is_empty());
+        draining.iter().map(|(vip, _)| *vip).collect()
     }
 
     /// The bound address of each listener, by name.
@@ -221,15 +242,29 @@ impl ProxyHandle {
             bound.push((addr, sock));
         }
 
-        // Removed listeners: stop accepting, close their connections.
-        st.served.retain(|s| {
-            let keep = wanted.iter().any(|l| l.socket_addr() == s.addr);
-            if !keep {
-                info!(listener = %s.name, addr = %s.addr, "proxy listener removed");
-                s.stop.cancel();
+        // Removed listeners: stop accepting, close their connections
+        // gracefully (they are draining until the last one ends).
+        let (kept, removed): (Vec<Served>, Vec<Served>) = std::mem::take(&mut st.served)
+            .into_iter()
+            .partition(|s| wanted.iter().any(|l| l.socket_addr() == s.addr));
+        st.served = kept;
+        for s in removed {
+            info!(listener = %s.name, addr = %s.addr, "proxy listener removed");
+            s.stop.cancel();
+            s.conns.close();
+            self.draining
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((s.addr.ip(), s.conns));
+            // Its listening socket is closed once the reload is done (the
+            // loop ends at once when cancelled).
+            if tokio::time::timeout(Duration::from_secs(1), s.accepting)
+                .await
+                .is_err()
+            {
+                warn!(listener = %s.name, "accept loop still running after its removal");
             }
-            keep
-        });
+        }
         for (l, rt) in wanted.iter().zip(runtimes) {
             let rt = Arc::new(rt);
             let addr = l.socket_addr();
@@ -246,12 +281,14 @@ impl ProxyHandle {
             let local = sock.local_addr().unwrap_or(addr);
             let (tx, rx) = watch::channel(rt);
             let stop = self.shared.shutdown.child_token();
-            self.tracker.spawn(server::accept_loop(
+            let conns = TaskTracker::new();
+            let accepting = self.tracker.spawn(server::accept_loop(
                 sock,
                 rx,
                 stop.clone(),
                 self.shared.clone(),
                 self.tracker.clone(),
+                conns.clone(),
             ));
             info!(listener = %l.name, %local, protocol = %l.protocol, "proxy listening");
             st.served.push(Served {
@@ -260,6 +297,8 @@ impl ProxyHandle {
                 local,
                 runtime: tx,
                 stop,
+                conns,
+                accepting,
             });
         }
         st.counters.retain_configured(listeners);

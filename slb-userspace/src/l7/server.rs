@@ -38,13 +38,15 @@ fn max_headers(max_header_size: u32) -> Option<usize> {
 /// After a shutdown began, connections still busy this long are dropped.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Accepts connections until `stop` is cancelled.
+/// Accepts connections until `stop` is cancelled. Each connection's task
+/// is in `tracker` (all of the proxy's) and in `conns` (the listener's).
 pub async fn accept_loop(
     listener: TcpListener,
     runtime: watch::Receiver<Arc<Runtime>>,
     stop: CancellationToken,
     shared: Arc<Shared>,
     tracker: TaskTracker,
+    conns: TaskTracker,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -62,13 +64,13 @@ pub async fn accept_loop(
                     continue;
                 }
                 let _ = tcp.set_nodelay(true);
-                tracker.spawn(serve(
+                tracker.spawn(conns.track_future(serve(
                     tcp,
                     peer,
                     runtime.clone(),
                     stop.clone(),
                     shared.clone(),
-                ));
+                )));
             }
             Err(e) => {
                 // Out of descriptors or memory: wait rather than spin.
