@@ -488,6 +488,33 @@ fn icmp4_error(from: Ipv4Addr, to: Ipv4Addr, icmp_type: Icmpv4Type, quoted: &[u8
     v
 }
 
+/// A "fragmentation needed" (next-hop MTU 1280) from `from` to `to`
+/// quoting the first 28 bytes of an IPv4 packet.
+fn frag_needed(from: Ipv4Addr, to: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+    icmp4_error(
+        from,
+        to,
+        Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+        ),
+        quoted,
+    )
+}
+
+/// Source and destination of the IPv4 header quoted in an ICMP error,
+/// whose checksum must be right.
+fn quoted_v4(q: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+    let inner = etherparse::Ipv4HeaderSlice::from_slice(q)
+        .unwrap()
+        .to_header();
+    assert_eq!(
+        inner.calc_header_checksum(),
+        inner.header_checksum,
+        "quoted IPv4 checksum"
+    );
+    (inner.source.into(), inner.destination.into())
+}
+
 /// Checks an ICMPv4 frame's checksums and returns (outer src, outer dst,
 /// quoted packet headers).
 fn icmp4_parts(frame: &[u8]) -> (IpAddr, IpAddr, Vec<u8>) {
@@ -567,27 +594,13 @@ fn fragmentation_needed_towards_a_client_reaches_the_backend() {
     let r = parse_checked(&reply);
     assert_eq!(r.dst, IpAddr::V4(CLIENT));
     // A router on the client's side says it is too big.
-    let err = icmp4_error(
-        Ipv4Addr::new(10, 0, 0, 254),
-        VIP,
-        Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
-        ),
-        &reply[14..14 + 28],
-    );
+    let err = frag_needed(Ipv4Addr::new(10, 0, 0, 254), VIP, &reply[14..14 + 28]);
     let (v, out) = bed.run(&err);
     assert_eq!(v, XDP_REDIRECT, "forwarded to the backend");
     assert_eq!(out[..6], BACKEND_MAC);
     let (src, dst, q) = icmp4_parts(&out);
     assert_eq!((src, dst), (IpAddr::V4(SNAT), IpAddr::V4(BACKEND)));
-    let inner = etherparse::Ipv4HeaderSlice::from_slice(&q)
-        .unwrap()
-        .to_header();
-    assert_eq!(inner.calc_header_checksum(), inner.header_checksum);
-    assert_eq!(
-        (inner.source, inner.destination),
-        (BACKEND.octets(), SNAT.octets())
-    );
+    assert_eq!(quoted_v4(&q), (BACKEND, SNAT));
     assert_eq!(u16::from_be_bytes([q[20], q[21]]), 8080);
     assert_eq!(u16::from_be_bytes([q[22], q[23]]), o.sport);
     // The MTU is passed on unchanged.
@@ -872,39 +885,18 @@ fn nat_icmp_errors_are_translated_both_ways() {
     assert_eq!(v, XDP_REDIRECT, "v4: to the client");
     let (src, dst, q) = icmp4_parts(&out);
     assert_eq!((src, dst), (IpAddr::V4(VIP), IpAddr::V4(CLIENT)));
-    let inner = etherparse::Ipv4HeaderSlice::from_slice(&q)
-        .unwrap()
-        .to_header();
-    assert_eq!(inner.calc_header_checksum(), inner.header_checksum);
-    assert_eq!(
-        (inner.source, inner.destination),
-        (CLIENT.octets(), VIP.octets())
-    );
+    assert_eq!(quoted_v4(&q), (CLIENT, VIP));
     assert_eq!(&q[20..24], &[0x9c, 0x40, 0, 81], "ports 40000 → 81");
 
     let (_, reply) = bed.run(&tcp4(BACKEND, 8081, CLIENT, 40000, false, b"data"));
     assert_eq!(parse_checked(&reply).src, IpAddr::V4(VIP));
-    let err = icmp4_error(
-        ROUTER,
-        VIP,
-        Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
-        ),
-        &reply[14..14 + 28],
-    );
+    let err = frag_needed(ROUTER, VIP, &reply[14..14 + 28]);
     let (v, out) = bed.run(&err);
     assert_eq!(v, XDP_REDIRECT, "v4: to the backend");
     assert_eq!(out[..6], BACKEND_MAC);
     let (src, dst, q) = icmp4_parts(&out);
     assert_eq!((src, dst), (IpAddr::V4(ROUTER), IpAddr::V4(BACKEND)));
-    let inner = etherparse::Ipv4HeaderSlice::from_slice(&q)
-        .unwrap()
-        .to_header();
-    assert_eq!(inner.calc_header_checksum(), inner.header_checksum);
-    assert_eq!(
-        (inner.source, inner.destination),
-        (BACKEND.octets(), CLIENT.octets())
-    );
+    assert_eq!(quoted_v4(&q), (BACKEND, CLIENT));
     assert_eq!(&q[20..24], &[0x1f, 0x91, 0x9c, 0x40], "ports 8081 → 40000");
 
     // IPv6.
@@ -993,14 +985,7 @@ fn dr_icmp_error_about_a_reply_reaches_the_backend() {
     assert_eq!(v, XDP_REDIRECT);
     // The backend's reply, sent straight to the client.
     let reply = tcp4(VIP, 82, CLIENT, 40000, false, &[1; 100]);
-    let err = icmp4_error(
-        ROUTER,
-        VIP,
-        Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
-        ),
-        &reply[14..14 + 28],
-    );
+    let err = frag_needed(ROUTER, VIP, &reply[14..14 + 28]);
     let (v, out) = bed.run(&err);
     assert_eq!(v, XDP_REDIRECT, "v4: forwarded to the backend");
     assert_eq!(out[..6], BACKEND_MAC);
@@ -1023,14 +1008,7 @@ fn dr_icmp_error_about_a_reply_reaches_the_backend() {
 
     // An error about a tuple without a flow still goes to the kernel.
     let stray = tcp4(VIP, 82, CLIENT, 40999, false, b"");
-    let err = icmp4_error(
-        ROUTER,
-        VIP,
-        Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
-        ),
-        &stray[14..14 + 28],
-    );
+    let err = frag_needed(ROUTER, VIP, &stray[14..14 + 28]);
     let (v, out) = bed.run(&err);
     assert_eq!((v, out), (XDP_PASS, err));
 }
