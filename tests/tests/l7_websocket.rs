@@ -176,11 +176,9 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wss_through_an_https_listener() {
-    let pki = Pki::new("wss");
+/// An https listener `wss` (certificate for ws.test) over `echo`.
+async fn wss_proxy(pki: &Pki, echo: SocketAddr) -> Running {
     let (crt, key, _) = pki.server("ws", &["ws.test"]);
-    let (echo, task) = echo_server().await;
     let (p, _) = start_proxy(&["wss"], |ports| {
         format!(
             "{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
@@ -191,6 +189,14 @@ async fn wss_through_an_https_listener() {
         )
     })
     .await;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_through_an_https_listener() {
+    let pki = Pki::new("wss");
+    let (echo, task) = echo_server().await;
+    let p = wss_proxy(&pki, echo).await;
     // tungstenite speaks HTTP/1.1 (ALPN says so).
     let cfg = pki.client_config(&[b"http/1.1"], None);
     let tls = tls_connect(cfg, p.addr("wss"), "ws.test").await.unwrap();
@@ -315,18 +321,8 @@ async fn http2_websocket_is_refused() {
     use http_body_util::Full;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let pki = Pki::new("wsh2");
-    let (crt, key, _) = pki.server("ws", &["ws.test"]);
     let (echo, task) = echo_server().await;
-    let (p, _) = start_proxy(&["wss"], |ports| {
-        format!(
-            "{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
-            listener("wss", "https", ports[0], ""),
-            crt.display(),
-            key.display(),
-            echo.port()
-        )
-    })
-    .await;
+    let p = wss_proxy(&pki, echo).await;
     let tls = tls_connect(pki.client_config(&[b"h2"], None), p.addr("wss"), "ws.test")
         .await
         .unwrap();
