@@ -249,18 +249,28 @@ fn probe_source(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
     }
 }
 
-/// A Maglev table must have at least a slot per backend.
+/// A lookup table must have at least a slot per backend: `maglev` and
+/// `sh` share the Maglev table (with fewer slots, backends get none), and
+/// a `wrr` sequence has an entry per backend at least, in a map half of
+/// `maglev_table_size` slots it must not run out of. (`wlc` has its own,
+/// much lower limit.)
 fn maglev_size(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
     let Some(size) = agent.maglev_table_size else {
         return;
     };
     for l in drafts {
         let n = l.backend_addresses.len();
+        let name = match l.scheduler {
+            Some(Scheduler::Maglev) => "maglev",
+            Some(Scheduler::Sh) => "sh",
+            Some(Scheduler::Wrr) => "wrr",
+            Some(Scheduler::Wlc) | None => continue,
+        };
         // (An http/https listener's "hash" has no table.)
-        if l.scheduler == Some(Scheduler::Maglev) && l.is_l4() && n > size as usize {
+        if l.is_l4() && n > size as usize {
             errs.push(
                 format!("{}.scheduler", l.path),
-                format!("maglev needs agent.maglev_table_size ({size}) to be at least the number of backends ({n})"),
+                format!("{name} needs agent.maglev_table_size ({size}) to be at least the number of backends ({n})"),
             );
         }
     }

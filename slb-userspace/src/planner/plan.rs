@@ -522,3 +522,119 @@ scheduler = "wrr"
         assert_eq!(entries(&again), entries(&before));
     }
 }
+
+/// Standby failover ("Failover to a standby" in the README): two nodes
+/// with the same configuration but different id histories must map every
+/// table slot of a `maglev` or `sh` listener to the same backend address.
+#[cfg(test)]
+mod failover_tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn listener(
+        name: &str,
+        vip: &str,
+        port: u16,
+        sched: &str,
+        backends: &[(&str, u16, u32)],
+    ) -> String {
+        let mut s = format!(
+            "\n[[listener]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nprotocol = \"tcp\"\nscheduler = \"{sched}\"\n"
+        );
+        for (a, p, w) in backends {
+            s += &format!(
+                "  [[listener.backend]]\n  address = \"{a}\"\n  port = {p}\n  weight = {w}\n"
+            );
+        }
+        s
+    }
+
+    const AGENT: &str = "[agent]\ninterfaces = [\"eth0\"]\nprobe_source = [\"100.64.0.1\", \"fd64::1\"]\nlocal_addresses = [\"100.64.0.10\", \"fd64::10\"]\nmaglev_table_size = 1021\n";
+
+    fn by_addr(p: &Plan) -> BTreeMap<String, Vec<Option<SocketAddr>>> {
+        p.listeners
+            .iter()
+            .map(|l| {
+                let addr: BTreeMap<u32, SocketAddr> =
+                    l.backends.iter().map(|b| (b.id, b.key.addr)).collect();
+                (
+                    l.name.clone(),
+                    l.table.iter().map(|id| addr.get(id).copied()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn standby_with_other_ids_picks_the_same_backends() {
+        let v4 = [
+            ("10.0.1.2", 80, 1),
+            ("10.0.1.3", 80, 3),
+            ("10.0.1.4", 80, 2),
+        ];
+        let v6 = [("fd00::2", 80, 5), ("fd00::3", 80, 5), ("fd00::4", 80, 1)];
+        let target = format!(
+            "{AGENT}{}{}{}",
+            listener("web", "10.10.0.10", 80, "maglev", &v4),
+            listener("src", "10.10.0.11", 80, "sh", &v4),
+            listener("web6", "fd10::10", 80, "maglev", &v6),
+        );
+        // Node A: started with the target configuration.
+        let mut a = Ids::default();
+        let pa = plan(
+            &crate::config::parse(&target).unwrap(),
+            &mut a,
+            &Health::default(),
+        )
+        .unwrap();
+        // Node B: had another listener and more backends first (so every
+        // id differs), listed in another order, then reloaded.
+        let mut more = v4.to_vec();
+        more.insert(0, ("10.0.9.9", 80, 7));
+        let mut rev6 = v6.to_vec();
+        rev6.reverse();
+        let before = format!(
+            "{AGENT}{}{}{}{}",
+            listener(
+                "old",
+                "10.10.0.99",
+                80,
+                "maglev",
+                &[("10.0.8.1", 80, 1), ("10.0.8.2", 80, 1)]
+            ),
+            listener("web6", "fd10::10", 80, "maglev", &rev6),
+            listener("src", "10.10.0.11", 80, "sh", &more),
+            listener("web", "10.10.0.10", 80, "maglev", &more),
+        );
+        let mut b = Ids::default();
+        plan(
+            &crate::config::parse(&before).unwrap(),
+            &mut b,
+            &Health::default(),
+        )
+        .unwrap();
+        let pb = plan(
+            &crate::config::parse(&target).unwrap(),
+            &mut b,
+            &Health::default(),
+        )
+        .unwrap();
+        let ids = |p: &Plan| -> Vec<u32> {
+            p.listeners
+                .iter()
+                .flat_map(|l| l.backends.iter().map(|b| b.id))
+                .collect()
+        };
+        assert_ne!(ids(&pa), ids(&pb), "the histories must give other ids");
+        let (ta, tb) = (by_addr(&pa), by_addr(&pb));
+        assert_eq!(ta.len(), 3);
+        for (name, slots) in &ta {
+            assert!(slots.iter().all(Option::is_some), "{name}");
+            assert_eq!(
+                Some(slots),
+                tb.get(name),
+                "{name}: slots differ between nodes"
+            );
+        }
+    }
+}

@@ -19,6 +19,15 @@ pub fn build(
     live: &[Candidate],
     ring_size: u32,
 ) -> Result<Vec<u32>, SchedError> {
+    // Configuration validation refuses this; checked here as well because
+    // the agent writes the table at a fixed offset with no bound of its
+    // own, and an overlong one would corrupt another listener's table.
+    if live.len() > ring_size as usize {
+        return Err(SchedError::TooManyBackends {
+            backends: live.len(),
+            size: ring_size,
+        });
+    }
     match scheduler {
         Scheduler::Maglev | Scheduler::Sh => {
             let backends: Vec<MaglevBackend> = live
@@ -36,5 +45,43 @@ pub fn build(
             Ok(wrr::build(&pairs, ring_size))
         }
         Scheduler::Wlc => Ok(live.iter().map(|c| c.id).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sched::NO_BACKEND;
+
+    fn candidates(n: u32) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| Candidate {
+                id: i,
+                key: format!("10.1.{}.{}:80", i / 256, i % 256),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    /// Each table has `ring_size` slots of the lookup-table map: a longer
+    /// one would be written over the neighbouring half (another
+    /// listener's live table), and a Maglev table would silently leave
+    /// backends out.
+    #[test]
+    fn more_backends_than_slots_is_an_error() {
+        let over = candidates(1022);
+        for s in [Scheduler::Maglev, Scheduler::Sh, Scheduler::Wrr] {
+            assert_eq!(
+                build(s, &over, 1021),
+                Err(SchedError::TooManyBackends {
+                    backends: 1022,
+                    size: 1021
+                }),
+                "{s:?}"
+            );
+            let fits = build(s, &candidates(1021), 1021).expect("fits");
+            assert!(fits.len() <= 1021);
+            assert!(!fits.contains(&NO_BACKEND));
+        }
     }
 }

@@ -42,4 +42,10 @@ pub enum SchedError {
     /// same slots, and which one wins would depend on input order.
     #[error("duplicate backend key {0:?}")]
     DuplicateKey(String),
+    /// Every table has `size` slots of the lookup-table map. A `wrr`
+    /// sequence has at least one entry per backend, so with more backends
+    /// it would run into the neighbouring table (another listener's live
+    /// one); a Maglev table would silently leave backends out.
+    #[error("{backends} backends do not fit a table of {size} slots")]
+    TooManyBackends { backends: usize, size: u32 },
 }
