@@ -98,7 +98,8 @@ fn dispatch(ctx: &XdpContext, l3: &L3, dest: u32) -> u32 {
             _pad: 0,
         };
         // SAFETY: a map value stays valid for the whole program run (the
-        // agent replaces entries, RCU frees the old ones later).
+        // agent replaces entries, RCU frees the old ones later: the map is
+        // not preallocated, see `maps::LISTENERS`).
         if let Some(listener) = unsafe { LISTENERS.get(vip) } {
             known = true;
             verdict = established(ctx, l3, &key, l4.tcp_flags, listener);

@@ -28,8 +28,17 @@ pub static DESTS: Array<DestSlot> = Array::pinned(DEST_SLOTS, 0);
 pub static JUMP: ProgramArray = ProgramArray::pinned(1, 0);
 
 /// (VIP, port, protocol) → listener.
+///
+/// Not preallocated: in a preallocated hash map an update hands the
+/// replaced element to the updating CPU as its spare, and the next update
+/// from that CPU (the agent writes every listener in a row) fills it with
+/// another key's value at once, while a packet on another CPU may still be
+/// reading it: that packet would be scheduled with another listener's
+/// table. Without preallocation a replaced element is freed only after an
+/// RCU grace period, when no program can hold it any more.
 #[map]
-pub static LISTENERS: HashMap<VipKey, Listener> = HashMap::pinned(MAX_LISTENERS, 0);
+pub static LISTENERS: HashMap<VipKey, Listener> =
+    HashMap::pinned(MAX_LISTENERS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Lookup tables of all listeners, back to back: `RINGS_PER_LISTENER`
 /// tables of `ring_size` slots per listener (set by the agent).

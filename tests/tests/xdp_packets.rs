@@ -67,6 +67,22 @@ port = 80
   weight = 0
 "#;
 
+/// The listener map is not preallocated: an update of a preallocated hash
+/// map recycles the replaced element for the next update at once, under a
+/// packet that may still read it (see `maps::LISTENERS`).
+#[test]
+fn the_listener_map_frees_replaced_entries_after_rcu() {
+    let bed = Bed::new("noprealloc", CONFIG);
+    let info = aya::maps::MapInfo::from_pin(bed.dp.pin_dir().join("LISTENERS")).unwrap();
+    const BPF_F_NO_PREALLOC: u32 = 1;
+    assert_ne!(
+        info.map_flags() & BPF_F_NO_PREALLOC,
+        0,
+        "flags {:#x}",
+        info.map_flags()
+    );
+}
+
 #[test]
 fn syn_to_vip_is_rewritten_and_reply_translated_back() {
     let mut bed = Bed::new("syn", CONFIG);
