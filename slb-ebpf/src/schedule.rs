@@ -3,7 +3,7 @@ use crate::maps::{ACTIVE, BACKENDS, RING, WRR_POS};
 use slb_common::{
     hash::{addr_hash, flow_hash},
     limits::{MAX_WLC_BACKENDS, NO_BACKEND},
-    listener::{SCHED_SH, SCHED_WLC, SCHED_WRR},
+    listener::{BACKEND_F_DOWN, SCHED_SH, SCHED_WLC, SCHED_WRR},
     Backend, FlowKey, Listener,
 };
 
@@ -53,7 +53,16 @@ fn least_loaded(listener: &Listener) -> Option<(u32, Backend)> {
             break;
         };
         let Some(b) = BACKENDS.get(id) else { continue };
-        let active = ACTIVE.get(id).copied().unwrap_or(0) as u64;
+        // The table holds live backends, but an entry may be marked
+        // drained or down just before the table without it is switched in.
+        if b.weight == 0 || b.flags & BACKEND_F_DOWN != 0 {
+            continue;
+        }
+        // The count is kept by +1/-1 and re-set by the agent every 2 s from
+        // the connection table: a flow the agent did not count that then
+        // ends takes it below zero, which reads as 4 billion and would
+        // keep the backend out until the next re-set. Below zero is zero.
+        let active = (ACTIVE.get(id).copied().unwrap_or(0) as i32).max(0) as u64;
         let weight = b.weight as u64;
         if best_id == NO_BACKEND || active * best_weight < best_active * weight {
             best_id = id;

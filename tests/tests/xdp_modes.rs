@@ -429,6 +429,39 @@ fn wlc_sends_new_flows_to_the_least_loaded_backend() {
     }
 }
 
+/// A backend's active count taken below zero (a flow the agent's recount
+/// left out ended) counts as zero, not as 4 billion.
+#[test]
+fn wlc_reads_a_count_below_zero_as_zero() {
+    let mut bed = Bed::new("wlcneg", CONFIG);
+    let mut seen = Vec::new();
+    for port in 40000..40002 {
+        let (_, out) = bed.run(&tcp4(CLIENT, port, VIP, 83, true, b""));
+        seen.push(parse_checked(&out).dst);
+    }
+    // One flow each; then one backend's count goes to -1.
+    assert_ne!(seen[0], seen[1]);
+    let id = (0..64)
+        .find(|&id| {
+            bed.dp.backend(id).is_ok_and(|b| {
+                u16::from_be(b.port) == 8083 && slb_common::addr::from_addr(&b.addr) == seen[0]
+            })
+        })
+        .unwrap();
+    let data = aya::maps::MapData::from_pin(bed.dp.pin_dir().join("ACTIVE")).unwrap();
+    let mut active: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+    active.set(id, u32::MAX, 0).unwrap();
+    for port in 40010..40012 {
+        let (_, out) = bed.run(&tcp4(CLIENT, port, VIP, 83, true, b""));
+        assert_eq!(
+            parse_checked(&out).dst,
+            seen[0],
+            "-1 reads as 0: least loaded"
+        );
+    }
+}
+
 #[test]
 fn source_ip_persistence_keeps_a_client_on_one_backend() {
     let mut bed = Bed::new("per", CONFIG);
