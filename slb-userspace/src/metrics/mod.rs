@@ -152,6 +152,18 @@ mod tests {
     }
 
     #[test]
+    fn label_values_are_escaped() {
+        // Listener names are free text in the file.
+        let mut s = snapshot();
+        s.listeners[0].name = "we\"b\\x\ny".into();
+        let text = Metrics::new().encode(s).unwrap();
+        assert!(
+            text.contains(r#"slb_listener_connections_total{listener="we\"b\\x\ny"} 5"#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn exposes_the_snapshot_and_agent_metrics() {
         let m = Metrics::new();
         m.record_reload(true);
