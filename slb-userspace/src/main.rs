@@ -13,6 +13,22 @@ fn init_logging() {
         .init();
 }
 
+/// Writes `text` to stdout. A reader that went away (`slb flows | head`)
+/// ends the command quietly and successfully, as it does for other Unix
+/// tools, instead of a panic with a backtrace.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slb: writing the output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn validate(path: &std::path::Path, print: bool) -> ExitCode {
     match agent::load_config_for_validate(path) {
         Ok(cfg) => {
@@ -20,7 +36,11 @@ fn validate(path: &std::path::Path, print: bool) -> ExitCode {
                 match slb::config::effective_json(&cfg)
                     .and_then(|v| serde_json::to_string_pretty(&v))
                 {
-                    Ok(s) => println!("{s}"),
+                    Ok(s) => {
+                        if emit(&format!("{s}\n")) != ExitCode::SUCCESS {
+                            return ExitCode::FAILURE;
+                        }
+                    }
                     Err(e) => {
                         eprintln!("cannot print the configuration: {e}");
                         return ExitCode::FAILURE;
@@ -54,14 +74,10 @@ fn socket_path(a: &cli::AgentSocket) -> Result<std::path::PathBuf, String> {
 /// Prints an answer as pretty JSON or as its table.
 fn show<T: serde::Serialize>(json: bool, value: &T, table: fn(&T) -> String) -> ExitCode {
     if !json {
-        print!("{}", table(value));
-        return ExitCode::SUCCESS;
+        return emit(&table(value));
     }
     match serde_json::to_string_pretty(value) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => emit(&format!("{text}\n")),
         Err(e) => {
             eprintln!("slb: {e}");
             ExitCode::FAILURE
@@ -82,10 +98,9 @@ fn ask(a: &cli::AgentSocket, req: control::Request, json: bool) -> ExitCode {
     match control::request(&path, &req, std::time::Duration::from_secs(30)) {
         Ok(control::Response::Status(s)) => show(json, &s, status::render_table),
         Ok(control::Response::Flows(list)) => show(json, &list, status::render_flows),
-        Ok(control::Response::Reloaded { generation }) => {
-            println!("reloaded (configuration generation {generation})");
-            ExitCode::SUCCESS
-        }
+        Ok(control::Response::Reloaded { generation }) => emit(&format!(
+            "reloaded (configuration generation {generation})\n"
+        )),
         Ok(control::Response::Error { errors }) => {
             eprintln!("slb: the agent refused:");
             for e in errors {

@@ -9,7 +9,7 @@ use std::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the agent at {path}: {source} (is `slb run` running, and is this its control_socket?)")]
+    #[error("cannot reach the agent at {path}: {}", connect_hint(source))]
     Connect {
         path: PathBuf,
         #[source]
@@ -17,6 +17,23 @@ pub enum ClientError {
     },
     #[error("talking to the agent at {path}: {reason}")]
     Exchange { path: PathBuf, reason: String },
+}
+
+/// What a failed connect means for the operator, the usual causes named.
+fn connect_hint(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "no such socket: no agent is running with this control_socket \
+             (`slb run` or `slb proxy`; give its -c file or --control-socket)"
+            .to_owned(),
+        ErrorKind::ConnectionRefused => "nothing answers on it: the agent is not running \
+             (the socket file is left from one that stopped)"
+            .to_owned(),
+        ErrorKind::PermissionDenied => "permission denied: the control socket is for the \
+             agent's user only (mode 0600); run this as that user, usually root"
+            .to_owned(),
+        _ => format!("{e} (is the agent running, and is this its control_socket?)"),
+    }
 }
 
 /// Sends one request and waits for the answer.
@@ -38,6 +55,17 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
     let mut answer = String::new();
     BufReader::new(stream)
         .read_line(&mut answer)
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => fail(format!(
+                "no answer within {}s (the agent is busy or stuck)",
+                timeout.as_secs()
+            )),
+            _ => fail(e.to_string()),
+        })?;
+    if answer.is_empty() {
+        return Err(fail(
+            "the agent closed the connection without an answer".into(),
+        ));
+    }
     serde_json::from_str(answer.trim()).map_err(|e| fail(format!("bad answer: {e}")))
 }

@@ -1,0 +1,188 @@
+//! The `slb` command line against a stand-in agent on a control socket:
+//! exit codes, where output goes, and what error messages say. No root
+//! powers or namespaces needed (one test drops to `nobody`).
+use slb::control::Response;
+use slb::status::{
+    BackendState, BackendStatus, Counters, GlobalCounters, ListenerStatus, Snapshot,
+};
+use slb_tests::{agent::scratch_dir, slb_bin};
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::{
+        fs::PermissionsExt,
+        net::UnixListener,
+        process::{CommandExt, ExitStatusExt},
+    },
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+/// A directory for the socket, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        Dir(scratch_dir(tag).unwrap())
+    }
+    fn sock(&self) -> PathBuf {
+        self.0.join("control.sock")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Answers one connection on `path` with `answer` (after reading the
+/// request line).
+fn one_answer(path: &Path, answer: Response) -> std::thread::JoinHandle<()> {
+    let l = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let Ok((s, _)) = l.accept() else { return };
+        let mut line = String::new();
+        let mut r = BufReader::new(&s);
+        let _ = r.read_line(&mut line);
+        let mut out = serde_json::to_vec(&answer).unwrap();
+        out.push(b'\n');
+        let _ = (&s).write_all(&out);
+    })
+}
+
+/// A status with `n` listeners of one backend each.
+fn big_status(n: usize) -> Snapshot {
+    let listeners = (0..n)
+        .map(|i| ListenerStatus {
+            name: format!("listener-{i}"),
+            vip: "10.0.0.10".into(),
+            port: (i % 60000 + 1) as u16,
+            protocol: "tcp".into(),
+            scheduler: "wrr".into(),
+            mode: "fullnat".into(),
+            counters: Counters::default(),
+            requests: None,
+            backends: vec![BackendStatus {
+                address: "10.0.1.2:8080".into(),
+                weight: 100,
+                backup: false,
+                state: BackendState::Up,
+                since: None,
+                reason: None,
+                active_flows: 0,
+                counters: Counters::default(),
+            }],
+        })
+        .collect();
+    Snapshot {
+        generation: 1,
+        listeners,
+        global: GlobalCounters::default(),
+        flows: 0,
+    }
+}
+
+fn slb(args: &[&str]) -> Output {
+    Command::new(slb_bin()).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `slb status | head`: the reader goes away early. The CLI must stop
+/// quietly, not panic with a backtrace.
+#[test]
+fn output_into_a_closed_pipe_is_not_a_crash() {
+    for json in [false, true] {
+        let d = Dir::new("clipipe");
+        let server = one_answer(&d.sock(), Response::Status(big_status(5000)));
+        let sock = d.sock();
+        let mut args = vec!["status", "--control-socket", sock.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let mut child = Command::new(slb_bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut head = [0u8; 100];
+        child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+        // The pipe's read end is closed here, with most still unwritten.
+        let out = child.wait_with_output().unwrap();
+        server.join().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "json={json}: {err}");
+        assert_eq!(out.status.signal(), None, "json={json}: {err}");
+        assert_eq!(out.status.code(), Some(0), "json={json}: {err}");
+    }
+}
+
+#[test]
+fn errors_say_what_is_wrong_on_stderr_with_a_failure_exit() {
+    let d = Dir::new("clierr");
+    let sock = d.sock();
+    let s = sock.to_str().unwrap();
+
+    // No socket: no agent.
+    let o = slb(&["status", "--control-socket", s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("no agent"), "{}", stderr(&o));
+
+    // A socket nothing answers on: left by an agent that stopped.
+    drop(UnixListener::bind(&sock).unwrap());
+    let o = slb(&["status", "--control-socket", s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nothing answers"), "{}", stderr(&o));
+    std::fs::remove_file(&sock).unwrap();
+
+    // The agent refuses: its reasons, on stderr.
+    let server = one_answer(
+        &sock,
+        Response::Error {
+            errors: vec!["listener[0].port: must be 1..=65535".into()],
+        },
+    );
+    let o = slb(&["reload", "--control-socket", s]);
+    server.join().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    assert!(
+        stderr(&o).contains("listener[0].port: must be 1..=65535"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(&sock).unwrap();
+
+    // A configuration file that is not there.
+    let missing = d.0.join("missing.toml");
+    let o = slb(&["status", "-c", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing.toml"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("No such file"), "{}", stderr(&o));
+}
+
+/// The socket is the agent's user's only (0600): another user is told
+/// so, not asked whether the agent runs.
+#[test]
+fn permission_denied_says_whose_socket_it_is() {
+    let d = Dir::new("cliperm");
+    std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = d.sock();
+    let _l = UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = Command::new(slb_bin())
+        .args(["status", "--control-socket", sock.to_str().unwrap()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(err.contains("root"), "{err}");
+    assert!(!err.contains("is `slb run` running"), "{err}");
+}
