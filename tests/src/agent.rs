@@ -84,7 +84,7 @@ impl Agent {
             anyhow::ensure!(child.try_wait()?.is_some(), "agent still running");
         }
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let fresh = Self::spawn_child(&self.ns, &self.config, &self.log, &args, None)?;
+        let fresh = Self::spawn_child(&self.ns, &self.config, &self.log, &args, None, None)?;
         self.child = Some(fresh);
         self.wait_for_log_count(READY, 2, Duration::from_secs(30))
     }
@@ -95,6 +95,7 @@ impl Agent {
         log: &Path,
         args: &[&str],
         uid: Option<u32>,
+        soft_nofile: Option<u64>,
     ) -> Result<Child> {
         let logf = std::fs::OpenOptions::new()
             .create(true)
@@ -103,6 +104,10 @@ impl Agent {
         let bin = slb_bin();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns]);
+        if let Some(n) = soft_nofile {
+            // A low soft open-file limit (the hard one stays).
+            cmd.arg("prlimit").arg(format!("--nofile={n}:"));
+        }
         if let Some(uid) = uid {
             // Drop root entirely: the unprivileged `slb proxy` case.
             cmd.arg("setpriv")
@@ -127,7 +132,7 @@ impl Agent {
     }
 
     fn spawn(ns: &Netns, dir: PathBuf, config: PathBuf, args: &[&str]) -> Result<Agent> {
-        Self::spawn_as(ns, dir, config, args, None)
+        Self::spawn_as(ns, dir, config, args, None, None)
     }
 
     fn spawn_as(
@@ -136,9 +141,10 @@ impl Agent {
         config: PathBuf,
         args: &[&str],
         uid: Option<u32>,
+        soft_nofile: Option<u64>,
     ) -> Result<Agent> {
         let log = dir.join("agent.log");
-        let child = Self::spawn_child(&ns.name, &config, &log, args, uid)?;
+        let child = Self::spawn_child(&ns.name, &config, &log, args, uid, soft_nofile)?;
         Ok(Agent {
             child: Some(child),
             log,
@@ -197,18 +203,20 @@ impl Agent {
 
     /// Starts `slb <args> -c <config>` in `ns` with an existing config file.
     pub fn start_with(ns: &Netns, dir: PathBuf, config: PathBuf, args: &[&str]) -> Result<Agent> {
-        Self::start_as(ns, dir, config, args, None)
+        Self::start_as(ns, dir, config, args, None, None)
     }
 
-    /// `start_with`, running slb as user `uid` (no capabilities) when given.
+    /// `start_with`, running slb as user `uid` (no capabilities) when given,
+    /// with a soft open-file limit of `soft_nofile` when given.
     pub fn start_as(
         ns: &Netns,
         dir: PathBuf,
         config: PathBuf,
         args: &[&str],
         uid: Option<u32>,
+        soft_nofile: Option<u64>,
     ) -> Result<Agent> {
-        let mut agent = Self::spawn_as(ns, dir, config, args, uid)?;
+        let mut agent = Self::spawn_as(ns, dir, config, args, uid, soft_nofile)?;
         agent.wait_for_log(READY, Duration::from_secs(30))?;
         Ok(agent)
     }

@@ -254,7 +254,24 @@ health_check = {{ protocol = "http", path = "/", interval = "1s", timeout = "1s"
     );
     let cfg_path = dir.join("slb.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut agent = Agent::start_as(&ns, dir, cfg_path, &["proxy"], Some(65534)).unwrap();
+    // Started with a soft open-file limit of 256: raised to the hard one
+    // (each proxied connection takes two descriptors).
+    let mut agent =
+        Agent::start_as(&ns, dir, cfg_path, &["proxy"], Some(65534), Some(256)).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid().unwrap())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(open_files[3], open_files[4], "soft = hard: {limits}");
+    assert_ne!(open_files[3], "256", "{limits}");
+    assert!(
+        agent.log_text().contains("open-file limit raised from 256"),
+        "{}",
+        agent.log_text()
+    );
     let (code, body) = http_get(&ns, "127.0.0.1:18080".parse().unwrap(), "local", "/x").unwrap();
     assert_eq!((code, body.trim()), (200, "solo"));
     let b = agent.backend_status("local", "127.0.0.1:18081").unwrap();

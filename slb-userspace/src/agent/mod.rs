@@ -3,6 +3,7 @@
 //! checks, answers status/reload requests, serves metrics, and on exit
 //! detaches cleanly (or leaves the dataplane running).
 mod apply;
+mod fds;
 mod flows;
 mod running;
 mod snapshot;
@@ -118,6 +119,13 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    match fds::raise_open_files() {
+        Ok((before, after)) if after > before => {
+            info!("open-file limit raised from {before} to {after}")
+        }
+        Ok(_) => {}
+        Err(e) => warn!("raising the open-file limit: {e}"),
+    }
     let cfg = load_config(path, opts.mode)
         .map_err(|e| anyhow::anyhow!("{}: invalid configuration:\n{e}", path.display()))?;
     if opts.mode == Mode::ProxyOnly && cfg.l4_listeners().next().is_some() {

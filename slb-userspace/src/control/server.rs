@@ -100,8 +100,13 @@ pub async fn serve(path: &Path, to_agent: mpsc::Sender<Pending>) -> Result<Servi
             }
         }
     }
-    let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
-    // Status and reload are for the operator (root) only.
+    // Status and reload are for the operator (root) only: the socket is
+    // created with mode 0600 (umask 0177 around bind), not chmod-ed after,
+    // which would leave it open to others in between under a lax umask.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(|e| fail(e.to_string()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| fail(e.to_string()))?;
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
