@@ -98,3 +98,29 @@ pub struct AgentSocket {
     #[arg(long)]
     pub control_socket: Option<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commands of the example systemd unit are ones this CLI takes.
+    #[test]
+    fn the_example_unit_runs_valid_commands() {
+        let unit = include_str!("../examples/slb.service");
+        let commands: Vec<&str> = unit
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("ExecStartPre=")
+                    .or_else(|| l.strip_prefix("ExecStart="))
+            })
+            .collect();
+        assert_eq!(commands.len(), 2);
+        for c in commands {
+            let args: Vec<&str> = c.split_whitespace().collect();
+            assert!(args[0].ends_with("/slb"), "{c}");
+            if let Err(e) = Cli::try_parse_from(&args) {
+                panic!("{c}: {e}");
+            }
+        }
+    }
+}

@@ -91,6 +91,29 @@ fn example_file_parses() {
     assert_eq!(http.codes, vec![StatusClass::S2xx]);
 }
 
+/// The keepalived translation in the examples means what its comments say.
+#[test]
+fn keepalived_example_parses() {
+    let c = ok(include_str!("../../examples/from-keepalived.toml"));
+    let l = &c.listeners[0];
+    assert_eq!(l.scheduler, Scheduler::Wlc);
+    assert_eq!(l.forwarding, Some(Forwarding::Dr));
+    assert_eq!(l.persistence.as_ref().map(|p| p.timeout), Some(secs(300)));
+    let weights: Vec<(u32, bool)> = l.backends.iter().map(|b| (b.weight, b.backup)).collect();
+    assert_eq!(weights, [(3, false), (1, false), (100, true)]);
+    let Some(hc) = &l.health_check else {
+        panic!("no health check")
+    };
+    assert_eq!(hc.interval, secs(6));
+    let Probe::Http(http) = &hc.probe else {
+        panic!("not an http check")
+    };
+    assert_eq!(
+        (http.method, http.path.as_str()),
+        (HttpMethod::Get, "/health")
+    );
+}
+
 #[test]
 fn spec_example_parses() {
     let text = r#"
