@@ -543,8 +543,13 @@ fn a_failed_restart_leaves_the_previous_tables_in_force() {
     let bad = render(2, &dir, &[web(2, &[1, 0]), other]).replace("\"be2\"]", "\"be2\", \"lo\"]");
     assert!(bad.contains("\"lo\"]"));
     std::fs::write(&agent.config, bad).unwrap();
+    let slow_path = || jump_target(&dir.join("bpf").join("JUMP"));
+    let before = slow_path();
     let err = format!("{:#}", agent.restart().unwrap_err());
     assert!(err.contains("interface lo"), "{err}");
+    // The kept fast path still tail-calls the slow path it came with, not
+    // the failed start's (another build's, after an upgrade).
+    assert_eq!(slow_path(), before, "the slow path was swapped");
     // No agent runs: what forwards now is the pinned state.
     let counts = spread(&t, 20);
     assert!(
@@ -558,8 +563,32 @@ fn a_failed_restart_leaves_the_previous_tables_in_force() {
     );
     std::fs::write(&agent.config, good).unwrap();
     agent.restart().unwrap();
+    assert_ne!(slow_path(), before, "a start that succeeds arms its own");
     let counts = spread(&t, 20);
     assert!(counts.get("b2").is_some_and(|&n| n > 0), "{counts:?}");
+}
+
+/// The id of the program in slot 0 of the pinned program array `jump`.
+fn jump_target(jump: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(jump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The value as bpftool shows it: the id's bytes, in hex, little-endian.
+    let bytes: Vec<u8> = v[0]["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no program in {}: {v}", jump.display()))
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect();
+    bytes.iter().rev().fold(0, |id, &b| id << 8 | u64::from(b))
 }
 
 /// A restart that cannot bind its metrics port changes nothing either:

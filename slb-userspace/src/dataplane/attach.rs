@@ -100,8 +100,21 @@ impl Dataplane {
         let (pinned, fresh): (Vec<&String>, Vec<&String>) =
             ifaces.iter().partition(|i| self.link_pin(i).exists());
         let before = self.links.len();
-        for iface in fresh.into_iter().chain(pinned) {
-            if let Err(e) = self.attach(iface, mode) {
+        // New interfaces first, then this run's slow path, then the links
+        // taken over: what fails on the way leaves the previous run's
+        // programs in force (see `Dataplane::load`). Until the slow path is
+        // armed, new interfaces tail-call the previous one.
+        let steps = fresh
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::once(None))
+            .chain(pinned.into_iter().map(Some));
+        for step in steps {
+            let done = match step {
+                Some(iface) => self.attach(iface, mode).map(drop),
+                None => self.arm_slow_path(),
+            };
+            if let Err(e) = done {
                 let attached = self.links.split_off(before);
                 let (adopted, fresh): (Vec<Link>, Vec<Link>) = attached
                     .into_iter()

@@ -65,7 +65,11 @@ pub struct Dataplane {
     /// Pinned maps existed and were adopted (flows survive a restart).
     pub adopted: bool,
     /// Holds the slow path for the fast path's tail call.
-    pub(super) _jump: ProgramArray<MapData>,
+    /// The fast path's way to the slow path (`bpf_tail_call`).
+    pub(super) jump: ProgramArray<MapData>,
+    /// Whether `jump` holds this run's slow path (see
+    /// [`Dataplane::arm_slow_path`]).
+    pub(super) slow_armed: bool,
     pub(super) dests: Array<MapData, DestSlot>,
     pub(super) listeners: HashMap<MapData, VipKey, Listener>,
     pub(super) ring: Array<MapData, u32>,
@@ -196,25 +200,11 @@ impl Dataplane {
                 .load()
                 .map_err(|source| DataplaneError::Program { name, source })?;
         }
-        let mut jump: ProgramArray<MapData> = take(&mut ebpf, "JUMP")?;
-        {
-            let slow: &Xdp = ebpf
-                .program(object::PROG_SLOW)
-                .ok_or(DataplaneError::Missing(object::PROG_SLOW))?
-                .try_into()
-                .map_err(|source| DataplaneError::Program {
-                    name: object::PROG_SLOW,
-                    source,
-                })?;
-            let fd = slow.fd().map_err(|source| DataplaneError::Program {
-                name: object::PROG_SLOW,
-                source,
-            })?;
-            jump.set(0, fd, 0).map_err(map_err("JUMP"))?;
-        }
+        let jump: ProgramArray<MapData> = take(&mut ebpf, "JUMP")?;
 
-        Ok(Dataplane {
-            _jump: jump,
+        let mut dp = Dataplane {
+            jump,
+            slow_armed: false,
             dests: take(&mut ebpf, "DESTS")?,
             listeners: take(&mut ebpf, "LISTENERS")?,
             ring: take(&mut ebpf, "RING")?,
@@ -239,7 +229,42 @@ impl Dataplane {
             pin_dir: opts.pin_dir.clone(),
             ring_size: opts.ring_size,
             adopted,
-        })
+        };
+        // Adopted links still run the previous fast path, which
+        // tail-calls through the same pinned JUMP: its slow path stays in
+        // place until this start has attached its new interfaces
+        // (`attach_all`), so a start that fails there leaves the previous
+        // run's fast and slow paths together, not the old fast path with
+        // this build's slow path.
+        if !adopted {
+            dp.arm_slow_path()?;
+        }
+        Ok(dp)
+    }
+
+    /// Puts this run's slow path into JUMP (once): before a packet can
+    /// reach this run's fast path on a fresh start, before the pinned
+    /// links are taken over on an adopting one.
+    pub(super) fn arm_slow_path(&mut self) -> Result<(), DataplaneError> {
+        if self.slow_armed {
+            return Ok(());
+        }
+        let slow: &Xdp = self
+            .ebpf
+            .program(object::PROG_SLOW)
+            .ok_or(DataplaneError::Missing(object::PROG_SLOW))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                name: object::PROG_SLOW,
+                source,
+            })?;
+        let fd = slow.fd().map_err(|source| DataplaneError::Program {
+            name: object::PROG_SLOW,
+            source,
+        })?;
+        self.jump.set(0, fd, 0).map_err(map_err("JUMP"))?;
+        self.slow_armed = true;
+        Ok(())
     }
 
     /// The loaded load-balancing program (for tests through
