@@ -67,6 +67,61 @@ port = 80
   weight = 0
 "#;
 
+/// The agent reads the connection table whole, in batches of a few
+/// thousand entries (every entry once, across batches), for status,
+/// `slb flows` and the `wlc` recount.
+#[test]
+fn the_connection_table_is_read_whole() {
+    let bed = Bed::new(
+        "walk",
+        &CONFIG.replace("flow_table_size = 4096", "flow_table_size = 65536"),
+    );
+    let (_, web) = bed
+        .dp
+        .listener_entries()
+        .into_iter()
+        .find(|(k, _)| {
+            u16::from_be(k.port) == 80 && k.addr == slb_common::addr::to_addr(VIP.into())
+        })
+        .unwrap();
+    let (id, backend) = (0..64)
+        .find_map(|id| {
+            let b = bed.dp.backend(id).ok()?;
+            (b.listener_id == web.id && b.generation != 0).then_some((id, b))
+        })
+        .unwrap();
+    let data = aya::maps::MapData::from_pin(bed.dp.pin_dir().join("FLOWS")).unwrap();
+    let mut flows: aya::maps::HashMap<_, slb_common::FlowKey, slb_common::Flow> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).unwrap();
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap();
+    let now = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+    const N: u32 = 10_000;
+    for i in 0..N {
+        let key = slb_common::FlowKey {
+            src: slb_common::addr::to_addr(Ipv4Addr::from(0x0a00_0000 + i).into()),
+            dst: slb_common::addr::to_addr(VIP.into()),
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            ..Default::default()
+        };
+        let flow = slb_common::Flow {
+            seen_ns: now,
+            backend_id: id,
+            backend_gen: backend.generation,
+            listener_id: web.id,
+            idle_timeout_s: 900,
+            ..Default::default()
+        };
+        flows.insert(key, flow, 0).unwrap();
+    }
+    assert_eq!(bed.dp.flow_entries().0, N as usize);
+    let active = bed
+        .dp
+        .active_flows(|l| (l == web.id).then_some(900_000_000_000));
+    assert_eq!(active.get(&id).copied(), Some(u64::from(N)), "{active:?}");
+}
+
 /// The listener map is not preallocated: an update of a preallocated hash
 /// map recycles the replaced element for the next update at once, under a
 /// packet that may still read it (see `maps::LISTENERS`).

@@ -16,6 +16,38 @@ pub struct Connection {
 }
 
 impl Dataplane {
+    /// Calls `f` with every entry of the connection table, read in
+    /// batches (see `batch`), or by key where the kernel cannot.
+    pub(super) fn each_flow(&self, mut f: impl FnMut(&FlowKey, &Flow)) {
+        use std::os::fd::AsFd;
+        match super::batch::for_each(self.flows_fd.as_fd(), &mut f) {
+            Ok(()) => {}
+            Err(super::batch::BatchError::Unsupported(e)) => {
+                tracing::debug!("reading the connection table by key: {e}");
+                for (k, v) in self.flows.iter().filter_map(Result::ok) {
+                    f(&k, &v);
+                }
+            }
+            Err(e) => tracing::warn!("reading the connection table: {e}"),
+        }
+    }
+
+    /// Entries of the connection table and of the reply table.
+    pub fn flow_entries(&self) -> (usize, usize) {
+        use std::os::fd::AsFd;
+        let mut flows = 0;
+        self.each_flow(|_, _| flows += 1);
+        let mut replies = 0;
+        let by_batch = super::batch::for_each::<FlowKey, slb_common::Reverse>(
+            self.reverse_fd.as_fd(),
+            |_, _| replies += 1,
+        );
+        if let Err(super::batch::BatchError::Unsupported(_)) = by_batch {
+            replies = self.reverse.keys().count();
+        }
+        (flows, replies)
+    }
+
     /// Calls `f` with every entry of the connection table. `idle_ns` gives
     /// a listener's idle timeout: an entry idle longer than that by its own
     /// timestamp may still be alive by its replies (a download the client
@@ -25,7 +57,7 @@ impl Dataplane {
     pub fn connections(&self, idle_ns: impl Fn(u32) -> Option<u64>, mut f: impl FnMut(Connection)) {
         let now = monotonic_coarse_ns();
         let mut backends = std::collections::BTreeMap::new();
-        for (key, flow) in self.flows.iter().filter_map(Result::ok) {
+        self.each_flow(|&key, &flow| {
             let backend = *backends
                 .entry(flow.backend_id)
                 .or_insert_with(|| self.backends.get(&flow.backend_id, 0).ok());
@@ -44,7 +76,7 @@ impl Dataplane {
                 backend,
                 idle_ns: idle,
             });
-        }
+        });
     }
 
     /// When the flow's reply entry last saw a reply, if it still belongs

@@ -95,14 +95,6 @@ impl Dataplane {
     }
 }
 
-impl Dataplane {
-    /// Entries in the connection table and in the reverse (reply) table.
-    /// Walks the maps: meant for status and tests, not for hot loops.
-    pub fn flow_entries(&self) -> (usize, usize) {
-        (self.flows.keys().count(), self.reverse.keys().count())
-    }
-}
-
 /// The clock of the flow timestamps (`bpf_ktime_get_coarse_ns`).
 pub(super) fn monotonic_coarse_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
@@ -122,9 +114,9 @@ impl Dataplane {
     ) {
         let now = monotonic_coarse_ns();
         let mut backends = std::collections::BTreeMap::new();
-        for (_, flow) in self.flows.iter().filter_map(Result::ok) {
-            if !live(&flow, now) {
-                continue;
+        self.each_flow(|_, flow| {
+            if !live(flow, now) {
+                return;
             }
             let backend = backends
                 .entry(flow.backend_id)
@@ -135,7 +127,7 @@ impl Dataplane {
             {
                 f(flow.backend_id, b);
             }
-        }
+        });
     }
 
     /// Which of `addrs` live flows are still forwarded to: entries whose

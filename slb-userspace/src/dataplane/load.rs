@@ -64,7 +64,6 @@ pub struct Dataplane {
     pub(super) ring_size: u32,
     /// Pinned maps existed and were adopted (flows survive a restart).
     pub adopted: bool,
-    /// Holds the slow path for the fast path's tail call.
     /// The fast path's way to the slow path (`bpf_tail_call`).
     pub(super) jump: ProgramArray<MapData>,
     /// Whether `jump` holds this run's slow path (see
@@ -76,6 +75,9 @@ pub struct Dataplane {
     pub(super) backends: Array<MapData, Backend>,
     pub(super) flows: HashMap<MapData, FlowKey, Flow>,
     pub(super) reverse: HashMap<MapData, FlowKey, Reverse>,
+    /// The same two maps, for batch reads (`batch`).
+    pub(super) flows_fd: std::os::fd::OwnedFd,
+    pub(super) reverse_fd: std::os::fd::OwnedFd,
     pub(super) snat_pool: Array<MapData, SnatPool>,
     pub(super) snat_v4: Array<MapData, Addr>,
     pub(super) snat_v6: Array<MapData, Addr>,
@@ -124,6 +126,21 @@ where
 {
     let map = ebpf.take_map(name).ok_or(DataplaneError::Missing(name))?;
     T::try_from(map).map_err(map_err(name))
+}
+
+/// A second descriptor of map `name` (aya's typed maps do not lend theirs).
+fn dup_fd(ebpf: &Ebpf, name: &'static str) -> Result<std::os::fd::OwnedFd, DataplaneError> {
+    use std::os::fd::AsFd;
+    let data = match ebpf.map(name).ok_or(DataplaneError::Missing(name))? {
+        aya::maps::Map::LruHashMap(m) | aya::maps::Map::HashMap(m) => m,
+        _ => return Err(DataplaneError::Missing(name)),
+    };
+    data.fd().as_fd().try_clone_to_owned().map_err(|e| {
+        map_err(name)(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "dup",
+            io_error: e,
+        }))
+    })
 }
 
 /// Refuses to adopt pinned maps whose sizes differ from what this
@@ -201,6 +218,8 @@ impl Dataplane {
                 .map_err(|source| DataplaneError::Program { name, source })?;
         }
         let jump: ProgramArray<MapData> = take(&mut ebpf, "JUMP")?;
+        let flows_fd = dup_fd(&ebpf, "FLOWS")?;
+        let reverse_fd = dup_fd(&ebpf, "REVERSE")?;
 
         let mut dp = Dataplane {
             jump,
@@ -211,6 +230,8 @@ impl Dataplane {
             backends: take(&mut ebpf, "BACKENDS")?,
             flows: take(&mut ebpf, "FLOWS")?,
             reverse: take(&mut ebpf, "REVERSE")?,
+            flows_fd,
+            reverse_fd,
             snat_pool: take(&mut ebpf, "SNAT_POOL")?,
             snat_v4: take(&mut ebpf, "SNAT_V4")?,
             snat_v6: take(&mut ebpf, "SNAT_V6")?,

@@ -1,6 +1,7 @@
 //! The only module that talks to aya: loading the XDP object, pinning and
 //! adopting its maps, attaching to interfaces, typed map writes, counters.
 mod attach;
+mod batch;
 mod bpffs;
 mod connections;
 mod counters;
