@@ -534,6 +534,12 @@ fn frag_needed(from: Ipv4Addr, to: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
     )
 }
 
+/// An ICMPv6 "packet too big" (MTU 1280) from `from` to `to` quoting an
+/// IPv6 packet.
+fn too_big6(from: Ipv6Addr, to: Ipv6Addr, quoted: &[u8]) -> Vec<u8> {
+    icmp6_error(from, to, Icmpv6Type::PacketTooBig { mtu: 1280 }, quoted)
+}
+
 /// Source and destination of the IPv4 header quoted in an ICMP error,
 /// whose checksum must be right.
 fn quoted_v4(q: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
@@ -879,12 +885,7 @@ fn ipv6_packet_too_big_towards_a_client_reaches_the_backend() {
     let o = parse_checked(&sent);
     let (v, reply) = bed.run(&tcp6(BACKEND6, 8080, SNAT6, o.sport, false, &[1; 200]));
     assert_eq!(v, XDP_REDIRECT);
-    let err = icmp6_error(
-        ROUTER6,
-        VIP6,
-        Icmpv6Type::PacketTooBig { mtu: 1280 },
-        &reply[14..],
-    );
+    let err = too_big6(ROUTER6, VIP6, &reply[14..]);
     let (v, out) = bed.run(&err);
     assert_eq!(v, XDP_REDIRECT, "forwarded to the backend");
     assert_eq!(out[..6], BACKEND_MAC);
@@ -952,12 +953,7 @@ fn nat_icmp_errors_are_translated_both_ways() {
 
     let (_, reply) = bed.run(&tcp6(BACKEND6, 8091, CLIENT6, 40000, false, b"data"));
     assert_eq!(parse_checked(&reply).src, IpAddr::V6(VIP6));
-    let err = icmp6_error(
-        ROUTER6,
-        VIP6,
-        Icmpv6Type::PacketTooBig { mtu: 1280 },
-        &reply[14..],
-    );
+    let err = too_big6(ROUTER6, VIP6, &reply[14..]);
     let (v, out) = bed.run(&err);
     assert_eq!(v, XDP_REDIRECT, "v6: to the backend");
     assert_eq!(out[..6], BACKEND_MAC);
@@ -1028,12 +1024,7 @@ fn dr_icmp_error_about_a_reply_reaches_the_backend() {
     let (v, _) = bed.run(&tcp6(CLIENT6, 40000, VIP6, 92, true, b""));
     assert_eq!(v, XDP_REDIRECT);
     let reply = tcp6(VIP6, 92, CLIENT6, 40000, false, &[1; 100]);
-    let err = icmp6_error(
-        ROUTER6,
-        VIP6,
-        Icmpv6Type::PacketTooBig { mtu: 1280 },
-        &reply[14..],
-    );
+    let err = too_big6(ROUTER6, VIP6, &reply[14..]);
     let (v, out) = bed.run(&err);
     assert_eq!(v, XDP_REDIRECT, "v6: forwarded to the backend");
     assert_eq!(out[..6], BACKEND_MAC);
