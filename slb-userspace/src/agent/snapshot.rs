@@ -59,10 +59,14 @@ fn backend_health(
         addr: b.socket_addr(),
     };
     let h = health.get(&key);
-    let state = if h.is_some_and(|h| !h.up) {
-        BackendState::Down
-    } else if b.weight == 0 {
+    // Weight 0 first: a drained backend is reported as drained, not as
+    // failed (SPEC §4), also when its checks fail, as they do once its
+    // service is stopped for the maintenance it was drained for. The
+    // check's last change stays in `reason`.
+    let state = if b.weight == 0 {
         BackendState::Drained
+    } else if h.is_some_and(|h| !h.up) {
+        BackendState::Down
     } else if standing_by(l, b, down) {
         BackendState::Standby
     } else {
@@ -295,5 +299,46 @@ mod tests {
         let (state, _, reason) = backend_health(l, b, &health, &Health::default());
         assert_eq!(state, BackendState::Down);
         assert_eq!(reason.as_deref(), Some("connect refused (1/1)"));
+    }
+
+    /// SPEC §4: a weight-0 backend is reported as drained, not as failed,
+    /// also while its checks fail (an operator drains a backend, then
+    /// stops its service for maintenance).
+    #[test]
+    fn a_failing_weight_zero_backend_is_drained_not_down() {
+        let cfg = crate::config::parse(
+            "[agent]\ninterfaces = [\"eth0\"]\nprobe_source = \"100.64.0.1\"\n\
+             local_addresses = [\"100.64.0.10\"]\n\
+             [[listener]]\nname = \"web\"\nvip = \"10.0.0.10\"\nport = 80\nprotocol = \"tcp\"\n\
+             [[listener.backend]]\naddress = \"10.0.1.2\"\nport = 8080\nweight = 0\n",
+        )
+        .unwrap();
+        let (l, b) = (&cfg.listeners[0], &cfg.listeners[0].backends[0]);
+        let key = BackendKey {
+            listener: "web".into(),
+            addr: b.socket_addr(),
+        };
+        let status = TargetStatus {
+            key: key.clone(),
+            protocol: CheckProtocol::Tcp,
+            up: false,
+            confirmed: true,
+            last_change: None,
+            last_reason: Some("connect refused".into()),
+            last_change_run: Some((3, 3)),
+            last_result: Some("connect refused".into()),
+            last_probe: None,
+            last_latency: None,
+            consecutive_ok: 0,
+            consecutive_fail: 3,
+        };
+        let health = BTreeMap::from([(&key, &status)]);
+        let down = Health {
+            down: [key.clone()].into(),
+        };
+        let (state, _, reason) = backend_health(l, b, &health, &down);
+        assert_eq!(state, BackendState::Drained);
+        // The check's verdict stays visible (JSON), for when it is undrained.
+        assert_eq!(reason.as_deref(), Some("connect refused (3/3)"));
     }
 }

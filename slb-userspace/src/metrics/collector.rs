@@ -134,7 +134,7 @@ impl Collector for SnapshotCollector {
         family(
             &mut enc,
             "slb_backend_healthy",
-            "1 unless health checks hold the backend down (state: up, down, drained, standby)",
+            "1 unless health checks report the backend down (state: up, down, drained, standby; a weight-0 backend is reported drained, whatever its checks say)",
             MetricType::Gauge,
             &up,
         )?;
