@@ -873,6 +873,56 @@ fn health_check_errors() {
     ));
 }
 
+/// SPEC §4 bounds, both ends: interval 1–50 s, timeout 1–300 s,
+/// thresholds 2–10.
+#[test]
+fn health_check_bounds() {
+    let l = |hc: &str| format!("{AGENT}{}", listener(&format!("health_check = {{ {hc} }}")));
+    let c = ok(&l(
+        "interval = \"1s\", timeout = \"300s\", healthy_threshold = 2, unhealthy_threshold = 10",
+    ));
+    let hc = c.listeners[0].health_check.as_ref().map(|h| {
+        (
+            h.interval,
+            h.timeout,
+            h.healthy_threshold,
+            h.unhealthy_threshold,
+        )
+    });
+    assert_eq!(hc, Some((secs(1), secs(300), 2, 10)));
+    let c = ok(&l(
+        "interval = \"50s\", timeout = \"1s\", healthy_threshold = 10, unhealthy_threshold = 2",
+    ));
+    let hc = c.listeners[0].health_check.as_ref().map(|h| {
+        (
+            h.interval,
+            h.timeout,
+            h.healthy_threshold,
+            h.unhealthy_threshold,
+        )
+    });
+    assert_eq!(hc, Some((secs(50), secs(1), 10, 2)));
+    one_error(
+        &l("interval = \"999ms\""),
+        "listener[0].health_check.interval",
+        "must be 1s..=50s",
+    );
+    one_error(
+        &l("timeout = \"301s\""),
+        "listener[0].health_check.timeout",
+        "must be 1s..=300s",
+    );
+    // The path may be 80 characters long (the 81st is refused above).
+    let path80 = format!("/{}", "a".repeat(79));
+    ok(&l(&format!("protocol = \"http\", path = \"{path80}\"")));
+    ok(&l("protocol = \"http\", path = \"/a-b_c/d.e%20?x=1&y=2#f\""));
+    one_error(
+        &l("protocol = \"http\", method = \"POST\""),
+        "listener[0].health_check.method",
+        "must be one of \"HEAD\", \"GET\"",
+    );
+}
+
 #[test]
 fn agent_errors() {
     let body = listener("");
