@@ -320,6 +320,123 @@ fn a_removed_backend_keeps_its_flows_and_loses_its_pins() {
     assert_eq!(parse_checked(&out).dst, pinned, "existing flow moved");
 }
 
+/// SPEC §3: a backend marked down by health checks gets no new flows, and
+/// its existing flows are re-scheduled on their next packet (the client
+/// would otherwise hang on a dead server), also when this CPU holds a
+/// copy of the flow for the fast path. A flow of the other backend stays
+/// where it is.
+#[test]
+fn a_backend_marked_down_loses_its_flows_on_their_next_packet() {
+    use slb::planner::{BackendKey, Health};
+    let mut bed = Bed::new("hcdown", CONFIG);
+    let backend2 = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 3));
+    // `rr` (port 87, wrr) alternates: flows on both backends.
+    let mut on = std::collections::BTreeMap::new();
+    for port in 41000..41004 {
+        let (v, out) = bed.run(&tcp4(CLIENT, port, VIP, 87, true, b""));
+        assert_eq!(v, XDP_REDIRECT);
+        on.entry(parse_checked(&out).dst).or_insert(port);
+    }
+    let (Some(&on_a), Some(&on_b)) = (on.get(&IpAddr::V4(BACKEND)), on.get(&backend2)) else {
+        panic!("wrr did not use both backends: {on:?}");
+    };
+    // Two data packets each: the second one is served from the copy.
+    for _ in 0..2 {
+        for (port, dst) in [(on_a, IpAddr::V4(BACKEND)), (on_b, backend2)] {
+            let (v, out) = bed.run(&tcp4(CLIENT, port, VIP, 87, false, b"data"));
+            assert_eq!(v, XDP_REDIRECT);
+            assert_eq!(parse_checked(&out).dst, dst);
+        }
+    }
+
+    // The checks mark 10.0.1.2 down: the agent applies it at once.
+    let cfg = slb::config::parse(CONFIG).unwrap();
+    let down = Health {
+        down: [BackendKey {
+            listener: "rr".into(),
+            addr: "10.0.1.2:8087".parse().unwrap(),
+        }]
+        .into(),
+    };
+    bed.applier.change(&mut bed.dp, &cfg, &down).unwrap();
+
+    // Its flow's next packet (no SYN, the connection goes on) and the
+    // ones after: on the live backend. The other flow stays.
+    for _ in 0..2 {
+        let (v, out) = bed.run(&tcp4(CLIENT, on_a, VIP, 87, false, b"more"));
+        assert_eq!(v, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).dst, backend2, "flow left on a dead backend");
+        let (v, out) = bed.run(&tcp4(CLIENT, on_b, VIP, 87, false, b"more"));
+        assert_eq!(v, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).dst, backend2);
+    }
+    // New flows: none to the down backend.
+    for port in 41200..41210 {
+        let (v, out) = bed.run(&tcp4(CLIENT, port, VIP, 87, true, b""));
+        assert_eq!(v, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).dst, backend2, "new flow to a down backend");
+    }
+}
+
+/// Moves the `seen_ns` of every source-IP persistence pin back by `secs`.
+fn age_pins(bed: &Bed, secs: u64) {
+    use aya::maps::{HashMap, Map, MapData};
+    use slb_common::{Persist, PersistKey};
+    let data = MapData::from_pin(bed.dp.pin_dir().join("PERSIST")).unwrap();
+    let mut m: HashMap<_, PersistKey, Persist> =
+        HashMap::try_from(Map::LruHashMap(data)).unwrap();
+    let keys: Vec<PersistKey> = m.keys().map(Result::unwrap).collect();
+    for k in keys {
+        let mut v = m.get(&k, 0).unwrap();
+        v.seen_ns -= secs * 1_000_000_000;
+        m.insert(k, v, 0).unwrap();
+    }
+}
+
+/// SPEC §3: source-IP persistence holds "until `timeout` passes without
+/// traffic" (60 s on `sticky`), and no longer: pins made with equal
+/// weights are then kept against a re-weighting that would hash most of
+/// these clients elsewhere, until they have been idle past the timeout.
+#[test]
+fn a_persistence_pin_holds_until_its_timeout_and_not_after() {
+    let mut bed = Bed::new("pintime", CONFIG);
+    let client = |i: u8| Ipv4Addr::new(10, 0, 0, i);
+    let dst = |bed: &mut Bed, i: u8, port: u16| {
+        let (v, out) = bed.run(&tcp4(client(i), port, VIP, 84, true, b""));
+        assert_eq!(v, XDP_REDIRECT);
+        parse_checked(&out).dst
+    };
+    let pinned: Vec<u8> = (2..=250)
+        .filter(|&i| dst(&mut bed, i, 42000) == IpAddr::V4(BACKEND))
+        .collect();
+    assert!(pinned.len() > 50, "{} clients on 10.0.1.2", pinned.len());
+    // 10.0.1.2 keeps a weight (it is not drained) but hardly any slot.
+    let reweighted = CONFIG.replace(
+        "  address = \"10.0.1.2\"\n  port = 8084\n",
+        "  address = \"10.0.1.2\"\n  port = 8084\n  weight = 1\n",
+    );
+    assert_ne!(reweighted, CONFIG);
+    bed.reload(&reweighted);
+
+    // Quiet for 59 s: every pin holds.
+    age_pins(&bed, 59);
+    for &i in &pinned {
+        assert_eq!(dst(&mut bed, i, 42001), IpAddr::V4(BACKEND), "10.0.0.{i}");
+    }
+    // Those flows refreshed the pins: quiet for 61 s from now, they have
+    // expired and the clients are scheduled afresh, most of them away.
+    age_pins(&bed, 61);
+    let moved = pinned
+        .iter()
+        .filter(|&&i| dst(&mut bed, i, 42002) != IpAddr::V4(BACKEND))
+        .count();
+    assert!(
+        moved * 10 >= pinned.len() * 9,
+        "only {moved} of {} expired pins were re-scheduled",
+        pinned.len()
+    );
+}
+
 /// A `nat` reverse entry is made of the client's and the backend's own
 /// addresses: once its flow is over, the same tuple is plain traffic (the
 /// client talking to the backend directly), passed untouched.
