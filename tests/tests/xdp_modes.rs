@@ -365,7 +365,11 @@ fn a_backend_marked_down_loses_its_flows_on_their_next_packet() {
     for _ in 0..2 {
         let (v, out) = bed.run(&tcp4(CLIENT, on_a, VIP, 87, false, b"more"));
         assert_eq!(v, XDP_REDIRECT);
-        assert_eq!(parse_checked(&out).dst, backend2, "flow left on a dead backend");
+        assert_eq!(
+            parse_checked(&out).dst,
+            backend2,
+            "flow left on a dead backend"
+        );
         let (v, out) = bed.run(&tcp4(CLIENT, on_b, VIP, 87, false, b"more"));
         assert_eq!(v, XDP_REDIRECT);
         assert_eq!(parse_checked(&out).dst, backend2);
@@ -374,7 +378,11 @@ fn a_backend_marked_down_loses_its_flows_on_their_next_packet() {
     for port in 41200..41210 {
         let (v, out) = bed.run(&tcp4(CLIENT, port, VIP, 87, true, b""));
         assert_eq!(v, XDP_REDIRECT);
-        assert_eq!(parse_checked(&out).dst, backend2, "new flow to a down backend");
+        assert_eq!(
+            parse_checked(&out).dst,
+            backend2,
+            "new flow to a down backend"
+        );
     }
 }
 
@@ -383,8 +391,7 @@ fn age_pins(bed: &Bed, secs: u64) {
     use aya::maps::{HashMap, Map, MapData};
     use slb_common::{Persist, PersistKey};
     let data = MapData::from_pin(bed.dp.pin_dir().join("PERSIST")).unwrap();
-    let mut m: HashMap<_, PersistKey, Persist> =
-        HashMap::try_from(Map::LruHashMap(data)).unwrap();
+    let mut m: HashMap<_, PersistKey, Persist> = HashMap::try_from(Map::LruHashMap(data)).unwrap();
     let keys: Vec<PersistKey> = m.keys().map(Result::unwrap).collect();
     for k in keys {
         let mut v = m.get(&k, 0).unwrap();

@@ -915,7 +915,9 @@ fn health_check_bounds() {
     // The path may be 80 characters long (the 81st is refused above).
     let path80 = format!("/{}", "a".repeat(79));
     ok(&l(&format!("protocol = \"http\", path = \"{path80}\"")));
-    ok(&l("protocol = \"http\", path = \"/a-b_c/d.e%20?x=1&y=2#f\""));
+    ok(&l(
+        "protocol = \"http\", path = \"/a-b_c/d.e%20?x=1&y=2#f\"",
+    ));
     one_error(
         &l("protocol = \"http\", method = \"POST\""),
         "listener[0].health_check.method",
