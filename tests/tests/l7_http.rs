@@ -417,6 +417,50 @@ async fn reset_backend_is_502_retried_for_idempotent_requests_only() {
     p.stop().await;
 }
 
+/// A backend whose connect hangs is given up after
+/// `backend_connect_timeout` and the request goes to the next backend,
+/// POST included (nothing was sent). The response timeout starts once the
+/// request can go out: the connect has its own timeout, also when that
+/// one is the longer (as nginx's and HAProxy's connect and server
+/// timeouts are separate), so a hanging connect is never a 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_connect_times_out_to_the_next_backend() {
+    let good = Backend::start("good").await;
+    let hole = Blackhole::new();
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n{}",
+            listener(
+                "web",
+                "http",
+                ports[0],
+                "backend_connect_timeout = \"600ms\"\nbackend_response_timeout = \"300ms\""
+            ),
+            hole.addr.port(),
+            good.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let c = client();
+    let mut slow = 0;
+    for i in 0..4 {
+        let t = Instant::now();
+        let got = if i % 2 == 0 {
+            get(&c, &p.url("web", "/"), &[]).await
+        } else {
+            send(&c, "POST", &p.url("web", "/"), &[], "order=1").await
+        };
+        assert_eq!((got.status.as_u16(), got.backend()), (200, "good"), "request {i}");
+        if t.elapsed() >= Duration::from_millis(550) {
+            slow += 1;
+            assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
+        }
+    }
+    // Round robin sent half of them to the hanging backend first.
+    assert_eq!(slow, 2, "requests that waited for the connect timeout");
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_backend_is_504() {
     let a = Backend::start("a").await;

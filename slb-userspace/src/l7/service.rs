@@ -605,7 +605,6 @@ async fn forward(
             upstream::send(
                 &backend.pool,
                 || make(&mut headers),
-                sent,
                 rt.l7.backend_response_timeout,
             )
             .await

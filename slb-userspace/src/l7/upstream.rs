@@ -316,20 +316,21 @@ impl Checkout {
     }
 }
 
-/// Sends a request to `pool`'s backend, waiting at most `timeout` from
-/// `start` for the connection and the response header. `make` builds the
-/// request once a connection is there (a failed connect leaves it unbuilt).
+/// Sends a request to `pool`'s backend: a connection first (an idle one,
+/// or a new one within the pool's connect timeout), then at most `timeout`
+/// for the response header. The response timeout starts once the request
+/// can go out, not before the connect: a hanging connect is a connect
+/// failure (the next backend gets the request) even when the response
+/// timeout is the shorter one, as nginx's and HAProxy's connect and server
+/// timeouts are separate. `make` builds the request once a connection is
+/// there (a failed connect leaves it unbuilt).
 pub async fn send(
     pool: &Arc<Pool>,
     make: impl FnOnce() -> Request<Body>,
-    start: tokio::time::Instant,
     timeout: Duration,
 ) -> Result<Response<UpstreamBody>, SendError> {
-    let exchange = async {
-        let conn = pool.checkout().await.map_err(|f| (f, None))?;
-        conn.send(make()).await
-    };
-    match tokio::time::timeout_at(start + timeout, exchange).await {
+    let conn = pool.checkout().await.map_err(|f| (f, None))?;
+    match tokio::time::timeout(timeout, conn.send(make())).await {
         Err(_) => Err((Failure::Timeout(timeout), None)),
         Ok(r) => r,
     }

@@ -191,6 +191,41 @@ pub async fn refused_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// An address where connecting hangs: a listener with a full accept
+/// queue (backlog 0, one connection queued, never accepted), so the
+/// kernel drops further SYNs as it does for an overloaded or firewalled
+/// host. Keep it alive while it is used.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+impl Blackhole {
+    /// Needs a tokio runtime (the listener is tokio's).
+    pub fn new() -> Blackhole {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Fill the queue; a connect that does not complete at once means
+        // it is full.
+        let mut queued = Vec::new();
+        loop {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(s) => queued.push(s),
+                Err(_) => break,
+            }
+            assert!(queued.len() < 8, "the accept queue does not fill up");
+        }
+        Blackhole {
+            addr,
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
 /// A backend that accepts, reads the request and closes the connection
 /// without answering.
 pub async fn resetting_backend() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
