@@ -544,6 +544,63 @@ async fn idle_keep_alive_connection_is_closed() {
     p.stop().await;
 }
 
+/// A client that sends its request header too slowly (a byte now and
+/// then, so the connection is never idle) is dropped
+/// `request_header_timeout` after its first bytes, or after the previous
+/// response on a kept-alive connection, with no answer and nothing sent
+/// to the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_header_is_dropped_after_the_header_timeout() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(
+        &[&a],
+        "request_header_timeout = \"600ms\"\nclient_idle_timeout = \"30s\"",
+    )
+    .await;
+    // Trickles a header; returns how long until the proxy closed, and
+    // what it sent.
+    async fn trickle(s: &mut TcpStream) -> (Duration, Vec<u8>) {
+        let t = Instant::now();
+        let mut got = Vec::new();
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: abcdefghijklmnopqrstuvwxyz".iter().cycle() {
+            if s.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "never closed");
+        }
+        (t.elapsed(), got)
+    }
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    let (took, got) = trickle(&mut s).await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    // Kept alive after a request: the timeout runs from its response.
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (took, got) = trickle(&mut s).await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    assert_eq!(a.hits(), 1);
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_closes_after_max_requests() {
     let a = Backend::start("a").await;

@@ -181,9 +181,14 @@ async fn drive<I>(
             Instant::now() + idle.min(header_timeout)
         } else {
             let quiet = activity.deadline(idle) + Activity::slack();
+            // Before its first bytes a connection's header deadline is not
+            // known, and nothing wakes this loop when they come: look again
+            // within the header timeout, or a header trickled in slowly
+            // would be cut off only at the (longer) idle timeout.
             state
                 .header_deadline(header_timeout)
-                .map_or(quiet, |h| h.min(quiet))
+                .unwrap_or_else(|| Instant::now() + header_timeout)
+                .min(quiet)
         };
         tokio::select! {
             biased;
