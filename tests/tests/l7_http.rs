@@ -203,6 +203,55 @@ async fn insert_cookie_sticks_for_50_requests_and_stale_cookie_reschedules() {
     p.stop().await;
 }
 
+/// Weight 0 drains as HAProxy's drain state does: the backend gets no new
+/// clients, but those whose persistence cookie names it stay until their
+/// session ends (a down backend's do not, above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_backend_keeps_its_cookie_clients_only() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let persistence = "persistence = { mode = \"insert_cookie\", timeout = \"1000s\" }";
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}{}",
+            listener("web", "http", ports[0], persistence),
+            a.toml("listener.backend", 100),
+            b.toml("listener.backend", 100),
+        )
+    })
+    .await;
+    let port = p.addr("web").port();
+    let c = client();
+    let first = get(&c, &p.url("web", "/"), &[]).await;
+    assert_eq!(first.backend(), "a");
+    let cookie = first
+        .header("set-cookie")
+        .expect("SERVERID")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    p.reload(&format!(
+        "{}{}{}",
+        listener("web", "http", port, persistence),
+        a.toml("listener.backend", 0),
+        b.toml("listener.backend", 100),
+    ))
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        let got = get(&c, &p.url("web", "/"), &[("cookie", &cookie)]).await;
+        assert_eq!(got.backend(), "a", "the drained backend lost its client");
+        assert!(got.header("set-cookie").is_none());
+    }
+    for _ in 0..5 {
+        let got = get(&c, &p.url("web", "/"), &[]).await;
+        assert_eq!(got.backend(), "b", "a new client went to the drained backend");
+    }
+    assert_eq!(a.hits(), 6);
+    p.stop().await;
+}
+
 /// A backup backend (`backup = true`) gets requests only while no other
 /// backend of its group is up; a persistence cookie naming it does not
 /// hold once one is back.
