@@ -64,13 +64,24 @@ impl Agent {
         tag: &str,
         config: impl FnOnce(&Path) -> String,
     ) -> Result<Agent> {
+        Self::start_pinned(ns, tag, &["run", "--keep-dataplane"], config)
+    }
+
+    /// `slb <args>` with the pin path on a bpffs mounted here (see
+    /// `start_keeping`), where a test can look at the pins.
+    pub fn start_pinned(
+        ns: &Netns,
+        tag: &str,
+        args: &[&str],
+        config: impl FnOnce(&Path) -> String,
+    ) -> Result<Agent> {
         let dir = scratch_dir(tag)?;
         let pins = dir.join("bpf");
         std::fs::create_dir_all(&pins)?;
         crate::sh("mount", &["-t", "bpf", "bpf", &pins.to_string_lossy()])?;
         let cfg = dir.join("slb.toml");
         std::fs::write(&cfg, config(&dir))?;
-        let mut a = Self::spawn(ns, dir, cfg, &["run", "--keep-dataplane"])?;
+        let mut a = Self::spawn(ns, dir, cfg, args)?;
         a.mounted = true;
         a.wait_for_log(READY, Duration::from_secs(30))?;
         Ok(a)

@@ -362,6 +362,69 @@ fn established_connection_survives_an_agent_restart_with_kept_dataplane() {
     assert!(["b1", "b2"].contains(&name.as_str()));
 }
 
+/// SPEC §6: with a `pin_path` that is not on a bpffs the agent mounts one
+/// there (in its own mount namespace under `ip netns exec`); a plain
+/// SIGTERM detaches the program from every interface and removes the pins
+/// (only `--keep-dataplane` leaves them, above).
+#[test]
+fn a_plain_stop_detaches_and_unpins() {
+    let t = Topology::new("dt", 1).unwrap();
+    let _s = tcp_server(&t, 0);
+    let attached = |t: &Topology| -> Vec<String> {
+        t.lb_interfaces()
+            .into_iter()
+            .filter(|i| {
+                t.lb.ip(&["link", "show", "dev", i])
+                    .unwrap()
+                    .contains("xdp")
+            })
+            .collect()
+    };
+    let mut agent = Agent::start(&t.lb, "dt", |d| render(1, d, &[web(1, &[1])])).unwrap();
+    let pin_path = agent.dir().join("bpf");
+    let pid = agent.pid().unwrap();
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(&format!(" {} ", pin_path.display())) && l.contains(" - bpf ")),
+        "no bpffs at {}:\n{mounts}",
+        pin_path.display()
+    );
+    assert_eq!(attached(&t), t.lb_interfaces());
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+    assert!(
+        attached(&t).is_empty(),
+        "still attached: {:?}",
+        attached(&t)
+    );
+    drop(agent);
+
+    // Pins where the test can see them: there while running, gone after.
+    let mut agent =
+        Agent::start_pinned(&t.lb, "dt", &["run"], |d| render(1, d, &[web(1, &[1])])).unwrap();
+    let pin_dir = agent.dir().join("bpf");
+    // A fresh bpffs holds files of the kernel's own (`maps.debug`,
+    // `progs.debug`): the agent's pins are the rest.
+    let pins = || -> Vec<String> {
+        std::fs::read_dir(&pin_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".debug"))
+            .collect()
+    };
+    assert!(!pins().is_empty(), "nothing pinned");
+    let (_, mut conn) = tcp_hello(&t.client, vip(), T).unwrap();
+    echo(&mut conn, "before");
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+    assert_eq!(pins(), Vec::<String>::new(), "pins left behind");
+    assert!(
+        attached(&t).is_empty(),
+        "still attached: {:?}",
+        attached(&t)
+    );
+}
+
 /// A standby with the same configuration and an empty connection table
 /// takes over established connections, with no state handed over (no
 /// connection-sync daemon): Maglev gives the same client tuple the same

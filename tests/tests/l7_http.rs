@@ -246,7 +246,11 @@ async fn a_drained_backend_keeps_its_cookie_clients_only() {
     }
     for _ in 0..5 {
         let got = get(&c, &p.url("web", "/"), &[]).await;
-        assert_eq!(got.backend(), "b", "a new client went to the drained backend");
+        assert_eq!(
+            got.backend(),
+            "b",
+            "a new client went to the drained backend"
+        );
     }
     assert_eq!(a.hits(), 6);
     p.stop().await;
@@ -499,10 +503,18 @@ async fn hanging_connect_times_out_to_the_next_backend() {
         } else {
             send(&c, "POST", &p.url("web", "/"), &[], "order=1").await
         };
-        assert_eq!((got.status.as_u16(), got.backend()), (200, "good"), "request {i}");
+        assert_eq!(
+            (got.status.as_u16(), got.backend()),
+            (200, "good"),
+            "request {i}"
+        );
         if t.elapsed() >= Duration::from_millis(550) {
             slow += 1;
-            assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_millis(2500),
+                "{:?}",
+                t.elapsed()
+            );
         }
     }
     // Round robin sent half of them to the hanging backend first.
@@ -611,7 +623,10 @@ async fn slow_request_header_is_dropped_after_the_header_timeout() {
     async fn trickle(s: &mut TcpStream) -> (Duration, Vec<u8>) {
         let t = Instant::now();
         let mut got = Vec::new();
-        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: abcdefghijklmnopqrstuvwxyz".iter().cycle() {
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: abcdefghijklmnopqrstuvwxyz"
+            .iter()
+            .cycle()
+        {
             if s.write_all(&[*b]).await.is_err() {
                 break;
             }
