@@ -883,6 +883,29 @@ async fn h2_client_that_never_acknowledges_the_shutdown_is_dropped() {
     p.stop().await;
 }
 
+/// An upload slower than `backend_response_timeout` is not cut off while
+/// it makes progress: the timeout counts from the request's last body
+/// bytes, as nginx's and HAProxy's server timeouts count inactivity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_a_slow_backend() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "backend_response_timeout = \"1s\"").await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    // 50 bytes over 3 s: three response timeouts.
+    for _ in 0..10 {
+        s.write_all(b"5\r\nhello\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("received=50"), "{r}");
+    p.stop().await;
+}
+
 /// What a reverse proxy does not pass on: a CONNECT (no tunnels to
 /// arbitrary hosts: 501, no backend contacted) and a 101 the client never
 /// asked for (502).

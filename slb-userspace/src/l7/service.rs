@@ -606,6 +606,7 @@ async fn forward(
                 &backend.pool,
                 || make(&mut headers),
                 rt.l7.backend_response_timeout,
+                || body.last_progress(),
             )
             .await
             .map(|r| r.map(ResponseBody::Upstream))

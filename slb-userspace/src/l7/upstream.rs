@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -322,17 +322,34 @@ impl Checkout {
 /// can go out, not before the connect: a hanging connect is a connect
 /// failure (the next backend gets the request) even when the response
 /// timeout is the shorter one, as nginx's and HAProxy's connect and server
-/// timeouts are separate. `make` builds the request once a connection is
-/// there (a failed connect leaves it unbuilt).
+/// timeouts are separate. It counts from the request body's last bytes
+/// (`body_progress`: coarse ns, see [`ReplayBody::last_progress`]): an
+/// upload slower than the timeout is not a slow backend while it moves.
+/// `make` builds the request once a connection is there (a failed connect
+/// leaves it unbuilt).
 pub async fn send(
     pool: &Arc<Pool>,
     make: impl FnOnce() -> Request<Body>,
     timeout: Duration,
+    body_progress: impl Fn() -> u64,
 ) -> Result<Response<UpstreamBody>, SendError> {
     let conn = pool.checkout().await.map_err(|f| (f, None))?;
-    match tokio::time::timeout(timeout, conn.send(make())).await {
-        Err(_) => Err((Failure::Timeout(timeout), None)),
-        Ok(r) => r,
+    let start = clock::coarse_ns();
+    let sent = conn.send(make());
+    tokio::pin!(sent);
+    let mut wait = timeout;
+    loop {
+        if let Ok(r) = tokio::time::timeout(wait, &mut sent).await {
+            return r;
+        }
+        let quiet = clock::coarse_ns().saturating_sub(start.max(body_progress()));
+        let quiet = Duration::from_nanos(quiet);
+        // The coarse clock lags by up to a tick: a timeout that has run
+        // its whole time is not restarted for that.
+        if quiet + clock::resolution() >= timeout {
+            return Err((Failure::Timeout(timeout), None));
+        }
+        wait = timeout - quiet;
     }
 }
 
@@ -446,6 +463,8 @@ pub struct ReplayBody(Option<Arc<Replay>>);
 struct Replay {
     slot: Mutex<Option<Incoming>>,
     touched: AtomicBool,
+    /// Coarse ns of the last frame read from the client's body (0: none).
+    progress: AtomicU64,
 }
 
 impl ReplayBody {
@@ -456,7 +475,16 @@ impl ReplayBody {
         Self(Some(Arc::new(Replay {
             slot: Mutex::new(Some(body)),
             touched: AtomicBool::new(false),
+            progress: AtomicU64::new(0),
         })))
+    }
+
+    /// When the body last moved on its way to a backend (coarse ns; 0 for
+    /// none): the response timeout runs from there (see [`send`]).
+    pub fn last_progress(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |r| r.progress.load(Ordering::Relaxed))
     }
 
     /// A body for one attempt.
@@ -490,10 +518,14 @@ impl HttpBody for AttemptBody {
         let Ok(mut guard) = self.0.slot.lock() else {
             return Poll::Ready(Some(Err("request body unavailable".into())));
         };
-        match guard.as_mut() {
+        let polled = match guard.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             None => Poll::Ready(None),
+        };
+        if polled.is_ready() {
+            self.0.progress.store(clock::coarse_ns(), Ordering::Relaxed);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -96,7 +96,15 @@ async fn answer(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Respo
     let path = req.uri().path().to_owned();
     let mut res = Response::new(Full::new(Bytes::new()));
     res.headers_mut().insert("x-backend", name.parse().unwrap());
-    let body: String = if let Some(ms) = path.strip_prefix("/sleep/") {
+    let body: String = if path == "/upload" {
+        // The whole body first, then the answer (as an upload handler).
+        let len = req
+            .into_body()
+            .collect()
+            .await
+            .map_or(0, |b| b.to_bytes().len());
+        format!("backend={name} received={len}")
+    } else if let Some(ms) = path.strip_prefix("/sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         format!("backend={name} slept")
     } else if path == "/headers" {
