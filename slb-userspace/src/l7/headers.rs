@@ -58,7 +58,10 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 }
 
 /// Removes the hop-by-hop fields; with `upgrade`, keeps the upgrade
-/// handshake (`Connection: upgrade` and `Upgrade`).
+/// handshake (`Connection: upgrade` and `Upgrade`). `Host` stays even when
+/// `Connection` names it: the request was routed by it, and the backend
+/// would otherwise get the request for its own address (nginx ignores such
+/// names too).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let upgrade_to = if upgrade {
         headers.get(header::UPGRADE).cloned()
@@ -73,7 +76,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             // allocate, a field name is looked up without being built.
             let one = one.clone();
             for name in one.to_str().unwrap_or_default().split(',') {
-                headers.remove(name.trim());
+                let name = name.trim();
+                if !name.eq_ignore_ascii_case("host") {
+                    headers.remove(name);
+                }
             }
         }
         _ => {
@@ -83,6 +89,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .filter(|n| n != header::HOST)
                 .collect();
             for name in &named {
                 headers.remove(name);
@@ -418,6 +425,18 @@ mod tests {
         remove_hop_by_hop(&mut m, false);
         assert_eq!(m.len(), 1);
         assert!(m.contains_key("accept"));
+    }
+
+    #[test]
+    fn connection_cannot_remove_host() {
+        for connection in [&["close, Host"][..], &["close", "host"][..]] {
+            let mut m = h(&[("host", "www.example"), ("accept", "*/*")]);
+            for c in connection {
+                m.append("connection", c.parse().unwrap());
+            }
+            remove_hop_by_hop(&mut m, false);
+            assert_eq!(m.get("host").unwrap(), "www.example", "{connection:?}");
+        }
     }
 
     #[test]
