@@ -240,7 +240,7 @@ async fn a_session_from_another_listener_does_not_bypass_mutual_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls12_and_session_resumption() {
+async fn tls12_tls13_and_session_resumption() {
     let pki = Pki::new("resume");
     let backend = Backend::start("a").await;
     let p = https_proxy(&pki, &backend, "").await;
@@ -255,11 +255,20 @@ async fn tls12_and_session_resumption() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let tls12 = std::sync::Arc::new(tls12);
-    for cfg in [tls12, pki.client_config(&[b"http/1.1"], None)] {
+    let versions = [
+        rustls::ProtocolVersion::TLSv1_2,
+        rustls::ProtocolVersion::TLSv1_3,
+    ];
+    for (cfg, version) in [tls12, pki.client_config(&[b"http/1.1"], None)]
+        .into_iter()
+        .zip(versions)
+    {
         let mut s = tls_connect(cfg.clone(), p.addr("tls"), "a.test")
             .await
             .unwrap();
         assert_eq!(s.get_ref().1.handshake_kind(), Some(HandshakeKind::Full));
+        // A client offering both gets TLS 1.3.
+        assert_eq!(s.get_ref().1.protocol_version(), Some(version));
         assert!(h1_over(&mut s, "/")
             .await
             .unwrap()
