@@ -2,9 +2,10 @@
 //!
 //! Only the layouts the fast path rewrites are accepted: untagged Ethernet,
 //! IPv4 without options and not fragmented, IPv6 whose next header is TCP or
-//! UDP directly (and whose addresses are not IPv4-mapped, see `parse_l3`). So every header sits at a constant offset, which keeps the
-//! verifier's job (and ours) simple. Anything else addressed to a VIP is
-//! handed to the kernel unchanged.
+//! UDP directly (and whose addresses are not IPv4-mapped, see `parse_l3`).
+//! So every header sits at a constant offset, which keeps the verifier's
+//! job (and ours) simple. Anything else addressed to a VIP is handed to the
+//! kernel unchanged.
 use crate::bytes::{ld128, ld16, ld32};
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;

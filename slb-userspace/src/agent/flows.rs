@@ -64,8 +64,8 @@ fn raw_flow(c: &Connection, listeners: &BTreeMap<u32, (&str, u64)>) -> Option<Ra
         backend,
         mode,
         flags: f.flags,
-        idle_s: c.idle_ns / 1_000_000_000,
-        idle_timeout_s: idle_timeout_ns / 1_000_000_000,
+        idle_ns: c.idle_ns,
+        idle_timeout_ns: *idle_timeout_ns,
         backend_gone: c.backend.is_none(),
     })
 }

@@ -46,7 +46,8 @@ pub struct Checkpoint {
     outermost: bool,
 }
 
-/// An absent key reads as `None`.
+/// An absent key reads as `None`: for a read, no old value to put back;
+/// for a delete, its goal (absent) is reached.
 pub(super) fn optional<T>(r: Result<T, MapError>) -> Result<Option<T>, MapError> {
     match r {
         Ok(v) => Ok(Some(v)),

@@ -7,15 +7,6 @@ use slb_common::{limits::MAX_SNAT_ADDRS, Addr, Backend, Listener, SnatPool, VipK
 use slb_common::{AclKey, DestSlot, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A missing key on delete is not an error: the goal (absent) is reached.
-fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
-    match r {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
-}
-
 impl Dataplane {
     pub fn set_listener(
         &mut self,
@@ -30,7 +21,9 @@ impl Dataplane {
 
     pub fn remove_listener(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
         self.record_listener(key)?;
-        ignore_missing(self.listeners.remove(key)).map_err(map_err("LISTENERS"))
+        optional(self.listeners.remove(key))
+            .map(drop)
+            .map_err(map_err("LISTENERS"))
     }
 
     fn record_listener(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
@@ -195,7 +188,9 @@ impl Dataplane {
         }
         for e in present.difference(desired) {
             self.record(Undo::Acl(*e, true));
-            ignore_missing(self.acl.remove(&acl_key(e))).map_err(map_err("ACL"))?;
+            optional(self.acl.remove(&acl_key(e)))
+                .map(drop)
+                .map_err(map_err("ACL"))?;
         }
         Ok(())
     }

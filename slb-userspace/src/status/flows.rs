@@ -12,6 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 /// enough that a full 1M-entry table does not flood a terminal.
 pub const DEFAULT_LIMIT: usize = 1000;
 
+const NS: u64 = 1_000_000_000;
+
 /// Which connections to list. Empty fields match everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowFilter {
@@ -97,9 +99,10 @@ pub struct RawFlow {
     pub mode: &'static str,
     /// `FLOW_F_*`.
     pub flags: u16,
-    pub idle_s: u64,
+    /// Since the last packet either way.
+    pub idle_ns: u64,
     /// The listener's idle timeout.
-    pub idle_timeout_s: u64,
+    pub idle_timeout_ns: u64,
     /// The backend slot no longer holds the backend the flow was scheduled
     /// to (removed by a reload).
     pub backend_gone: bool,
@@ -108,17 +111,19 @@ pub struct RawFlow {
 impl RawFlow {
     /// The timeout the dataplane applies to this entry: the listener's, or
     /// the short one of a connection that is over.
-    fn timeout_s(&self) -> u64 {
-        let closing = u64::from(CLOSING_TIMEOUT_S);
-        if self.proto_tcp && flow_ended(self.flags) && self.idle_timeout_s > closing {
+    fn timeout_ns(&self) -> u64 {
+        let closing = u64::from(CLOSING_TIMEOUT_S) * NS;
+        if self.proto_tcp && flow_ended(self.flags) && self.idle_timeout_ns > closing {
             closing
         } else {
-            self.idle_timeout_s
+            self.idle_timeout_ns
         }
     }
 
+    /// In ns, as the dataplane compares: by whole seconds an entry up to a
+    /// second past its timeout would still be listed as alive.
     fn is_over(&self) -> bool {
-        self.backend_gone || self.idle_s > self.timeout_s()
+        self.backend_gone || self.idle_ns > self.timeout_ns()
     }
 
     fn state(&self) -> &'static str {
@@ -148,7 +153,7 @@ impl RawFlow {
         let expire_s = if self.is_over() {
             0
         } else {
-            self.timeout_s().saturating_sub(self.idle_s)
+            self.timeout_ns().saturating_sub(self.idle_ns) / NS
         };
         FlowEntry {
             listener: self.listener,
@@ -159,7 +164,7 @@ impl RawFlow {
             backend: self.backend,
             mode: self.mode.to_owned(),
             state,
-            idle_s: self.idle_s,
+            idle_s: self.idle_ns / NS,
             expire_s,
         }
     }
@@ -174,8 +179,21 @@ impl FlowFilter {
     }
 }
 
+/// The listing's order: by listener, client and port, then VIP.
+fn order(a: &FlowEntry, b: &FlowEntry) -> std::cmp::Ordering {
+    (&a.listener, a.client.ip(), a.client.port(), a.vip).cmp(&(
+        &b.listener,
+        b.client.ip(),
+        b.client.port(),
+        b.vip,
+    ))
+}
+
 /// Collects the entries `filter` asks for, sorted by listener, client and
-/// port; `matched` counts every match, also those past the limit.
+/// port; `matched` counts every match, also those past the limit. A
+/// limited listing is the start of the full one: the table is walked in
+/// hash order, so the first matches met would be a different sample on
+/// every call.
 pub fn select(filter: &FlowFilter, flows: impl IntoIterator<Item = RawFlow>) -> FlowList {
     let mut list = FlowList::default();
     let limit = if filter.limit == 0 {
@@ -188,18 +206,16 @@ pub fn select(filter: &FlowFilter, flows: impl IntoIterator<Item = RawFlow>) -> 
             continue;
         }
         list.matched += 1;
-        if list.flows.len() < limit {
-            list.flows.push(f.entry());
+        list.flows.push(f.entry());
+        // Trimmed now and then rather than kept whole: a limited listing
+        // of a million-entry table holds at most twice the limit.
+        if list.flows.len() >= limit.saturating_mul(2) {
+            list.flows.sort_by(order);
+            list.flows.truncate(limit);
         }
     }
-    list.flows.sort_by(|a, b| {
-        (&a.listener, a.client.ip(), a.client.port(), a.vip).cmp(&(
-            &b.listener,
-            b.client.ip(),
-            b.client.port(),
-            b.vip,
-        ))
-    });
+    list.flows.sort_by(order);
+    list.flows.truncate(limit);
     list
 }
 
@@ -254,8 +270,8 @@ mod tests {
             backend: "10.0.1.11:8080".parse().unwrap(),
             mode: "fullnat",
             flags,
-            idle_s,
-            idle_timeout_s: 900,
+            idle_ns: idle_s * NS,
+            idle_timeout_ns: 900 * NS,
             backend_gone: false,
         }
     }
@@ -325,6 +341,47 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(select(&other, flows()).matched, 0);
+    }
+
+    /// A limited listing is the start of the full one (the smallest by
+    /// listener and client), not whichever entries the table walk met
+    /// first.
+    #[test]
+    fn a_limited_listing_is_the_start_of_the_sorted_one() {
+        let flows = || {
+            (0..50u8)
+                .rev()
+                .map(|i| raw(&format!("10.0.0.{}:1000", i + 1), 0, 1))
+                .collect::<Vec<_>>()
+        };
+        let full = select(&FlowFilter::default(), flows());
+        for limit in [1, 3, 20] {
+            let part = select(
+                &FlowFilter {
+                    limit,
+                    ..Default::default()
+                },
+                flows(),
+            );
+            assert_eq!(part.matched, 50);
+            assert_eq!(part.flows[..], full.flows[..limit], "limit {limit}");
+        }
+    }
+
+    /// Over by the dataplane's rule (idle longer than the timeout, in ns),
+    /// not only once a whole second past it.
+    #[test]
+    fn an_entry_a_fraction_of_a_second_past_its_timeout_is_over() {
+        let mut f = raw("10.0.0.2:1000", 0, 900);
+        f.idle_ns += 500_000_000;
+        let e = f.entry();
+        assert_eq!(
+            (e.state.as_str(), e.expire_s, e.idle_s),
+            ("EXPIRED", 0, 900)
+        );
+        // Exactly at the timeout it is not (the dataplane's `>`).
+        let e = raw("10.0.0.2:1000", 0, 900).entry();
+        assert_eq!((e.state.as_str(), e.expire_s), ("ESTABLISHED", 0));
     }
 
     #[test]
