@@ -7,11 +7,12 @@
 //!
 //! Fields: time (UTC, when the request arrived), client address, host (`-`
 //! when none), request line (`"-"` for a request the server library could
-//! not parse, answered by it with a bare 400, 414 or 431), status, body bytes sent, upstream address and
-//! upstream time in seconds (of the last backend tried: with retries, the
-//! one that answered, or failed, last; `-` when the proxy answered without
-//! one: redirects, 400/431/501/503 pages, abandoned requests), total time in
-//! seconds (until the last byte of the response was handed to the client).
+//! not parse, answered by it with a bare 400, 414 or 431), status, body
+//! bytes sent, upstream address and upstream time in seconds (of the last
+//! backend tried: with retries, the one that answered, or failed, last;
+//! `-` when the proxy answered without one: redirects, 400/431/501/503
+//! pages, abandoned requests), total time in seconds (until the last byte
+//! of the response was handed to the client).
 //! A request whose client went away before its response began (an HTTP/2
 //! stream reset, a closed connection) is logged with status 499, as by
 //! nginx.
