@@ -28,6 +28,38 @@ pub const PROBE6: Ipv6Addr = Ipv6Addr::new(0xfd64, 0, 0, 0, 0, 0, 0, 1);
 /// The health-check source of the standby (see [`Topology::add_standby`]).
 pub const STANDBY_PROBE4: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 
+/// The first FULLNAT source candidate (from [`SNAT4`] / [`SNAT6`]) of a
+/// TCP connection from `client` to `vip`: the source a node with an empty
+/// table gives it. A node that found it taken (by an entry of an earlier
+/// connection) used a later candidate, which a standby does not
+/// reproduce.
+pub fn first_fullnat_source(client: SocketAddr, vip: SocketAddr) -> SocketAddr {
+    use slb_common::{
+        addr::to_addr,
+        hash::{flow_hash, snat_candidate},
+    };
+    let h = flow_hash(
+        &to_addr(client.ip()),
+        &to_addr(vip.ip()),
+        client.port().to_be(),
+        vip.port().to_be(),
+        6,
+    );
+    let (ip, count): (Vec<IpAddr>, u32) = if client.is_ipv4() {
+        (
+            SNAT4.iter().map(|a| (*a).into()).collect(),
+            SNAT4.len() as u32,
+        )
+    } else {
+        (
+            SNAT6.iter().map(|a| (*a).into()).collect(),
+            SNAT6.len() as u32,
+        )
+    };
+    let (idx, port) = snat_candidate(h, 0, count);
+    SocketAddr::new(ip[idx as usize], port)
+}
+
 pub fn backend4(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, i as u8 + 1, 2)
 }

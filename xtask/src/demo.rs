@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use slb_tests::{
     config::{render, ListenerSpec},
     servers::{tcp_hello, udp_ask, NameServer},
-    topology::{backend4, Topology, PROBE4, STANDBY_PROBE4, VIP4},
+    topology::{backend4, first_fullnat_source, Topology, PROBE4, STANDBY_PROBE4, VIP4},
     Agent,
 };
 
@@ -235,16 +235,34 @@ fn failover(t: &Topology, primary: &mut Agent, listeners: &[ListenerSpec]) -> Re
     println!(
         "==> primary stopped (XDP detached, connection table gone); client and backends now route via the standby"
     );
+    let vip = SocketAddr::new(VIP4.into(), 80);
     let mut carried = Counts::new();
+    // A connection whose first FULLNAT source candidate the primary found
+    // held (by a connection of the rounds above, its reverse entry kept
+    // through TIME_WAIT) got a later one, which the standby, with an empty
+    // table, does not reproduce: the backend resets it. README, "What does
+    // not carry over"; about one demo run in six has one.
+    let mut second_choice = 0;
     for (i, (name, c)) in held.iter_mut().enumerate() {
-        exchange(c, "still there?").with_context(|| {
-            format!("held connection {i} (to {name}) did not survive the failover")
-        })?;
-        *carried.entry(name.clone()).or_default() += 1;
+        let client = c.local_addr()?;
+        let first = first_fullnat_source(client, vip).to_string();
+        let expected = on_primary
+            .get(&client.to_string())
+            .is_none_or(|(_, source)| *source == first);
+        match exchange(c, "still there?") {
+            Ok(()) => *carried.entry(name.clone()).or_default() += 1,
+            Err(_) if !expected => second_choice += 1,
+            Err(e) => {
+                return Err(e.context(format!(
+                    "held connection {i} (to {name}) did not survive the failover"
+                )))
+            }
+        }
     }
     let flows = standby.status()?["flows"].as_u64().unwrap_or(0);
+    let survivors: usize = carried.values().sum();
     println!(
-        "    {HELD} of {HELD} connections carried on through the standby, on the same backends ({}): \
+        "    {survivors} of {HELD} connections carried on through the standby, on the same backends ({}): \
          it rebuilt each flow from its next packet (Maglev: same backend; FULLNAT source derived from the \
          client's address and port: same connection for the backend). Standby's connection table: {flows} flows.",
         carried
@@ -253,6 +271,12 @@ fn failover(t: &Topology, primary: &mut Agent, listeners: &[ListenerSpec]) -> Re
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if second_choice > 0 {
+        println!(
+            "    {second_choice} reset, as expected: the primary had given them a second-choice FULLNAT source (the \
+             first was still held by a connection of the rounds above, in TIME_WAIT), which the standby cannot know"
+        );
+    }
     let on_standby = flows_by_client(&standby)?;
     let same = held
         .iter()
