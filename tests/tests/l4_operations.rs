@@ -405,11 +405,15 @@ fn a_plain_stop_detaches_and_unpins() {
         Agent::start_pinned(&t.lb, "dt", &["run"], |d| render(1, d, &[web(1, &[1])])).unwrap();
     let pin_dir = agent.dir().join("bpf");
     // A fresh bpffs holds files of the kernel's own (`maps.debug`,
-    // `progs.debug`): the agent's pins are the rest.
+    // `progs.debug`), and iproute2 run by a test in parallel may add its
+    // `ip`, `tc` and `xdp` directories to the first bpffs it finds
+    // mounted: the agent's pins are the other files.
     let pins = || -> Vec<String> {
         std::fs::read_dir(&pin_dir)
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| e.unwrap())
+            .filter(|e| !e.file_type().unwrap().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.ends_with(".debug"))
             .collect()
     };
