@@ -406,13 +406,13 @@ fn a_plain_stop_detaches_and_unpins() {
     let pin_dir = agent.dir().join("bpf");
     // A fresh bpffs holds files of the kernel's own (`maps.debug`,
     // `progs.debug`), and iproute2 run by a test in parallel may add its
-    // `ip`, `tc` and `xdp` directories to the first bpffs it finds
-    // mounted: the agent's pins are the other files.
+    // `tc` directory and `ip` and `xdp` links to it to the first bpffs it
+    // finds mounted: the agent's pins are the other (regular) files.
     let pins = || -> Vec<String> {
         std::fs::read_dir(&pin_dir)
             .unwrap()
             .map(|e| e.unwrap())
-            .filter(|e| !e.file_type().unwrap().is_dir())
+            .filter(|e| e.file_type().unwrap().is_file())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.ends_with(".debug"))
             .collect()
