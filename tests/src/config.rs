@@ -92,3 +92,24 @@ pub fn render(backends: usize, pin_dir: &Path, listeners: &[ListenerSpec]) -> St
     }
     s
 }
+
+/// `nat` backends whose addresses all start at one slot of the
+/// destination table, one more than it can probe: a file that validates
+/// but that the agent cannot apply.
+pub fn unplaceable(vip: IpAddr, vip_port: u16) -> ListenerSpec {
+    use slb_common::{addr::to_addr, hash::dest_slot, limits::DEST_PROBES};
+    let first = dest_slot(&to_addr("10.9.0.0".parse().unwrap()));
+    let mut l = ListenerSpec::new("many", vip, vip_port, "tcp").extra("forwarding = \"nat\"");
+    let mut found = 0;
+    for i in 0u32.. {
+        let ip = std::net::Ipv4Addr::from(0x0a09_0000 + i);
+        if dest_slot(&to_addr(ip.into())) == first {
+            l = l.backend(ip.into(), 80, 1);
+            found += 1;
+            if found > DEST_PROBES {
+                break;
+            }
+        }
+    }
+    l
+}

@@ -4,7 +4,7 @@
 //! connections, a restart with the dataplane kept running, and a standby
 //! taking over established connections.
 use slb_tests::{
-    config::{render, ListenerSpec},
+    config::{render, unplaceable, ListenerSpec},
     servers::{tcp_hello, tcp_hello_from, udp_ask, HttpServer, NameServer},
     topology::{backend4, PROBE4, STANDBY_PROBE4, VIP4},
     Agent, Topology,
@@ -686,28 +686,6 @@ fn a_restart_without_its_metrics_port_leaves_the_previous_tables() {
     agent.restart().unwrap();
 }
 
-/// `nat` backends whose addresses all start at one slot of the
-/// destination table, one more than it can probe: a file that validates
-/// but that the agent cannot apply.
-fn unplaceable(vip_port: u16) -> ListenerSpec {
-    use slb_common::{addr::to_addr, hash::dest_slot, limits::DEST_PROBES};
-    let first = dest_slot(&to_addr("10.9.0.0".parse().unwrap()));
-    let mut l =
-        ListenerSpec::new("many", VIP4.into(), vip_port, "tcp").extra("forwarding = \"nat\"");
-    let mut found = 0;
-    for i in 0u32.. {
-        let ip = std::net::Ipv4Addr::from(0x0a09_0000 + i);
-        if dest_slot(&to_addr(ip.into())) == first {
-            l = l.backend(ip.into(), 80, 1);
-            found += 1;
-            if found > DEST_PROBES {
-                break;
-            }
-        }
-    }
-    l
-}
-
 /// A reload that validates but cannot be applied is rejected and leaves
 /// everything as it was: the listener it removed keeps its id (and so its
 /// counters and flows), and a backend held down stays down (not put back
@@ -724,7 +702,9 @@ fn a_reload_that_cannot_be_applied_changes_nothing() {
         .unwrap();
     assert_eq!(spread(&t, 5).get("b1"), Some(&5));
     let running = std::fs::read_to_string(&agent.config).unwrap();
-    let out = agent.reload(&render(2, &dir, &[unplaceable(81)])).unwrap();
+    let out = agent
+        .reload(&render(2, &dir, &[unplaceable(VIP4.into(), 81)]))
+        .unwrap();
     assert!(out.contains("reload rejected"), "{out}");
     assert!(out.contains("destination table"), "{out}");
     std::fs::write(&agent.config, running).unwrap();

@@ -2,7 +2,7 @@
 //! dataplane (VIP added to `lo`, backends health-checked, status), and
 //! alone as an unprivileged `slb proxy`.
 use slb_tests::{
-    config::{render, ListenerSpec},
+    config::{render, unplaceable, ListenerSpec},
     servers::{http_get, tcp_hello, HttpServer, NameServer},
     topology::{backend4, CLIENT4, VIP4},
     Agent, Netns, Topology,
@@ -281,4 +281,58 @@ health_check = {{ protocol = "http", path = "/", interval = "1s", timeout = "1s"
         .iter()
         .any(|(_, h)| h.starts_with("GET /x")));
     assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+}
+
+/// A reload the dataplane cannot take (it validates, but its `nat`
+/// backends do not fit the destination table) is refused before the
+/// proxy changes anything: an http listener the file left out keeps
+/// serving its open keep-alive connections.
+#[test]
+fn a_reload_the_dataplane_refuses_leaves_http_connections_alone() {
+    use std::io::{Read, Write};
+    let t = Topology::new("l7rr", 1).unwrap();
+    let _web = HttpServer::start_named(
+        &t.backends[0],
+        SocketAddr::new(backend4(0).into(), 8081),
+        200,
+        "web1",
+    )
+    .unwrap();
+    let l4 = ListenerSpec::new("tcp", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1);
+    let www = ListenerSpec::new("www", WWW.into(), 80, "http")
+        .scheduler("wrr")
+        .extra("health_check = { enabled = false }")
+        .backend(backend4(0).into(), 8081, 1);
+    let mut agent = Agent::start(&t.lb, "l7rr", |d| render(1, d, &[l4.clone(), www])).unwrap();
+    let dir = agent.dir().to_owned();
+    let mut conn = t
+        .client
+        .enter(|| std::net::TcpStream::connect((WWW, 80)))
+        .unwrap()
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let ask = |conn: &mut std::net::TcpStream| -> String {
+        conn.write_all(b"GET /page HTTP/1.1\r\nHost: www.example\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Header and the short body ("web1\n") arrive together.
+        while !String::from_utf8_lossy(&got).contains("web1") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    assert!(ask(&mut conn).starts_with("HTTP/1.1 200"));
+    let out = agent
+        .reload(&render(1, &dir, &[l4, unplaceable(VIP4.into(), 81)]))
+        .unwrap();
+    assert!(out.contains("reload rejected"), "{out}");
+    let again = ask(&mut conn);
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "the kept-alive connection was closed by a refused reload: {again:?}"
+    );
 }

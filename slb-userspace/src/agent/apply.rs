@@ -189,6 +189,15 @@ impl Applier {
     /// `Dataplane::checkpoint`) and this applier its ids, tables and
     /// retired addresses, so a failed change leaves everything as it was
     /// and the next one starts from there.
+    /// Whether `cfg` can be planned with `health` (the ids it would get,
+    /// the destination table, the lookup tables), without writing anything
+    /// or changing an id.
+    pub fn check(&self, cfg: &Config, health: &Health) -> Result<(), ApplyError> {
+        planner::plan(cfg, &mut self.ids.clone(), health)
+            .map(drop)
+            .map_err(ApplyError::from)
+    }
+
     pub fn change(
         &mut self,
         dp: &mut Dataplane,

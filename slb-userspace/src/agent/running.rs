@@ -318,7 +318,19 @@ impl Running {
                 "[agent] settings change only with a restart; nothing was changed".into(),
             ]);
         }
-        if self.dataplane.is_some() {
+        let renamed = renames(&self.cfg, &cfg);
+        let new_targets = targets(&cfg, self.mode);
+        // The checker learns the new targets only once the change is in:
+        // told and then told back, it would forget the state of a backend
+        // the failed file left out, and count it as up (unprobed) again.
+        let health = health_after(&self.checker.down(), &renamed, &new_targets);
+        if let Some((_, applier)) = self.dataplane.as_ref() {
+            // A file the dataplane cannot take is refused before the proxy
+            // changes anything: a removed http/https listener would
+            // otherwise have closed its connections for nothing.
+            if let Err(e) = applier.check(&cfg, &health) {
+                return refuse(vec![format!("applying it failed: {e:#}")]);
+            }
             // Only ever turns settings on, so nothing to undo if the
             // reload fails later.
             if let Err(e) = super::sysctl::enable_forwarding_for(&cfg) {
@@ -338,12 +350,6 @@ impl Running {
             self.sync_local();
             return refuse(vec![format!("L7 proxy: {e}")]);
         }
-        let renamed = renames(&self.cfg, &cfg);
-        let new_targets = targets(&cfg, self.mode);
-        // The checker learns the new targets only once the change is in:
-        // told and then told back, it would forget the state of a backend
-        // the failed file left out, and count it as up (unprobed) again.
-        let health = health_after(&self.checker.down(), &renamed, &new_targets);
         let previous = std::mem::replace(&mut self.cfg, cfg);
         match self.apply_with(health) {
             Ok(()) => {
