@@ -265,6 +265,25 @@ mod tests {
         assert!(!standing_by(l, b, &down(&["10.0.1.1:80"])));
     }
 
+    /// A TCP check of `key` that went down after `run` refused connects
+    /// and has failed `fails` times in a row since.
+    fn refused(key: &BackendKey, run: (u32, u32), fails: u32) -> TargetStatus {
+        TargetStatus {
+            key: key.clone(),
+            protocol: CheckProtocol::Tcp,
+            up: false,
+            confirmed: true,
+            last_change: None,
+            last_reason: Some("connect refused".into()),
+            last_change_run: Some(run),
+            last_result: Some("connect refused".into()),
+            last_probe: None,
+            last_latency: None,
+            consecutive_ok: 0,
+            consecutive_fail: fails,
+        }
+    }
+
     #[test]
     fn the_reason_is_the_change_as_logged() {
         let cfg = crate::config::parse(
@@ -281,20 +300,7 @@ mod tests {
             addr: b.socket_addr(),
         };
         // Down at its first probe, and still failing since.
-        let status = TargetStatus {
-            key: key.clone(),
-            protocol: CheckProtocol::Tcp,
-            up: false,
-            confirmed: true,
-            last_change: None,
-            last_reason: Some("connect refused".into()),
-            last_change_run: Some((1, 1)),
-            last_result: Some("connect refused".into()),
-            last_probe: None,
-            last_latency: None,
-            consecutive_ok: 0,
-            consecutive_fail: 5,
-        };
+        let status = refused(&key, (1, 1), 5);
         let health = BTreeMap::from([(&key, &status)]);
         let (state, _, reason) = backend_health(l, b, &health, &Health::default());
         assert_eq!(state, BackendState::Down);
@@ -318,20 +324,7 @@ mod tests {
             listener: "web".into(),
             addr: b.socket_addr(),
         };
-        let status = TargetStatus {
-            key: key.clone(),
-            protocol: CheckProtocol::Tcp,
-            up: false,
-            confirmed: true,
-            last_change: None,
-            last_reason: Some("connect refused".into()),
-            last_change_run: Some((3, 3)),
-            last_result: Some("connect refused".into()),
-            last_probe: None,
-            last_latency: None,
-            consecutive_ok: 0,
-            consecutive_fail: 3,
-        };
+        let status = refused(&key, (3, 3), 3);
         let health = BTreeMap::from([(&key, &status)]);
         let down = Health {
             down: [key.clone()].into(),
