@@ -116,9 +116,10 @@ fn the_connection_table_is_read_whole() {
         flows.insert(key, flow, 0).unwrap();
     }
     assert_eq!(bed.dp.flow_entries().0, N as usize);
-    let active = bed
+    let (active, whole) = bed
         .dp
         .active_flows(|l| (l == web.id).then_some(900_000_000_000));
+    assert!(whole);
     assert_eq!(active.get(&id).copied(), Some(u64::from(N)), "{active:?}");
 }
 

@@ -262,7 +262,12 @@ impl Running {
                 ))
             })
             .collect();
-        let counts = dp.active_flows(|id| idle.get(&id).copied());
+        let (counts, whole) = dp.active_flows(|id| idle.get(&id).copied());
+        if !whole {
+            // Part of the table only: the counts are too low, and `wlc`
+            // would pile new flows on the backends it missed.
+            return;
+        }
         if let Err(e) = dp.set_active(&counts, applier.ids.backend_ids()) {
             warn!("refreshing active-flow counts: {e}");
         }

@@ -142,7 +142,7 @@ pub fn build(
                 Some((id, l.idle_timeout.as_nanos() as u64))
             })
             .collect();
-        let active = dp.active_flows(|id| idle.get(&id).copied());
+        let (active, _) = dp.active_flows(|id| idle.get(&id).copied());
         for l in cfg.l4_listeners() {
             let service = planner::vip_key(l);
             let Some(lid) = ids.listener(&service) else {

@@ -17,18 +17,23 @@ pub struct Connection {
 
 impl Dataplane {
     /// Calls `f` with every entry of the connection table, read in
-    /// batches (see `batch`), or by key where the kernel cannot.
-    pub(super) fn each_flow(&self, mut f: impl FnMut(&FlowKey, &Flow)) {
+    /// batches (see `batch`), or by key where the kernel cannot. False
+    /// when a read failed part way (`f` saw only some entries).
+    pub(super) fn each_flow(&self, mut f: impl FnMut(&FlowKey, &Flow)) -> bool {
         use std::os::fd::AsFd;
         match super::batch::for_each(self.flows_fd.as_fd(), &mut f) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(super::batch::BatchError::Unsupported(e)) => {
                 tracing::debug!("reading the connection table by key: {e}");
                 for (k, v) in self.flows.iter().filter_map(Result::ok) {
                     f(&k, &v);
                 }
+                true
             }
-            Err(e) => tracing::warn!("reading the connection table: {e}"),
+            Err(e) => {
+                tracing::warn!("reading the connection table: {e}");
+                false
+            }
         }
     }
 

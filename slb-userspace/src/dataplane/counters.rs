@@ -111,7 +111,7 @@ impl Dataplane {
         &self,
         live: impl Fn(&slb_common::Flow, u64) -> bool,
         mut f: impl FnMut(u32, &slb_common::Backend),
-    ) {
+    ) -> bool {
         let now = monotonic_coarse_ns();
         let mut backends = std::collections::BTreeMap::new();
         self.each_flow(|_, flow| {
@@ -127,7 +127,7 @@ impl Dataplane {
             {
                 f(flow.backend_id, b);
             }
-        });
+        })
     }
 
     /// Which of `addrs` live flows are still forwarded to: entries whose
@@ -140,7 +140,7 @@ impl Dataplane {
         addrs: &std::collections::BTreeSet<slb_common::Addr>,
     ) -> std::collections::BTreeSet<slb_common::Addr> {
         let mut out = std::collections::BTreeSet::new();
-        self.for_each_flow_on_its_backend(
+        let whole = self.for_each_flow_on_its_backend(
             |flow, now| {
                 !slb_common::flow::flow_ended(flow.flags)
                     && now.saturating_sub(flow.seen_ns)
@@ -152,19 +152,26 @@ impl Dataplane {
                 }
             },
         );
+        if !whole {
+            // Not read whole: any of them may have flows (dropping a
+            // flag too early breaks them; keeping it longer costs nothing).
+            return addrs.clone();
+        }
         out
     }
 
     /// Live flows per backend id: entries not closing (no FIN/RST seen)
     /// whose backend slot still holds the backend they were scheduled to
     /// and that were seen within their listener's idle timeout
-    /// (`idle_ns(listener_id)`). For status and metrics.
+    /// (`idle_ns(listener_id)`). For status and metrics, and the `wlc`
+    /// recount; with whether the table was read whole (else the counts
+    /// are too low: good enough to show, not to schedule by).
     pub fn active_flows(
         &self,
         idle_ns: impl Fn(u32) -> Option<u64>,
-    ) -> std::collections::BTreeMap<u32, u64> {
+    ) -> (std::collections::BTreeMap<u32, u64>, bool) {
         let mut out = std::collections::BTreeMap::new();
-        self.for_each_flow_on_its_backend(
+        let whole = self.for_each_flow_on_its_backend(
             |flow, now| {
                 flow.flags & slb_common::flow::FLOW_F_CLOSING == 0
                     && idle_ns(flow.listener_id)
@@ -172,6 +179,6 @@ impl Dataplane {
             },
             |id, _| *out.entry(id).or_insert(0) += 1,
         );
-        out
+        (out, whole)
     }
 }
