@@ -443,3 +443,34 @@ async fn wlc_counts_open_tunnels() {
     tb.abort();
     p.stop().await;
 }
+
+/// A WebSocket handshake carrying a body is refused (400): the body could
+/// be neither sent to the backend nor told apart from the tunnel's first
+/// bytes, and the backend would wait for it. The backend sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_with_a_body_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (echo, task) = echo_server().await;
+    let p = proxy_to(echo, "").await;
+    let mut s = TcpStream::connect(p.addr("ws")).await.unwrap();
+    s.write_all(
+        b"GET /body HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Content-Length: 5\r\n\r\nhello",
+    )
+    .await
+    .unwrap();
+    let mut got = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let head = String::from_utf8_lossy(&got[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(
+        !TARGETS.lock().unwrap().iter().any(|t| t == "/body"),
+        "the backend got it"
+    );
+    task.abort();
+    p.stop().await;
+}

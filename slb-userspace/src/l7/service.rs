@@ -397,9 +397,19 @@ fn route(req: &Request<Incoming>, rt: &Runtime) -> Route {
             None => pages::error(StatusCode::BAD_REQUEST, h1),
         })));
     }
+    let upgrade = h1 && headers::is_websocket_upgrade(req.headers());
+    if upgrade && !hyper::body::Body::is_end_stream(req.body()) {
+        // A WebSocket handshake has no body (RFC 6455), and the tunnel
+        // takes the connection's bytes after it: a body could be neither
+        // forwarded nor told apart from the first frames.
+        return Route::Local(Box::new(Outcome::local(pages::error(
+            StatusCode::BAD_REQUEST,
+            h1,
+        ))));
+    }
     Route::Forward {
         group: rt.router.route(host.as_deref(), req.uri().path()),
-        upgrade: h1 && headers::is_websocket_upgrade(req.headers()),
+        upgrade,
     }
 }
 
