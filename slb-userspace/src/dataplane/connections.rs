@@ -1,5 +1,6 @@
-//! Reading the connection table entry by entry, for `slb flows`.
-use super::counters::monotonic_coarse_ns;
+//! Reading the connection table: `slb flows`, the active-flow counts of
+//! status and the `wlc` recount, and the live-flow check of retired `nat`
+//! backends.
 use super::Dataplane;
 use slb_common::flow::{flow_ended, FLOW_F_DR, FLOW_F_NAT};
 use slb_common::{Backend, Flow, FlowKey};
@@ -15,26 +16,66 @@ pub struct Connection {
     pub idle_ns: u64,
 }
 
-impl Dataplane {
-    /// Calls `f` with every entry of the connection table, read in
-    /// batches (see `batch`), or by key where the kernel cannot. False
-    /// when a read failed part way (`f` saw only some entries).
-    pub(super) fn each_flow(&self, mut f: impl FnMut(&FlowKey, &Flow)) -> bool {
-        use std::os::fd::AsFd;
-        match super::batch::for_each(self.flows_fd.as_fd(), &mut f) {
-            Ok(()) => true,
-            Err(super::batch::BatchError::Unsupported(e)) => {
-                tracing::debug!("reading the connection table by key: {e}");
-                for (k, v) in self.flows.iter().filter_map(Result::ok) {
-                    f(&k, &v);
-                }
-                true
+/// Calls `f` with every entry of the hash map `map` (whose descriptor for
+/// batch reads is `fd`), read in batches (see `batch`), or by key where the
+/// kernel cannot. False when a read failed part way (`f` saw only some
+/// entries).
+fn each_entry<K: aya::Pod, V: aya::Pod>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    map: &aya::maps::HashMap<aya::maps::MapData, K, V>,
+    what: &str,
+    mut f: impl FnMut(&K, &V),
+) -> bool {
+    match super::batch::for_each(fd, &mut f) {
+        Ok(()) => true,
+        Err(super::batch::BatchError::Unsupported(e)) => {
+            tracing::debug!("reading the {what} by key: {e}");
+            for (k, v) in map.iter().filter_map(Result::ok) {
+                f(&k, &v);
             }
-            Err(e) => {
-                tracing::warn!("reading the connection table: {e}");
-                false
-            }
+            true
         }
+        Err(e) => {
+            tracing::warn!("reading the {what}: {e}");
+            false
+        }
+    }
+}
+
+/// The clock of the flow timestamps (`bpf_ktime_get_coarse_ns`).
+pub(super) fn monotonic_coarse_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+impl Dataplane {
+    /// Calls `f` with every entry of the connection table (see
+    /// [`each_entry`]).
+    pub(super) fn each_flow(&self, f: impl FnMut(&FlowKey, &Flow)) -> bool {
+        use std::os::fd::AsFd;
+        each_entry(self.flows_fd.as_fd(), &self.flows, "connection table", f)
+    }
+
+    /// Calls `f` with every entry of the connection table, the backend it
+    /// was scheduled to (`None` when its slot now holds another one,
+    /// removed by a reload) and the clock of the flow timestamps. Each
+    /// backend slot is read once. False as [`each_entry`].
+    pub(super) fn each_flow_and_backend(
+        &self,
+        mut f: impl FnMut(&FlowKey, &Flow, Option<&Backend>, u64),
+    ) -> bool {
+        let now = monotonic_coarse_ns();
+        let mut backends = std::collections::BTreeMap::new();
+        self.each_flow(|key, flow| {
+            let backend = backends
+                .entry(flow.backend_id)
+                .or_insert_with(|| self.backends.get(&flow.backend_id, 0).ok());
+            let backend = backend
+                .as_ref()
+                .filter(|b| b.generation == flow.backend_gen);
+            f(key, flow, backend, now)
+        })
     }
 
     /// Entries of the connection table and of the reply table.
@@ -43,13 +84,12 @@ impl Dataplane {
         let mut flows = 0;
         self.each_flow(|_, _| flows += 1);
         let mut replies = 0;
-        let by_batch = super::batch::for_each::<FlowKey, slb_common::Reverse>(
+        each_entry(
             self.reverse_fd.as_fd(),
+            &self.reverse,
+            "reply table",
             |_, _| replies += 1,
         );
-        if let Err(super::batch::BatchError::Unsupported(_)) = by_batch {
-            replies = self.reverse.keys().count();
-        }
         (flows, replies)
     }
 
@@ -60,25 +100,19 @@ impl Dataplane {
     /// only the reply entry, as the dataplane's `kept_alive_by_replies`
     /// reads it), so only for those the reply entry is read too.
     pub fn connections(&self, idle_ns: impl Fn(u32) -> Option<u64>, mut f: impl FnMut(Connection)) {
-        let now = monotonic_coarse_ns();
-        let mut backends = std::collections::BTreeMap::new();
-        self.each_flow(|&key, &flow| {
-            let backend = *backends
-                .entry(flow.backend_id)
-                .or_insert_with(|| self.backends.get(&flow.backend_id, 0).ok());
-            let backend = backend.filter(|b| b.generation == flow.backend_gen);
+        self.each_flow_and_backend(|key, flow, backend, now| {
             let mut idle = now.saturating_sub(flow.seen_ns);
-            if let Some(b) = &backend {
+            if let Some(b) = backend {
                 if idle_ns(flow.listener_id).is_some_and(|limit| idle > limit) {
-                    if let Some(seen) = self.reply_seen_ns(&key, &flow, b) {
+                    if let Some(seen) = self.reply_seen_ns(key, flow, b) {
                         idle = idle.min(now.saturating_sub(seen));
                     }
                 }
             }
             f(Connection {
-                key,
-                flow,
-                backend,
+                key: *key,
+                flow: *flow,
+                backend: backend.copied(),
                 idle_ns: idle,
             });
         });
@@ -109,5 +143,53 @@ impl Dataplane {
             && rev.vip == key.dst
             && rev.vip_port == key.dport;
         ours.then_some(rev.seen_ns)
+    }
+
+    /// Which of `addrs` live flows are still forwarded to: entries whose
+    /// connection has not ended (a half-closed one may still get replies),
+    /// seen within their idle timeout, whose backend slot still holds the
+    /// backend they were scheduled to. Only for the rare decision to drop
+    /// a retired `nat` backend's flag.
+    pub fn addrs_with_live_flows(
+        &self,
+        addrs: &std::collections::BTreeSet<slb_common::Addr>,
+    ) -> std::collections::BTreeSet<slb_common::Addr> {
+        let mut out = std::collections::BTreeSet::new();
+        let whole = self.each_flow_and_backend(|_, flow, backend, now| {
+            let live = !slb_common::flow::flow_ended(flow.flags)
+                && now.saturating_sub(flow.seen_ns)
+                    <= u64::from(flow.idle_timeout_s) * 1_000_000_000;
+            if let Some(b) = backend.filter(|b| live && addrs.contains(&b.addr)) {
+                out.insert(b.addr);
+            }
+        });
+        if !whole {
+            // Not read whole: any of them may have flows (dropping a
+            // flag too early breaks them; keeping it longer costs nothing).
+            return addrs.clone();
+        }
+        out
+    }
+
+    /// Live flows per backend id: entries not closing (no FIN/RST seen)
+    /// whose backend slot still holds the backend they were scheduled to
+    /// and that were seen within their listener's idle timeout
+    /// (`idle_ns(listener_id)`). For status and metrics, and the `wlc`
+    /// recount; with whether the table was read whole (else the counts
+    /// are too low: good enough to show, not to schedule by).
+    pub fn active_flows(
+        &self,
+        idle_ns: impl Fn(u32) -> Option<u64>,
+    ) -> (std::collections::BTreeMap<u32, u64>, bool) {
+        let mut out = std::collections::BTreeMap::new();
+        let whole = self.each_flow_and_backend(|_, flow, backend, now| {
+            let live = flow.flags & slb_common::flow::FLOW_F_CLOSING == 0
+                && idle_ns(flow.listener_id)
+                    .is_some_and(|idle| now.saturating_sub(flow.seen_ns) <= idle);
+            if live && backend.is_some() {
+                *out.entry(flow.backend_id).or_insert(0) += 1;
+            }
+        });
+        (out, whole)
     }
 }

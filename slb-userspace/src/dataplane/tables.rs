@@ -218,7 +218,7 @@ impl Dataplane {
     /// four times a second; without it the fast path hands every packet to
     /// the slow path once the clock is a second behind.
     pub fn tick(&mut self) -> Result<(), DataplaneError> {
-        let now = super::counters::monotonic_coarse_ns();
+        let now = super::connections::monotonic_coarse_ns();
         self.clock.set(0, now, 0).map_err(map_err("CLOCK"))
     }
 }
