@@ -189,6 +189,17 @@ impl Applier {
     /// `Dataplane::checkpoint`) and this applier its ids, tables and
     /// retired addresses, so a failed change leaves everything as it was
     /// and the next one starts from there.
+    /// The tcp/udp listeners of `cfg` by their dataplane id (what flow
+    /// entries and counters name them by).
+    pub fn listeners_by_id<'a>(
+        &self,
+        cfg: &'a Config,
+    ) -> std::collections::BTreeMap<u32, &'a crate::config::Listener> {
+        cfg.l4_listeners()
+            .filter_map(|l| Some((self.ids.listener(&planner::vip_key(l))?, l)))
+            .collect()
+    }
+
     /// Whether `cfg` can be planned with `health` (the ids it would get,
     /// the destination table, the lookup tables), without writing anything
     /// or changing an id.

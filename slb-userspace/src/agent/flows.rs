@@ -2,9 +2,8 @@
 //! named by listener and backend address.
 use super::apply::Applier;
 use crate::{
-    config::Config,
+    config::{Config, Listener},
     dataplane::{Connection, Dataplane},
-    planner,
     status::{self, FlowFilter, FlowList, RawFlow},
 };
 use slb_common::{
@@ -16,17 +15,10 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 /// Lists the entries `filter` asks for.
 pub fn list(cfg: &Config, dp: &Dataplane, applier: &Applier, filter: &FlowFilter) -> FlowList {
-    // Listener id → name and idle timeout (ns), for the listeners in force.
-    let listeners: BTreeMap<u32, (&str, u64)> = cfg
-        .l4_listeners()
-        .filter_map(|l| {
-            let id = applier.ids.listener(&planner::vip_key(l))?;
-            Some((id, (l.name.as_str(), l.idle_timeout.as_nanos() as u64)))
-        })
-        .collect();
+    let listeners = applier.listeners_by_id(cfg);
     let mut raw = Vec::new();
     dp.connections(
-        |id| listeners.get(&id).map(|(_, idle)| *idle),
+        |id| listeners.get(&id).map(|l| l.idle_timeout.as_nanos() as u64),
         |c| raw.extend(raw_flow(&c, &listeners)),
     );
     status::select(filter, raw)
@@ -38,8 +30,8 @@ fn socket(addr: &slb_common::Addr, port_be: u16) -> SocketAddr {
 
 /// `None` for an entry of a listener no longer configured (its flows are
 /// scheduled afresh, if at all, by whatever listener now has the VIP).
-fn raw_flow(c: &Connection, listeners: &BTreeMap<u32, (&str, u64)>) -> Option<RawFlow> {
-    let (name, idle_timeout_ns) = listeners.get(&c.flow.listener_id)?;
+fn raw_flow(c: &Connection, listeners: &BTreeMap<u32, &Listener>) -> Option<RawFlow> {
+    let l = listeners.get(&c.flow.listener_id)?;
     let (k, f) = (&c.key, &c.flow);
     let mode = if f.flags & FLOW_F_DR != 0 {
         "dr"
@@ -56,7 +48,7 @@ fn raw_flow(c: &Connection, listeners: &BTreeMap<u32, (&str, u64)>) -> Option<Ra
         |b| socket(&b.addr, b.port),
     );
     Some(RawFlow {
-        listener: (*name).to_owned(),
+        listener: l.name.clone(),
         proto_tcp: k.proto == PROTO_TCP,
         client,
         vip: socket(&k.dst, k.dport),
@@ -65,7 +57,7 @@ fn raw_flow(c: &Connection, listeners: &BTreeMap<u32, (&str, u64)>) -> Option<Ra
         mode,
         flags: f.flags,
         idle_ns: c.idle_ns,
-        idle_timeout_ns: *idle_timeout_ns,
+        idle_timeout_ns: l.idle_timeout.as_nanos() as u64,
         backend_gone: c.backend.is_none(),
     })
 }

@@ -8,7 +8,7 @@ use crate::{
     l7::ProxyHandle,
     localaddr::LocalAddrs,
     metrics::Metrics,
-    planner::{self, BackendKey, Health},
+    planner::{BackendKey, Health},
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -252,17 +252,9 @@ impl Running {
         let Some((dp, applier)) = self.dataplane.as_mut().filter(|_| wlc) else {
             return;
         };
-        let idle: std::collections::BTreeMap<u32, u64> = self
-            .cfg
-            .l4_listeners()
-            .filter_map(|l| {
-                Some((
-                    applier.ids.listener(&planner::vip_key(l))?,
-                    l.idle_timeout.as_nanos() as u64,
-                ))
-            })
-            .collect();
-        let (counts, whole) = dp.active_flows(|id| idle.get(&id).copied());
+        let listeners = applier.listeners_by_id(&self.cfg);
+        let (counts, whole) =
+            dp.active_flows(|id| listeners.get(&id).map(|l| l.idle_timeout.as_nanos() as u64));
         if !whole {
             // Part of the table only: the counts are too low, and `wlc`
             // would pile new flows on the backends it missed.

@@ -135,14 +135,9 @@ pub fn build(
     let mut flows = 0;
     if let Some((dp, applier)) = dataplane {
         let ids = &applier.ids;
-        let idle: BTreeMap<u32, u64> = cfg
-            .l4_listeners()
-            .filter_map(|l| {
-                let id = ids.listener(&planner::vip_key(l))?;
-                Some((id, l.idle_timeout.as_nanos() as u64))
-            })
-            .collect();
-        let (active, _) = dp.active_flows(|id| idle.get(&id).copied());
+        let by_id = applier.listeners_by_id(cfg);
+        let (active, _) =
+            dp.active_flows(|id| by_id.get(&id).map(|l| l.idle_timeout.as_nanos() as u64));
         for l in cfg.l4_listeners() {
             let service = planner::vip_key(l);
             let Some(lid) = ids.listener(&service) else {
