@@ -92,6 +92,19 @@ pub const fn flow_ended(flags: u16) -> bool {
     flags & FLOW_F_RST != 0 || flags & BOTH == BOTH
 }
 
+/// How long a flow entry lives without traffic: its listener's idle
+/// timeout, cut to `limits::CLOSING_TIMEOUT_S` once the connection is
+/// over (`flow_ended`). The dataplane expires entries by it, and `slb
+/// flows` shows the time left by it.
+pub const fn entry_timeout_s(flags: u16, idle_timeout_s: u32) -> u32 {
+    let closing = crate::limits::CLOSING_TIMEOUT_S;
+    if flow_ended(flags) && idle_timeout_s > closing {
+        closing
+    } else {
+        idle_timeout_s
+    }
+}
+
 /// Value of the `REVERSE` map, keyed by the backend-side tuple of a reply
 /// (backend → FULLNAT source address; backend → client in `nat` mode).
 #[repr(C)]

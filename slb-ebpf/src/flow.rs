@@ -10,8 +10,8 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use core::mem::MaybeUninit;
 use slb_common::{
     flow::{
-        flow_ended, FLOW_F_CLOSING, FLOW_F_DR, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_NAT,
-        FLOW_F_RST,
+        entry_timeout_s, flow_ended, FLOW_F_CLOSING, FLOW_F_DR, FLOW_F_FIN_BACKEND,
+        FLOW_F_FIN_CLIENT, FLOW_F_NAT, FLOW_F_RST,
     },
     hash::{flow_hash, snat_candidate},
     limits::{CLOSING_TIMEOUT_S, SNAT_PORT_TRIES, SNAT_REUSE_AFTER_CLOSE_S, SNAT_REUSE_QUIET_NS},
@@ -44,11 +44,7 @@ pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<&'stati
 /// connection's: `CLOSING_TIMEOUT_S`), as its own timestamp says.
 #[inline(always)]
 pub fn idle_past_timeout(flow: &Flow, listener: &Listener, now: u64) -> bool {
-    let idle_s = if flow_ended(flow.flags) && listener.idle_timeout_s > CLOSING_TIMEOUT_S {
-        CLOSING_TIMEOUT_S
-    } else {
-        listener.idle_timeout_s
-    };
+    let idle_s = entry_timeout_s(flow.flags, listener.idle_timeout_s);
     now.wrapping_sub(flow.seen_ns) > idle_s as u64 * 1_000_000_000
 }
 

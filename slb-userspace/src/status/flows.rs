@@ -3,8 +3,7 @@
 //! entries a request asks for.
 
 use serde::{Deserialize, Serialize};
-use slb_common::flow::{flow_ended, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_RST};
-use slb_common::limits::CLOSING_TIMEOUT_S;
+use slb_common::flow::{entry_timeout_s, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_RST};
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
@@ -109,15 +108,12 @@ pub struct RawFlow {
 }
 
 impl RawFlow {
-    /// The timeout the dataplane applies to this entry: the listener's, or
-    /// the short one of a connection that is over.
+    /// The timeout the dataplane applies to this entry (`entry_timeout_s`:
+    /// the listener's in whole seconds, rounded up as the dataplane holds
+    /// it, or the short one of a connection that is over).
     fn timeout_ns(&self) -> u64 {
-        let closing = u64::from(CLOSING_TIMEOUT_S) * NS;
-        if self.proto_tcp && flow_ended(self.flags) && self.idle_timeout_ns > closing {
-            closing
-        } else {
-            self.idle_timeout_ns
-        }
+        let idle_s = u32::try_from(self.idle_timeout_ns.div_ceil(NS)).unwrap_or(u32::MAX);
+        u64::from(entry_timeout_s(self.flags, idle_s)) * NS
     }
 
     /// In ns, as the dataplane compares: by whole seconds an entry up to a
