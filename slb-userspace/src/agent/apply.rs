@@ -20,6 +20,13 @@ use std::{
 };
 use tracing::{debug, error};
 
+/// A change planned by [`Applier::prepare`], written by
+/// [`Applier::commit`].
+pub struct Prepared {
+    ids: Ids,
+    plan: Plan,
+}
+
 #[derive(Clone, Default)]
 pub struct Applier {
     pub ids: Ids,
@@ -184,11 +191,6 @@ impl Applier {
         Ok(())
     }
 
-    /// Plans `cfg` with `health` and writes it as one change: when planning
-    /// or a write fails, the maps get back what they held before (see
-    /// `Dataplane::checkpoint`) and this applier its ids, tables and
-    /// retired addresses, so a failed change leaves everything as it was
-    /// and the next one starts from there.
     /// The tcp/udp listeners of `cfg` by their dataplane id (what flow
     /// entries and counters name them by).
     pub fn listeners_by_id<'a>(
@@ -200,27 +202,37 @@ impl Applier {
             .collect()
     }
 
-    /// Whether `cfg` can be planned with `health` (the ids it would get,
-    /// the destination table, the lookup tables), without writing anything
-    /// or changing an id.
-    pub fn check(&self, cfg: &Config, health: &Health) -> Result<(), ApplyError> {
-        planner::plan(cfg, &mut self.ids.clone(), health)
-            .map(drop)
-            .map_err(ApplyError::from)
+    /// Plans `cfg` with `health` (the ids it would get, the destination
+    /// table, the lookup tables) without writing anything or changing an
+    /// id: a configuration that cannot be planned is refused before
+    /// anything else changes.
+    pub fn prepare(&self, cfg: &Config, health: &Health) -> Result<Prepared, ApplyError> {
+        let mut ids = self.ids.clone();
+        let plan = planner::plan(cfg, &mut ids, health)?;
+        Ok(Prepared { ids, plan })
     }
 
+    /// Plans `cfg` with `health` and writes it as one change (see
+    /// [`Applier::commit`]).
     pub fn change(
         &mut self,
         dp: &mut Dataplane,
         cfg: &Config,
         health: &Health,
     ) -> Result<(), ApplyError> {
+        let prepared = self.prepare(cfg, health)?;
+        self.commit(dp, prepared)
+    }
+
+    /// Writes a prepared change as one: when a write fails, the maps get
+    /// back what they held before (see `Dataplane::checkpoint`) and this
+    /// applier its ids, tables and retired addresses, so a failed change
+    /// leaves everything as it was and the next one starts from there.
+    pub fn commit(&mut self, dp: &mut Dataplane, prepared: Prepared) -> Result<(), ApplyError> {
         let before = self.clone();
         let cp = dp.checkpoint();
-        let done = planner::plan(cfg, &mut self.ids, health)
-            .map_err(ApplyError::from)
-            .and_then(|plan| self.apply(dp, &plan));
-        match done {
+        self.ids = prepared.ids;
+        match self.apply(dp, &prepared.plan) {
             Ok(()) => {
                 dp.release(cp);
                 Ok(())

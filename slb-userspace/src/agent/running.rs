@@ -1,5 +1,8 @@
 //! The running agent's state and what it does on each event.
-use super::{apply::Applier, load_config, snapshot, Mode};
+use super::{
+    apply::{Applier, Prepared},
+    load_config, snapshot, Mode,
+};
 use crate::{
     config::Config,
     control::{Request, Response},
@@ -159,10 +162,20 @@ impl Running {
 
     /// Plans the current configuration with `health` and writes it to the
     /// dataplane as one change: one that fails leaves the maps and the ids
-    /// as they were (see `Applier::change`).
+    /// as they were (see `Applier::commit`).
     fn apply_with(&mut self, health: Health) -> anyhow::Result<()> {
-        if let Some((dp, applier)) = self.dataplane.as_mut() {
-            applier.change(dp, &self.cfg, &health)?;
+        let prepared = match self.dataplane.as_ref() {
+            Some((_, applier)) => Some(applier.prepare(&self.cfg, &health)?),
+            None => None,
+        };
+        self.commit(prepared, health)
+    }
+
+    /// Writes a change `Applier::prepare` planned (with `health`, for the
+    /// current configuration); tells the proxy about health.
+    fn commit(&mut self, prepared: Option<Prepared>, health: Health) -> anyhow::Result<()> {
+        if let (Some((dp, applier)), Some(prepared)) = (self.dataplane.as_mut(), prepared) {
+            applier.commit(dp, prepared)?;
         }
         self.health_tx.send_replace(health);
         Ok(())
@@ -321,13 +334,17 @@ impl Running {
         // told and then told back, it would forget the state of a backend
         // the failed file left out, and count it as up (unprobed) again.
         let health = health_after(&self.checker.down(), &renamed, &new_targets);
-        if let Some((_, applier)) = self.dataplane.as_ref() {
-            // A file the dataplane cannot take is refused before the proxy
-            // changes anything: a removed http/https listener would
-            // otherwise have closed its connections for nothing.
-            if let Err(e) = applier.check(&cfg, &health) {
-                return refuse(vec![format!("applying it failed: {e:#}")]);
-            }
+        // A file the dataplane cannot take is refused before the proxy
+        // changes anything: a removed http/https listener would otherwise
+        // have closed its connections for nothing.
+        let prepared = match self.dataplane.as_ref() {
+            Some((_, applier)) => match applier.prepare(&cfg, &health) {
+                Ok(p) => Some(p),
+                Err(e) => return refuse(vec![format!("applying it failed: {e:#}")]),
+            },
+            None => None,
+        };
+        if self.dataplane.is_some() {
             // Only ever turns settings on, so nothing to undo if the
             // reload fails later.
             if let Err(e) = super::sysctl::enable_forwarding_for(&cfg) {
@@ -348,7 +365,7 @@ impl Running {
             return refuse(vec![format!("L7 proxy: {e}")]);
         }
         let previous = std::mem::replace(&mut self.cfg, cfg);
-        match self.apply_with(health) {
+        match self.commit(prepared, health) {
             Ok(()) => {
                 self.checker.update_renamed(new_targets, &renamed);
                 self.sync_local();
