@@ -7,9 +7,6 @@ mod l7_support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use l7_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -106,20 +103,13 @@ fn access_log_lines() {
 
             // An HTTP/2 stream reset while the backend works.
             let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-                hyper_util::rt::TokioExecutor::new(),
-                TokioIo::new(tcp),
+            let (mut sender, _conn) = h2_over(tcp).await;
+            abandon(
+                &mut sender,
+                "http://x/sleep/1000",
+                Duration::from_millis(200),
             )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
-            let req = http::Request::get("http://x/sleep/1000")
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            let pending = sender.send_request(req);
-            assert!(tokio::time::timeout(Duration::from_millis(200), pending)
-                .await
-                .is_err());
+            .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             p.stop().await;
             (a.addr, refused)

@@ -818,21 +818,13 @@ async fn h2_stream_reset_before_the_response_leaves_the_connection_idle() {
     let a = Backend::start("a").await;
     let p = web_proxy(&[&a], "client_idle_timeout = \"1s\"").await;
     let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tcp),
+    let (mut tx, conn) = h2_over(tcp).await;
+    abandon(
+        &mut tx,
+        &p.url("web", "/sleep/3000"),
+        Duration::from_millis(300),
     )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get(p.url("web", "/sleep/3000"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    // Given up after 300 ms: dropping the response future resets the stream.
-    let sent = tx.send_request(req);
-    assert!(tokio::time::timeout(Duration::from_millis(300), sent)
-        .await
-        .is_err());
+    .await;
     let closed = tokio::time::timeout(Duration::from_secs(6), conn).await;
     assert!(
         closed.is_ok(),
@@ -1104,23 +1096,13 @@ async fn requests_the_client_abandons_are_counted() {
     // HTTP/2 (prior knowledge): the stream is reset while the backend
     // sleeps.
     let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tcp),
+    let (mut sender, _conn) = h2_over(tcp).await;
+    abandon(
+        &mut sender,
+        "http://x/sleep/1500",
+        Duration::from_millis(300),
     )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get("http://x/sleep/1500")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let pending = sender.send_request(req);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), pending)
-            .await
-            .is_err(),
-        "no answer yet"
-    );
+    .await;
     // Dropping the response future reset the stream.
     let t = Instant::now();
     while counted(&p) == 0 && t.elapsed() < Duration::from_secs(1) {

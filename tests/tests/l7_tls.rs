@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use l7_support::*;
 use rustls::HandshakeKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,13 +134,7 @@ async fn http2_end_to_end() {
     let cfg = pki.client_config(&[b"h2"], None);
     let s = tls_connect(cfg, p.addr("tls"), "a.test").await.unwrap();
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (sender, _conn) = h2_over(s).await;
     // Several streams at once on the one connection.
     let mut tasks = Vec::new();
     for i in 0..5 {

@@ -319,20 +319,13 @@ async fn removing_the_listener_closes_its_tunnels() {
 async fn http2_websocket_is_refused() {
     use bytes::Bytes;
     use http_body_util::Full;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let pki = Pki::new("wsh2");
     let (echo, task) = echo_server().await;
     let p = wss_proxy(&pki, echo).await;
     let tls = tls_connect(pki.client_config(&[b"h2"], None), p.addr("wss"), "ws.test")
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_over(tls).await;
     let mut req = http::Request::builder()
         .method("CONNECT")
         .uri("https://ws.test/chat")

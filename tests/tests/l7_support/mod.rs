@@ -432,6 +432,39 @@ pub async fn send(
     collect(res).await
 }
 
+/// An HTTP/2 client connection (prior knowledge, or over TLS with h2
+/// negotiated) on `io`, its driving task spawned.
+pub async fn h2_over<T>(
+    io: T,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+/// Sends GET `uri` on `sender` and gives it up after `after` without an
+/// answer (dropping the response future resets the stream).
+pub async fn abandon(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    uri: &str,
+    after: Duration,
+) {
+    let req = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+    let pending = sender.send_request(req);
+    assert!(
+        tokio::time::timeout(after, pending).await.is_err(),
+        "answered within {after:?}"
+    );
+}
+
 /// Throwaway PKI: a CA, certificates it signs, PEM files in a fresh
 /// directory (removed on drop).
 pub struct Pki {
