@@ -74,6 +74,21 @@ async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// A WebSocket client connection to `path` at `addr` (plain ws), with the
+/// handshake's response.
+async fn ws_connect(
+    addr: SocketAddr,
+    path: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<TcpStream>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_tungstenite::client_async(format!("ws://{addr}{path}"), tcp)
+        .await
+        .unwrap()
+}
+
 async fn proxy_to(echo: SocketAddr, extra: &str) -> Running {
     let (p, _) = start_proxy(&["ws"], |ports| {
         format!(
@@ -90,9 +105,7 @@ async fn proxy_to(echo: SocketAddr, extra: &str) -> Running {
 async fn websocket_messages_pass_both_ways() {
     let (echo, task) = echo_server().await;
     let p = proxy_to(echo, "").await;
-    let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
-    let url = format!("ws://{}/chat?room=1", p.addr("ws"));
-    let (mut ws, res) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let (mut ws, res) = ws_connect(p.addr("ws"), "/chat?room=1").await;
     assert_eq!(res.status(), 101);
     // The handshake reaches the backend in origin-form, as any request.
     assert!(
@@ -120,9 +133,7 @@ async fn websocket_messages_pass_both_ways() {
 async fn idle_websocket_is_closed_after_the_idle_timeout() {
     let (echo, task) = echo_server().await;
     let p = proxy_to(echo, "idle_timeout = \"1s\"").await;
-    let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
-    let url = format!("ws://{}/", p.addr("ws"));
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let (mut ws, _) = ws_connect(p.addr("ws"), "/").await;
     // Traffic keeps it open past the timeout...
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -249,10 +260,7 @@ async fn wss_through_an_https_listener() {
 async fn backend_traffic_alone_keeps_a_tunnel_open() {
     let (echo, task) = echo_server().await;
     let p = proxy_to(echo, "idle_timeout = \"1s\"").await;
-    let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/", p.addr("ws")), tcp)
-        .await
-        .unwrap();
+    let (mut ws, _) = ws_connect(p.addr("ws"), "/").await;
     // 8 pushes 300 ms apart: 2.4 s with nothing from the client.
     ws.send(Message::text("push 8")).await.unwrap();
     for i in 0..8 {
@@ -266,10 +274,7 @@ async fn backend_traffic_alone_keeps_a_tunnel_open() {
 async fn a_backend_reset_ends_the_tunnel_at_once() {
     let (echo, task) = echo_server().await;
     let p = proxy_to(echo, "").await;
-    let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/", p.addr("ws")), tcp)
-        .await
-        .unwrap();
+    let (mut ws, _) = ws_connect(p.addr("ws"), "/").await;
     ws.send(Message::text("reset")).await.unwrap();
     // Not after the 60 s idle timeout.
     ends_within(&mut ws, Duration::from_secs(3)).await;
@@ -281,10 +286,7 @@ async fn a_backend_reset_ends_the_tunnel_at_once() {
 async fn removing_the_listener_closes_its_tunnels() {
     let (echo, task) = echo_server().await;
     let p = proxy_to(echo, "").await;
-    let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/", p.addr("ws")), tcp)
-        .await
-        .unwrap();
+    let (mut ws, _) = ws_connect(p.addr("ws"), "/").await;
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "before");
     // The listener moves to another port: the old one is removed.
@@ -303,10 +305,7 @@ async fn removing_the_listener_closes_its_tunnels() {
     // while they carry traffic).
     ends_within(&mut ws, Duration::from_secs(3)).await;
     // The new port carries WebSocket.
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), tcp)
-        .await
-        .unwrap();
+    let (mut ws, _) = ws_connect(SocketAddr::from(([127, 0, 0, 1], port)), "/").await;
     ws.send(Message::text("after")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "after");
     task.abort();
@@ -401,9 +400,7 @@ async fn wlc_counts_open_tunnels() {
     })
     .await;
     let open = || async {
-        let tcp = TcpStream::connect(p.addr("ws")).await.unwrap();
-        let url = format!("ws://{}/", p.addr("ws"));
-        let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+        let (mut ws, _) = ws_connect(p.addr("ws"), "/").await;
         ws.send(Message::text("who")).await.unwrap();
         let name = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
