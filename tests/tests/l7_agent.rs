@@ -16,6 +16,31 @@ use std::{
 const WWW: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 20);
 const FAST_HTTP_CHECK: &str = r#"health_check = { protocol = "http", path = "/health", interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
 
+/// The HTTP server `web<i+1>` on port 8081 of backend `i`.
+fn web_server(t: &Topology, i: usize) -> HttpServer {
+    HttpServer::start_named(
+        &t.backends[i],
+        SocketAddr::new(backend4(i).into(), 8081),
+        200,
+        &format!("web{}", i + 1),
+    )
+    .unwrap()
+}
+
+/// A tcp listener on the VIP's port 80 over backend 1's port 8080.
+fn l4() -> ListenerSpec {
+    ListenerSpec::new("tcp", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1)
+}
+
+/// The http listener `www` (wrr) over backend 1's port 8081, checked by
+/// `health_check`.
+fn www(health_check: &str) -> ListenerSpec {
+    ListenerSpec::new("www", WWW.into(), 80, "http")
+        .scheduler("wrr")
+        .extra(health_check)
+        .backend(backend4(0).into(), 8081, 1)
+}
+
 #[test]
 fn slb_run_serves_http_listeners_next_to_l4_ones() {
     let t = Topology::new("l7", 2).unwrap();
@@ -25,26 +50,10 @@ fn slb_run_serves_http_listeners_next_to_l4_ones() {
         "tcp1",
     )
     .unwrap();
-    let h1 = HttpServer::start_named(
-        &t.backends[0],
-        SocketAddr::new(backend4(0).into(), 8081),
-        200,
-        "web1",
-    )
-    .unwrap();
-    let h2 = HttpServer::start_named(
-        &t.backends[1],
-        SocketAddr::new(backend4(1).into(), 8081),
-        200,
-        "web2",
-    )
-    .unwrap();
-    let l4 = ListenerSpec::new("tcp", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1);
-    let www = ListenerSpec::new("www", WWW.into(), 80, "http")
-        .scheduler("wrr")
-        .extra(FAST_HTTP_CHECK)
-        .backend(backend4(0).into(), 8081, 1)
-        .backend(backend4(1).into(), 8081, 1);
+    let h1 = web_server(&t, 0);
+    let h2 = web_server(&t, 1);
+    let l4 = l4();
+    let www = www(FAST_HTTP_CHECK).backend(backend4(1).into(), 8081, 1);
     let agent = Agent::start(&t.lb, "l7", |d| render(2, d, &[l4, www])).unwrap();
 
     // The VIP was added to the LB's loopback for the proxy to bind.
@@ -141,18 +150,9 @@ fn a_reload_adds_the_first_http_listener() {
         "tcp1",
     )
     .unwrap();
-    let _web = HttpServer::start_named(
-        &t.backends[0],
-        SocketAddr::new(backend4(0).into(), 8081),
-        200,
-        "web1",
-    )
-    .unwrap();
-    let l4 = ListenerSpec::new("tcp", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1);
-    let www = ListenerSpec::new("www", WWW.into(), 80, "http")
-        .scheduler("wrr")
-        .extra("health_check = { enabled = false }")
-        .backend(backend4(0).into(), 8081, 1);
+    let _web = web_server(&t, 0);
+    let l4 = l4();
+    let www = www("health_check = { enabled = false }");
     let mut agent =
         Agent::start(&t.lb, "l7r", |d| render(1, d, std::slice::from_ref(&l4))).unwrap();
     let dir = agent.dir().to_owned();
@@ -182,19 +182,10 @@ fn a_reload_adds_the_first_http_listener() {
 #[test]
 fn a_reload_removing_an_http_listener_lets_its_request_finish() {
     let t = Topology::new("l7d", 1).unwrap();
-    let web = HttpServer::start_named(
-        &t.backends[0],
-        SocketAddr::new(backend4(0).into(), 8081),
-        200,
-        "web1",
-    )
-    .unwrap();
-    let www = ListenerSpec::new("www", WWW.into(), 80, "http")
-        .scheduler("wrr")
-        .extra("health_check = { enabled = false }")
-        .backend(backend4(0).into(), 8081, 1);
+    let web = web_server(&t, 0);
+    let www = www("health_check = { enabled = false }");
     // What the reload leaves (a configuration keeps some listener).
-    let l4 = ListenerSpec::new("tcp", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1);
+    let l4 = l4();
     let mut agent = Agent::start(&t.lb, "l7d", |d| render(1, d, &[l4.clone(), www])).unwrap();
     let dir = agent.dir().to_owned();
     let vip = SocketAddr::new(WWW.into(), 80);
@@ -291,18 +282,9 @@ health_check = {{ protocol = "http", path = "/", interval = "1s", timeout = "1s"
 fn a_reload_the_dataplane_refuses_leaves_http_connections_alone() {
     use std::io::{Read, Write};
     let t = Topology::new("l7rr", 1).unwrap();
-    let _web = HttpServer::start_named(
-        &t.backends[0],
-        SocketAddr::new(backend4(0).into(), 8081),
-        200,
-        "web1",
-    )
-    .unwrap();
-    let l4 = ListenerSpec::new("tcp", VIP4.into(), 80, "tcp").backend(backend4(0).into(), 8080, 1);
-    let www = ListenerSpec::new("www", WWW.into(), 80, "http")
-        .scheduler("wrr")
-        .extra("health_check = { enabled = false }")
-        .backend(backend4(0).into(), 8081, 1);
+    let _web = web_server(&t, 0);
+    let l4 = l4();
+    let www = www("health_check = { enabled = false }");
     let mut agent = Agent::start(&t.lb, "l7rr", |d| render(1, d, &[l4.clone(), www])).unwrap();
     let dir = agent.dir().to_owned();
     let mut conn = t
