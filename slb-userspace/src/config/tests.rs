@@ -878,30 +878,28 @@ fn health_check_errors() {
 #[test]
 fn health_check_bounds() {
     let l = |hc: &str| format!("{AGENT}{}", listener(&format!("health_check = {{ {hc} }}")));
-    let c = ok(&l(
-        "interval = \"1s\", timeout = \"300s\", healthy_threshold = 2, unhealthy_threshold = 10",
-    ));
-    let hc = c.listeners[0].health_check.as_ref().map(|h| {
-        (
-            h.interval,
-            h.timeout,
-            h.healthy_threshold,
-            h.unhealthy_threshold,
-        )
-    });
-    assert_eq!(hc, Some((secs(1), secs(300), 2, 10)));
-    let c = ok(&l(
-        "interval = \"50s\", timeout = \"1s\", healthy_threshold = 10, unhealthy_threshold = 2",
-    ));
-    let hc = c.listeners[0].health_check.as_ref().map(|h| {
-        (
-            h.interval,
-            h.timeout,
-            h.healthy_threshold,
-            h.unhealthy_threshold,
-        )
-    });
-    assert_eq!(hc, Some((secs(50), secs(1), 10, 2)));
+    let settings = |hc: &str| {
+        ok(&l(hc)).listeners[0].health_check.as_ref().map(|h| {
+            (
+                h.interval,
+                h.timeout,
+                h.healthy_threshold,
+                h.unhealthy_threshold,
+            )
+        })
+    };
+    assert_eq!(
+        settings(
+            "interval = \"1s\", timeout = \"300s\", healthy_threshold = 2, unhealthy_threshold = 10"
+        ),
+        Some((secs(1), secs(300), 2, 10))
+    );
+    assert_eq!(
+        settings(
+            "interval = \"50s\", timeout = \"1s\", healthy_threshold = 10, unhealthy_threshold = 2"
+        ),
+        Some((secs(50), secs(1), 10, 2))
+    );
     one_error(
         &l("interval = \"999ms\""),
         "listener[0].health_check.interval",
