@@ -293,6 +293,21 @@ impl Running {
         });
     }
 
+    /// Requests of `listener` counted in `class` once the count reaches
+    /// `want` or a second has passed. Requests the server library answers
+    /// itself (and abandoned ones) are counted when their connection or
+    /// stream ends, which the client may see first.
+    pub async fn requests_settled(&self, listener: &str, class: &str, want: u64) -> u64 {
+        let t = std::time::Instant::now();
+        loop {
+            let n = self.metrics.requests_in_class(listener, class);
+            if n >= want || t.elapsed() > Duration::from_secs(1) {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn reload(&self, config: &str) -> Result<(), slb::l7::L7Error> {
         let cfg = slb::config::parse(config).expect("valid config");
         self.handle.as_ref().unwrap().reload(&cfg.listeners).await
