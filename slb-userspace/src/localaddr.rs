@@ -161,20 +161,28 @@ impl LocalAddrs {
         }
     }
 
-    /// [`ensure`](Self::ensure) for each address.
+    /// [`ensure`](Self::ensure) for each address; returns those this call
+    /// added. Lists the local addresses once for all of them: the agent
+    /// calls this on its clock (to put back addresses that went missing),
+    /// and a listing per address would repeat the same dump for each.
     pub fn ensure_all(
         &mut self,
         addrs: impl IntoIterator<Item = IpAddr>,
-    ) -> Result<(), LocalAddrError> {
+    ) -> Result<Vec<IpAddr>, LocalAddrError> {
+        let configured = self.local_addresses()?;
+        let mut added = Vec::new();
         for addr in addrs {
-            self.ensure(addr)?;
+            if !configured.contains(&addr) && self.ensure(addr)? {
+                added.push(addr);
+            }
         }
-        Ok(())
+        Ok(added)
     }
 
-    /// Makes exactly `wanted` ensured (config reload): ensures each, and
-    /// removes the addresses this value added that are no longer wanted.
-    pub fn sync(&mut self, wanted: &[IpAddr]) -> Result<(), LocalAddrError> {
+    /// Makes exactly `wanted` ensured (config reload, and on the agent's
+    /// clock): ensures each, and removes the addresses this value added
+    /// that are no longer wanted. Returns the addresses it added.
+    pub fn sync(&mut self, wanted: &[IpAddr]) -> Result<Vec<IpAddr>, LocalAddrError> {
         let stale: Vec<IpAddr> = self
             .added
             .iter()
@@ -421,9 +429,19 @@ mod tests {
             assert!(!other.ensure(v4).unwrap());
             other.release().unwrap();
             assert!(la.is_local(v4).unwrap());
-            la.sync(&[v6]).unwrap();
+            assert_eq!(la.sync(&[v6]).unwrap(), Vec::<IpAddr>::new());
             assert!(!la.is_local(v4).unwrap());
             assert!(la.is_local(v6).unwrap());
+            // Removed behind its back: put back (and still its own).
+            let del = Command::new("ip")
+                .args(["addr", "del", "fd64::1/128", "dev", "lo"])
+                .status()
+                .unwrap();
+            assert!(del.success());
+            assert!(!la.is_local(v6).unwrap());
+            assert_eq!(la.sync(&[v6]).unwrap(), vec![v6]);
+            assert!(la.is_local(v6).unwrap());
+            assert_eq!(la.added().collect::<Vec<_>>(), vec![v6]);
             drop(la);
             let mut check = LocalAddrs::new().unwrap();
             assert!(!check.is_local(v6).unwrap());

@@ -735,6 +735,37 @@ fn a_down_backend_stays_down_across_a_restart() {
     assert_eq!(spread(&t, 30).get("b1"), Some(&30));
 }
 
+/// The probe source the agent added to `lo` is put back when something
+/// else removes it (SPEC §4: the agent adds it when missing): without it
+/// every probe fails to bind, and every backend would be marked down
+/// although none failed.
+#[test]
+fn a_probe_source_removed_from_lo_is_put_back() {
+    let t = Topology::new("pl", 1).unwrap();
+    let _b1 = tcp_server(&t, 0);
+    let agent = Agent::start(&t.lb, "pl", |d| render(1, d, &[web(1, &[1])])).unwrap();
+    agent.wait_backend_state("web", &addr(0), "up", T).unwrap();
+    let probe = format!("{PROBE4}/32");
+    t.lb.ip(&["addr", "del", &probe, "dev", "lo"]).unwrap();
+    // Long enough for interval × unhealthy_threshold (1 s × 2) failures
+    // and the down transition.
+    std::thread::sleep(Duration::from_millis(3500));
+    let lo = t.lb.ip(&["addr", "show", "dev", "lo"]).unwrap();
+    assert!(lo.contains(&probe), "{lo}");
+    let b = agent.backend_status("web", &addr(0)).unwrap();
+    assert_eq!(b["state"], "up", "{b}\n{}", agent.log_text());
+    assert!(
+        !agent.log_text().contains(" down: "),
+        "{}",
+        agent.log_text()
+    );
+    // Still one of the addresses the agent added: removed when it stops.
+    let mut agent = agent;
+    assert!(agent.stop().unwrap().success());
+    let lo = t.lb.ip(&["addr", "show", "dev", "lo"]).unwrap();
+    assert!(!lo.contains(&probe), "{lo}");
+}
+
 /// Connections counted by `slb status` for listener `name`.
 fn listener_conns(agent: &Agent, name: &str) -> serde_json::Value {
     let s = agent.status().unwrap();

@@ -9,7 +9,7 @@ use crate::{
     dataplane::{AttachMode, Checkpoint, Dataplane, DataplaneError},
     health::{Checker, Target, Transition},
     l7::ProxyHandle,
-    localaddr::LocalAddrs,
+    localaddr::{LocalAddrs, LOOPBACK},
     metrics::Metrics,
     planner::{BackendKey, Health},
 };
@@ -18,6 +18,7 @@ use std::{
     net::IpAddr,
     path::PathBuf,
     sync::Arc,
+    time::{Duration, Instant},
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -99,6 +100,10 @@ pub fn health_after(
     Health { down }
 }
 
+/// How often [`Running::keep_local`] looks for missing local addresses:
+/// half the shortest check interval (the agent's clock ticks every 250 ms).
+const LOCAL_CHECK_EVERY: Duration = Duration::from_millis(500);
+
 pub struct Running {
     pub path: PathBuf,
     mode: Mode,
@@ -115,6 +120,11 @@ pub struct Running {
     /// VIPs kept local for removed listeners still draining (as of the
     /// last look).
     draining: BTreeSet<IpAddr>,
+    /// When [`Running::keep_local`] looks at the local addresses next.
+    next_local_check: Instant,
+    /// The last error making addresses local, so that one retried on
+    /// every look is logged once.
+    local_error: Option<String>,
     /// Configurations applied so far (1 after start).
     generation: u64,
 }
@@ -143,6 +153,9 @@ impl Running {
             metrics,
             local,
             draining: BTreeSet::new(),
+            // The caller made them local just before.
+            next_local_check: Instant::now() + LOCAL_CHECK_EVERY,
+            local_error: None,
             generation: 0,
         }
     }
@@ -207,6 +220,7 @@ impl Running {
     /// retired `nat` backend whose time is up (see `planner::RetiredNat`).
     pub fn tick(&mut self) {
         self.release_drained();
+        self.keep_local();
         let Some((dp, applier)) = self.dataplane.as_mut() else {
             return;
         };
@@ -231,9 +245,40 @@ impl Running {
                 wanted.push(*vip);
             }
         }
-        if let Err(e) = self.local.sync(&wanted) {
-            warn!("local addresses: {e}");
+        match self.local.sync(&wanted) {
+            Ok(added) => {
+                // Every caller runs after the wanted addresses were made
+                // local (at start, or by the reload): one added here had
+                // gone missing since.
+                for addr in added {
+                    warn!("{addr} was no longer a local address; added it to {LOOPBACK} again");
+                }
+                self.local_error = None;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.local_error.as_ref() != Some(&e) {
+                    warn!("local addresses: {e}");
+                }
+                self.local_error = Some(e);
+            }
         }
+    }
+
+    /// Puts back the addresses that must be local and went missing (`lo`
+    /// flushed by an operator or a network manager; SPEC §4: the agent
+    /// adds the probe source when it is missing). Without the probe
+    /// source every probe fails to bind, and every backend would be
+    /// marked down although none failed. Looked at more often than the
+    /// shortest check interval (1 s), so a backend sees at most one such
+    /// failure, below any `unhealthy_threshold` (at least 2).
+    fn keep_local(&mut self) {
+        let now = Instant::now();
+        if now < self.next_local_check {
+            return;
+        }
+        self.next_local_check = now + LOCAL_CHECK_EVERY;
+        self.sync_local();
     }
 
     /// Removes the VIPs of removed listeners once their last connection
