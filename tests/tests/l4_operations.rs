@@ -265,6 +265,25 @@ fn weight_zero_drains_and_reloads_keep_established_connections() {
         2
     );
     echo(&mut on_b2, "after the rejected reload");
+
+    // An `[agent]` setting only changes with a restart: the refusal names
+    // it, with the value that stays in force.
+    let mut three = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
+        .scheduler("maglev")
+        .extra(FAST_TCP_CHECK);
+    three = three
+        .backend(backend4(1).into(), 8080, 1)
+        .backend(backend4(2).into(), 8080, 3);
+    let resized =
+        render(3, &dir, &[three]).replace("flow_table_size = 65536", "flow_table_size = 131072");
+    std::fs::write(&agent.config, resized).unwrap();
+    let err = agent.cli(&["reload"]).unwrap_err().to_string();
+    assert!(
+        err.contains("agent.flow_table_size") && err.contains("65536"),
+        "{err}"
+    );
+    assert_eq!(agent.status().unwrap()["generation"], before["generation"]);
+    echo(&mut on_b2, "after the refused [agent] change");
 }
 
 #[test]

@@ -368,10 +368,9 @@ impl Running {
             Ok(c) => c,
             Err(errors) => return refuse(errors.errors.iter().map(|e| e.to_string()).collect()),
         };
-        if cfg.agent != self.cfg.agent {
-            return refuse(vec![
-                "[agent] settings change only with a restart; nothing was changed".into(),
-            ]);
+        let agent_changes = self.cfg.agent.changes_to(&cfg.agent);
+        if !agent_changes.is_empty() {
+            return refuse(agent_changes.iter().map(|e| e.to_string()).collect());
         }
         let renamed = renames(&self.cfg, &cfg);
         let new_targets = targets(&cfg, self.mode);

@@ -224,6 +224,98 @@ impl Agent {
             .copied()
             .filter(move |a| a.is_ipv4() == addr.is_ipv4())
     }
+
+    /// The keys whose value `new` changes, each as an error naming it
+    /// with the running and the new value. They take effect only when the
+    /// agent starts (the maps are sized and the program attached then,
+    /// the sockets bound, the FULLNAT pool is what established flows'
+    /// replies are addressed to), so a reload that changes one is
+    /// refused; the operator is told which key to put back.
+    pub fn changes_to(&self, new: &Agent) -> Vec<super::ConfigError> {
+        fn list<T: std::fmt::Display>(v: &[T]) -> String {
+            let items: Vec<String> = v.iter().map(|x| format!("\"{x}\"")).collect();
+            format!("[{}]", items.join(", "))
+        }
+        // Destructured, so that a new key cannot be forgotten here.
+        let Agent {
+            interfaces,
+            xdp_mode,
+            probe_source,
+            local_addresses,
+            pin_path,
+            metrics_listen,
+            flow_table_size,
+            maglev_table_size,
+            control_socket,
+        } = self;
+        let mut out = Vec::new();
+        let mut check = |key: &str, changed: bool, running: String, wanted: String| {
+            if changed {
+                out.push(super::ConfigError::new(
+                    format!("agent.{key}"),
+                    format!(
+                        "changes only with a restart (running: {running}, in the file: \
+                         {wanted}); nothing was changed"
+                    ),
+                ));
+            }
+        };
+        check(
+            "interfaces",
+            *interfaces != new.interfaces,
+            list(interfaces),
+            list(&new.interfaces),
+        );
+        check(
+            "xdp_mode",
+            *xdp_mode != new.xdp_mode,
+            format!("\"{xdp_mode}\""),
+            format!("\"{}\"", new.xdp_mode),
+        );
+        check(
+            "probe_source",
+            *probe_source != new.probe_source,
+            list(probe_source),
+            list(&new.probe_source),
+        );
+        check(
+            "local_addresses",
+            *local_addresses != new.local_addresses,
+            list(local_addresses),
+            list(&new.local_addresses),
+        );
+        check(
+            "pin_path",
+            *pin_path != new.pin_path,
+            format!("\"{}\"", pin_path.display()),
+            format!("\"{}\"", new.pin_path.display()),
+        );
+        check(
+            "metrics_listen",
+            *metrics_listen != new.metrics_listen,
+            format!("\"{metrics_listen}\""),
+            format!("\"{}\"", new.metrics_listen),
+        );
+        check(
+            "flow_table_size",
+            *flow_table_size != new.flow_table_size,
+            flow_table_size.to_string(),
+            new.flow_table_size.to_string(),
+        );
+        check(
+            "maglev_table_size",
+            *maglev_table_size != new.maglev_table_size,
+            maglev_table_size.to_string(),
+            new.maglev_table_size.to_string(),
+        );
+        check(
+            "control_socket",
+            *control_socket != new.control_socket,
+            format!("\"{}\"", control_socket.display()),
+            format!("\"{}\"", new.control_socket.display()),
+        );
+        out
+    }
 }
 
 /// One `[[listener]]`.

@@ -1347,3 +1347,46 @@ port = 80
         );
     }
 }
+
+/// A reload cannot change `[agent]` settings (the maps are sized, the
+/// program attached and the sockets bound at start): the refusal names
+/// every changed key with its running and its new value, and nothing
+/// else.
+#[test]
+fn agent_changes_name_each_changed_key_with_both_values() {
+    let running = ok(&format!("{AGENT}{}", listener("")));
+    let same = ok(&format!(
+        "{AGENT}{}",
+        listener_at("www", "10.0.0.11", 81, "")
+    ));
+    assert!(running.agent.changes_to(&same.agent).is_empty());
+    let changed = AGENT.replace("\"eth0\"", "\"eth1\"")
+        + "flow_table_size = 2048\nmetrics_listen = \"127.0.0.1:9999\"\n";
+    let new = ok(&format!("{changed}{}", listener("")));
+    let errs: Vec<String> = running
+        .agent
+        .changes_to(&new.agent)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("agent.interfaces: ")
+            && errs[0].contains(r#"["eth0"]"#)
+            && errs[0].contains(r#"["eth1"]"#),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("agent.metrics_listen: ")
+            && errs[1].contains("127.0.0.1:9470")
+            && errs[1].contains("127.0.0.1:9999"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].starts_with("agent.flow_table_size: ")
+            && errs[2].contains("1048576")
+            && errs[2].contains("2048"),
+        "{errs:#?}"
+    );
+    assert!(errs.iter().all(|e| e.contains("restart")), "{errs:#?}");
+}
