@@ -986,3 +986,46 @@ fn a_backup_backend_serves_only_during_an_outage() {
     let table = agent.cli(&["status"]).unwrap();
     assert!(table.contains("standby"), "{table}");
 }
+
+/// A listener switched to `wlc` by a reload schedules by the true
+/// active-flow counts at once. Without a `wlc` listener nothing re-counts
+/// the program's +1/−1 counts, and flows that just go idle (UDP ones
+/// always) are never counted out: here 20 idle flows still weigh on u1,
+/// which would get no new flow until the next periodic recount.
+#[test]
+fn a_listener_switched_to_wlc_schedules_by_the_true_active_counts() {
+    let t = Topology::new("sw", 2).unwrap();
+    let _servers = t.udp_servers(53, false);
+    let dns = |scheduler: &'static str, weights: [u32; 2]| {
+        ListenerSpec::new("dns", VIP4.into(), 53, "udp")
+            .scheduler(scheduler)
+            .extra("idle_timeout = \"1s\"")
+            .backend(backend4(0).into(), 53, weights[0])
+            .backend(backend4(1).into(), 53, weights[1])
+    };
+    let mut agent = Agent::start(&t.lb, "sw", |d| render(2, d, &[dns("wrr", [1, 0])])).unwrap();
+    let dir = agent.dir().to_owned();
+    let to = SocketAddr::new(VIP4.into(), 53);
+    for i in 0..20 {
+        assert_eq!(
+            udp_ask(&t.client, to, format!("a{i}").as_bytes(), T).unwrap(),
+            "u1"
+        );
+    }
+    // Past the idle timeout: none of the 20 is active any more.
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = agent
+        .reload(&render(2, &dir, &[dns("wlc", [1, 1])]))
+        .unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    let mut counts = BTreeMap::new();
+    for i in 0..10 {
+        let name = udp_ask(&t.client, to, format!("b{i}").as_bytes(), T).unwrap();
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    // In turn (5 each), give or take a recount between two of them.
+    assert!(
+        counts.get("u1").is_some_and(|&n| n >= 4) && counts.get("u2").is_some_and(|&n| n >= 4),
+        "equal weights and no active flow at the switch: {counts:?}"
+    );
+}

@@ -104,6 +104,34 @@ pub fn health_after(
 /// half the shortest check interval (the agent's clock ticks every 250 ms).
 const LOCAL_CHECK_EVERY: Duration = Duration::from_millis(500);
 
+/// Whether a tcp/udp listener of `cfg` schedules by active flows (`wlc`):
+/// only then are the dataplane's counts kept true (`refresh_active`).
+fn has_wlc(cfg: &Config) -> bool {
+    cfg.l4_listeners()
+        .any(|l| l.scheduler == crate::config::Scheduler::Wlc)
+}
+
+/// Rewrites the active-flow counts from the connection table, idle
+/// timeouts as `cfg` sets them, when a listener of `cfg` uses `wlc`
+/// (see `Running::refresh_active`).
+fn recount_active(dp: &mut Dataplane, applier: &Applier, cfg: &Config) {
+    if !has_wlc(cfg) {
+        return;
+    }
+    // A listener `cfg` adds has no id yet, and no flow either.
+    let listeners = applier.listeners_by_id(cfg);
+    let (counts, whole) =
+        dp.active_flows(|id| listeners.get(&id).map(|l| l.idle_timeout.as_nanos() as u64));
+    if !whole {
+        // Part of the table only: the counts are too low, and `wlc`
+        // would pile new flows on the backends it missed.
+        return;
+    }
+    if let Err(e) = dp.set_active(&counts, applier.ids.backend_ids()) {
+        warn!("refreshing active-flow counts: {e}");
+    }
+}
+
 pub struct Running {
     pub path: PathBuf,
     mode: Mode,
@@ -303,23 +331,17 @@ impl Running {
     /// but flows that just go idle are only noticed here. Walks the table,
     /// so only done when a `wlc` listener exists.
     pub fn refresh_active(&mut self) {
-        let wlc = self
-            .cfg
-            .l4_listeners()
-            .any(|l| l.scheduler == crate::config::Scheduler::Wlc);
-        let Some((dp, applier)) = self.dataplane.as_mut().filter(|_| wlc) else {
+        let Some((dp, applier)) = self.dataplane.as_mut() else {
             return;
         };
-        let listeners = applier.listeners_by_id(&self.cfg);
-        let (counts, whole) =
-            dp.active_flows(|id| listeners.get(&id).map(|l| l.idle_timeout.as_nanos() as u64));
-        if !whole {
-            // Part of the table only: the counts are too low, and `wlc`
-            // would pile new flows on the backends it missed.
-            return;
-        }
-        if let Err(e) = dp.set_active(&counts, applier.ids.backend_ids()) {
-            warn!("refreshing active-flow counts: {e}");
+        recount_active(dp, applier, &self.cfg);
+    }
+
+    /// [`Running::refresh_active`] as `cfg` (the running configuration, or
+    /// one about to be applied) needs it.
+    fn recount_active(&mut self, cfg: &Config) {
+        if let Some((dp, applier)) = self.dataplane.as_mut() {
+            recount_active(dp, applier, cfg);
         }
     }
 
@@ -407,6 +429,15 @@ impl Running {
         if let Err(e) = self.proxy.reload(&cfg.listeners).await {
             self.sync_local();
             return refuse(vec![format!("L7 proxy: {e}")]);
+        }
+        if !has_wlc(&self.cfg) {
+            // Nothing re-counted the active flows while no `wlc` listener
+            // existed: the program's counts still hold every flow that
+            // went idle since (every UDP flow). A listener about to
+            // schedule by them must not wait for the periodic recount;
+            // counted before the switch, so no new flow sees the stale
+            // counts (and true counts are harmless if the change fails).
+            self.recount_active(&cfg);
         }
         let previous = std::mem::replace(&mut self.cfg, cfg);
         match self.commit(prepared, health) {
