@@ -304,3 +304,54 @@ fn retransmissions(c: &std::net::TcpStream) -> u32 {
     assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
     info.tcpi_total_retrans
 }
+
+/// A reload that takes an allow-list off a listener never refuses a client
+/// both configurations admit: the listener stops checking before its
+/// entries go. (Written the other way round, the listener checked an
+/// emptied list until its own entry was rewritten, after the lookup tables
+/// of every listener before it: here two new ones of 65537 slots.)
+#[test]
+fn removing_an_allow_list_refuses_no_admitted_client_meanwhile() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let t = Topology::new("ar", 1).unwrap();
+    let _u = t.udp_servers(53, false);
+    let dns = |port: u16, name: &str| {
+        ListenerSpec::new(name, VIP4.into(), port, "udp").backend(backend4(0).into(), 53, 1)
+    };
+    let guarded = dns(53, "dns").extra(&format!(
+        r#"acl = {{ mode = "allow", cidrs = ["{CLIENT4}/32"] }}"#
+    ));
+    let mut agent = Agent::start(&t.lb, "ar", |d| render(1, d, &[guarded])).unwrap();
+    let dir = agent.dir().to_owned();
+    assert_eq!(udp_ask(&t.client, vip(53), b"q", T).unwrap(), "u1");
+    let next = render(1, &dir, &[dns(54, "big1"), dns(55, "big2"), dns(53, "dns")]);
+    let (stop, sent) = (AtomicBool::new(false), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        // New flows all along (a fresh source port each): only a new flow
+        // is checked against the list.
+        s.spawn(|| {
+            t.client
+                .enter(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
+                            if sock.send_to(b"q", vip(53)).is_ok() {
+                                sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+                .unwrap()
+        });
+        let out = agent.reload(&next).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        assert!(out.contains("configuration reloaded"), "{out}");
+    });
+    assert!(sent.load(Ordering::Relaxed) > 0);
+    let drops = &listener_status(&agent, "dns")["counters"]["drop_acl"];
+    assert_eq!(
+        drops,
+        0,
+        "of {} new flows sent during the reload",
+        sent.load(Ordering::Relaxed)
+    );
+}

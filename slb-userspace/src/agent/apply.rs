@@ -4,7 +4,7 @@
 //! before the destination flags that lead to them (and the reverse order
 //! for removals).
 use crate::config::Config;
-use crate::dataplane::{Dataplane, DataplaneError};
+use crate::dataplane::{AclEntry, Dataplane, DataplaneError};
 use crate::planner::{
     self, BackendKey, BackendSlot, DestTableFull, Health, Ids, Plan, PlanError, RetiredNat, Rings,
 };
@@ -120,8 +120,15 @@ impl Applier {
 
     pub fn apply(&mut self, dp: &mut Dataplane, plan: &Plan) -> Result<(), ApplyError> {
         dp.set_snat_pool(&plan.snat_v4, &plan.snat_v6)?;
-        // ACL entries before the listener entries that turn checking on.
-        dp.sync_acl(&plan.acl)?;
+        // A listener's ACL entries change next to its own entry: those it
+        // gets just before it (an allow-list is never checked before its
+        // entries are in), those it loses just after (a list being taken
+        // off is not checked emptied). Between the two lie only that
+        // listener's writes, not the lookup tables of the others (a
+        // Maglev table is tens of thousands of writes). A switch between
+        // `allow` and `deny` cannot be one write (the entries are
+        // shared), but lasts no longer than that.
+        let mut present_acl = dp.acl_entries();
         let ring_size = dp.ring_size();
         // Ids of new owners start from zero counters: a reused id (or one
         // a previous run's pinned maps counted under) still holds what its
@@ -141,18 +148,36 @@ impl Applier {
                 dp.clear_listener_counters(l.id)?;
             }
             let mut entry = l.entry;
-            match self.rings.prepare(l.id, &l.table, ring_size) {
+            let swap = self.rings.prepare(l.id, &l.table, ring_size);
+            match &swap {
                 Some(swap) => {
                     dp.write_ring(swap.base, &l.table, swap.previous.as_deref())?;
                     entry.ring_base = swap.base;
-                    dp.set_listener(&l.key, &entry)?;
-                    self.rings.committed(l.id, swap.half, l.table.clone());
-                    debug!(listener = %l.name, base = swap.base, "lookup table switched");
                 }
-                None => {
-                    entry.ring_base = self.rings.live_base(l.id, ring_size);
-                    dp.set_listener(&l.key, &entry)?;
-                }
+                None => entry.ring_base = self.rings.live_base(l.id, ring_size),
+            }
+            let ours = |e: &&AclEntry| e.0 == l.id;
+            let gained: Vec<AclEntry> = plan
+                .acl
+                .difference(&present_acl)
+                .filter(ours)
+                .copied()
+                .collect();
+            dp.insert_acl(&gained)?;
+            present_acl.extend(gained);
+            dp.set_listener(&l.key, &entry)?;
+            if let Some(swap) = swap {
+                self.rings.committed(l.id, swap.half, l.table.clone());
+                debug!(listener = %l.name, base = swap.base, "lookup table switched");
+            }
+            let lost: Vec<AclEntry> = present_acl
+                .difference(&plan.acl)
+                .filter(ours)
+                .copied()
+                .collect();
+            dp.remove_acl(&lost)?;
+            for e in &lost {
+                present_acl.remove(e);
             }
         }
         let wanted: BTreeSet<VipKey> = plan.listeners.iter().map(|l| l.key).collect();
@@ -165,6 +190,8 @@ impl Applier {
                 }
             }
         }
+        // The entries of removed listeners, now that none checks them.
+        dp.remove_acl(present_acl.difference(&plan.acl))?;
         self.ids.counted_afresh();
         // Removed backends keep their flows but get no new ones: weight 0
         // in their entry is what the program reads as drained (a source-IP

@@ -170,23 +170,36 @@ impl Dataplane {
         self.settings.set(0, s, 0).map_err(map_err("SETTINGS"))
     }
 
-    /// Makes the ACL trie hold exactly `desired`. New entries go in before
-    /// stale ones leave, so an allow-list never passes through empty.
-    pub fn sync_acl(&mut self, desired: &BTreeSet<AclEntry>) -> Result<(), DataplaneError> {
-        let present: BTreeSet<AclEntry> = self
-            .acl
+    /// The entries of the ACL trie.
+    pub fn acl_entries(&self) -> BTreeSet<AclEntry> {
+        self.acl
             .keys()
             .filter_map(Result::ok)
             .map(|k| {
                 let d = k.data();
                 (u32::from_be(d.listener_id_be), k.prefix_len() - 32, d.addr)
             })
-            .collect();
-        for e in desired.difference(&present) {
+            .collect()
+    }
+
+    /// Puts `entries` into the ACL trie (they are not in it).
+    pub fn insert_acl<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'a AclEntry>,
+    ) -> Result<(), DataplaneError> {
+        for e in entries {
             self.record(Undo::Acl(*e, false));
             self.acl.insert(&acl_key(e), 1, 0).map_err(map_err("ACL"))?;
         }
-        for e in present.difference(desired) {
+        Ok(())
+    }
+
+    /// Takes `entries` out of the ACL trie (they are in it).
+    pub fn remove_acl<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'a AclEntry>,
+    ) -> Result<(), DataplaneError> {
+        for e in entries {
             self.record(Undo::Acl(*e, true));
             optional(self.acl.remove(&acl_key(e)))
                 .map(drop)
