@@ -71,8 +71,8 @@ pub enum Command {
         /// Only connections to this backend: an address, or address:port.
         #[arg(long)]
         backend: Option<crate::status::BackendMatch>,
-        /// Also entries that are over (past their timeout, or their backend
-        /// removed), shown as EXPIRED.
+        /// Also entries that are over (past their timeout, or their
+        /// backend's id given to another backend), shown as EXPIRED.
         #[arg(long)]
         all: bool,
         /// At most this many lines (0: all); the count of every match is

@@ -20,8 +20,9 @@ pub struct FlowFilter {
     pub client: Option<IpAddr>,
     /// A backend address, with or without its port.
     pub backend: Option<BackendMatch>,
-    /// Also entries that are over: past their timeout, or whose backend
-    /// was removed (their next packet is scheduled afresh).
+    /// Also entries that are over: past their timeout, or whose backend's
+    /// id went to another backend (their next packet is scheduled afresh;
+    /// a removed backend's flows run on until then).
     pub all: bool,
     /// At most this many entries (0: every one).
     pub limit: usize,
@@ -103,7 +104,7 @@ pub struct RawFlow {
     /// The listener's idle timeout.
     pub idle_timeout_ns: u64,
     /// The backend slot no longer holds the backend the flow was scheduled
-    /// to (removed by a reload).
+    /// to (a reload removed it and its id went to another).
     pub backend_gone: bool,
 }
 
