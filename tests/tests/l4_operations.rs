@@ -239,13 +239,14 @@ fn weight_zero_drains_and_reloads_keep_established_connections() {
     echo(&mut on_b1, "still here");
 
     // Add b3, re-weight, remove b1 while the b2 connection is open.
-    let mut three = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
+    let three = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
         .scheduler("maglev")
-        .extra(FAST_TCP_CHECK);
-    three = three
+        .extra(FAST_TCP_CHECK)
         .backend(backend4(1).into(), 8080, 1)
         .backend(backend4(2).into(), 8080, 3);
-    let out = agent.reload(&render(3, &dir, &[three])).unwrap();
+    let out = agent
+        .reload(&render(3, &dir, std::slice::from_ref(&three)))
+        .unwrap();
     assert!(out.contains("configuration reloaded"), "{out}");
     let counts = spread(&t, 120);
     assert!(counts.get("b3").copied().unwrap_or(0) > 60, "{counts:?}");
@@ -268,12 +269,6 @@ fn weight_zero_drains_and_reloads_keep_established_connections() {
 
     // An `[agent]` setting only changes with a restart: the refusal names
     // it, with the value that stays in force.
-    let mut three = ListenerSpec::new("web", VIP4.into(), 80, "tcp")
-        .scheduler("maglev")
-        .extra(FAST_TCP_CHECK);
-    three = three
-        .backend(backend4(1).into(), 8080, 1)
-        .backend(backend4(2).into(), 8080, 3);
     let resized =
         render(3, &dir, &[three]).replace("flow_table_size = 65536", "flow_table_size = 131072");
     std::fs::write(&agent.config, resized).unwrap();
