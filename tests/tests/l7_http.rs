@@ -810,6 +810,22 @@ async fn response_with_another_transfer_coding_is_502() {
     p.stop().await;
 }
 
+/// A response framed by both Transfer-Encoding and Content-Length is
+/// read by its chunks (RFC 9112 §6.3), and the length must not reach the
+/// client, whose framing would follow it: the client gets the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_with_chunks_and_a_length_is_sent_by_its_chunks() {
+    let backend = ScriptedBackend::start(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let p = backend.proxy().await;
+    let got = get(&client(), &p.url("web", "/"), &[]).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "hello"));
+    assert_eq!(got.header("content-length"), None);
+    p.stop().await;
+}
+
 /// An HTTP/2 client that resets a stream before its response came leaves
 /// the connection idle, and the idle timeout closes it (the reset request
 /// used to stay counted as running forever).

@@ -4,7 +4,8 @@
 //!   not forwarded: `Connection` and every field it names, `Keep-Alive`,
 //!   `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`. For a
 //!   WebSocket handshake `Connection: upgrade` and `Upgrade` are kept: the
-//!   upgrade is what is being forwarded.
+//!   upgrade is what is being forwarded. A `Content-Length` beside
+//!   `Transfer-Encoding` goes too (RFC 9112 §6.3).
 //! * To the backend: `X-Forwarded-For` gets the client address appended
 //!   (earlier proxies' entries kept); `X-Real-IP`, `X-Forwarded-Proto` and
 //!   `X-Forwarded-Port` are set by the proxy, whatever the client sent
@@ -30,6 +31,8 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+/// `Transfer-Encoding`'s index in [`HOP_BY_HOP`].
+const TRANSFER_ENCODING_BIT: usize = 4;
 
 /// What the proxy tells the backend about the client's connection.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +110,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
+    }
+    if present & (1 << TRANSFER_ENCODING_BIT) != 0 {
+        // The chunks framed the message, not the length beside them (RFC
+        // 9112 §6.3), and a proxy must drop that length before forwarding:
+        // the next hop would frame the body by it (a response cut short,
+        // or a connection out of step). The server library does this for
+        // requests; the client library leaves it in responses.
+        headers.remove(header::CONTENT_LENGTH);
     }
     if let Some(to) = upgrade_to {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -425,6 +436,17 @@ mod tests {
         remove_hop_by_hop(&mut m, false);
         assert_eq!(m.len(), 1);
         assert!(m.contains_key("accept"));
+    }
+
+    #[test]
+    fn a_length_beside_chunks_is_removed() {
+        let mut m = h(&[("transfer-encoding", "chunked"), ("content-length", "3")]);
+        remove_hop_by_hop(&mut m, false);
+        assert!(m.is_empty(), "{m:?}");
+        assert_eq!(HOP_BY_HOP[TRANSFER_ENCODING_BIT], header::TRANSFER_ENCODING);
+        let mut m = h(&[("content-length", "3")]);
+        remove_hop_by_hop(&mut m, false);
+        assert_eq!(m.get("content-length").unwrap(), "3");
     }
 
     #[test]
