@@ -796,6 +796,25 @@ async fn request_target_host_and_framing() {
     p.stop().await;
 }
 
+/// A GET whose body comes in chunks (or, over HTTP/2, without a length)
+/// reaches the backend with its body: the client library sends a GET
+/// with no framing of its own as having none, which dropped the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_get_keeps_its_body() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "").await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(
+        b"GET /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.ends_with("received=5"), "{r}");
+    p.stop().await;
+}
+
 /// A response whose body carries a transfer coding other than chunked
 /// cannot be passed on as it is (the coding would be lost): 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

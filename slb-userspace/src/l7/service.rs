@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{ACCEPT_ENCODING, CONNECTION, HOST};
+use http::header::{ACCEPT_ENCODING, CONNECTION, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -542,6 +542,19 @@ async fn forward(
     } else {
         Version::HTTP_11
     };
+    // A body of unknown length (HTTP/1.1 chunks, HTTP/2 without
+    // content-length) goes out in chunks, said so: unasked, the client
+    // library chunks only the bodies of methods that usually have one,
+    // and sends a GET's or HEAD's as none (the body was lost).
+    if !upgrade
+        && version == Version::HTTP_11
+        && !hyper::body::Body::is_end_stream(&body)
+        && hyper::body::Body::size_hint(&body).exact().is_none()
+    {
+        parts
+            .headers
+            .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
     // HTTP/1.0 clients may send no Host: each backend gets its address.
     let add_host = !parts.headers.contains_key(HOST);
     let body = ReplayBody::new(body);
