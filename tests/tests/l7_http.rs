@@ -796,6 +796,35 @@ async fn request_target_host_and_framing() {
     p.stop().await;
 }
 
+/// An HTTP/2 request without `:authority` is routed by its `Host` field,
+/// which it may leave out but not send twice or with something that is
+/// no host (400, as for HTTP/1.1): routing would take the first and the
+/// backend, which got both, possibly the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_host_fields_are_checked_as_http1s() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "").await;
+    let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
+    let (mut tx, _conn) = h2_over(tcp).await;
+    let mut ask = async |hosts: &[&str]| {
+        let mut req = http::Request::get("/headers");
+        for h in hosts {
+            req = req.header("host", *h);
+        }
+        let req = req.body(Full::new(Bytes::new())).unwrap();
+        collect(tx.send_request(req).await.unwrap()).await
+    };
+    let got = ask(&["a.example"]).await;
+    assert_eq!(got.status, 200);
+    assert!(got.body.contains("host: a.example\n"), "{}", got.body);
+    assert_eq!(ask(&[]).await.status, 200);
+    for hosts in [&["a.example", "admin.example"][..], &["a.example/x"][..]] {
+        assert_eq!(ask(hosts).await.status, 400, "{hosts:?}");
+    }
+    assert_eq!(a.hits(), 2, "a refused request reached the backend");
+    p.stop().await;
+}
+
 /// A GET whose body comes in chunks (or, over HTTP/2, without a length)
 /// reaches the backend with its body: the client library sends a GET
 /// with no framing of its own as having none, which dropped the body.

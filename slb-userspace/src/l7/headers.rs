@@ -242,12 +242,15 @@ pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, 
     })
 }
 
-/// What an HTTP/1.x request's framing fields get instead of being
-/// forwarded (RFC 9112): 400 for more than one `Host`, or none in an
-/// HTTP/1.1 request (§3.2); 501 for a transfer coding other than chunked
-/// (§6.1): the server library has decoded the chunks, and passing the
-/// rest on as if it were the body would corrupt it.
-pub fn malformed_h1(version: http::Version, headers: &HeaderMap) -> Option<http::StatusCode> {
+/// What a request's framing fields get instead of being forwarded (RFC
+/// 9112): 400 for more than one `Host`, one that is no host, or none in
+/// an HTTP/1.1 request (§3.2); 501 for a transfer coding other than
+/// chunked (§6.1): the server library has decoded the chunks, and passing
+/// the rest on as if it were the body would corrupt it. HTTP/2 requests
+/// may have no `Host` (`:authority` replaces it, RFC 9113 §8.3.1), but
+/// one without `:authority` is routed by it, and the backend gets it as
+/// sent: two would let the backend pick another than routing did.
+pub fn malformed(version: http::Version, headers: &HeaderMap) -> Option<http::StatusCode> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let valid = match (hosts.next(), hosts.next()) {
         (None, _) => version != http::Version::HTTP_11,
@@ -341,7 +344,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn malformed_h1_framing() {
+    fn malformed_framing() {
         use http::{StatusCode, Version};
         let h = |pairs: &[(&'static str, &'static str)]| {
             let mut m = HeaderMap::new();
@@ -351,16 +354,23 @@ mod tests {
             m
         };
         let ok = h(&[("host", "a.example")]);
-        assert_eq!(malformed_h1(Version::HTTP_11, &ok), None);
-        assert_eq!(malformed_h1(Version::HTTP_10, &HeaderMap::new()), None);
+        assert_eq!(malformed(Version::HTTP_11, &ok), None);
+        assert_eq!(malformed(Version::HTTP_10, &HeaderMap::new()), None);
         assert_eq!(
-            malformed_h1(Version::HTTP_11, &HeaderMap::new()),
+            malformed(Version::HTTP_11, &HeaderMap::new()),
             Some(StatusCode::BAD_REQUEST)
         );
-        assert_eq!(
-            malformed_h1(Version::HTTP_10, &h(&[("host", "a"), ("host", "b")])),
-            Some(StatusCode::BAD_REQUEST)
-        );
+        assert_eq!(malformed(Version::HTTP_2, &HeaderMap::new()), None);
+        for v in [Version::HTTP_10, Version::HTTP_2] {
+            assert_eq!(
+                malformed(v, &h(&[("host", "a"), ("host", "b")])),
+                Some(StatusCode::BAD_REQUEST)
+            );
+            assert_eq!(
+                malformed(v, &h(&[("host", "a/b")])),
+                Some(StatusCode::BAD_REQUEST)
+            );
+        }
         for (te, want) in [
             ("chunked", None),
             ("Chunked", None),
@@ -369,7 +379,7 @@ mod tests {
         ] {
             let mut m = ok.clone();
             m.insert("transfer-encoding", HeaderValue::from_static(te));
-            assert_eq!(malformed_h1(Version::HTTP_11, &m), want, "{te}");
+            assert_eq!(malformed(Version::HTTP_11, &m), want, "{te}");
         }
         for bad in [
             "a.test/evil",
@@ -382,7 +392,7 @@ mod tests {
             let mut m = HeaderMap::new();
             m.insert("host", HeaderValue::from_str(bad).unwrap());
             assert_eq!(
-                malformed_h1(Version::HTTP_11, &m),
+                malformed(Version::HTTP_11, &m),
                 Some(StatusCode::BAD_REQUEST),
                 "{bad}"
             );

@@ -373,10 +373,8 @@ fn route(req: &Request<Incoming>, rt: &Runtime) -> Route {
             h1,
         ))));
     }
-    if h1 {
-        if let Some(status) = headers::malformed_h1(req.version(), req.headers()) {
-            return Route::Local(Box::new(Outcome::local(pages::error(status, h1))));
-        }
+    if let Some(status) = headers::malformed(req.version(), req.headers()) {
+        return Route::Local(Box::new(Outcome::local(pages::error(status, h1))));
     }
     if req.method() == Method::CONNECT {
         // A reverse proxy, not a forward one: no tunnels to arbitrary
