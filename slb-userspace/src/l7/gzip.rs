@@ -6,17 +6,18 @@
 //! `Cache-Control: no-transform`, bodies declared shorter than
 //! `MIN_LENGTH`, event streams (gzip would hold events back), and types
 //! that do not compress (images, video, archives...). A compressed
-//! response loses `Content-Length` (it is streamed), gets
-//! `Vary: Accept-Encoding`, and a strong `ETag` becomes weak (the bytes
-//! differ, the content does not), as nginx does. A response that would be
+//! response loses `Content-Length` (it is streamed) and `Accept-Ranges`
+//! (ranges are served uncompressed), gets `Vary: Accept-Encoding`, and a
+//! strong `ETag` becomes weak (the bytes differ, the content does not),
+//! as nginx does. A response that would be
 //! compressed for a client accepting gzip gets `Vary: Accept-Encoding`
 //! also when it is not (caches must tell the two apart), and a HEAD
 //! request gets the header its GET would get (RFC 9110 §9.3.2).
 
 use futures_util::TryStreamExt;
 use http::header::{
-    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
-    ETAG, VARY,
+    ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, VARY,
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyDataStream, StreamBody};
@@ -153,6 +154,10 @@ pub fn add_vary(headers: &mut HeaderMap) {
 /// get one).
 pub fn compressed_header(headers: &mut HeaderMap) {
     headers.remove(CONTENT_LENGTH);
+    // The backend's ranges are of the uncompressed bytes (a range request
+    // gets them, 206 is never compressed): a client resuming this body by
+    // range would splice those into gzip. nginx's gzip drops it too.
+    headers.remove(ACCEPT_RANGES);
     headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     add_vary(headers);
     if let Some(tag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
@@ -256,10 +261,12 @@ mod tests {
             ("content-length", "2200"),
             ("etag", "\"abc\""),
             ("vary", "Origin"),
+            ("accept-ranges", "bytes"),
         ]);
         let body = compress(&mut headers, super::super::body::full(text.clone()));
         assert_eq!(headers[CONTENT_ENCODING], "gzip");
         assert!(!headers.contains_key(CONTENT_LENGTH));
+        assert!(!headers.contains_key(ACCEPT_RANGES));
         assert_eq!(headers[ETAG], "W/\"abc\"");
         assert_eq!(headers.get_all(VARY).iter().count(), 2);
         let gz = body.collect().await.unwrap().to_bytes();
