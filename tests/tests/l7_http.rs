@@ -77,6 +77,50 @@ async fn rules_route_by_host_and_path() {
     p.stop().await;
 }
 
+/// A path rule matches the path as nginx matches a location: decoded,
+/// with `//` merged and `.` and `..` segments resolved, so that spellings
+/// of `/admin/` that a backend takes for it do not slip past its rule to
+/// another group; the backend gets the target as the client sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_rules_match_the_normalised_path() {
+    let d = Backend::start("default").await;
+    let admin = Backend::start("admin").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}\n[[listener.rule]]\npath = \"/admin/\"\ngroup = \"admin\"\n\
+             [[listener.group]]\nname = \"admin\"{}",
+            listener("web", "http", ports[0], ""),
+            d.toml("listener.backend", 100),
+            admin.toml("listener.group.backend", 100),
+        )
+    })
+    .await;
+    for (target, want) in [
+        ("/admin/x", "admin"),
+        ("//admin/x", "admin"),
+        ("/%61dmin/x", "admin"),
+        ("/./admin/x", "admin"),
+        ("/api/../admin/x", "admin"),
+        ("/%2e%2e/admin/x", "admin"),
+        ("/admin%2Fx", "admin"),
+        ("/administrator", "default"),
+        ("/admin/../x", "default"),
+        ("/x?/admin/", "default"),
+    ] {
+        let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let r = read_response(&mut s).await;
+        assert!(
+            r.contains(&format!("x-backend: {want}\r\n")),
+            "{target}: {r}"
+        );
+        let path = target.split('?').next().unwrap();
+        assert!(r.ends_with(&format!(" path={path}")), "{target}: {r}");
+    }
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrr_follows_weights_and_weight_zero_drains() {
     let a = Backend::start("a").await;

@@ -6,6 +6,17 @@
 //! its longest prefix: an exact host beats a wildcard, a longer wildcard
 //! suffix beats a shorter one, any host beats none; then the longer path
 //! prefix wins; on a tie, the earlier rule. No match: the default group.
+//!
+//! Path prefixes match the path as nginx matches locations, not as the
+//! client spelled it: percent-encodings decoded (`%2F` too), `//` merged,
+//! `.` and `..` segments resolved (never above the root), the query left
+//! out. Backends commonly read `//admin/`, `/%61dmin/`, `/./admin/` and
+//! `/api/../admin/` as `/admin/`; matched as sent, those would slip past
+//! an `/admin/` rule to another group. The backend still gets the target
+//! as sent (as nginx's `proxy_pass` without a URI passes it); the rule's
+//! own prefix is read the same way.
+
+use std::borrow::Cow;
 
 use crate::config::Rule;
 
@@ -39,7 +50,8 @@ impl HostMatch {
 #[derive(Debug, Clone)]
 struct CompiledRule {
     host: HostMatch,
-    path: String,
+    /// Normalised (see the module docs).
+    path: Vec<u8>,
     group: usize,
 }
 
@@ -63,7 +75,11 @@ impl Router {
                         None => HostMatch::Exact(h.to_ascii_lowercase()),
                     },
                 },
-                path: r.path.clone().unwrap_or_default(),
+                path: r
+                    .path
+                    .as_deref()
+                    .map(|p| normalise(p).into_owned())
+                    .unwrap_or_default(),
                 group: group_index(&r.group).unwrap_or(DEFAULT_GROUP),
             })
             .collect();
@@ -71,14 +87,15 @@ impl Router {
     }
 
     /// The group for a request to `host` (lower-case, without port) and
-    /// `path`.
+    /// `path` (as received: it is normalised here).
     pub fn route(&self, host: Option<&str>, path: &str) -> usize {
+        let path = normalise(path);
         let mut best: Option<((usize, usize), usize)> = None;
         for r in &self.rules {
             let Some(host_score) = r.host.score(host) else {
                 continue;
             };
-            if !path.starts_with(r.path.as_str()) {
+            if !path.starts_with(&r.path) {
                 continue;
             }
             let score = (host_score, r.path.len());
@@ -88,6 +105,73 @@ impl Router {
             }
         }
         best.map_or(DEFAULT_GROUP, |(_, g)| g)
+    }
+}
+
+/// The path rules match (see the module docs): decoded, `//` merged, `.`
+/// and `..` resolved. Borrowed when there is nothing to do (the usual
+/// case), and for what is not an absolute path (`*`).
+pub fn normalise(path: &str) -> Cow<'_, [u8]> {
+    let raw = path.as_bytes();
+    let plain = !raw.contains(&b'%') && !raw.windows(2).any(|w| w == b"//" || w == b"/.");
+    if plain || raw.first() != Some(&b'/') {
+        return Cow::Borrowed(raw);
+    }
+    // Decoded before the segments are read, as nginx does: `%2e%2e` is a
+    // `..`, `%2F` a separator. One pass: `%252e` stays `%2e`.
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let escaped = match raw.get(i..i + 3) {
+            Some([b'%', hi, lo]) => hex(*hi).zip(hex(*lo)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match escaped {
+            Some(b) => {
+                decoded.push(b);
+                i += 3;
+            }
+            // Not an escape: kept as it is.
+            None => {
+                decoded.push(raw[i]);
+                i += 1;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    // Where each kept segment starts in `out`, for `..` to go back to.
+    let mut starts = Vec::new();
+    // The path ends with a slash (an empty, `.` or `..` last segment).
+    let mut trailing = false;
+    for seg in decoded.split(|&b| b == b'/').skip(1) {
+        trailing = true;
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if let Some(start) = starts.pop() {
+                    out.truncate(start);
+                }
+            }
+            _ => {
+                trailing = false;
+                starts.push(out.len());
+                out.push(b'/');
+                out.extend_from_slice(seg);
+            }
+        }
+    }
+    if out.is_empty() || trailing {
+        out.push(b'/');
+    }
+    Cow::Owned(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
     }
 }
 
@@ -156,6 +240,49 @@ mod tests {
         assert_eq!(r.route(Some("api.example.com"), "/v2/x"), 4);
         assert_eq!(r.route(Some("api.example.com"), "/v1/x"), 1);
         assert_eq!(r.route(Some("other.example.com"), "/v2/x"), 2);
+    }
+
+    #[test]
+    fn paths_are_normalised() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/admin/x", "/admin/x"),
+            ("//admin//x", "/admin/x"),
+            ("/%61dmin/", "/admin/"),
+            ("/./admin/.", "/admin/"),
+            ("/api/../admin", "/admin"),
+            ("/a/b/..", "/a/"),
+            ("/../../admin", "/admin"),
+            ("/%2e%2E/admin", "/admin"),
+            ("/admin%2fx", "/admin/x"),
+            ("/%252e", "/%2e"),
+            ("/a%zz%4", "/a%zz%4"),
+            ("/..", "/"),
+            ("/.well-known/x", "/.well-known/x"),
+            ("*", "*"),
+        ] {
+            assert_eq!(normalise(raw).as_ref(), want.as_bytes(), "{raw}");
+        }
+        assert!(matches!(normalise("/api/v1/users"), Cow::Borrowed(_)));
+        // Decoding may leave bytes that are no UTF-8: matched as bytes.
+        assert_eq!(normalise("/%ff/").as_ref(), b"/\xff/");
+    }
+
+    #[test]
+    fn rules_match_the_normalised_path() {
+        let r = router(&[
+            rule(None, Some("/admin/"), "admin"),
+            rule(None, Some("/a%70i/"), "api"),
+        ]);
+        for p in ["//admin/x", "/%61dmin/x", "/./admin/x", "/api/../admin/x"] {
+            assert_eq!(r.route(None, p), 4, "{p}");
+        }
+        assert_eq!(
+            r.route(None, "/api/x"),
+            1,
+            "the rule's prefix is read alike"
+        );
+        assert_eq!(r.route(None, "/admin/../x"), DEFAULT_GROUP);
     }
 
     #[test]
