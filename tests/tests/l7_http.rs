@@ -399,10 +399,26 @@ async fn forwarded_headers_and_xff_chain() {
             ("connection", "x-hop"),
             ("x-hop", "secret"),
             ("host", "www.example.com"),
+            // What backends also read for scheme, host and client (Rack
+            // prefers `Forwarded` to X-Forwarded-Proto), which the proxy
+            // does not vouch for.
+            ("forwarded", "for=6.6.6.6;proto=https;host=evil.example"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-scheme", "https"),
+            ("x-forwarded-ssl", "on"),
         ],
     )
     .await;
     let b = &got.body;
+    for name in [
+        "forwarded",
+        "x-forwarded-host",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+    ] {
+        let sent = b.lines().any(|l| l.starts_with(&format!("{name}: ")));
+        assert!(!sent, "{name} forwarded: {b}");
+    }
     assert!(
         b.contains("x-forwarded-for: 203.0.113.9, 198.51.100.7, 127.0.0.1\n"),
         "{b}"

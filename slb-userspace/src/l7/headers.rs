@@ -9,7 +9,15 @@
 //! * To the backend: `X-Forwarded-For` gets the client address appended
 //!   (earlier proxies' entries kept); `X-Real-IP`, `X-Forwarded-Proto` and
 //!   `X-Forwarded-Port` are set by the proxy, whatever the client sent
-//!   (they describe this hop, which only the proxy knows).
+//!   (they describe this hop, which only the proxy knows). What backends
+//!   also read for the client's scheme, host or address, and the proxy
+//!   does not set, is removed: `Forwarded` (RFC 7239; Rack 3 prefers it to
+//!   `X-Forwarded-Proto`, Spring reads its first element),
+//!   `X-Forwarded-Host`, `X-Forwarded-Scheme`, `X-Forwarded-Ssl` (Rack).
+//!   A client's would pass for the proxy's word: a plain-http client could
+//!   claim https, or a host of its choosing for the links a backend
+//!   builds. Without them backends fall back to `Host` and the fields
+//!   above.
 //! * Several `Cookie` fields (HTTP/2 clients send one per cookie) are
 //!   joined with "; " for the HTTP/1.1 backend (RFC 9113 §8.2.3).
 
@@ -22,6 +30,15 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// What backends read as the proxy's word on the client's scheme, host or
+/// address and the proxy does not set (see the module docs).
+const UNVOUCHED: [HeaderName; 4] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-ssl"),
+];
 
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
@@ -161,6 +178,12 @@ pub fn to_backend(headers: &mut HeaderMap, fwd: &Forwarded, upgrade: bool) {
 /// [`to_backend`] with the values made beforehand.
 pub fn to_backend_values(headers: &mut HeaderMap, fwd: &ForwardedValues, upgrade: bool) {
     remove_hop_by_hop(headers, upgrade);
+    // Rarely there: one pass to find out, look-ups only then.
+    if headers.keys().any(|n| UNVOUCHED.contains(n)) {
+        for name in &UNVOUCHED {
+            headers.remove(name);
+        }
+    }
 
     if headers.contains_key(&X_FORWARDED_FOR) {
         let client = fwd.client.to_str().unwrap_or_default();
@@ -516,8 +539,15 @@ mod tests {
             ("x-forwarded-for", "198.51.100.2, 10.0.0.1"),
             ("x-real-ip", "1.1.1.1"),
             ("x-forwarded-proto", "gopher"),
+            ("forwarded", "for=1.1.1.1;proto=https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-scheme", "https"),
+            ("x-forwarded-ssl", "on"),
         ]);
         to_backend(&mut m, &fwd(), false);
+        for name in &UNVOUCHED {
+            assert!(!m.contains_key(name), "{name}");
+        }
         assert_eq!(
             m.get("x-forwarded-for").unwrap(),
             "203.0.113.1, 198.51.100.2, 10.0.0.1, 192.0.2.7"
