@@ -844,6 +844,10 @@ async fn request_target_host_and_framing() {
             "POST /target HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             "501",
         ),
+        (
+            "POST /target HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "501",
+        ),
     ] {
         let r = ask(raw).await;
         assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{raw:?}: {r}");

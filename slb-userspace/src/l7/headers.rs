@@ -286,15 +286,23 @@ pub fn malformed(version: http::Version, headers: &HeaderMap) -> Option<http::St
     other_transfer_coding(headers).then_some(http::StatusCode::NOT_IMPLEMENTED)
 }
 
-/// A transfer coding other than chunked (which the server and client
-/// libraries decode): the rest would reach the other side as if it were
-/// the content.
+/// A transfer coding other than one chunked (which the server and client
+/// libraries decode, once): the rest would reach the other side as if it
+/// were the content. Chunked twice (RFC 9112 §6.1 forbids it) is such a
+/// case: the inner chunks would be passed on as the body.
 pub fn other_transfer_coding(headers: &HeaderMap) -> bool {
-    headers
+    let mut chunked = 0;
+    for t in headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| !t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    {
+        if !t.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return true;
+        }
+        chunked += 1;
+    }
+    chunked > 1
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a registered
@@ -399,6 +407,7 @@ mod tests {
             ("Chunked", None),
             ("gzip, chunked", Some(StatusCode::NOT_IMPLEMENTED)),
             ("identity", Some(StatusCode::NOT_IMPLEMENTED)),
+            ("chunked, chunked", Some(StatusCode::NOT_IMPLEMENTED)),
         ] {
             let mut m = ok.clone();
             m.insert("transfer-encoding", HeaderValue::from_static(te));
