@@ -165,6 +165,25 @@ fn errors_say_what_is_wrong_on_stderr_with_a_failure_exit() {
     assert!(stderr(&o).contains("No such file"), "{}", stderr(&o));
 }
 
+/// `--control-socket` naming a file that is not a socket (the
+/// configuration file, a directory: an easy slip) is said to be that, not
+/// taken for a socket left by a stopped agent, which would invite the
+/// operator to delete it.
+#[test]
+fn a_control_socket_path_that_is_no_socket_is_named_so() {
+    let d = Dir::new("clinosock");
+    let file = d.0.join("slb.toml");
+    std::fs::write(&file, "[agent]\n").unwrap();
+    for path in [&file, &d.0] {
+        let o = slb(&["status", "--control-socket", path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = stderr(&o);
+        assert!(err.contains("not a socket"), "{err}");
+        assert!(!err.contains("left from one that stopped"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "[agent]\n");
+}
+
 /// The socket is the agent's user's only (0600): another user is told
 /// so, not asked whether the agent runs.
 #[test]

@@ -9,7 +9,7 @@ use std::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the agent at {path}: {}", connect_hint(source))]
+    #[error("cannot reach the agent at {path}: {}", connect_hint(path, source))]
     Connect {
         path: PathBuf,
         #[source]
@@ -20,8 +20,26 @@ pub enum ClientError {
 }
 
 /// What a failed connect means for the operator, the usual causes named.
-fn connect_hint(e: &std::io::Error) -> String {
-    use std::io::ErrorKind;
+fn connect_hint(path: &Path, e: &std::io::Error) -> String {
+    use std::{io::ErrorKind, os::unix::fs::FileTypeExt};
+    // connect(2) on a regular file or a directory also fails with
+    // ECONNREFUSED: told apart here, since "left from one that stopped"
+    // invites deleting what may be the configuration file itself.
+    if e.kind() == ErrorKind::ConnectionRefused {
+        if let Ok(meta) = std::fs::metadata(path) {
+            if !meta.file_type().is_socket() {
+                let what = if meta.is_dir() {
+                    "a directory"
+                } else {
+                    "a file"
+                };
+                return format!(
+                    "it is {what}, not a socket (give --control-socket the agent's \
+                     control_socket, or its configuration file with -c)"
+                );
+            }
+        }
+    }
     match e.kind() {
         ErrorKind::NotFound => "no such socket: no agent is running with this control_socket \
              (`slb run` or `slb proxy`; give its -c file or --control-socket)"
