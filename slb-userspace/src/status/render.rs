@@ -17,7 +17,10 @@ fn state(b: &BackendStatus) -> String {
     }
 }
 
-/// Renders a snapshot as text.
+/// Renders a snapshot as text: the columns of `ipvsadm -L -n --stats`
+/// (every counter `/metrics` exports per listener and backend), weight,
+/// active flows and state; a listener's row ends with its name, the
+/// `listener` label of its series in `/metrics`.
 pub fn render_table(s: &Snapshot) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -28,31 +31,34 @@ pub fn render_table(s: &Snapshot) -> String {
     );
     let _ = writeln!(
         out,
-        "Prot LocalAddress:Port Scheduler Mode      Weight  Active      Conns     InPkts      InBytes     OutBytes  State"
+        "Prot LocalAddress:Port Scheduler Mode      Weight  Active      Conns     InPkts    OutPkts      InBytes     OutBytes  State"
     );
     let _ = writeln!(out, "  -> RemoteAddress:Port");
     for l in &s.listeners {
         let _ = writeln!(
             out,
-            "{:<4} {:<30} {:>8} {:>7} {:>10} {:>10} {:>12} {:>12}",
+            "{:<4} {:<30} {:>8} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12}  {}",
             l.protocol.to_uppercase(),
             format!("{} {} {}", endpoint(&l.vip, l.port), l.scheduler, l.mode),
             "",
             "",
             l.counters.conns,
             l.counters.packets_in,
+            l.counters.packets_out,
             l.counters.bytes_in,
-            l.counters.bytes_out
+            l.counters.bytes_out,
+            l.name
         );
         for b in &l.backends {
             let _ = writeln!(
                 out,
-                "  -> {:<30} {:>6} {:>7} {:>10} {:>10} {:>12} {:>12}  {}",
+                "  -> {:<30} {:>6} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12}  {}",
                 b.address,
                 b.weight,
                 b.active_flows,
                 b.counters.conns,
                 b.counters.packets_in,
+                b.counters.packets_out,
                 b.counters.bytes_in,
                 b.counters.bytes_out,
                 state(b)
@@ -112,6 +118,10 @@ mod tests {
                 mode: "fullnat".into(),
                 counters: Counters {
                     conns: 7,
+                    packets_in: 50,
+                    packets_out: 40,
+                    bytes_in: 5000,
+                    bytes_out: 4000,
                     ..Default::default()
                 },
                 requests: None,
@@ -126,6 +136,10 @@ mod tests {
                         active_flows: 2,
                         counters: Counters {
                             conns: 5,
+                            packets_in: 30,
+                            packets_out: 20,
+                            bytes_in: 3000,
+                            bytes_out: 2000,
                             ..Default::default()
                         },
                     },
@@ -166,6 +180,23 @@ mod tests {
             "only http/https listeners: {t}"
         );
         assert!(t.contains("TCP  10.0.0.10:80 maglev fullnat"), "{t}");
+        // Every counter `/metrics` has is in the table too, OutPkts
+        // included, and a listener's row names it (its `listener` label).
+        assert!(t.lines().nth(1).unwrap().contains(" OutPkts "), "{t}");
+        let row = |needle: &str| -> Vec<String> {
+            let line = t.lines().find(|l| l.contains(needle)).unwrap();
+            line.split_whitespace().map(str::to_owned).collect()
+        };
+        assert_eq!(
+            row("TCP  10.0.0.10:80")[4..],
+            ["7", "50", "40", "5000", "4000", "web"],
+            "{t}"
+        );
+        assert_eq!(
+            row("-> 10.0.1.11:8080")[2..],
+            ["100", "2", "5", "30", "20", "3000", "2000", "up"],
+            "{t}"
+        );
         assert!(t.contains("-> 10.0.1.12:8080"), "{t}");
         assert!(t.contains("down: connect refused (3/3)"), "{t}");
         assert!(
