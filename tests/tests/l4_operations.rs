@@ -418,19 +418,7 @@ fn a_plain_stop_detaches_and_unpins() {
     let mut agent =
         Agent::start_pinned(&t.lb, "dt", &["run"], |d| render(1, d, &[web(1, &[1])])).unwrap();
     let pin_dir = agent.dir().join("bpf");
-    // A fresh bpffs holds files of the kernel's own (`maps.debug`,
-    // `progs.debug`), and iproute2 run by a test in parallel may add its
-    // `tc` directory and `ip` and `xdp` links to it to the first bpffs it
-    // finds mounted: the agent's pins are the other (regular) files.
-    let pins = || -> Vec<String> {
-        std::fs::read_dir(&pin_dir)
-            .unwrap()
-            .map(|e| e.unwrap())
-            .filter(|e| e.file_type().unwrap().is_file())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".debug"))
-            .collect()
-    };
+    let pins = || pins_in(&pin_dir);
     assert!(!pins().is_empty(), "nothing pinned");
     let (_, mut conn) = tcp_hello(&t.client, vip(), T).unwrap();
     echo(&mut conn, "before");
@@ -441,6 +429,56 @@ fn a_plain_stop_detaches_and_unpins() {
         "still attached: {:?}",
         attached(&t)
     );
+}
+
+/// The agent's pins in `pin_dir`. A fresh bpffs holds files of the
+/// kernel's own (`maps.debug`, `progs.debug`), and iproute2 run by a test
+/// in parallel may add its `tc` directory and `ip` and `xdp` links to it
+/// to the first bpffs it finds mounted: the agent's pins are the other
+/// (regular) files.
+fn pins_in(pin_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(pin_dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".debug"))
+        .collect()
+}
+
+/// A fresh start that fails before it attached (here: its metrics port
+/// is taken) removes the maps it pinned. Left behind, they made the next
+/// start "adopt" a state nothing ever ran with, and refuse to start at
+/// all when the operator also changed `flow_table_size` meanwhile.
+#[test]
+fn a_failed_fresh_start_leaves_no_pins() {
+    let t = Topology::new("fp", 1).unwrap();
+    let _s = tcp_server(&t, 0);
+    let mut agent =
+        Agent::start_pinned(&t.lb, "fp", &["run"], |d| render(1, d, &[web(1, &[1])])).unwrap();
+    let pin_dir = agent.dir().join("bpf");
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+    assert_eq!(pins_in(&pin_dir), Vec::<String>::new());
+    let taken =
+        t.lb.enter(|| std::net::TcpListener::bind("127.0.0.1:9470"))
+            .unwrap()
+            .unwrap();
+    let err = format!("{:#}", agent.restart().unwrap_err());
+    assert!(err.contains("9470"), "{err}");
+    drop(taken);
+    assert_eq!(pins_in(&pin_dir), Vec::<String>::new(), "pins left behind");
+    let cfg = std::fs::read_to_string(&agent.config).unwrap();
+    let bigger = cfg.replace("flow_table_size = 65536", "flow_table_size = 131072");
+    assert_ne!(cfg, bigger);
+    std::fs::write(&agent.config, bigger).unwrap();
+    agent.restart().unwrap();
+    assert!(
+        !agent.log_text().contains("adopting pinned dataplane state"),
+        "{}",
+        agent.log_text()
+    );
+    let (_, mut conn) = tcp_hello(&t.client, vip(), T).unwrap();
+    echo(&mut conn, "after the failed start");
 }
 
 /// A standby with the same configuration and an empty connection table

@@ -230,6 +230,7 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         return Err(e);
     }
     st.release(cp);
+    st.keep_pins();
     info!(
         l4_listeners = st.cfg.l4_listeners().count(),
         l7_listeners = st.cfg.l7_listeners().count(),

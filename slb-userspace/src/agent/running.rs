@@ -236,6 +236,14 @@ impl Running {
         }
     }
 
+    /// The start went through: the pinned state is this run's to keep
+    /// (see `Dataplane::keep_pins`).
+    pub fn keep_pins(&mut self) {
+        if let Some((dp, _)) = self.dataplane.as_mut() {
+            dp.keep_pins();
+        }
+    }
+
     /// Puts back what the dataplane maps held at `cp`.
     pub fn roll_back(&mut self, cp: Option<Checkpoint>) -> Result<(), DataplaneError> {
         match (self.dataplane.as_mut(), cp) {

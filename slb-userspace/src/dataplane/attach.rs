@@ -251,6 +251,7 @@ impl Dataplane {
     /// Leaves the program attached and every map pinned: forwarding goes on
     /// without an agent, and the next `slb run` adopts this state.
     pub fn keep_running(mut self) {
+        self.keep_pins();
         for link in std::mem::take(&mut self.links) {
             info!(iface = %link.attachment.iface, pin = %link.pin.display(), "XDP left attached");
         }

@@ -20,6 +20,7 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
 };
+use tracing::{info, warn};
 
 /// Every map of the object (each pinned under its name).
 const MAP_NAMES: [&str; 22] = [
@@ -93,9 +94,32 @@ pub struct Dataplane {
     /// What configuration writes replaced, while a checkpoint is open
     /// (see `journal`).
     pub(super) journal: Option<Vec<super::journal::Undo>>,
+    /// The maps were pinned by this load and nothing has run with them
+    /// yet ([`Dataplane::keep_pins`] not called): dropped so, they are
+    /// unpinned. A start that fails before it attached must not leave
+    /// pins that the next start would adopt as a previous run's state
+    /// (and refuse outright if `flow_table_size` changed meanwhile).
+    pub(super) uncommitted: bool,
     /// Exclusive lock on the pin directory, held while this process owns
     /// the pinned state (released when the process exits).
     _lock: Flock<File>,
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        // Before the fields, so the pin directory's lock is still held: no
+        // other agent can have adopted these pins meanwhile.
+        if self.uncommitted {
+            match self.unpin() {
+                Ok(()) => {
+                    info!(pin_path = %self.pin_dir.display(), "pinned maps of a failed start removed")
+                }
+                Err(e) => {
+                    warn!(pin_path = %self.pin_dir.display(), error = %e, "removing the pinned maps of a failed start")
+                }
+            }
+        }
+    }
 }
 
 /// Takes the exclusive lock on the pin directory. The pinned maps and
@@ -245,6 +269,7 @@ impl Dataplane {
             clock: take(&mut ebpf, "CLOCK")?,
             links: Vec::new(),
             journal: None,
+            uncommitted: !adopted,
             _lock: lock,
             ebpf,
             pin_dir: opts.pin_dir.clone(),
@@ -299,6 +324,12 @@ impl Dataplane {
                 name: object::PROG_LB,
                 source,
             })
+    }
+
+    /// The start went through: from now on the pinned state is kept on
+    /// drop (a stop says whether to keep it, a crash always does).
+    pub fn keep_pins(&mut self) {
+        self.uncommitted = false;
     }
 
     pub fn ring_size(&self) -> u32 {
