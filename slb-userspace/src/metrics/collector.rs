@@ -109,6 +109,12 @@ impl Collector for SnapshotCollector {
                 MetricType::Counter,
                 &l_rows[i],
             )?;
+            // Drops happen before a flow has a backend (ACL, none up, no
+            // source port for it): counted per listener only, so a
+            // backend family would be a series of zeros.
+            if names[i] == "drops" {
+                continue;
+            }
             family(
                 &mut enc,
                 &format!("slb_backend_{}", names[i]),

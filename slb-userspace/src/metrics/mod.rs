@@ -184,5 +184,8 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        // Drops are the listener's: a backend family would be all zeros.
+        assert!(text.contains("slb_listener_drops_total{"), "{text}");
+        assert!(!text.contains("slb_backend_drops"), "{text}");
     }
 }
