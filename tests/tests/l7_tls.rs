@@ -378,3 +378,76 @@ async fn reload_changes_the_certificate_live() {
         .starts_with("HTTP/1.1 200"));
     p.stop().await;
 }
+
+/// A connection whose TLS handshake is not done has no request to finish:
+/// a shutdown, or a reload that removes its listener, closes it at once
+/// (as it closes an idle plain-http connection), rather than waiting for
+/// the handshake timeout (`request_header_timeout`, 60 s) or the whole
+/// shutdown grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_handshake_does_not_hold_up_shutdown_or_removal() {
+    let pki = Pki::new("pending");
+    let backend = Backend::start("a").await;
+    let (crt, key, _) = pki.server("a", &["a.test"]);
+    let tls = |port: u16| {
+        format!(
+            "{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n{}",
+            listener("tls", "https", port, ""),
+            crt.display(),
+            key.display(),
+            backend.toml("listener.backend", 100)
+        )
+    };
+    let (p, _) = start_proxy(&["tls", "plain"], |ports| {
+        format!(
+            "{}{}{}",
+            tls(ports[0]),
+            listener("plain", "http", ports[1], ""),
+            backend.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let plain = p.addr("plain");
+    // Connected, no ClientHello yet (a stalled client, or a browser's
+    // spare connection).
+    let mut stalled = tokio::net::TcpStream::connect(p.addr("tls")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Removed by a reload: its address stops draining promptly.
+    let text = format!(
+        "{}{}",
+        listener("plain", "http", plain.port(), ""),
+        backend.toml("listener.backend", 100)
+    );
+    p.reload(&text).await.unwrap();
+    let handle = p.handle.as_ref().unwrap();
+    let t = std::time::Instant::now();
+    while !handle.draining_vips().is_empty() && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        handle.draining_vips().is_empty(),
+        "still draining after {:?}",
+        t.elapsed()
+    );
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(1), stalled.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+
+    // Shutdown with another one pending on a listener that stays.
+    let port = {
+        let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        free.local_addr().unwrap().port()
+    };
+    p.reload(&format!("{}{text}", tls(port))).await.unwrap();
+    let addr = p.handle.as_ref().unwrap().local_addr("tls").await.unwrap();
+    let _stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = std::time::Instant::now();
+    p.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}

@@ -95,7 +95,19 @@ async fn serve(
         None => drive(io, false, false, peer, activity, runtime, stop, shared).await,
         Some(cfg) => {
             let handshake = TlsAcceptor::from(cfg).accept(io);
-            match tokio::time::timeout(rt.l7.request_header_timeout, handshake).await {
+            let handshake = tokio::time::timeout(rt.l7.request_header_timeout, handshake);
+            // A shutdown, or a reload removing the listener, closes a
+            // connection still in its handshake at once: no request can
+            // have come on it yet (as an idle plain connection is closed),
+            // and its listener's address is draining until it ends.
+            let done = tokio::select! {
+                r = handshake => r,
+                () = stop.cancelled() => {
+                    debug!(listener = %rt.name, %peer, "closing: shutting down during the TLS handshake");
+                    return;
+                }
+            };
+            match done {
                 Ok(Ok(tls)) => {
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     drive(tls, true, h2, peer, activity, runtime, stop, shared).await
