@@ -451,3 +451,34 @@ async fn a_pending_handshake_does_not_hold_up_shutdown_or_removal() {
         t.elapsed()
     );
 }
+
+/// ALPN: a client offering only `http/1.0` (curl 8's `--http1.0`) is
+/// served, as nginx serves it, rather than refused with a
+/// `no_application_protocol` alert; one offering none gets HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_offering_http10_or_no_alpn_are_served() {
+    let pki = Pki::new("alpn10");
+    let backend = Backend::start("a").await;
+    let p = https_proxy(&pki, &backend, "").await;
+    for (alpn, version) in [(&[&b"http/1.0"[..]][..], "HTTP/1.0"), (&[][..], "HTTP/1.1")] {
+        let cfg = pki.client_config(alpn, None);
+        let mut s = tls_connect(cfg, p.addr("tls"), "a.test")
+            .await
+            .unwrap_or_else(|e| panic!("{alpn:?}: {e}"));
+        assert_eq!(s.get_ref().1.alpn_protocol(), alpn.first().copied());
+        s.write_all(
+            format!("GET /version {version}\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.starts_with(&format!("{version} 200")), "{out}");
+        assert!(out.ends_with(version), "{out}");
+    }
+    p.stop().await;
+}

@@ -1,7 +1,7 @@
 //! TLS settings of https listeners: certificates chosen by SNI (the first is
 //! the default), optional client-certificate verification (mutual TLS),
 //! TLS 1.2 and 1.3, session resumption with tickets of a 300 s lifetime and
-//! a server-side session cache, ALPN `h2` and `http/1.1`.
+//! a server-side session cache, ALPN `h2`, `http/1.1` and `http/1.0`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -227,7 +227,11 @@ pub fn server_config(
         }
     };
     let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // `http/1.0` too, as nginx offers it: rustls answers a client whose
+    // list shares nothing with ours with a fatal alert, and curl's
+    // `--http1.0` offers only `http/1.0`. The server's order decides: h2
+    // for clients that offer it.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     cfg.session_storage = resumption.cache.clone();
     cfg.ticketer = resumption.ticketer.clone();
     Ok(Arc::new(cfg))
