@@ -391,6 +391,31 @@ fn tls_keys() {
         "listener[0].client_ca",
         "only for https listeners",
     );
+    // Keys that cannot be used, each with a message saying why.
+    std::fs::write(f.dir.join("enc8.key"), ENCRYPTED_PKCS8).unwrap();
+    std::fs::write(f.dir.join("enc1.key"), ENCRYPTED_LEGACY).unwrap();
+    std::fs::write(f.dir.join("p521.key"), P521).unwrap();
+    for k in ["enc8.key", "enc1.key"] {
+        one_error(
+            &https(&cert("www.crt", k)),
+            "listener[0].certificate[0].key",
+            "the private key is encrypted",
+        );
+    }
+    one_error(
+        &https(&cert("www.crt", "p521.key")),
+        "listener[0].certificate[0]",
+        "the key's type or size is not supported",
+    );
+    // An intermediate before the server's certificate.
+    let mut reversed = std::fs::read(f.dir.join("api.crt")).unwrap();
+    reversed.extend(std::fs::read(f.dir.join("www.crt")).unwrap());
+    std::fs::write(f.dir.join("reversed.crt"), reversed).unwrap();
+    one_error(
+        &https(&cert("reversed.crt", "www.key")),
+        "listener[0].certificate[0]",
+        "the key belongs to certificate 2 of the file, not to the first",
+    );
     // No certificate: valid for `parse`, refused by the proxy's check.
     let c = parse(&https("")).unwrap();
     let errs = c.require_certificates().unwrap_err();
@@ -434,3 +459,38 @@ fn printed_http_listeners_have_no_l4_fields() {
     assert!(l.get("persistence").is_none(), "{l}");
     assert_eq!(l["l7"]["scheduler"], "hash", "{l}");
 }
+
+/// `openssl pkcs8 -topk8` of a P-256 key, passphrase "secret".
+const ENCRYPTED_PKCS8: &str = "\
+-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAj9Hc4rxGpUyAICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEP7syeGQke2xNEuvxTZthQIEgZDX
+eDz9gN32pCawiH21vh8IlXoGcGxdLFDsitjlioXYwD/RQS7uATy3WfD/0Pl2VesE
+X9DQ/3YCgz2kN8kFBO3GM9TpWOisvfhZj7qVHqX3jTbV49shoKiK20tRAA8eyZew
+vdjd20WdyHM064e8LYtW/JFMBkrihWERi4CvcV71LhcHELVNWf1JXDldvkV3Y7o=
+-----END ENCRYPTED PRIVATE KEY-----
+";
+
+/// `openssl ec -aes256` of a P-256 key (OpenSSL's legacy encrypted PEM).
+const ENCRYPTED_LEGACY: &str = "\
+-----BEGIN EC PRIVATE KEY-----
+Proc-Type: 4,ENCRYPTED
+DEK-Info: AES-256-CBC,02DB82B6C517200D4B230C0EDE8AF870
+
+UF7xktU7NExsMZ7kVaWRomzqCqfZSlX8QezdR/KhrI7+Y9vhXJ5K4t+KcmzNHj5e
+7i5Hz+gZZW/aO7CgaBU7uQ47TGx4H6Cn+i/bjT0jASiY/ekwr7TI18ESNvg+i8CH
+YSu5hNS3nvHrbzwWss3bgUcUNboq+ePYwWIqmQsUBP4=
+-----END EC PRIVATE KEY-----
+";
+
+/// `openssl ecparam -name secp521r1 -genkey -noout`: ring signs with
+/// P-256 and P-384 only.
+const P521: &str = "\
+-----BEGIN EC PRIVATE KEY-----
+MIHcAgEBBEIB0GjEsj3RsbQiCAGb+uUsnqbwtIwwFk/CXUmkaGrTX0VnzJWd/g8a
+dI3y21u1TqeiNvCFntcGL9bzUnqPLeOZpmmgBwYFK4EEACOhgYkDgYYABAEAkF/A
+ojJ7hG32hMKJrLMeaNe4HXzvF7vHTFjV3PvzRmBjQZBYSyp2fXEXKY+i6JmIs3Gi
+XaYq1IWjvvxOPy9rtQBiNBmIRW+cGBl4yrCbudarV+mFIJNXeYxWATVDl5wtZzfP
+T+x6b7D6iP3mu3Kzwb5V5KjsndRaTjejBU2k8dRhXQ==
+-----END EC PRIVATE KEY-----
+";

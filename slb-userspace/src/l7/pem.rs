@@ -20,8 +20,18 @@ pub enum PemError {
     },
     #[error("{}: {what}", path.display())]
     Content { path: PathBuf, what: String },
-    #[error("the key does not belong to the certificate, or is not usable: {0}")]
+    #[error("the key does not belong to the certificate: {0}")]
     Pair(String),
+    #[error(
+        "the key belongs to certificate {0} of the file, not to the first: the server's \
+         certificate must come first, then its intermediates"
+    )]
+    Order(usize),
+    #[error(
+        "the key's type or size is not supported (RSA of 2048 to 4096 bits, ECDSA P-256 \
+         or P-384, Ed25519)"
+    )]
+    Unsupported,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PemError> {
@@ -53,10 +63,31 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError>
 /// The first private key of the file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let data = read(path)?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => content(path, "no PEM PRIVATE KEY block"),
-        e => content(path, format!("bad PEM data: {e}")),
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| {
+        // Said plainly: the parser skips an encrypted PKCS#8 block ("no
+        // PRIVATE KEY block") and fails on the headers of OpenSSL's older
+        // encrypted PKCS#1/SEC1 blocks ("base64 decode error").
+        if is_encrypted(&data) {
+            return content(
+                path,
+                "the private key is encrypted (passphrase-protected), which is not \
+                 supported: store it unencrypted, e.g. `openssl pkey -in <file> -out <new file>`",
+            );
+        }
+        match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                content(path, "no PEM PRIVATE KEY block")
+            }
+            e => content(path, format!("bad PEM data: {e}")),
+        }
     })
+}
+
+/// Whether the PEM text holds an encrypted key: PKCS#8's `ENCRYPTED
+/// PRIVATE KEY`, or OpenSSL's legacy `Proc-Type: 4,ENCRYPTED` header.
+fn is_encrypted(data: &[u8]) -> bool {
+    let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
 }
 
 /// The chain with its key, checked to belong together.
@@ -65,12 +96,27 @@ pub fn certified_key(
     key: PrivateKeyDer<'static>,
 ) -> Result<CertifiedKey, PemError> {
     let provider = super::tls::provider();
+    // The provider's own message ("failed to parse private key as RSA,
+    // ECDSA, or EdDSA") is also what a well-formed key of a size or curve
+    // ring does not sign with gets (RSA 1024 or 8192, P-521).
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| PemError::Pair(e.to_string()))?;
+        .map_err(|_| PemError::Unsupported)?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| PemError::Pair(e.to_string()))?;
+    if let Err(e) = ck.keys_match() {
+        // Intermediates before the server's own certificate: the key then
+        // matches a later one (nginx and HAProxy also want the leaf first).
+        let later = ck.cert.iter().skip(1).position(|c| {
+            CertifiedKey::new(vec![c.clone()], ck.key.clone())
+                .keys_match()
+                .is_ok()
+        });
+        return Err(match later {
+            Some(i) => PemError::Order(i + 2),
+            None => PemError::Pair(e.to_string()),
+        });
+    }
     Ok(ck)
 }
 
