@@ -115,6 +115,13 @@ async fn mutual_tls_rejects_a_client_without_a_certificate() {
     };
     assert!(refused, "a client without a certificate was served");
     assert_eq!(backend.hits(), 0);
+    // Counted as a failed handshake (the server side fails once it reads
+    // the empty certificate message, possibly after the client's read).
+    let t = std::time::Instant::now();
+    while p.metrics.tls_failures_of("tls") == 0 && t.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(p.metrics.tls_failures_of("tls"), 1);
 
     let (c_crt, c_key, _) = pki.client("client");
     let with_cert = pki.client_config(&[b"http/1.1"], Some((&c_crt, &c_key)));
@@ -123,6 +130,11 @@ async fn mutual_tls_rejects_a_client_without_a_certificate() {
         .unwrap();
     let r = h1_over(&mut s, "/").await.unwrap();
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(
+        p.metrics.tls_failures_of("tls"),
+        1,
+        "a good handshake counts nothing"
+    );
     p.stop().await;
 }
 

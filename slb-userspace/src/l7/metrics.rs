@@ -1,6 +1,7 @@
 //! L7 counters for `/metrics`: requests by listener and status class, the
-//! upstream latency (until the backend's response header) by listener, and
-//! connections the listener's ACL refused.
+//! upstream latency (until the backend's response header) by listener,
+//! connections the listener's ACL refused, and TLS handshakes that failed
+//! or timed out.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +35,7 @@ pub struct L7Metrics {
     requests: Family<RequestLabels, Counter>,
     upstream_latency: LatencyFamily,
     acl_refused: Family<ListenerLabels, Counter>,
+    tls_failed: Family<ListenerLabels, Counter>,
 }
 
 impl Default for L7Metrics {
@@ -42,6 +44,7 @@ impl Default for L7Metrics {
             requests: Family::default(),
             upstream_latency: Family::new_with_constructor(latency_histogram),
             acl_refused: Family::default(),
+            tls_failed: Family::default(),
         }
     }
 }
@@ -69,6 +72,11 @@ impl L7Metrics {
             "slb_l7_acl_refused_connections",
             "Client connections the listener's ACL refused",
             self.acl_refused.clone(),
+        );
+        registry.register(
+            "slb_l7_tls_handshake_failures",
+            "Client connections whose TLS handshake failed or timed out",
+            self.tls_failed.clone(),
         );
     }
 
@@ -126,8 +134,17 @@ impl L7Metrics {
 }
 
 impl L7Metrics {
+    /// TLS handshakes of `listener` that failed, for tests.
+    pub fn tls_failures_of(&self, listener: &str) -> u64 {
+        self.tls_failed
+            .get(&ListenerLabels {
+                listener: listener.to_owned(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
     /// What `slb status` shows for `listener`: requests per status class
-    /// ("1xx".."5xx") and refused connections. Reads without creating a
+    /// ("1xx".."5xx"), refused connections and failed TLS handshakes. Reads without creating a
     /// series, so a status request does not change what `/metrics` lists.
     pub fn counts(&self, listener: &str) -> crate::status::RequestCounts {
         let class = |class: &str| {
@@ -144,6 +161,7 @@ impl L7Metrics {
                 listener: listener.to_owned(),
             })
             .map_or(0, |c| c.get());
+        let tls_failed = self.tls_failures_of(listener);
         crate::status::RequestCounts {
             class_1xx: class("1xx"),
             class_2xx: class("2xx"),
@@ -151,6 +169,7 @@ impl L7Metrics {
             class_4xx: class("4xx"),
             class_5xx: class("5xx"),
             acl_refused,
+            tls_failed,
         }
     }
 }
@@ -194,6 +213,19 @@ impl ListenerMetrics {
         let s = &self.0;
         s.metrics
             .acl_refused
+            .get_or_create(&ListenerLabels {
+                listener: s.listener.clone(),
+            })
+            .inc();
+    }
+
+    /// Counts a TLS handshake that failed or timed out (a scanner, a
+    /// client refusing the certificate, a missing client certificate):
+    /// rare, resolved each time.
+    pub fn tls_failed(&self) {
+        let s = &self.0;
+        s.metrics
+            .tls_failed
             .get_or_create(&ListenerLabels {
                 listener: s.listener.clone(),
             })

@@ -112,8 +112,14 @@ async fn serve(
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     drive(tls, true, h2, peer, activity, runtime, stop, shared).await
                 }
-                Ok(Err(e)) => debug!(listener = %rt.name, %peer, "TLS handshake failed: {e}"),
-                Err(_) => debug!(listener = %rt.name, %peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    rt.metrics.tls_failed();
+                    debug!(listener = %rt.name, %peer, "TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    rt.metrics.tls_failed();
+                    debug!(listener = %rt.name, %peer, "TLS handshake timed out");
+                }
             }
         }
     }

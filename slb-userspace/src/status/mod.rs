@@ -78,6 +78,9 @@ pub struct RequestCounts {
     #[serde(rename = "5xx")]
     pub class_5xx: u64,
     pub acl_refused: u64,
+    /// Client TLS handshakes that failed or timed out (https listeners).
+    #[serde(default)]
+    pub tls_failed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

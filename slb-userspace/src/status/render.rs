@@ -65,11 +65,15 @@ pub fn render_table(s: &Snapshot) -> String {
             );
         }
         if let Some(r) = &l.requests {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "     requests: 1xx {}, 2xx {}, 3xx {}, 4xx {}, 5xx {}; connections refused by the ACL {}",
                 r.class_1xx, r.class_2xx, r.class_3xx, r.class_4xx, r.class_5xx, r.acl_refused
             );
+            if l.protocol == "https" {
+                let _ = write!(out, ", TLS handshakes failed {}", r.tls_failed);
+            }
+            let _ = writeln!(out);
         }
         let c = &l.counters;
         if c.drop_no_backend + c.drop_acl + c.drop_no_port > 0 {
@@ -166,17 +170,30 @@ mod tests {
             acl_refused: 1,
             ..Default::default()
         });
-        s.listeners.push(www);
+        s.listeners.push(www.clone());
+        let mut wss = www;
+        wss.protocol = "https".into();
+        wss.requests = Some(RequestCounts {
+            tls_failed: 3,
+            ..Default::default()
+        });
+        s.listeners.push(wss);
         let t = render_table(&s);
         assert!(
             t.contains(
-                "requests: 1xx 0, 2xx 40, 3xx 0, 4xx 0, 5xx 2; connections refused by the ACL 1"
+                "requests: 1xx 0, 2xx 40, 3xx 0, 4xx 0, 5xx 2; connections refused by the ACL 1\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "requests: 1xx 0, 2xx 0, 3xx 0, 4xx 0, 5xx 0; connections refused by the ACL 0, TLS handshakes failed 3\n"
             ),
             "{t}"
         );
         assert_eq!(
             t.matches("requests:").count(),
-            1,
+            2,
             "only http/https listeners: {t}"
         );
         assert!(t.contains("TCP  10.0.0.10:80 maglev fullnat"), "{t}");
