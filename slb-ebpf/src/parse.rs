@@ -131,16 +131,25 @@ pub fn parse_l3(ctx: &XdpContext) -> Parsed {
         if ip.version() != 4 || ip.ihl() < 20 {
             return Parsed::Malformed;
         }
+        let tot_len = u16::from_be_bytes(ip.tot_len);
         let frags = u16::from_be_bytes(ip.frags);
         // More-fragments flag or a non-zero offset.
         let fragment = frags & 0x3fff != 0;
         let plain = !fragment && ip.ihl() == 20;
+        // The length field must cover the header (and, where the fast path
+        // reads one, the transport header) and fit in the frame (Ethernet
+        // padding may follow): Linux drops the packet otherwise, and the
+        // MTU check trusts it.
+        let need = ip.ihl() as u16 + if plain { l4_min(ip.proto) } else { 0 };
+        if tot_len < need || tot_len as usize > frame_len(ctx) - ETH_LEN {
+            return Parsed::Malformed;
+        }
         Parsed::Ip(L3 {
             family: Family::V4,
             src: v4_mapped(ld32(ip.src_addr.as_ptr())),
             dst: v4_mapped(ld32(ip.dst_addr.as_ptr())),
             proto: ip.proto,
-            tot_len: u16::from_be_bytes(ip.tot_len),
+            tot_len,
             unsupported: !plain || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP),
             icmp: plain && ip.proto == PROTO_ICMP,
             df: frags & 0x4000 != 0,
@@ -152,6 +161,16 @@ pub fn parse_l3(ctx: &XdpContext) -> Parsed {
         // SAFETY: bounds checked above.
         let ip = unsafe { &*ip };
         let next = ip.next_hdr;
+        // Version and length as for IPv4. A payload length of 0 before a
+        // transport header is no jumbogram (that needs a hop-by-hop
+        // option): Linux reads it as an empty payload.
+        let payload_len = u16::from_be_bytes(ip.payload_len);
+        if ip.version() != 6
+            || payload_len < l4_min(next)
+            || payload_len as usize > frame_len(ctx) - V6_L4
+        {
+            return Parsed::Malformed;
+        }
         let src = ld128(ip.src_addr.as_ptr());
         let dst = ld128(ip.dst_addr.as_ptr());
         if is_v4_mapped(&src) || is_v4_mapped(&dst) {
@@ -166,13 +185,31 @@ pub fn parse_l3(ctx: &XdpContext) -> Parsed {
             src,
             dst,
             proto: next,
-            tot_len: u16::from_be_bytes(ip.payload_len).saturating_add(size_of::<Ipv6Hdr>() as u16),
+            tot_len: payload_len.saturating_add(size_of::<Ipv6Hdr>() as u16),
             unsupported: next != PROTO_TCP && next != PROTO_UDP,
             icmp: next == PROTO_ICMPV6,
             df: true,
         })
     } else {
         Parsed::Other
+    }
+}
+
+/// The frame's length (at least the headers `ptr_at` checked).
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> usize {
+    let (start, end) = bounds(ctx);
+    end - start
+}
+
+/// The transport header bytes the fast path reads for `proto` (none for
+/// the protocols it does not translate).
+#[inline(always)]
+fn l4_min(proto: u8) -> u16 {
+    match proto {
+        PROTO_TCP => size_of::<TcpHdr>() as u16,
+        PROTO_UDP => size_of::<UdpHdr>() as u16,
+        _ => 0,
     }
 }
 

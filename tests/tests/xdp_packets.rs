@@ -663,3 +663,94 @@ fn ipv6_packets_with_ipv4_mapped_addresses_are_not_ipv4_flows() {
     assert_eq!(v, XDP_REDIRECT);
     assert_eq!(parse_checked(&out).dst, IpAddr::V4(BACKEND));
 }
+
+/// README: "Malformed or truncated headers: passed, counted as parse
+/// errors". An IP header whose length field disagrees with the frame (a
+/// packet cut short, a length that does not even cover the headers, an
+/// IPv6 header that is not version 6) is one: Linux drops such packets,
+/// and translating them would forward what the backend's kernel drops (and
+/// mislead the MTU check, which reads the length field). Ethernet padding
+/// behind a short packet is no such thing: the packet is forwarded.
+#[test]
+fn ip_lengths_that_disagree_with_the_frame_are_parse_errors() {
+    let mut bed = Bed::new("len", CONFIG);
+    let vip6: Ipv6Addr = "fd10::10".parse().unwrap();
+    let client6: Ipv6Addr = "fd00::2".parse().unwrap();
+    let v4_len = |frame: Vec<u8>, len: u16| {
+        let mut f = frame;
+        f[16..18].copy_from_slice(&len.to_be_bytes());
+        fix_ipv4_checksum(&mut f);
+        f
+    };
+    let v6_len = |frame: Vec<u8>, len: u16| {
+        let mut f = frame;
+        f[18..20].copy_from_slice(&len.to_be_bytes());
+        f
+    };
+    let syn = tcp4(CLIENT, 40000, VIP, 80, true, b"");
+    let data = tcp4(CLIENT, 40001, VIP, 80, false, b"hello");
+    let syn6 = tcp6(client6, 40000, vip6, 80, true, b"");
+    let mut version4 = syn6.clone();
+    version4[14] = 0x40 | (version4[14] & 0x0f);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("IPv4 total length past the frame", v4_len(syn.clone(), 140)),
+        (
+            "IPv4 total length short of the TCP header",
+            v4_len(data.clone(), 30),
+        ),
+        ("IPv4 total length 0", v4_len(syn.clone(), 0)),
+        (
+            "IPv4 total length short of the UDP header",
+            v4_len(udp4(CLIENT, 5000, VIP, 53, b"query"), 24),
+        ),
+        (
+            "IPv6 payload length past the frame",
+            v6_len(syn6.clone(), 60),
+        ),
+        (
+            "IPv6 payload length 0 without a jumbo option",
+            v6_len(syn6.clone(), 0),
+        ),
+        (
+            "IPv6 payload length short of the TCP header",
+            v6_len(syn6.clone(), 12),
+        ),
+        ("IPv6 EtherType, IP version 4", version4),
+    ];
+    for (what, frame) in cases {
+        let before = bed.dp.counters().unwrap().parse_errors;
+        let (v, out) = bed.run(&frame);
+        assert_eq!(v, XDP_PASS, "{what}: verdict");
+        assert_eq!(out, frame, "{what}: frame changed");
+        assert_eq!(
+            bed.dp.counters().unwrap().parse_errors,
+            before + 1,
+            "{what}: counted as a parse error"
+        );
+    }
+    assert_eq!(bed.dp.flow_entries().0, 0, "nothing was scheduled");
+
+    // A minimum-size Ethernet frame: a 54-byte SYN padded to 60 bytes.
+    let mut padded = syn.clone();
+    padded.resize(60, 0);
+    let (v, out) = bed.run(&padded);
+    assert_eq!(v, XDP_REDIRECT, "padded SYN");
+    let o = parse_checked(&out);
+    assert_eq!((o.dst, o.dport), (IpAddr::V4(BACKEND), 8080));
+    // The same checks apply to replies.
+    let reply = v4_len(tcp4(BACKEND, 8080, SNAT, o.sport, false, b"ok"), 100);
+    let (v, out) = bed.run(&reply);
+    assert_eq!(v, XDP_PASS, "reply with IPv4 total length past the frame");
+    assert_eq!(out, reply, "reply with IPv4 total length past the frame");
+    let mut padded = udp4(CLIENT, 5002, VIP, 53, b"q");
+    padded.resize(60, 0);
+    let (v, out) = bed.run(&padded);
+    assert_eq!(v, XDP_REDIRECT, "padded UDP");
+    assert_eq!(parse_checked(&out).dport, 5353);
+    // Trailing bytes behind an IPv6 packet.
+    let mut trailer = syn6.clone();
+    trailer.extend_from_slice(&[0; 6]);
+    let (v, out) = bed.run(&trailer);
+    assert_eq!(v, XDP_REDIRECT, "IPv6 SYN with trailing bytes");
+    assert_eq!(parse_checked(&out).dport, 8080);
+}
