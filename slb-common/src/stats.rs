@@ -25,7 +25,8 @@ pub struct Stats {
 pub enum GlobalCounter {
     /// Passed on: not for a VIP and not a reply of a translated flow.
     NotForUs = 0,
-    /// Malformed or truncated headers.
+    /// Malformed or truncated headers; new flows from one of our own
+    /// addresses (spoofed, dropped).
     ParseError = 1,
     /// New flows dropped because their listener had no backend up.
     NoBackend = 2,

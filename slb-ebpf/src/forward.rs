@@ -423,6 +423,16 @@ fn established(
 fn pick_backend(key: &FlowKey, listener: &Listener) -> u32 {
     let now = now_ns();
     stats::global(GlobalCounter::FlowMiss);
+    if dests::lookup(&key.src) & (DEST_VIP | DEST_SNAT) != 0 {
+        // A client claiming one of our own addresses is spoofed: its
+        // replies would be addressed to the load balancer itself, and a
+        // reply to the VIP matches this very flow again (a VIP:53 → VIP:53
+        // datagram makes a backend answer itself in a loop through the
+        // upstream router, with the TTL renewed at each answer). Linux
+        // drops a local source arriving from outside as a martian.
+        stats::global(GlobalCounter::ParseError);
+        return xdp_action::XDP_DROP;
+    }
     if !acl::admits(listener, &key.src) {
         stats::drop(listener.id, Drop::Acl);
         return xdp_action::XDP_DROP;

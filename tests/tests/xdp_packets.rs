@@ -754,3 +754,43 @@ fn ip_lengths_that_disagree_with_the_frame_are_parse_errors() {
     assert_eq!(v, XDP_REDIRECT, "IPv6 SYN with trailing bytes");
     assert_eq!(parse_checked(&out).dport, 8080);
 }
+
+/// A packet to a VIP from one of the load balancer's own addresses (a VIP,
+/// a FULLNAT pool address) is spoofed: scheduled, its replies would be
+/// addressed to the load balancer itself (a reply from VIP:53 to VIP:53
+/// is a packet of the very same flow: routed back here, it goes to the
+/// backend again, which answers again). Such new flows are dropped.
+#[test]
+fn new_flows_from_our_own_addresses_are_dropped() {
+    let mut bed = Bed::new("spoof", CONFIG);
+    let vip6: Ipv6Addr = "fd10::10".parse().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "UDP from the VIP's own port",
+            udp4(VIP, 53, VIP, 53, b"query"),
+        ),
+        ("SYN from the VIP", tcp4(VIP, 80, VIP, 80, true, b"")),
+        (
+            "SYN from another VIP",
+            tcp4(Ipv4Addr::new(10, 10, 0, 11), 80, VIP, 80, true, b""),
+        ),
+        (
+            "SYN from a FULLNAT address",
+            tcp4(SNAT, 1024, VIP, 80, true, b""),
+        ),
+        ("IPv6 SYN from the VIP", tcp6(vip6, 80, vip6, 80, true, b"")),
+        (
+            "IPv6 SYN from a FULLNAT address",
+            tcp6("fd64::10".parse().unwrap(), 1024, vip6, 80, true, b""),
+        ),
+    ];
+    for (what, frame) in cases {
+        let (v, _) = bed.run(&frame);
+        assert_eq!(v, XDP_DROP, "{what}");
+    }
+    assert_eq!(bed.dp.flow_entries(), (0, 0), "nothing was scheduled");
+    assert_eq!(bed.dp.counters().unwrap().parse_errors, 6);
+    // A client of the same listener is served as ever.
+    let (v, _) = bed.run(&udp4(CLIENT, 53, VIP, 53, b"query"));
+    assert_eq!(v, XDP_REDIRECT);
+}
