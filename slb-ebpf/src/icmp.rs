@@ -174,8 +174,13 @@ fn plan(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_backend: boo
         Family::V4 => icmp_type == 3 || icmp_type == 11,
         Family::V6 => icmp_type == 1 || icmp_type == 2 || icmp_type == 3,
     };
+    // A quoted IPv4 fragment other than the first holds no transport
+    // header: what sits where the ports would be is payload, which may
+    // happen to name a flow. (Legit errors never quote one: RFC 1812
+    // §4.3.2.7.) A quoted IPv6 fragment has a fragment header, refused
+    // below as any extension header.
     let inner_ok = match family {
-        Family::V4 => inner_vihl == 0x45,
+        Family::V4 => inner_vihl == 0x45 && u16::from_be(ld16(at(lay.inner_ip + 6))) & 0x1fff == 0,
         Family::V6 => inner_vihl >> 4 == 6,
     };
     if !is_error || !inner_ok || (inner_proto != PROTO_TCP && inner_proto != PROTO_UDP) {

@@ -1160,3 +1160,41 @@ fn dr_icmp_error_about_a_reply_reaches_the_backend() {
     let (v, out) = bed.run(&err);
     assert_eq!((v, out), (XDP_PASS, err));
 }
+
+/// An ICMP error quoting an IPv4 fragment other than the first quotes no
+/// transport header: the bytes where the ports would be are payload, and
+/// must not be read as a flow's ports (here they are the translated
+/// datagram's, as a crafted payload may make them). Passed untouched. An
+/// error quoting a first fragment (more-fragments set, offset 0) still
+/// has the ports and is translated.
+#[test]
+fn icmp_errors_quoting_a_later_fragment_are_not_translated() {
+    let mut bed = Bed::new("ifrag", CONFIG);
+    let (_, sent) = bed.run(&udp4(CLIENT, 5000, VIP, 53, b"query"));
+    assert_eq!(parse_checked(&sent).dst, IpAddr::V4(BACKEND));
+    let quote = |frags: u16| {
+        let mut q = sent[14..14 + 28].to_vec();
+        q[6..8].copy_from_slice(&frags.to_be_bytes());
+        q[10..12].fill(0);
+        let h = etherparse::Ipv4HeaderSlice::from_slice(&q[..20])
+            .unwrap()
+            .to_header();
+        q[10..12].copy_from_slice(&h.calc_header_checksum().to_be_bytes());
+        icmp4_error(
+            BACKEND,
+            SNAT,
+            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port),
+            &q,
+        )
+    };
+    // Offset 1480 bytes (185 units of 8), last fragment.
+    let later = quote(185);
+    let (v, out) = bed.run(&later);
+    assert_eq!(v, XDP_PASS, "later fragment quoted");
+    assert_eq!(out, later, "later fragment quoted: frame changed");
+    // Offset 0 with more fragments.
+    let (v, out) = bed.run(&quote(0x2000));
+    assert_eq!(v, XDP_REDIRECT, "first fragment quoted");
+    let (src, dst, _) = icmp4_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V4(VIP), IpAddr::V4(CLIENT)));
+}
