@@ -15,7 +15,8 @@ use crate::{
     maps::{BACKENDS, CLOCK, FLOWS, FLOW_CACHE, JUMP, REPLY_CACHE, REVERSE, SETTINGS},
     nat::{rewrite_inline, Rewrite},
     parse::{
-        flow_key, packet_len, parse_l3, parse_l4, Parsed, L3, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+        flow_key, lengths_ok, packet_len, parse_l3, parse_l4, Parsed, L3, TCP_ACK, TCP_FIN,
+        TCP_RST, TCP_SYN,
     },
     stats::{self, Dir},
 };
@@ -47,7 +48,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     }
-    if l3.unsupported {
+    if l3.unsupported || !lengths_ok(ctx, &l3) {
         return slow(ctx);
     }
     let Some(l4) = parse_l4(ctx, &l3) else {

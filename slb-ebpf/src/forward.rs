@@ -11,8 +11,8 @@ use crate::{
     maps::{scratch, BACKEND_NH, FLOWS, FLOW_CACHE, LISTENERS, REPLY_CACHE, REVERSE, SETTINGS},
     nat::{rewrite, rewrite_inline, Rewrite},
     parse::{
-        flow_key, packet_len, parse_into, parse_l4, L3, PARSED_IP, PARSED_OTHER, TCP_ACK, TCP_FIN,
-        TCP_RST, TCP_SYN,
+        flow_key, lengths_ok, packet_len, parse_into, parse_l4, L3, PARSED_IP, PARSED_OTHER,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
     },
     persist, schedule,
     stats::{self, Dir, Drop},
@@ -48,6 +48,10 @@ pub fn process(ctx: &XdpContext) -> u32 {
     // SAFETY: `parse_into` wrote the whole value when it returned
     // `PARSED_IP`.
     let l3 = unsafe { l3.assume_init_ref() };
+    if !lengths_ok(ctx, l3) {
+        stats::global(GlobalCounter::ParseError);
+        return xdp_action::XDP_PASS;
+    }
     if let Some(s) = scratch() {
         // SAFETY: helper without arguments; the coarse clock is ~10x
         // cheaper than bpf_ktime_get_ns and a jiffy of precision is plenty

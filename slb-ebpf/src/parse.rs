@@ -136,14 +136,6 @@ pub fn parse_l3(ctx: &XdpContext) -> Parsed {
         // More-fragments flag or a non-zero offset.
         let fragment = frags & 0x3fff != 0;
         let plain = !fragment && ip.ihl() == 20;
-        // The length field must cover the header (and, where the fast path
-        // reads one, the transport header) and fit in the frame (Ethernet
-        // padding may follow): Linux drops the packet otherwise, and the
-        // MTU check trusts it.
-        let need = ip.ihl() as u16 + if plain { l4_min(ip.proto) } else { 0 };
-        if tot_len < need || tot_len as usize > frame_len(ctx) - ETH_LEN {
-            return Parsed::Malformed;
-        }
         Parsed::Ip(L3 {
             family: Family::V4,
             src: v4_mapped(ld32(ip.src_addr.as_ptr())),
@@ -161,16 +153,10 @@ pub fn parse_l3(ctx: &XdpContext) -> Parsed {
         // SAFETY: bounds checked above.
         let ip = unsafe { &*ip };
         let next = ip.next_hdr;
-        // Version and length as for IPv4. A payload length of 0 before a
-        // transport header is no jumbogram (that needs a hop-by-hop
-        // option): Linux reads it as an empty payload.
-        let payload_len = u16::from_be_bytes(ip.payload_len);
-        if ip.version() != 6
-            || payload_len < l4_min(next)
-            || payload_len as usize > frame_len(ctx) - V6_L4
-        {
+        if ip.version() != 6 {
             return Parsed::Malformed;
         }
+        let payload_len = u16::from_be_bytes(ip.payload_len);
         let src = ld128(ip.src_addr.as_ptr());
         let dst = ld128(ip.dst_addr.as_ptr());
         if is_v4_mapped(&src) || is_v4_mapped(&dst) {
@@ -193,6 +179,23 @@ pub fn parse_l3(ctx: &XdpContext) -> Parsed {
     } else {
         Parsed::Other
     }
+}
+
+/// Whether the IP length field covers the IP header (and, for a packet the
+/// program translates, its TCP/UDP header) and fits in the frame (Ethernet
+/// padding may follow): Linux drops the packet otherwise, and the MTU check
+/// trusts the field. An IPv6 payload length of 0 before a transport header
+/// is no jumbogram (that needs a hop-by-hop option). Checked only once a
+/// packet is known to be addressed to us (or a `nat` reply), so traffic for
+/// the host itself pays nothing for it: the kernel judges that.
+#[inline(always)]
+pub fn lengths_ok(ctx: &XdpContext, l3: &L3) -> bool {
+    let header = match l3.family {
+        Family::V4 => size_of::<Ipv4Hdr>() as u16,
+        Family::V6 => size_of::<Ipv6Hdr>() as u16,
+    };
+    let need = header + if l3.unsupported { 0 } else { l4_min(l3.proto) };
+    l3.tot_len >= need && l3.tot_len as usize <= frame_len(ctx).saturating_sub(ETH_LEN)
 }
 
 /// The frame's length (at least the headers `ptr_at` checked).
