@@ -236,9 +236,10 @@ fn take_over(rkey: &FlowKey, rev: &Reverse, owner: &mut FlowKey, now: u64) -> bo
 ///
 /// Over means: the reverse entry has been quiet for `SNAT_REUSE_QUIET_NS`
 /// on the kernel's and the agent's clock (no CPU's cached copy is still
-/// used), and the flow entry is gone (RST, eviction), belongs to another
-/// source now, ended with a FIN at least `SNAT_REUSE_AFTER_CLOSE_S` ago
-/// (TIME_WAIT), or has been idle past its timeout.
+/// used), and the flow entry is gone (client RST, eviction), belongs to
+/// another source now, ended with an RST, ended with FINs at least
+/// `SNAT_REUSE_AFTER_CLOSE_S` ago (TIME_WAIT), or has been idle past its
+/// timeout.
 #[inline(always)]
 fn source_free(old: &Reverse, rkey: &FlowKey, owner: &mut FlowKey, now: u64) -> bool {
     let clock = CLOCK.get(0).copied().unwrap_or(0);
@@ -255,6 +256,11 @@ fn source_free(old: &Reverse, rkey: &FlowKey, owner: &mut FlowKey, now: u64) -> 
         return true;
     };
     if flow.snat_addr != rkey.dst || flow.snat_port != rkey.dport {
+        return true;
+    }
+    if flow.flags & FLOW_F_RST != 0 {
+        // An RST leaves no TIME_WAIT on either side: free once quiet, as
+        // after a client's RST (which removes the entry).
         return true;
     }
     let idle_s = if flow_ended(flow.flags) {

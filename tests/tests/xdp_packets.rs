@@ -543,7 +543,7 @@ fn source_port_of_new_flow(bed: &mut Bed, (src, sport): (Ipv4Addr, u16)) -> u16 
 /// Reverse entries are never deleted, and a small pool never fills the
 /// table enough for the LRU to evict them, so the FULLNAT source of an
 /// ended flow must be handed out again, or the pool runs dry: after an
-/// RST once the reverse entry has been quiet for 3 s; after a FIN each
+/// RST (either side's) once the reverse entry has been quiet for 3 s; after a FIN each
 /// way once TIME_WAIT (60 s) has passed; for a flow that just stopped, after its
 /// idle timeout (900 s for TCP). Not before.
 #[test]
@@ -570,6 +570,23 @@ fn fullnat_source_of_an_ended_flow_goes_to_the_next_client() {
         source_port_of_new_flow(&mut bed, rivals[2]),
         pa,
         "not reused after an RST"
+    );
+    // Ended by the backend's RST: the flow entry stays (marked ended), and
+    // the source is free as soon as after the client's.
+    let b = 40003;
+    let pb = source_port_of_new_flow(&mut bed, (CLIENT, b));
+    let rivals = rivals_for(pb, 2);
+    assert_eq!(bed.run(&tcp4_rst(BACKEND, 8080, SNAT, pb)).0, XDP_REDIRECT);
+    assert_ne!(
+        source_port_of_new_flow(&mut bed, rivals[0]),
+        pb,
+        "reused while the reverse entry may still be cached"
+    );
+    age_flow(&bed, Some(b), pb, 4);
+    assert_eq!(
+        source_port_of_new_flow(&mut bed, rivals[1]),
+        pb,
+        "not reused after the backend's RST"
     );
 
     // Ended by FINs (kept through TIME_WAIT), and gone quiet without them
