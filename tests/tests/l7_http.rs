@@ -383,6 +383,52 @@ async fn rewrite_cookie_keys_on_the_application_cookie() {
     p.stop().await;
 }
 
+/// One client using two groups of a listener (a page under `/` calling
+/// `/api/`) keeps its backend in each: the cookie names one backend per
+/// group, and a response of one group does not overwrite the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_cookie_keeps_a_backend_in_each_group() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let x = Backend::start("x").await;
+    let y = Backend::start("y").await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}{}{}\n[[listener.rule]]\npath = \"/api/\"\ngroup = \"api\"\n\
+             [[listener.group]]\nname = \"api\"{}{}",
+            listener(
+                "web",
+                "http",
+                ports[0],
+                "persistence = { mode = \"insert_cookie\", timeout = \"1000s\" }"
+            ),
+            a.toml("listener.backend", 100),
+            b.toml("listener.backend", 100),
+            x.toml("listener.group.backend", 100),
+            y.toml("listener.group.backend", 100),
+        )
+    })
+    .await;
+    let c = client();
+    // A cookie jar of one cookie: what the last Set-Cookie said.
+    let mut jar: Option<String> = None;
+    let mut seen: [std::collections::BTreeSet<String>; 2] = Default::default();
+    for i in 0..12 {
+        let (path, g) = if i % 2 == 0 { ("/", 0) } else { ("/api/x", 1) };
+        let cookie = jar.clone();
+        let hdrs: Vec<(&str, &str)> = cookie.iter().map(|v| ("cookie", v.as_str())).collect();
+        let got = get(&c, &p.url("web", path), &hdrs).await;
+        assert_eq!(got.status, 200);
+        if let Some(set) = got.header("set-cookie") {
+            jar = Some(set.split(';').next().unwrap().to_owned());
+        }
+        seen[g].insert(got.backend().to_owned());
+    }
+    assert_eq!(seen[0].len(), 1, "default group: {:?}", seen[0]);
+    assert_eq!(seen[1].len(), 1, "api group: {:?}", seen[1]);
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_and_xff_chain() {
     let a = Backend::start("a").await;

@@ -4,17 +4,24 @@
 //! * `insert_cookie`: the proxy sets its own cookie (`SERVERID` unless
 //!   renamed) whose value names the backend: a 16-hex-digit hash of the
 //!   backend's address (stable across proxies and restarts; the address
-//!   itself is not shown to clients). `Max-Age` is the `timeout`.
+//!   itself is not shown to clients). `Max-Age` is the `timeout`. One
+//!   cookie serves every group of the listener (and every listener of the
+//!   host: cookies do not tell ports apart), so its value is a list of
+//!   ids, `<id>.<id>...`, at most one per group the client uses (up to
+//!   [`MAX_IDS`], the latest first): a response of one group replaces the
+//!   id of its own backends and keeps the others. With a single id, a
+//!   client moving between `/` and an `/api/` group got a new cookie on
+//!   every switch and kept its backend in neither.
 //! * `rewrite_cookie`: the application's own cookie (e.g. `SESSIONID`)
 //!   carries the backend: the proxy rewrites `Set-Cookie: SESSIONID=abc` to
 //!   `SESSIONID=<id>~abc`, and on requests routes by `<id>` and hands the
 //!   backend `SESSIONID=abc` again (HAProxy's `cookie ... prefix`). No
 //!   application cookie, no persistence.
 //!
-//! A cookie naming a backend that is down, unknown (removed from the
-//! configuration) or not in the request's group is ignored: the request is
-//! scheduled as usual and, with `insert_cookie`, the client gets a new
-//! cookie.
+//! A cookie naming a backend that is down or unknown (removed from the
+//! configuration) is ignored: the request is scheduled as usual and, with
+//! `insert_cookie`, the client gets a new cookie (whose list keeps the ids
+//! of other groups' backends).
 //!
 //! The proxy never inserts its cookie into a response where that would
 //! break the response's meaning:
@@ -38,6 +45,21 @@ use crate::config::{CookieMode, CookiePersistence};
 /// Separates the backend id from the application's value in
 /// `rewrite_cookie` mode (a valid cookie-octet, as HAProxy uses).
 const PREFIX_SEP: char = '~';
+
+/// Separates the ids of an `insert_cookie` value (a valid cookie-octet
+/// that no id contains).
+const ID_SEP: &str = ".";
+
+/// The most ids an `insert_cookie` value keeps: a listener has up to 21
+/// groups, but a client rarely uses more than a few; ids of removed
+/// backends must fall off the end. 8 ids are 135 bytes.
+pub const MAX_IDS: usize = 8;
+
+/// The backend ids a persistence cookie value names, in order (a value of
+/// `rewrite_cookie` mode, or an old `insert_cookie` one, holds one).
+pub fn ids(value: &str) -> impl Iterator<Item = &str> {
+    value.split(ID_SEP).filter(|id| is_id(id))
+}
 
 /// The id that names a backend in cookies.
 pub fn backend_id(addr: SocketAddr) -> String {
@@ -72,9 +94,9 @@ impl Persistence {
         }
     }
 
-    /// The backend id the request's cookie names, if any. In
-    /// `rewrite_cookie` mode the id is removed from the `Cookie` header, so
-    /// the backend sees its own value.
+    /// The backend ids the request's cookie names (see [`ids`]), if any.
+    /// In `rewrite_cookie` mode the id is removed from the `Cookie` header,
+    /// so the backend sees its own value.
     pub fn on_request(&self, headers: &mut HeaderMap) -> Option<String> {
         match self.mode {
             CookieMode::InsertCookie => request_cookie(headers, &self.cookie),
@@ -119,23 +141,39 @@ impl Persistence {
     }
 
     /// Adjusts a backend's response: `served_by` is the id of the backend
-    /// that answered, `requested` the id the request's cookie named.
-    /// `secure`: the client connection is TLS (the inserted cookie gets
-    /// `Secure`).
+    /// that answered, `requested` the ids the request's cookie named (as
+    /// [`Persistence::on_request`] gave them), `in_group` tells the ids of
+    /// the backends of the request's group. `secure`: the client
+    /// connection is TLS (the inserted cookie gets `Secure`).
     pub fn on_response(
         &self,
         status: StatusCode,
         headers: &mut HeaderMap,
         served_by: &str,
         requested: Option<&str>,
+        in_group: &dyn Fn(&str) -> bool,
         secure: bool,
     ) {
         match self.mode {
             CookieMode::InsertCookie => {
-                if requested == Some(served_by) || !may_insert(status, headers, &self.cookie) {
+                let requested = requested.unwrap_or("");
+                if ids(requested).any(|id| id == served_by)
+                    || !may_insert(status, headers, &self.cookie)
+                {
                     return;
                 }
-                let mut value = format!("{}={served_by}; Path=/; HttpOnly", self.cookie);
+                // This group's id first; those of other groups (and other
+                // listeners of the host) kept, so that their clients stay.
+                let mut list: Vec<&str> = vec![served_by];
+                for id in ids(requested) {
+                    if list.len() == MAX_IDS {
+                        break;
+                    }
+                    if !in_group(id) && !list.contains(&id) {
+                        list.push(id);
+                    }
+                }
+                let mut value = format!("{}={}; Path=/; HttpOnly", self.cookie, list.join(ID_SEP));
                 if let Some(age) = self.max_age {
                     value.push_str(&format!("; Max-Age={}", age.as_secs()));
                 }
@@ -261,7 +299,14 @@ mod tests {
         let mut req = headers(&[("cookie", "x=1")]);
         assert_eq!(p.on_request(&mut req), None);
         let mut h = HeaderMap::new();
-        p.on_response(StatusCode::OK, &mut h, "00000000000000aa", None, true);
+        p.on_response(
+            StatusCode::OK,
+            &mut h,
+            "00000000000000aa",
+            None,
+            &|_| false,
+            true,
+        );
         assert_eq!(
             set_cookies(&h),
             ["SERVERID=00000000000000aa; Path=/; HttpOnly; Max-Age=1000; Secure"]
@@ -273,6 +318,7 @@ mod tests {
             &mut h,
             "00000000000000aa",
             Some("00000000000000aa"),
+            &|_| false,
             false,
         );
         assert!(set_cookies(&h).is_empty());
@@ -283,9 +329,52 @@ mod tests {
             &mut h,
             "00000000000000aa",
             Some("00000000000000bb"),
+            &|id| id == "00000000000000bb",
             false,
         );
-        assert_eq!(set_cookies(&h).len(), 1);
+        assert_eq!(
+            set_cookies(&h),
+            ["SERVERID=00000000000000aa; Path=/; HttpOnly; Max-Age=1000"]
+        );
+    }
+
+    #[test]
+    fn insert_keeps_the_ids_of_other_groups() {
+        let p = insert();
+        let (a, b, x) = ("00000000000000aa", "00000000000000bb", "00000000000000cc");
+        let ours = |id: &str| id == a || id == b;
+        // Another group's id: this group's goes first, the other stays.
+        let mut h = HeaderMap::new();
+        p.on_response(StatusCode::OK, &mut h, a, Some(x), &ours, false);
+        let value = format!("{a}.{x}");
+        assert!(set_cookies(&h)[0].starts_with(&format!("SERVERID={value};")));
+        // The list already names the backend that served: nothing to add,
+        // whatever its place.
+        let mut req = headers(&[("cookie", &format!("SERVERID={x}.{a}"))]);
+        let got = p.on_request(&mut req).unwrap();
+        assert_eq!(ids(&got).collect::<Vec<_>>(), [x, a]);
+        let mut h = HeaderMap::new();
+        p.on_response(StatusCode::OK, &mut h, a, Some(&got), &ours, false);
+        assert!(set_cookies(&h).is_empty());
+        // Moved within the group (a down): a's id is replaced, not kept.
+        let mut h = HeaderMap::new();
+        p.on_response(StatusCode::OK, &mut h, b, Some(&value), &ours, false);
+        assert!(set_cookies(&h)[0].starts_with(&format!("SERVERID={b}.{x};")));
+        // Bounded: the oldest ids fall off; what is no id is dropped.
+        let many: Vec<String> = (0..20).map(|i| format!("{i:016x}")).collect();
+        let long = format!("junk.{}", many.join("."));
+        let mut h = HeaderMap::new();
+        p.on_response(StatusCode::OK, &mut h, a, Some(&long), &ours, false);
+        let set = set_cookies(&h)[0].clone();
+        let v = set
+            .split(';')
+            .next()
+            .unwrap()
+            .strip_prefix("SERVERID=")
+            .unwrap();
+        let mut want = vec![a.to_owned()];
+        want.extend(many[..MAX_IDS - 1].iter().cloned());
+        assert_eq!(v, want.join("."));
     }
 
     #[test]
@@ -306,14 +395,21 @@ mod tests {
         ] {
             let mut h = headers(&hs);
             let before = set_cookies(&h);
-            p.on_response(status, &mut h, "00000000000000aa", None, false);
+            p.on_response(status, &mut h, "00000000000000aa", None, &|_| false, false);
             assert_eq!(set_cookies(&h), before, "{status} {hs:?}");
         }
         let mut h = headers(&[
             ("cache-control", "private, max-age=60"),
             ("set-cookie", "a=b"),
         ]);
-        p.on_response(StatusCode::OK, &mut h, "00000000000000aa", None, false);
+        p.on_response(
+            StatusCode::OK,
+            &mut h,
+            "00000000000000aa",
+            None,
+            &|_| false,
+            false,
+        );
         assert_eq!(set_cookies(&h).len(), 2);
     }
 
@@ -324,7 +420,14 @@ mod tests {
             ("set-cookie", "SESSIONID=abc123; Path=/; HttpOnly"),
             ("set-cookie", "other=1"),
         ]);
-        p.on_response(StatusCode::OK, &mut h, "00000000000000aa", None, false);
+        p.on_response(
+            StatusCode::OK,
+            &mut h,
+            "00000000000000aa",
+            None,
+            &|_| false,
+            false,
+        );
         assert_eq!(
             set_cookies(&h),
             [
@@ -344,7 +447,14 @@ mod tests {
         assert_eq!(req.get(COOKIE).unwrap(), "SESSIONID=plain");
         // No app cookie in the response: nothing to rewrite, nothing added.
         let mut h = HeaderMap::new();
-        p.on_response(StatusCode::OK, &mut h, "00000000000000aa", None, false);
+        p.on_response(
+            StatusCode::OK,
+            &mut h,
+            "00000000000000aa",
+            None,
+            &|_| false,
+            false,
+        );
         assert!(set_cookies(&h).is_empty());
     }
 }

@@ -22,7 +22,7 @@ use super::headers::{self, ForwardedValues};
 use super::idle::Activity;
 use super::metrics::{L7Metrics, ListenerMetrics};
 use super::pages;
-use super::persist::request_cookie;
+use super::persist::{self, request_cookie};
 use super::state::{Group, Runtime};
 use super::upstream::{self, Failure, ReplayBody, UpstreamBody};
 use super::websocket;
@@ -431,7 +431,8 @@ fn hash_of(rt: &Runtime, headers: &HeaderMap) -> Option<u64> {
     }
 }
 
-/// Picks the next backend: the one the persistence cookie names when it is
+/// Picks the next backend: the one of the group the persistence cookie
+/// names (`sticky`: its ids, see `persist::ids`) when it is
 /// usable (up, not tried, not a backup standing by; weight 0 is fine,
 /// draining keeps its clients), else the scheduler's choice among the up,
 /// weighted, untried ones. Backups stand by while another backend of the
@@ -454,8 +455,12 @@ fn choose(
         let b = &group.backends[i];
         !tried.contains(i) && (!b.backup || !standing_by) && h.is_up(&b.key)
     };
-    if let Some(id) = sticky {
-        if let Some(i) = group.backends.iter().position(|b| b.id == id) {
+    if let Some(value) = sticky {
+        // The first id naming a backend of this group (the others are
+        // other groups'; see `persist`).
+        let named =
+            persist::ids(value).find_map(|id| group.backends.iter().position(|b| b.id == id));
+        if let Some(i) = named {
             if usable(i) {
                 return Some(i);
             }
@@ -666,6 +671,7 @@ async fn forward(
                         &mut rparts.headers,
                         &backend.id,
                         sticky.as_deref(),
+                        &|id| group.backends.iter().any(|b| b.id == id),
                         conn.tls,
                     );
                 }
