@@ -104,6 +104,9 @@ impl Persistence {
         }
     }
 
+    /// Every prefixed value of the cookie loses its prefix (a client may
+    /// hold several, set under different paths, and the backend must see
+    /// none of ours); the first names the backend.
     fn strip_prefix(&self, headers: &mut HeaderMap) -> Option<String> {
         let mut found: Option<String> = None;
         let mut rewritten: Vec<HeaderValue> = Vec::new();
@@ -116,14 +119,14 @@ impl Persistence {
             for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
                 let prefixed = pair
                     .split_once('=')
-                    .filter(|(n, _)| *n == self.cookie && found.is_none())
+                    .filter(|(n, _)| *n == self.cookie)
                     .and_then(|(n, value)| {
                         let (id, rest) = value.split_once(PREFIX_SEP)?;
                         is_id(id).then_some((n, id, rest))
                     });
                 match prefixed {
                     Some((n, id, rest)) => {
-                        found = Some(id.to_owned());
+                        found.get_or_insert_with(|| id.to_owned());
                         pairs.push(format!("{n}={rest}"));
                     }
                     None => pairs.push(pair.to_owned()),
@@ -440,6 +443,17 @@ mod tests {
         assert_eq!(
             req.get(COOKIE).unwrap().to_str().unwrap(),
             "x=1; SESSIONID=abc123; y=2"
+        );
+        // Two of them (set under two paths): the backend sees neither
+        // prefix; the first routes.
+        let mut req = headers(&[(
+            "cookie",
+            "SESSIONID=00000000000000aa~abc; SESSIONID=00000000000000bb~old",
+        )]);
+        assert_eq!(p.on_request(&mut req).as_deref(), Some("00000000000000aa"));
+        assert_eq!(
+            req.get(COOKIE).unwrap().to_str().unwrap(),
+            "SESSIONID=abc; SESSIONID=old"
         );
         // A value the proxy did not prefix is left alone.
         let mut req = headers(&[("cookie", "SESSIONID=plain")]);
