@@ -1390,3 +1390,54 @@ fn agent_changes_name_each_changed_key_with_both_values() {
     );
     assert!(errs.iter().all(|e| e.contains("restart")), "{errs:#?}");
 }
+
+/// The file has no way to give an IPv6 link-local address its interface
+/// (`fe80::1%eth0` is not an address to it), and without one the kernel
+/// refuses to bind to it or connect to it (EINVAL): every health check
+/// of such a backend, every proxied request to it and every probe from
+/// such a source failed at run time, and an http/https VIP could not be
+/// bound. Refused wherever an address is given.
+#[test]
+fn ipv6_link_local_addresses_are_refused() {
+    let text = r#"
+[agent]
+interfaces = ["eth0"]
+probe_source = ["100.64.0.1", "fe80::1"]
+local_addresses = ["fd00:64::10", "fe80::10"]
+
+[[listener]]
+name = "v6"
+vip = "2001:db8::10"
+port = 80
+  [[listener.backend]]
+  address = "fe80::11"
+  port = 8080
+
+[[listener]]
+name = "web"
+vip = "fe80::20"
+port = 80
+protocol = "http"
+  [[listener.backend]]
+  address = "2001:db8::21"
+  port = 8080
+"#;
+    let errs = errors(text);
+    for (path, addr) in [
+        ("agent.probe_source[1]", "fe80::1"),
+        ("agent.local_addresses[1]", "fe80::10"),
+        ("listener[0].backend[0].address", "fe80::11"),
+        ("listener[1].vip", "fe80::20"),
+    ] {
+        let want = format!("{path}: {addr} is a link-local address");
+        assert!(
+            errs.iter().any(|e| e.starts_with(&want)),
+            "{want} missing from {errs:#?}"
+        );
+    }
+    // IPv4 link-local addresses need no interface to be used.
+    ok(&format!(
+        "{AGENT}{}",
+        listener_at("web", "169.254.10.10", 80, "")
+    ));
+}

@@ -114,8 +114,8 @@ pub(crate) fn duration_or(
 }
 
 /// An IP address usable as a VIP, backend or source address: not
-/// unspecified, multicast, the IPv4 broadcast address or IPv4-mapped
-/// (`::ffff:a.b.c.d`: write the IPv4 address).
+/// unspecified, multicast, the IPv4 broadcast address, IPv4-mapped
+/// (`::ffff:a.b.c.d`: write the IPv4 address) or IPv6 link-local.
 pub(crate) fn unicast_ip(text: &str, path: &str, errs: &mut Errors) -> Option<IpAddr> {
     let addr: IpAddr = match text.parse() {
         Ok(a) => a,
@@ -133,6 +133,20 @@ pub(crate) fn unicast_ip(text: &str, path: &str, errs: &mut Errors) -> Option<Ip
             // would be taken for the IPv4 address (and the XDP program
             // passes IPv6 packets carrying such addresses to the kernel).
             errs.push(path, format!("IPv4-mapped IPv6 address: write it as {v4}"));
+            return None;
+        }
+        if v6.is_unicast_link_local() {
+            // Only meaningful with an interface (`fe80::1%eth0`), which
+            // the file cannot give: without one the kernel refuses to
+            // bind or connect to it (EINVAL), so probes, proxied requests
+            // and an http/https listener's socket would all fail.
+            errs.push(
+                path,
+                format!(
+                    "{addr} is a link-local address, usable only with an interface, which \
+                     cannot be given here: use a global or unique local (fd00::/8) address"
+                ),
+            );
             return None;
         }
     }
