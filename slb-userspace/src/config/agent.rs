@@ -17,6 +17,9 @@ pub(crate) struct AgentDraft {
     pub xdp_mode: Option<XdpMode>,
     /// `Some(empty)` when the key is absent.
     pub probe_source: Option<Vec<IpAddr>>,
+    /// The key path of each `probe_source` address (`agent.probe_source`,
+    /// or `agent.probe_source[1]` in an array), for errors about it.
+    pub probe_source_paths: Vec<String>,
     pub probe_source_given: bool,
     pub local_addresses: Option<Vec<IpAddr>>,
     pub pin_path: Option<PathBuf>,
@@ -54,9 +57,14 @@ pub(crate) fn check(raw: &RawAgent, errs: &mut Errors) -> AgentDraft {
         "agent.xdp_mode",
         errs,
     );
+    let probe_items = raw
+        .probe_source
+        .as_ref()
+        .map(|p| p.items("agent.probe_source"))
+        .unwrap_or_default();
     let probe_source = match &raw.probe_source {
         None => Some(Vec::new()),
-        Some(p) => check_probe_source(&p.items("agent.probe_source"), errs),
+        Some(_) => check_probe_source(&probe_items, errs),
     };
     let local_addresses = match &raw.local_addresses {
         None => Some(Vec::new()),
@@ -121,6 +129,7 @@ pub(crate) fn check(raw: &RawAgent, errs: &mut Errors) -> AgentDraft {
         interfaces,
         xdp_mode,
         probe_source,
+        probe_source_paths: probe_items.into_iter().map(|(path, _)| path).collect(),
         probe_source_given: raw.probe_source.is_some(),
         local_addresses,
         pin_path,

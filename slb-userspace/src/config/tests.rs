@@ -1123,6 +1123,21 @@ fn probe_source_rules() {
         "agent.probe_source",
         "10.0.0.10 is also the vip of listener[0]",
     );
+    // Given as an array, the error names the element.
+    one_error(
+        &format!(
+            "[agent]\nprobe_source = [\"fd00::1\", \"10.0.0.10\"]\nlocal_addresses = [\"100.64.0.10\"]\n{body}"
+        ),
+        "agent.probe_source[1]",
+        "10.0.0.10 is also the vip of listener[0]",
+    );
+    one_error(
+        &format!(
+            "[agent]\nprobe_source = [\"100.64.0.10\"]\nlocal_addresses = [\"100.64.0.10\"]\n{body}"
+        ),
+        "agent.probe_source[0]",
+        "100.64.0.10 is also in agent.local_addresses",
+    );
 }
 
 #[test]

@@ -223,28 +223,21 @@ fn probe_source(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
         "the health checks of ",
         errs,
     );
-    for addr in sources {
+    // `sources` is only `Some` when every address was valid, so it lines
+    // up with the paths of the addresses as given.
+    for (addr, path) in sources.iter().zip(&agent.probe_source_paths) {
         if let Some(l) = backend_at(drafts, addr) {
-            errs.push(
-                "agent.probe_source",
-                format!("{addr} is also a backend of {}", l.path),
-            );
+            errs.push(path, format!("{addr} is also a backend of {}", l.path));
         }
         if let Some(l) = drafts.iter().find(|l| l.vip == Some(*addr)) {
-            errs.push(
-                "agent.probe_source",
-                format!("{addr} is also the vip of {}", l.path),
-            );
+            errs.push(path, format!("{addr} is also the vip of {}", l.path));
         }
         if agent
             .local_addresses
             .as_ref()
             .is_some_and(|p| p.contains(addr))
         {
-            errs.push(
-                "agent.probe_source",
-                format!("{addr} is also in agent.local_addresses"),
-            );
+            errs.push(path, format!("{addr} is also in agent.local_addresses"));
         }
     }
 }
