@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn standby_is_a_backup_while_others_serve() {
         let cfg = crate::config::parse(
-            "[agent]\nprobe_source = \"127.0.0.2\"\n\
+            "[agent]\nprobe_source = \"100.64.0.1\"\n\
              [[listener]]\nname = \"www\"\nvip = \"127.0.0.1\"\nport = 8080\nprotocol = \"http\"\n\
              [[listener.backend]]\naddress = \"10.0.1.1\"\nport = 80\n\
              [[listener.backend]]\naddress = \"10.0.1.2\"\nport = 80\nbackup = true\n\

@@ -186,14 +186,23 @@ fn check_probe_source(items: &[(String, &str)], errs: &mut Errors) -> Option<Vec
     (errs.len() == before).then_some(out)
 }
 
-/// Unicast, no duplicates, at most `MAX_SNAT_ADDRS` per family.
+/// Unicast, not loopback, no duplicates, at most `MAX_SNAT_ADDRS` per family.
 fn check_local_addresses(list: &[String], errs: &mut Errors) -> Option<Vec<IpAddr>> {
     let before = errs.len();
     let mut out: Vec<IpAddr> = Vec::new();
     for (i, text) in list.iter().enumerate() {
         let path = format!("agent.local_addresses[{i}]");
         if let Some(addr) = unicast_ip(text, &path, errs) {
-            if let Some(j) = out.iter().position(|a| *a == addr) {
+            if addr.is_loopback() {
+                // Backends would answer their own loopback.
+                errs.push(
+                    path,
+                    format!(
+                        "{addr} is a loopback address: backends must be able to answer the \
+                         FULLNAT source over the network (e.g. 100.64.0.10)"
+                    ),
+                );
+            } else if let Some(j) = out.iter().position(|a| *a == addr) {
                 errs.push(path, format!("{addr} is listed twice (also at [{j}])"));
             } else {
                 out.push(addr);

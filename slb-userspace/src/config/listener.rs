@@ -104,6 +104,19 @@ pub(crate) fn check(
         &k("protocol"),
         errs,
     );
+    if let (Some(addr), Some(p)) = (vip, protocol) {
+        if p.is_l4() && addr.is_loopback() {
+            // Traffic to it never arrives on an interface the XDP program
+            // is attached to. (The proxy can listen there.)
+            errs.push(
+                k("vip"),
+                format!(
+                    "{addr} is a loopback address: a {p} listener's traffic must reach the \
+                     XDP program from the network (http/https listeners may listen on loopback)"
+                ),
+            );
+        }
+    }
     // http/https listeners have keys and schedulers of their own.
     let l7_draft = match protocol {
         Some(p) if p.is_l7() => {
@@ -356,6 +369,19 @@ fn check_backends(raw: &[RawBackend], redirect_only: bool, draft: &mut Draft, er
         let k = |name: &str| key(&bpath, name);
         let (address, bport, weight) = backend_fields(b, &bpath, errs);
 
+        if let (Some(addr), Some(true)) = (address, l4) {
+            // The program sends packets out of an interface; a loopback
+            // address is nowhere to send them.
+            if addr.is_loopback() {
+                errs.push(
+                    k("address"),
+                    format!(
+                        "{addr} is a loopback address: tcp/udp listeners forward packets to \
+                         backends over the network (http/https listeners may proxy to loopback)"
+                    ),
+                );
+            }
+        }
         if let (Some(addr), Some(vip)) = (address, draft.vip) {
             if l4 == Some(true) && addr.is_ipv4() != vip.is_ipv4() {
                 errs.push(

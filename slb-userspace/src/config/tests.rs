@@ -1456,3 +1456,62 @@ protocol = "http"
         listener_at("web", "169.254.10.10", 80, "")
     ));
 }
+
+/// Loopback addresses never leave the host: a tcp/udp VIP there gets no
+/// traffic through the XDP program, a tcp/udp backend there is forwarded
+/// to nowhere (the program redirects packets out of an interface), a
+/// FULLNAT source there is one no backend can answer, and a probe source
+/// there cannot reach a backend elsewhere (the kernel refuses the connect
+/// with EINVAL): every check failed, every backend was marked down.
+/// http/https listeners may listen on and proxy to loopback, and a
+/// loopback probe source may check backends on loopback.
+#[test]
+fn loopback_addresses_only_where_they_can_work() {
+    let errs = errors(&format!(
+        "[agent]\ninterfaces = [\"eth0\"]\nprobe_source = \"100.64.0.1\"\n\
+         local_addresses = [\"100.64.0.10\", \"127.0.0.5\"]\n{}{}",
+        listener_at("vip", "127.0.0.1", 80, ""),
+        listener_at("backend", "10.0.0.10", 80, "")
+            .replace("address = \"10.0.1.11\"", "address = \"127.0.0.1\""),
+    ));
+    for want in [
+        "agent.local_addresses[1]: 127.0.0.5 is a loopback address",
+        "listener[0].vip: 127.0.0.1 is a loopback address",
+        "listener[1].backend[0].address: 127.0.0.1 is a loopback address",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{want} missing from {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+
+    one_error(
+        &format!(
+            "[agent]\nprobe_source = [\"fd00::1\", \"127.0.0.2\"]\n{}",
+            listener("protocol = \"http\"")
+        ),
+        "agent.probe_source[1]",
+        "127.0.0.2 is a loopback address: health checks from it cannot reach 10.0.1.11 \
+         (listener[0])",
+    );
+    one_error(
+        &format!(
+            "[agent]\nprobe_source = \"::1\"\nlocal_addresses = [\"fd00::10\"]\n{}",
+            listener_at("v6", "2001:db8::10", 80, "")
+                .replace("address = \"10.0.1.11\"", "address = \"2001:db8::11\"")
+        ),
+        "agent.probe_source",
+        "::1 is a loopback address",
+    );
+    // A proxy in front of local applications.
+    let c = ok(&format!(
+        "[agent]\nprobe_source = \"127.0.0.2\"\n{}",
+        listener_at("web", "127.0.0.1", 80, "protocol = \"http\"")
+            .replace("address = \"10.0.1.11\"", "address = \"127.0.0.1\"")
+    ));
+    assert_eq!(
+        c.listeners[0].backends[0].address,
+        "127.0.0.1".parse::<IpAddr>().unwrap()
+    );
+}

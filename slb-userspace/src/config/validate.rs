@@ -200,7 +200,8 @@ fn local_addresses(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
 }
 
 /// Health checks need a source address of each backend family; it may not
-/// be a VIP or a FULLNAT pool address (the dataplane would take the replies).
+/// be a VIP or a FULLNAT pool address (the dataplane would take the replies),
+/// nor loopback unless every backend it checks is on loopback too.
 fn probe_source(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
     let Some(sources) = &agent.probe_source else {
         return;
@@ -226,6 +227,26 @@ fn probe_source(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
     // `sources` is only `Some` when every address was valid, so it lines
     // up with the paths of the addresses as given.
     for (addr, path) in sources.iter().zip(&agent.probe_source_paths) {
+        if addr.is_loopback() {
+            // The kernel refuses a connect from a loopback source to an
+            // address elsewhere (EINVAL): every check would fail.
+            let beyond = checked.iter().find_map(|l| {
+                l.backend_addresses
+                    .iter()
+                    .find(|b| b.is_ipv4() == addr.is_ipv4() && !b.is_loopback())
+                    .map(|b| (b, l))
+            });
+            if let Some((b, l)) = beyond {
+                errs.push(
+                    path,
+                    format!(
+                        "{addr} is a loopback address: health checks from it cannot reach {b} \
+                         ({}); use an address such as 100.64.0.1",
+                        l.path
+                    ),
+                );
+            }
+        }
         if let Some(l) = backend_at(drafts, addr) {
             errs.push(path, format!("{addr} is also a backend of {}", l.path));
         }
