@@ -1515,3 +1515,33 @@ fn loopback_addresses_only_where_they_can_work() {
         "127.0.0.1".parse::<IpAddr>().unwrap()
     );
 }
+
+/// The metrics endpoint and the proxy's listening sockets are bound in one
+/// process: on the same address and port (or a wildcard address that
+/// covers the VIP) the second bind failed with "address in use" only when
+/// the agent started.
+#[test]
+fn metrics_listen_is_not_an_http_listener_address() {
+    let http = |metrics: &str, vip: &str| {
+        format!(
+            "[agent]\nprobe_source = [\"100.64.0.1\", \"fd00::1\"]\nmetrics_listen = \"{metrics}\"\n{}",
+            listener_at("web", vip, 80, "protocol = \"http\"")
+        )
+    };
+    for metrics in ["10.0.0.10:80", "0.0.0.0:80", "[::]:80"] {
+        one_error(
+            &http(metrics, "10.0.0.10"),
+            "agent.metrics_listen",
+            &format!("{metrics} takes the address and port of listener[0] (10.0.0.10:80)"),
+        );
+    }
+    one_error(
+        &http("[2001:db8::10]:80", "2001:db8::10"),
+        "agent.metrics_listen",
+        "takes the address and port of listener[0] ([2001:db8::10]:80)",
+    );
+    // Another port, another address, or an IPv4 wildcard beside an IPv6 VIP.
+    ok(&http("10.0.0.10:9470", "10.0.0.10"));
+    ok(&http("10.0.0.11:80", "10.0.0.10"));
+    ok(&http("0.0.0.0:80", "2001:db8::10"));
+}

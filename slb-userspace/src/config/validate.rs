@@ -1,7 +1,7 @@
 //! Raw → validated model: runs the per-table checks, then the rules that
 //! relate several tables, collecting every error.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use slb_common::limits::{MAX_BACKENDS, MAX_LISTENERS};
@@ -29,6 +29,7 @@ pub(crate) fn validate(raw: &RawConfig, base: Option<&Path>) -> Result<Config, C
     local_addresses(&agent, &drafts, &mut errs);
     probe_source(&agent, &drafts, &mut errs);
     maglev_size(&agent, &drafts, &mut errs);
+    metrics_listen(&agent, &drafts, &mut errs);
 
     if !errs.is_empty() {
         return Err(errs.into_errors());
@@ -287,5 +288,36 @@ fn maglev_size(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
                 format!("{name} needs agent.maglev_table_size ({size}) to be at least the number of backends ({n})"),
             );
         }
+    }
+}
+
+/// The metrics endpoint is bound in the same process as the proxy's
+/// sockets: one on an http/https listener's address and port (or on a
+/// wildcard covering it) makes the later bind fail with "address in use"
+/// when the agent starts. tcp/udp listeners bind nothing.
+fn metrics_listen(agent: &AgentDraft, drafts: &[Draft], errs: &mut Errors) {
+    let Some(metrics) = agent.metrics_listen else {
+        return;
+    };
+    // `[::]` is dual-stack unless net.ipv6.bindv6only is set (it is not
+    // by default), so it covers IPv4 addresses too.
+    let covers = |vip: IpAddr| {
+        let m = metrics.ip();
+        m == vip || (m.is_unspecified() && (m.is_ipv6() || vip.is_ipv4()))
+    };
+    let taken = drafts.iter().find_map(|l| {
+        let own = SocketAddr::new(l.vip?, l.port?);
+        let l7 = l.protocol.is_some_and(|p| p.is_l7());
+        (l7 && own.port() == metrics.port() && covers(own.ip())).then_some((l, own))
+    });
+    if let Some((l, own)) = taken {
+        errs.push(
+            "agent.metrics_listen",
+            format!(
+                "{metrics} takes the address and port of {} ({own}), where the proxy \
+                 listens: use another port",
+                l.path
+            ),
+        );
     }
 }
