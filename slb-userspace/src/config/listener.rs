@@ -178,6 +178,22 @@ pub(crate) fn check(
         None => Some(None),
         Some(a) => check_acl(a, &k("acl"), errs).map(Some),
     };
+    if let (Some(Some(a)), Some(addr)) = (&acl, vip) {
+        // Clients reach the VIP in its own family (the dataplane applies
+        // only those prefixes, the proxy's socket is bound to the VIP):
+        // such an allow-list would shut the listener.
+        let of_family = a.cidrs.iter().any(|n| n.addr().is_ipv4() == addr.is_ipv4());
+        if a.mode == AclMode::Allow && !of_family {
+            errs.push(
+                k("acl.cidrs"),
+                format!(
+                    "no {fam} prefix: this allow-list would refuse every client of the {fam} \
+                     vip {addr}",
+                    fam = family(addr)
+                ),
+            );
+        }
+    }
     let health_check = health::check(
         raw.health_check.as_ref(),
         protocol,

@@ -353,6 +353,29 @@ fn acl_accepts_mixed_families_and_bare_addresses() {
     );
 }
 
+/// Only the prefixes of the VIP's family can match its clients: an
+/// allow-list with none of them refused every client, silently.
+#[test]
+fn acl_allow_list_needs_a_prefix_of_the_vip_family() {
+    for proto in ["tcp", "http"] {
+        one_error(
+            &format!(
+                "{AGENT}{}",
+                listener(&format!(
+                    "protocol = \"{proto}\"\nacl = {{ mode = \"allow\", cidrs = [\"2001:db8::/32\"] }}"
+                ))
+            ),
+            "listener[0].acl.cidrs",
+            "no IPv4 prefix: this allow-list would refuse every client of the IPv4 vip 10.0.0.10",
+        );
+    }
+    // A deny-list of the other family denies nobody: harmless.
+    ok(&format!(
+        "{AGENT}{}",
+        listener("acl = { mode = \"deny\", cidrs = [\"2001:db8::/32\"] }")
+    ));
+}
+
 #[test]
 fn effective_config_serializes_as_file_keys() {
     let c = ok(&format!(
