@@ -18,6 +18,7 @@ use super::model::{
 };
 use super::raw::{RawBackend, RawListener, RawPersistence};
 use super::values::{duration_or, key, keyword, keyword_or, required, u32_or};
+use crate::l7::router::normalise;
 
 /// What validating the L7 keys of a listener found.
 #[derive(Debug)]
@@ -505,6 +506,9 @@ fn check_rules(raw: &RawListener, groups: &[Group], path: &str, errs: &mut Error
         );
     }
     let mut rules = Vec::new();
+    // (index, (host, normalised path)) of the valid rules so far.
+    type Matches = (Option<String>, Option<Vec<u8>>);
+    let mut seen: Vec<(usize, Matches)> = Vec::new();
     for (i, r) in raw.rule.iter().enumerate() {
         let rpath = format!("{path}.rule[{i}]");
         let host = r
@@ -538,11 +542,27 @@ fn check_rules(raw: &RawListener, groups: &[Group], path: &str, errs: &mut Error
             }
         });
         // `Some(None)`: given but wrong (reported); `None`: not given.
-        if let (Some(group), Some(host), Some(url_path)) = (
-            group,
+        let (Some(host), Some(url_path)) = (
             host.map_or(Some(None), |h| h.map(Some)),
             url_path.map_or(Some(None), |p| p.map(Some)),
-        ) {
+        ) else {
+            continue;
+        };
+        // The router breaks a tie for the earlier rule, reading hosts
+        // lower-case (as stored) and paths normalised.
+        let matches = (
+            host.clone(),
+            url_path.as_deref().map(|p| normalise(p).into_owned()),
+        );
+        if let Some((j, _)) = seen.iter().find(|(_, m)| *m == matches) {
+            errs.push(
+                rpath.clone(),
+                format!("has the host and path of rule[{j}], which wins: it would never be used"),
+            );
+        } else {
+            seen.push((i, matches));
+        }
+        if let Some(group) = group {
             rules.push(Rule {
                 host,
                 path: url_path,
@@ -573,7 +593,7 @@ fn check_host(h: &str, path: &str, errs: &mut Errors) -> Option<String> {
     Some(h.to_ascii_lowercase())
 }
 
-/// A path prefix: starts with `/`, visible ASCII only.
+/// A path prefix: starts with `/`, visible ASCII only, no `?` or `#`.
 fn check_path(p: &str, path: &str, errs: &mut Errors) -> Option<String> {
     let chars_ok = p.chars().all(|c| c.is_ascii_graphic());
     if !p.starts_with('/') || p.len() > d::RULE_PATH_MAX_LEN || !chars_ok {
@@ -582,6 +602,19 @@ fn check_path(p: &str, path: &str, errs: &mut Errors) -> Option<String> {
             format!(
                 "must be a path prefix starting with '/', 1..={} visible ASCII characters (got \"{p}\")",
                 d::RULE_PATH_MAX_LEN
+            ),
+        );
+        return None;
+    }
+    // The router is given the request's path without its query, and a
+    // fragment is never sent: such a prefix matches no request as meant
+    // (only one with an encoded `%3F` or `%23`).
+    if p.contains(['?', '#']) {
+        errs.push(
+            path,
+            format!(
+                "rules match the path only, without the query ('?') or fragment ('#') \
+                 (got \"{p}\")"
             ),
         );
         return None;

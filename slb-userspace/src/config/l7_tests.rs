@@ -316,6 +316,41 @@ fn rules_and_groups() {
     assert_eq!(l7.groups[0].backends[0].port, 80);
 }
 
+/// Rules match the request's path without its query (`uri().path()`),
+/// so a prefix with a `?` or `#` matched no request as meant; and a rule
+/// with the host and path of an earlier one (as the router reads them:
+/// host case-insensitive, path normalised) always lost the tie to it.
+#[test]
+fn rules_that_can_never_match_are_refused() {
+    for p in ["/search?q=", "/page#top"] {
+        one_error(
+            &http(&format!(
+                "[[listener.rule]]\npath = \"{p}\"\ngroup = \"default\""
+            )),
+            "listener[0].rule[0].path",
+            "rules match the path only, without the query ('?') or fragment ('#')",
+        );
+    }
+    let group = "[[listener.group]]\nname = \"api\"\n[[listener.group.backend]]\naddress = \"10.0.2.1\"\nport = 80\n";
+    one_error(
+        &http(&format!(
+            "[[listener.rule]]\nhost = \"www.example.com\"\npath = \"/api/\"\ngroup = \"api\"\n\
+             [[listener.rule]]\npath = \"/api/\"\ngroup = \"api\"\n\
+             [[listener.rule]]\nhost = \"WWW.example.com\"\npath = \"/api//./\"\ngroup = \"default\"\n{group}"
+        )),
+        "listener[0].rule[2]",
+        "has the host and path of rule[0], which wins: it would never be used",
+    );
+    // Same path, other host: both are used.
+    let both = http(&format!(
+        "[[listener.rule]]\nhost = \"a.example.com\"\npath = \"/api/\"\ngroup = \"api\"\n\
+         [[listener.rule]]\nhost = \"b.example.com\"\npath = \"/api/\"\ngroup = \"api\"\n{group}"
+    ));
+    if let Err(e) = parse(&both) {
+        panic!("expected a valid config, got:\n{e}");
+    }
+}
+
 #[test]
 fn group_backends_need_a_probe_source_of_their_family() {
     let text = "[[listener]]\nname = \"web\"\nvip = \"10.0.0.10\"\nport = 80\nprotocol = \"http\"\n\

@@ -509,7 +509,8 @@ pub struct Certificate {
 pub struct Rule {
     /// Lower-case; an exact name or `*.suffix` (any name ending in `.suffix`).
     pub host: Option<String>,
-    /// A path prefix starting with `/`.
+    /// A path prefix starting with `/`, without `?` or `#`. No two rules
+    /// have the same host and (normalised) path.
     pub path: Option<String>,
     /// A group's name, or "default" for the listener's own backends.
     pub group: String,
