@@ -89,6 +89,17 @@ pub(crate) fn check(
         if n.trim().is_empty() {
             errs.push(k("name"), "must not be empty");
             None
+        } else if n.chars().any(char::is_control) {
+            // It ends a row of `slb status` and is quoted in logs: a
+            // newline or tab there would break them.
+            errs.push(
+                k("name"),
+                format!(
+                    "must not contain control characters (got \"{}\")",
+                    n.escape_debug()
+                ),
+            );
+            None
         } else {
             Some(n.clone())
         }

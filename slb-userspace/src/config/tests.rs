@@ -645,6 +645,17 @@ fn listener_value_errors() {
         "listener[0].name",
         "must not be empty",
     );
+    // Names are free text, but one line of it: `slb status` prints a
+    // listener's name at the end of its row, logs quote it.
+    one_error(
+        &format!("{AGENT}{}", listener_at("we\\nb\\t", "10.0.0.10", 80, "")),
+        "listener[0].name",
+        "must not contain control characters (got \"we\\nb\\t\")",
+    );
+    ok(&format!(
+        "{AGENT}{}",
+        listener_at("web front (ü)", "10.0.0.10", 80, "")
+    ));
     one_error(
         &format!("{AGENT}{}", listener_at("web", "10.0.0.300", 80, "")),
         "listener[0].vip",
