@@ -1481,3 +1481,74 @@ async fn a_removed_listener_drains_its_requests() {
     assert!(handle.draining_vips().is_empty(), "drained");
     p.stop().await;
 }
+
+/// A backend that answers the first request of each connection (kept
+/// alive), then reads the next one and closes without answering: what a
+/// backend whose keep-alive timeout ends as a request arrives looks like.
+/// Returns its port and the connections it accepted.
+async fn closes_reused_connections() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let n = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            n.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut s = tokio::io::BufReader::new(s);
+                // A request header; the test's requests have no body.
+                async fn head(s: &mut tokio::io::BufReader<TcpStream>) -> bool {
+                    use tokio::io::AsyncBufReadExt;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match s.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return false,
+                            Ok(_) if line == "\r\n" => return true,
+                            Ok(_) => {}
+                        }
+                    }
+                }
+                if !head(&mut s).await {
+                    return;
+                }
+                let _ = s
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                head(&mut s).await;
+            });
+        }
+    });
+    (port, conns)
+}
+
+/// A pooled connection the backend closes as a request goes out on it is
+/// no failure of the backend: an idempotent request goes out again on a
+/// new connection to it (here the only backend, so there is no other to
+/// try); a POST, which the backend may have acted on, gets 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_under_a_request_is_retried_when_idempotent() {
+    use std::sync::atomic::Ordering;
+    let (port, conns) = closes_reused_connections().await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
+            listener("web", "http", ports[0], "")
+        )
+    })
+    .await;
+    let c = client();
+    let first = get(&c, &p.url("web", "/"), &[]).await;
+    assert_eq!(first.status, 200);
+    // On the pooled connection, which the backend closes: sent again on a
+    // new one.
+    let again = get(&c, &p.url("web", "/"), &[]).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    let post = send(&c, "POST", &p.url("web", "/"), &[], "").await;
+    assert_eq!(post.status, 502, "{}", post.body);
+    assert_eq!(conns.load(Ordering::SeqCst), 2, "the POST was sent again");
+    p.stop().await;
+}

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Versio
 use hyper::body::Incoming;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::access::{Entry, RequestLine};
 use super::balance::hash_bytes;
@@ -568,9 +568,17 @@ async fn forward(
     // again (a reset idempotent request goes to the next backend); else
     // moved.
     let mut headers = Some(parts.headers);
+    // The backend whose pooled connection failed under the request, to be
+    // tried again on a new connection (once per request).
+    let mut again: Option<usize> = None;
+    let mut fresh_tried = false;
 
     loop {
-        let Some(i) = choose(group, &shared.health, sticky.as_deref(), key, &tried) else {
+        let fresh = again.is_some();
+        let chosen = again
+            .take()
+            .or_else(|| choose(group, &shared.health, sticky.as_deref(), key, &tried));
+        let Some(i) = chosen else {
             return match last_failure {
                 None => {
                     warn!(listener = %rt.name, group = %group.name, "no healthy backend");
@@ -581,14 +589,19 @@ async fn forward(
                 Some((addr, took)) => Outcome::upstream_error(StatusCode::BAD_GATEWAY, addr, took),
             };
         };
-        tried.push(i);
+        if !fresh {
+            tried.push(i);
+        }
         let backend = &group.backends[i];
-        // Cloned while another backend may get the request after this
-        // attempt sent it: an idempotent request after a reset; a WebSocket
-        // handshake (not handed back after a connect failure, unlike the
-        // others) after any failure.
-        let keep = tried.len() < group.backends.len() && (upgrade || idempotent(&parts.method));
-        let make = |headers: &mut Option<HeaderMap>| {
+        // Cloned while another attempt may send the request after this one
+        // sent it: an idempotent request after a reset (to the next
+        // backend) or after its pooled connection failed (to the same
+        // backend, once); a WebSocket handshake (not handed back after a
+        // connect failure, unlike the others) after any failure.
+        let more_backends = tried.len() < group.backends.len();
+        let retriable = upgrade || idempotent(&parts.method);
+        let make = |headers: &mut Option<HeaderMap>, pooled: bool| {
+            let keep = retriable && (more_backends || (pooled && !fresh_tried));
             let mut out = Request::new(if upgrade { empty() } else { body.attempt() });
             *out.method_mut() = parts.method.clone();
             *out.uri_mut() =
@@ -618,7 +631,7 @@ async fn forward(
             // (moved a few times per request) larger.
             Box::pin(websocket::open(
                 backend.addr,
-                make(&mut headers),
+                make(&mut headers, false),
                 &mut client_upgrade,
                 limits,
                 cancel,
@@ -630,7 +643,8 @@ async fn forward(
         } else {
             upstream::send(
                 &backend.pool,
-                || make(&mut headers),
+                fresh,
+                |pooled| make(&mut headers, pooled),
                 rt.l7.backend_response_timeout,
                 || body.last_progress(),
             )
@@ -706,6 +720,19 @@ async fn forward(
                     backend.addr,
                     sent.elapsed(),
                 );
+            }
+            Err(Failure::Stale(e))
+                if !fresh_tried && idempotent(&parts.method) && body.replayable() =>
+            {
+                // Most likely the backend closed the idle connection as the
+                // request went out (its keep-alive timeout ran out): no
+                // reason to give up on it, nor to count it as failed. An
+                // idempotent request may be sent again (RFC 9110 §9.2.2),
+                // as Go's and curl's clients do; on a new connection, so
+                // that another stale one cannot fail it again.
+                debug!(listener = %rt.name, backend = %backend.addr, "pooled connection failed ({e}), sending again on a new one");
+                fresh_tried = true;
+                again = Some(i);
             }
             Err(f) => {
                 warn!(listener = %rt.name, backend = %backend.addr, "{f}");

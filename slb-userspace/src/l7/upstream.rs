@@ -12,8 +12,9 @@
 //! hyper already knows to be closed hands the request back unsent, and it
 //! goes out on another connection transparently. A close that races the
 //! request (hyper writes it before it sees the close) cannot be told from
-//! a reset after sending: it fails the attempt, and the caller's rules
-//! apply (the next backend for idempotent requests, else 502).
+//! a reset after sending: it fails the attempt as [`Failure::Stale`], and
+//! the caller's rules apply (an idempotent request goes out again on a new
+//! connection, else 502).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +53,12 @@ pub enum Failure {
     /// The connection failed after (part of) the request was sent.
     #[error("backend failed: {0}")]
     Reset(String),
+    /// A pooled connection failed after (part of) the request was sent on
+    /// it, before the response header: most likely the backend closed it
+    /// for idleness as the request went out (its keep-alive timeout is
+    /// usually shorter than the pool's), not a failure of the backend.
+    #[error("pooled connection failed: {0}")]
+    Stale(String),
     /// No response header within the response timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
@@ -113,9 +120,10 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A connection ready for a request: an idle one, else a new one.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, Failure> {
-        if let Some(tx) = self.take_idle() {
+    /// A connection ready for a request: an idle one (unless `fresh`),
+    /// else a new one.
+    pub async fn checkout(self: &Arc<Self>, fresh: bool) -> Result<Checkout, Failure> {
+        if let Some(tx) = (!fresh).then(|| self.take_idle()).flatten() {
             return Ok(Checkout {
                 pool: self.clone(),
                 tx,
@@ -289,6 +297,7 @@ impl Checkout {
                 Some(back) => {
                     return Err((Failure::Connect(error_chain(e.error())), Some(back)));
                 }
+                None if reused => return Err((Failure::Stale(error_chain(e.error())), None)),
                 None => return Err((Failure::Reset(error_chain(e.error())), None)),
             };
             debug!(
@@ -296,7 +305,7 @@ impl Checkout {
                 pool.addr,
                 error_chain(e.error())
             );
-            let mut next = match pool.checkout().await {
+            let mut next = match pool.checkout(false).await {
                 Ok(c) => c,
                 Err(f) => return Err((f, Some(back))),
             };
@@ -326,16 +335,20 @@ impl Checkout {
 /// (`body_progress`: coarse ns, see [`ReplayBody::last_progress`]): an
 /// upload slower than the timeout is not a slow backend while it moves.
 /// `make` builds the request once a connection is there (a failed connect
-/// leaves it unbuilt).
+/// leaves it unbuilt); it is told whether the connection is a pooled one
+/// (which may fail as [`Failure::Stale`]). With `fresh`, the request goes
+/// out on a new connection.
 pub async fn send(
     pool: &Arc<Pool>,
-    make: impl FnOnce() -> Request<Body>,
+    fresh: bool,
+    make: impl FnOnce(bool) -> Request<Body>,
     timeout: Duration,
     body_progress: impl Fn() -> u64,
 ) -> Result<Response<UpstreamBody>, SendError> {
-    let conn = pool.checkout().await.map_err(|f| (f, None))?;
+    let conn = pool.checkout(fresh).await.map_err(|f| (f, None))?;
     let start = clock::coarse_ns();
-    let sent = conn.send(make());
+    let req = make(conn.reused);
+    let sent = conn.send(req);
     tokio::pin!(sent);
     let mut wait = timeout;
     loop {
@@ -588,7 +601,7 @@ mod tests {
             write!(second, "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb").unwrap();
             let _ = done_rx.recv();
         });
-        let mut busy = pool.checkout().await.unwrap();
+        let mut busy = pool.checkout(false).await.unwrap();
         let _pending = busy.tx.try_send_request(get(&pool));
         // Let the connection write that request.
         tokio::time::sleep(Duration::from_millis(50)).await;
