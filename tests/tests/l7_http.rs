@@ -1552,3 +1552,123 @@ async fn a_pooled_connection_closed_under_a_request_is_retried_when_idempotent()
     assert_eq!(conns.load(Ordering::SeqCst), 2, "the POST was sent again");
     p.stop().await;
 }
+
+/// An HTTP/2 HEADERS frame of a `GET http://x/` on stream `id`, ending the
+/// stream (HPACK: static-table entries and one literal, nothing indexed).
+fn h2_get_frame(id: u32) -> Vec<u8> {
+    // :method GET, :scheme http, :path /, :authority "x".
+    let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+    // Length, type HEADERS, flags END_STREAM | END_HEADERS, stream.
+    let mut f = vec![0, 0, block.len() as u8, 1, 0x5];
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&block);
+    f
+}
+
+/// HTTP/2 frames read from `s` until `enough` says so (or 5 s passed):
+/// (type, stream, first 4 bytes of the payload).
+async fn h2_frames_until(
+    s: &mut TcpStream,
+    got: &mut Vec<u8>,
+    enough: impl Fn(&[(u8, u32, u32)]) -> bool,
+) -> Vec<(u8, u32, u32)> {
+    let t = Instant::now();
+    loop {
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at + 9 <= got.len() {
+            let len = usize::from(got[at]) << 16
+                | usize::from(got[at + 1]) << 8
+                | usize::from(got[at + 2]);
+            if at + 9 + len > got.len() {
+                break;
+            }
+            let word = |i: usize| {
+                got.get(i..i + 4)
+                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            frames.push((
+                got[at + 3],
+                word(at + 5) & 0x7fff_ffff,
+                if len >= 4 { word(at + 9) } else { 0 },
+            ));
+            at += 9 + len;
+        }
+        if enough(&frames) || t.elapsed() > Duration::from_secs(5) {
+            return frames;
+        }
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return frames,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+}
+
+/// `max_requests_per_connection` bounds HTTP/2 connections too: after the
+/// last request the proxy says GOAWAY, and streams a client opens anyway
+/// (one that never acknowledges the shutdown's PING, so that the server
+/// library's final GOAWAY never comes) are refused (RST_STREAM
+/// REFUSED_STREAM: not processed, safe to retry elsewhere), not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_beyond_max_requests_are_refused() {
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    const GOAWAY: u8 = 7;
+    const REFUSED_STREAM: u32 = 7;
+    let a = Backend::start("a").await;
+    let p = web_proxy(
+        &[&a],
+        "max_requests_per_connection = 3\nclient_idle_timeout = \"30s\"",
+    )
+    .await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    // The client preface and an empty SETTINGS frame; no acknowledgement
+    // of anything, ever.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    for id in [1, 3, 5] {
+        s.write_all(&h2_get_frame(id)).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let frames = h2_frames_until(&mut s, &mut got, |f| {
+        f.iter().filter(|x| x.0 == HEADERS).count() == 3 && f.iter().any(|x| x.0 == GOAWAY)
+    })
+    .await;
+    assert_eq!(
+        frames.iter().filter(|x| x.0 == HEADERS).count(),
+        3,
+        "{frames:?}"
+    );
+    assert!(frames.iter().any(|x| x.0 == GOAWAY), "{frames:?}");
+    // Twenty more, one after another.
+    let seen = frames.len();
+    let later: Vec<u32> = (7..=45).step_by(2).collect();
+    for id in &later {
+        s.write_all(&h2_get_frame(*id)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let frames = h2_frames_until(&mut s, &mut got, |f| {
+        f[seen..]
+            .iter()
+            .filter(|x| matches!(x.0, HEADERS | RST_STREAM))
+            .count()
+            >= later.len()
+    })
+    .await;
+    let answers: Vec<_> = frames[seen..]
+        .iter()
+        .filter(|x| matches!(x.0, HEADERS | RST_STREAM))
+        .collect();
+    assert_eq!(answers.len(), later.len(), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|x| x.0 == RST_STREAM && x.2 == REFUSED_STREAM),
+        "{answers:?}"
+    );
+    assert_eq!(a.hits(), 3);
+    p.stop().await;
+}

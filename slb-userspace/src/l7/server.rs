@@ -2,7 +2,6 @@
 //! (detected), keep-alive idle timeout, request limit per connection,
 //! graceful close on shutdown or when the listener is removed.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -156,7 +155,7 @@ async fn drive<I>(
             let rt = runtime.borrow().clone();
             let state = state.clone();
             let shared = shared.clone();
-            async move { Ok::<_, Infallible>(service::handle(req, rt, state, shared).await) }
+            async move { service::handle(req, rt, state, shared).await }
         })
     };
 

@@ -257,18 +257,30 @@ impl Drop for Abandoned<'_> {
     }
 }
 
-/// Answers one request.
+/// Answers one request. An HTTP/2 stream beyond the connection's request
+/// limit is refused: the server library resets it with the error's reason.
 pub async fn handle(
     req: Request<Incoming>,
     rt: Arc<Runtime>,
     conn: Arc<Conn>,
     shared: Arc<Shared>,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, h2::Error> {
+    let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    if n > rt.l7.max_requests_per_connection && req.version() == Version::HTTP_2 {
+        // The limit was reached and GOAWAY sent, but the server library's
+        // GOAWAY admits any stream until the client acknowledges its PING
+        // (the final GOAWAY, naming the last stream, comes after that): a
+        // client that never does could open streams without end.
+        // REFUSED_STREAM tells it the request was not processed and may be
+        // sent again on another connection (RFC 9113 §8.7), as it would
+        // send a stream above nginx's GOAWAY.
+        debug!(peer = %conn.peer, "HTTP/2 stream beyond the request limit refused");
+        return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
+    }
     let active = ActiveRequest::enter(&conn);
     if req.version() == Version::HTTP_2 {
         conn.set_h2();
     }
-    let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let last = n >= rt.l7.max_requests_per_connection;
     if last {
         conn.close.notify_one();
@@ -351,7 +363,7 @@ pub async fn handle(
         status,
         log,
     };
-    Response::from_parts(parts, Tracked::new(body, done))
+    Ok(Response::from_parts(parts, Tracked::new(body, done)))
 }
 
 /// Where a request goes.
