@@ -1672,3 +1672,29 @@ async fn h2_streams_beyond_max_requests_are_refused() {
     assert_eq!(a.hits(), 3);
     p.stop().await;
 }
+
+/// An HTTP/1.0 client asking for keep-alive keeps its connection only when
+/// the response has a length: one the backend sent in chunks (which 1.0
+/// cannot carry) ends with the connection, and its header must not say
+/// `Connection: keep-alive` (the client would take the body for framed and
+/// wait for its end, or send its next request into a closing connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_keep_alive_is_not_promised_for_a_body_of_unknown_length() {
+    let backend = ScriptedBackend::start(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let p = backend.proxy().await;
+    let r = exchange(
+        &p,
+        b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 200"), "{r}");
+    assert!(!head.contains("keep-alive"), "{r}");
+    assert!(!head.contains("transfer-encoding"), "{r}");
+    assert_eq!(body, "hello");
+    p.stop().await;
+}

@@ -343,7 +343,7 @@ pub async fn handle(
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
-    } else if keep_alive_10 {
+    } else if keep_alive_10 && framed_for_http10(&response) {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("keep-alive"));
@@ -364,6 +364,17 @@ pub async fn handle(
         log,
     };
     Ok(Response::from_parts(parts, Tracked::new(body, done)))
+}
+
+/// Can an HTTP/1.0 client tell where this response ends without the
+/// connection closing? HTTP/1.0 has no chunks: a body of unknown length
+/// (a backend's chunked one, gzip's) is sent until the connection closes,
+/// so the response must not promise keep-alive (RFC 9112 §9.3 and C.2.2:
+/// persistence with a 1.0 client needs a Content-Length).
+fn framed_for_http10(response: &Response<ResponseBody>) -> bool {
+    use hyper::body::Body as _;
+    let body = response.body();
+    body.is_end_stream() || body.size_hint().exact().is_some()
 }
 
 /// Where a request goes.
