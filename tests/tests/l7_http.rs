@@ -1487,6 +1487,13 @@ async fn a_removed_listener_drains_its_requests() {
 /// backend whose keep-alive timeout ends as a request arrives looks like.
 /// Returns its port and the connections it accepted.
 async fn closes_reused_connections() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    counting_backend(1).await
+}
+
+/// A backend that answers `answers` requests on each connection (kept
+/// alive), then reads the next one and closes without answering. Returns
+/// its port and the connections it accepted.
+async fn counting_backend(answers: usize) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -1510,13 +1517,15 @@ async fn closes_reused_connections() -> (u16, std::sync::Arc<std::sync::atomic::
                         }
                     }
                 }
-                if !head(&mut s).await {
-                    return;
+                for _ in 0..answers {
+                    if !head(&mut s).await {
+                        return;
+                    }
+                    let _ = s
+                        .get_mut()
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
                 }
-                let _ = s
-                    .get_mut()
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
                 head(&mut s).await;
             });
         }
@@ -1550,6 +1559,49 @@ async fn a_pooled_connection_closed_under_a_request_is_retried_when_idempotent()
     let post = send(&c, "POST", &p.url("web", "/"), &[], "").await;
     assert_eq!(post.status, 502, "{}", post.body);
     assert_eq!(conns.load(Ordering::SeqCst), 2, "the POST was sent again");
+    p.stop().await;
+}
+
+/// A reload that leaves a backend as it was keeps its pooled connections
+/// (the backend sees no new connection); one that changes its connect
+/// timeout starts a new pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_pooled_connections_of_unchanged_backends() {
+    use std::sync::atomic::Ordering;
+    let (port, conns) = counting_backend(usize::MAX).await;
+    let config = |listen: u16, extra: &str| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
+            listener("web", "http", listen, extra)
+        )
+    };
+    let (p, _) = start_proxy(&["web"], |ports| config(ports[0], "")).await;
+    let listen = p.addr("web").port();
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(get(&c, &p.url("web", "/"), &[]).await.status, 200);
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    p.reload(&config(listen, "client_idle_timeout = \"20s\""))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&c, &p.url("web", "/"), &[]).await.status, 200);
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "the reload dropped the pool"
+    );
+    p.reload(&config(listen, "backend_connect_timeout = \"2s\""))
+        .await
+        .unwrap();
+    assert_eq!(get(&c, &p.url("web", "/"), &[]).await.status, 200);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        2,
+        "a new pool for the new timeout"
+    );
     p.stop().await;
 }
 

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::metrics::L7Metrics;
 use super::server::{self, SHUTDOWN_GRACE};
 use super::service::Shared;
-use super::state::{Counters, Runtime};
+use super::state::{Counters, Pools, Runtime};
 use super::tls::Resumption;
 use super::L7Error;
 use crate::config::Listener;
@@ -57,6 +57,7 @@ pub struct ProxyHandle {
 struct State {
     served: Vec<Served>,
     counters: Counters,
+    pools: Pools,
     /// Session resumption state per https listener, with what its client
     /// certificates were verified against (see [`Resumption`]).
     resumptions: BTreeMap<String, (ClientAuth, Resumption)>,
@@ -113,6 +114,7 @@ impl Proxy {
             state: Mutex::new(State {
                 served: Vec::new(),
                 counters: Counters::default(),
+                pools: Pools::default(),
                 resumptions: BTreeMap::new(),
             }),
             draining: std::sync::Mutex::new(Vec::new()),
@@ -196,7 +198,10 @@ impl ProxyHandle {
         listeners: &[Listener],
         mut sockets: Vec<(String, TcpListener)>,
     ) -> Result<(), L7Error> {
-        let mut st = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        // Through a plain reference: fields borrowed apart (counters and
+        // pools at once) cannot be through the guard.
+        let st = &mut *guard;
         let wanted: Vec<&Listener> = listeners.iter().filter(|l| l.protocol.is_l7()).collect();
 
         // Everything that can fail, before anything changes.
@@ -216,6 +221,7 @@ impl ProxyHandle {
                 listeners,
                 &resumption,
                 &mut st.counters,
+                &mut st.pools,
                 &self.shared.metrics,
             )?);
             resumptions.insert(l.name.clone(), (auth, resumption));
@@ -302,6 +308,7 @@ impl ProxyHandle {
             });
         }
         st.counters.retain_configured(listeners);
+        st.pools.retain_configured(listeners);
         st.resumptions = resumptions;
         Ok(())
     }

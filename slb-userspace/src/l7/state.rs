@@ -77,6 +77,39 @@ impl Counters {
     }
 }
 
+/// Keep-alive connection pools by (listener, backend), outliving reloads:
+/// a reload that leaves a backend as it was keeps its idle connections
+/// (nginx and HAProxy start new workers on reload, which connect anew).
+#[derive(Debug, Default)]
+pub struct Pools(HashMap<(String, SocketAddr), Arc<Pool>>);
+
+impl Pools {
+    /// The pool of `listener`'s backend `addr`: the one it had, unless its
+    /// connect timeout changed (a new pool then; the old one's connections
+    /// close with the last request using them).
+    fn get(&mut self, listener: &str, addr: SocketAddr, connect_timeout: Duration) -> Arc<Pool> {
+        let pool = self
+            .0
+            .entry((listener.to_owned(), addr))
+            .or_insert_with(|| Pool::new(addr, connect_timeout));
+        if pool.connect_timeout() != connect_timeout {
+            *pool = Pool::new(addr, connect_timeout);
+        }
+        pool.clone()
+    }
+
+    /// Forgets the pools of backends no longer configured: their idle
+    /// connections close once the runtimes still using them are gone.
+    pub fn retain_configured(&mut self, listeners: &[Listener]) {
+        self.0.retain(|(name, addr), _| {
+            listeners
+                .iter()
+                .filter(|l| &l.name == name)
+                .any(|l| l.all_backends().iter().any(|b| b.socket_addr() == *addr))
+        });
+    }
+}
+
 #[derive(Debug)]
 pub struct Runtime {
     pub name: String,
@@ -131,6 +164,7 @@ impl Runtime {
         all: &[Listener],
         resumption: &Resumption,
         counters: &mut Counters,
+        pools: &mut Pools,
         metrics: &L7Metrics,
     ) -> Result<Self, L7Error> {
         let Some(l7) = l.l7.clone() else {
@@ -141,7 +175,6 @@ impl Runtime {
             L7Scheduler::Wlc => Algorithm::Wlc,
             L7Scheduler::Hash => Algorithm::Hash,
         };
-        let mut pools: HashMap<SocketAddr, Arc<Pool>> = HashMap::new();
         let mut group = |name: &str, backends: &[config::Backend]| {
             let list: Vec<Backend> = backends
                 .iter()
@@ -156,10 +189,7 @@ impl Runtime {
                     id: backend_id(b.socket_addr()),
                     in_flight: counters.get(&l.name, b.socket_addr()),
                     authority: upstream::authority(b.socket_addr()),
-                    pool: pools
-                        .entry(b.socket_addr())
-                        .or_insert_with(|| Pool::new(b.socket_addr(), l7.backend_connect_timeout))
-                        .clone(),
+                    pool: pools.get(&l.name, b.socket_addr(), l7.backend_connect_timeout),
                 })
                 .collect();
             let weights: Vec<(String, u32)> = list

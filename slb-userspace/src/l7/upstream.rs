@@ -110,6 +110,10 @@ impl Pool {
         self.addr
     }
 
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// The value of `Host` for a request that has none.
     pub fn host(&self) -> &HeaderValue {
         &self.host
