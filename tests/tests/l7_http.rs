@@ -1725,6 +1725,51 @@ async fn h2_streams_beyond_max_requests_are_refused() {
     p.stop().await;
 }
 
+/// An HTTP/2 connection is idle from its last request's end, whatever
+/// frames come after: a client sending only PINGs does not keep it open
+/// past `client_idle_timeout` (it did for ever, as each PING was activity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_pings_alone_do_not_keep_a_connection_open() {
+    const HEADERS: u8 = 1;
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "client_idle_timeout = \"1s\"").await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    s.write_all(&h2_get_frame(1)).await.unwrap();
+    let mut got = Vec::new();
+    let frames = h2_frames_until(&mut s, &mut got, |f| f.iter().any(|x| x.0 == HEADERS)).await;
+    assert!(frames.iter().any(|x| x.0 == HEADERS), "{frames:?}");
+    let answered = Instant::now();
+    let (mut rd, mut wr) = s.into_split();
+    let pinger = tokio::spawn(async move {
+        // PING, 8 bytes of opaque data, every 200 ms.
+        let ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingping";
+        while wr.write_all(ping).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    pinger.abort();
+    assert!(closed.is_ok(), "still open 6 s after the last response");
+    let took = answered.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+    p.stop().await;
+}
+
 /// An HTTP/1.0 client asking for keep-alive keeps its connection only when
 /// the response has a length: one the backend sent in chunks (which 1.0
 /// cannot carry) ends with the connection, and its header must not say

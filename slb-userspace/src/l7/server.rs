@@ -191,13 +191,23 @@ async fn drive<I>(
     let header_timeout = rt.l7.request_header_timeout;
     let mut closing = false;
     let mut hard_deadline: Option<Instant> = None;
+    // When the connection counts as idle if nothing changes. HTTP/1: its
+    // last byte plus the idle timeout (bytes after a response are the next
+    // request's header, which the header timeout then bounds). HTTP/2: its
+    // last request's end (or its first bytes) plus the idle timeout,
+    // whatever frames came since: PINGs or SETTINGS alone would otherwise
+    // keep a connection without requests open for ever.
+    let idle_deadline = || match state.waiting_since() {
+        Some(since) if state.is_h2() => since + idle,
+        _ => activity.deadline(idle),
+    };
     loop {
         // While a request runs, look again after the shorter timeout: the
         // header timeout starts when its response ends.
         let deadline = if state.active.load(Ordering::Relaxed) > 0 {
             Instant::now() + idle.min(header_timeout)
         } else {
-            let quiet = activity.deadline(idle) + Activity::slack();
+            let quiet = idle_deadline() + Activity::slack();
             // Before its first bytes a connection's header deadline is not
             // known, and nothing wakes this loop when they come: look again
             // within the header timeout, or a header trickled in slowly
@@ -239,7 +249,7 @@ async fn drive<I>(
             () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
                 let quiet = state.active.load(Ordering::Relaxed) == 0
-                    && now >= activity.deadline(idle) + Activity::slack();
+                    && now >= idle_deadline() + Activity::slack();
                 if closing {
                     // Closing gracefully needs the client's part too (an
                     // HTTP/2 client must acknowledge the shutdown); one

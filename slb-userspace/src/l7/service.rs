@@ -90,6 +90,12 @@ impl Conn {
         self.h2.store(true, Ordering::Relaxed);
     }
 
+    /// Whether it is known to speak HTTP/2 (from ALPN, or since its first
+    /// HTTP/2 request).
+    pub fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
+    }
+
     /// HTTP/1: when the connection is to be closed if the request header it
     /// waits for is still not complete: `timeout` after it began waiting
     /// (the last response ended; on a new connection, the first bytes came,
