@@ -101,6 +101,19 @@ fn access_log_lines() {
                 assert!(got.starts_with(&format!("HTTP/1.1 {want} ")), "{got:?}");
             }
 
+            // A Host that is no host (400) is logged as a field of its
+            // own: its spaces, quotes and tabs cannot forge the fields
+            // after it.
+            let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+            s.write_all(
+                b"GET /forged HTTP/1.1\r\nHost: x\t\"GET /admin HTTP/1.1\" 200 1 -\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got).await;
+            assert!(got.starts_with(b"HTTP/1.1 400 "), "{:?}", String::from_utf8_lossy(&got));
+
             // An HTTP/2 stream reset while the backend works.
             let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
             let (mut sender, _conn) = h2_over(tcp).await;
@@ -143,6 +156,15 @@ fn access_log_lines() {
         assert_eq!(after[..4], [status, "0", "-", "-"], "{line}");
         assert!(after[4].parse::<f64>().is_ok(), "{line}");
     }
+    // Time, client, host, request line (three words in quotes), then
+    // the five fields after it.
+    let forged = log.line("/forged");
+    let own = forged.split_once("slb::access: ").unwrap().1;
+    let words: Vec<&str> = own.split_whitespace().collect();
+    assert_eq!(words.len(), 11, "{own:?}");
+    assert_eq!(own.matches('"').count(), 2, "{own:?}");
+    assert_eq!(words[3..6], ["\"GET", "/forged", "HTTP/1.1\""], "{own:?}");
+    assert_eq!(words[6], "400", "{own:?}");
     let reset = fields("\"GET /sleep/1000 HTTP/2.0\"");
     assert_eq!(reset[..2], ["499", "0"], "{reset:?}");
     assert!(reset[4].parse::<f64>().unwrap() >= 0.2, "{reset:?}");

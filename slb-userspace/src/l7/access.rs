@@ -6,17 +6,22 @@
 //! ```
 //!
 //! Fields: time (UTC, when the request arrived), client address, host (`-`
-//! when none), request line (`"-"` for a request the server library could
+//! when none; as the request named it, also when it was refused as no
+//! host), request line (`"-"` for a request the server library could
 //! not parse, answered by it with a bare 400, 414 or 431), status, body
 //! bytes sent, upstream address and upstream time in seconds (of the last
 //! backend tried: with retries, the one that answered, or failed, last;
 //! `-` when the proxy answered without one: redirects, 400/431/501/503
 //! pages, abandoned requests), total time in seconds (until the last byte
 //! of the response was handed to the client).
+//! In the host and the request target, anything but visible ASCII is
+//! logged as `?` and `"` as `'`: each field stays one word (the request
+//! line one quoted string) whatever a client sends.
 //! A request whose client went away before its response began (an HTTP/2
 //! stream reset, a closed connection) is logged with status 499, as by
 //! nginx.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -54,7 +59,9 @@ impl Entry {
             "{} {} {} ",
             rfc3339(self.time),
             self.client.to_canonical(),
-            self.host.as_deref().unwrap_or("-"),
+            // The client's `Host` as it came (a bad one is logged with its
+            // 400): its spaces and quotes could otherwise forge fields.
+            self.host.as_deref().map_or(Cow::Borrowed("-"), sanitize),
         );
         match &self.request {
             Some(r) => {
@@ -90,12 +97,19 @@ impl Entry {
     }
 }
 
-/// Keeps a log line on one line and its quotes balanced.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .map(|c| if c == '"' { '\'' } else { c })
-        .collect()
+/// Keeps a field one word, its line one line and its quotes balanced:
+/// anything but visible ASCII becomes `?`, `"` becomes `'`. Borrowed when
+/// there is nothing to replace (the usual case).
+fn sanitize(s: &str) -> Cow<'_, str> {
+    if s.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+            .map(|c| if c == '"' { '\'' } else { c })
+            .collect(),
+    )
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
