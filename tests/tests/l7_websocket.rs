@@ -464,3 +464,206 @@ async fn a_handshake_with_a_body_is_refused() {
     task.abort();
     p.stop().await;
 }
+
+/// A handshake as a WebSocket client sends it, with a subprotocol and an
+/// extension offered.
+const HANDSHAKE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+
+/// Reads a response head (up to the blank line) from `s`; returns it and
+/// any bytes read after it.
+async fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return (String::from_utf8_lossy(&buf).to_lowercase(), rest);
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("response head within 5 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before a head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subprotocol_and_extension_fields_pass_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // To the backend: what the client offered.
+    let (echo, task) = echo_server().await;
+    let p = proxy_to(echo, "").await;
+    let mut s = TcpStream::connect(p.addr("ws")).await.unwrap();
+    s.write_all(HANDSHAKE).await.unwrap();
+    let (head, _) = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    let heads = HEADS.lock().unwrap().clone();
+    let ours = heads
+        .iter()
+        .find(|h| h.contains("sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ=="))
+        .unwrap_or_else(|| panic!("{heads:?}"));
+    assert!(
+        ours.contains("sec-websocket-protocol: chat, superchat"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("sec-websocket-extensions: permessage-deflate; client_max_window_bits"),
+        "{ours}"
+    );
+    task.abort();
+    p.stop().await;
+
+    // To the client: what the backend chose, and whatever bytes follow
+    // the 101 (the proxy does not read them), then its close.
+    let backend = ScriptedBackend::start(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n\x00\xffnot a frame",
+    )
+    .await;
+    let p = backend.proxy().await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(HANDSHAKE).await.unwrap();
+    let (head, mut rest) = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(
+        head.contains("\r\nsec-websocket-protocol: chat\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nsec-websocket-extensions: permessage-deflate\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{head}"
+    );
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+        .await
+        .expect("the backend's close passed on")
+        .unwrap();
+    assert_eq!(rest, b"\x00\xffnot a frame");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_is_passed_on_and_the_connection_stays_usable() {
+    let backend =
+        ScriptedBackend::start(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\nno way").await;
+    let p = backend.proxy().await;
+    let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(tcp))
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn.with_upgrades());
+    for upgrade in [true, false] {
+        let mut req = http::Request::get("/chat").header("host", "ws.test");
+        if upgrade {
+            req = req
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        }
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            sender.send_request(req.body(http_body_util::Empty::new()).unwrap()),
+        )
+        .await
+        .expect("answered")
+        .expect("on the same connection");
+        let got = collect(res).await;
+        assert_eq!(got.status, 403, "upgrade: {upgrade}");
+        assert_eq!(got.body, "no way");
+    }
+    conn.abort();
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_half_close_reaches_the_backend_which_can_still_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        read_request_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .unwrap();
+        // Everything the client sent, up to its FIN.
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        s.write_all(b"got ").await.unwrap();
+        s.write_all(&got).await.unwrap();
+        // Dropped: FIN.
+    });
+    let echo: SocketAddr = ([127, 0, 0, 1], port).into();
+    let p = proxy_to(echo, "").await;
+    let mut s = TcpStream::connect(p.addr("ws")).await.unwrap();
+    s.write_all(HANDSHAKE).await.unwrap();
+    let (head, mut rest) = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    s.write_all(b"last words").await.unwrap();
+    s.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+        .await
+        .expect("answer and close within 3 s")
+        .unwrap();
+    assert_eq!(rest, b"got last words");
+    backend.await.unwrap();
+    p.stop().await;
+}
+
+/// Reads a request head from a raw backend connection.
+async fn read_request_head(s: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed in the head");
+        buf.push(b[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tunnels_carry_large_binary_messages_intact() {
+    let (echo, task) = echo_server().await;
+    let p = proxy_to(echo, "").await;
+    let addr = p.addr("ws");
+    let tunnels: Vec<_> = (0..40u32)
+        .map(|t| {
+            tokio::spawn(async move {
+                let (mut ws, _) = ws_connect(addr, "/").await;
+                // Sizes around frame-header boundaries (125, 65535) and a
+                // large one; content that shows reordering or loss.
+                for len in [1usize, 125, 126, 65_535, 65_536, 1 << 20] {
+                    let data: Vec<u8> = (0..len)
+                        .map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(t) as u8)
+                        .collect();
+                    ws.send(Message::binary(data.clone())).await.unwrap();
+                    let back = tokio::time::timeout(Duration::from_secs(20), ws.next())
+                        .await
+                        .expect("echo within 20 s")
+                        .unwrap()
+                        .unwrap();
+                    assert!(back.is_binary());
+                    assert!(back.into_data() == data, "tunnel {t}, {len} bytes");
+                }
+                ws.close(None).await.unwrap();
+            })
+        })
+        .collect();
+    for t in tunnels {
+        t.await.unwrap();
+    }
+    task.abort();
+    p.stop().await;
+}
