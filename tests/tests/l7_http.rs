@@ -1795,3 +1795,74 @@ async fn http10_keep_alive_is_not_promised_for_a_body_of_unknown_length() {
     assert_eq!(body, "hello");
     p.stop().await;
 }
+
+/// A chunked response is compressed as it streams: what the backend sent
+/// reaches the client, decompressible, while the backend still works on
+/// the rest (no holding the body back until it ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_streams_a_chunked_response() {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let first = "<p>first part</p>".repeat(60);
+    let first_chunk = first.clone();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first_chunk}\r\n",
+            first_chunk.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = s.write_all(b"4\r\nrest\r\n0\r\n\r\n").await;
+    });
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
+            listener("web", "http", ports[0], "gzip = true")
+        )
+    })
+    .await;
+    let req = http::Request::get(p.url("web", "/stream"))
+        .header("accept-encoding", "gzip")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let mut body = res.into_body();
+    let (mut to_decoder, from_proxy) = tokio::io::duplex(1 << 16);
+    let mut decoder =
+        async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(from_proxy));
+    let mut out = vec![0u8; first.len()];
+    let started = std::time::Instant::now();
+    let read = async { tokio::io::AsyncReadExt::read_exact(&mut decoder, &mut out).await };
+    let feed = async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                to_decoder.write_all(&data).await.unwrap();
+            }
+        }
+        to_decoder.shutdown().await.unwrap();
+    };
+    tokio::pin!(feed);
+    tokio::select! {
+        r = read => { r.unwrap(); }
+        () = &mut feed => panic!("body ended before the first part was decoded"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "first part after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(String::from_utf8(out).unwrap(), first);
+    feed.await;
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut decoder, &mut rest)
+        .await
+        .unwrap();
+    assert_eq!(rest, "rest");
+    backend.await.unwrap();
+    p.stop().await;
+}
