@@ -59,20 +59,34 @@ fn access_log_lines() {
         .enable_all()
         .build()
         .unwrap();
-    let (a_addr, refused_addr) = tracing::subscriber::with_default(subscriber, || {
+    let (a_addr, refused_addr, ws_port) = tracing::subscriber::with_default(subscriber, || {
         rt.block_on(async {
             let a = Backend::start("a").await;
             let refused = refused_addr().await;
-            let (p, _) = start_proxy(&["web", "down"], |ports| {
+            let ws = ScriptedBackend::start(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\ntunnelled",
+            )
+            .await;
+            let (p, _) = start_proxy(&["web", "down", "ws"], |ports| {
                 format!(
-                    "{}{}{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
+                    "{}{}{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {}\n",
                     listener("web", "http", ports[0], "max_header_size = 65536"),
                     a.toml("listener.backend", 100),
                     listener("down", "http", ports[1], ""),
-                    refused.port()
+                    refused.port(),
+                    listener("ws", "http", ports[2], ""),
+                    ws.port,
                 )
             })
             .await;
+            // A WebSocket handshake: logged when its 101 goes out.
+            let mut s = TcpStream::connect(p.addr("ws")).await.unwrap();
+            s.write_all(b"GET /socket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got)).await;
+            assert!(got.ends_with(b"tunnelled"), "{:?}", String::from_utf8_lossy(&got));
             let c = client();
             let got = get(&c, &p.url("web", "/ok?x=1"), &[]).await;
             assert_eq!(got.status, 200);
@@ -125,7 +139,7 @@ fn access_log_lines() {
             .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             p.stop().await;
-            (a.addr, refused)
+            (a.addr, refused, ws.port)
         })
     });
     // After the request line: status, bytes, upstream, upstream time,
@@ -165,6 +179,14 @@ fn access_log_lines() {
     assert_eq!(own.matches('"').count(), 2, "{own:?}");
     assert_eq!(words[3..6], ["\"GET", "/forged", "HTTP/1.1\""], "{own:?}");
     assert_eq!(words[6], "400", "{own:?}");
+    // The handshake's line: 101, no body bytes, its backend; the tunnel's
+    // bytes are not counted (README).
+    let ws = fields("\"GET /socket HTTP/1.1\"");
+    assert_eq!(
+        ws[..3],
+        ["101", "0", &format!("127.0.0.1:{ws_port}")],
+        "{ws:?}"
+    );
     let reset = fields("\"GET /sleep/1000 HTTP/2.0\"");
     assert_eq!(reset[..2], ["499", "0"], "{reset:?}");
     assert!(reset[4].parse::<f64>().unwrap() >= 0.2, "{reset:?}");

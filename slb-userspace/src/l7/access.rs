@@ -17,6 +17,8 @@
 //! In the host and the request target, anything but visible ASCII is
 //! logged as `?` and `"` as `'`: each field stays one word (the request
 //! line one quoted string) whatever a client sends.
+//! A WebSocket handshake is logged when its 101 is sent (0 bytes, the
+//! handshake's times), not when its tunnel ends.
 //! A request whose client went away before its response began (an HTTP/2
 //! stream reset, a closed connection) is logged with status 499, as by
 //! nginx.
