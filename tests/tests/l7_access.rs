@@ -189,5 +189,8 @@ fn access_log_lines() {
     );
     let reset = fields("\"GET /sleep/1000 HTTP/2.0\"");
     assert_eq!(reset[..2], ["499", "0"], "{reset:?}");
-    assert!(reset[4].parse::<f64>().unwrap() >= 0.2, "{reset:?}");
+    // Given up 200 ms after it was sent: the proxy may start the clock
+    // late under load (and its coarse clock reads up to a tick late), but
+    // the total covers the time the request ran.
+    assert!(reset[4].parse::<f64>().unwrap() >= 0.1, "{reset:?}");
 }
