@@ -3,7 +3,7 @@
 use slb_tests::{
     config::{render, ListenerSpec},
     servers::{echo_bulk, tcp_hello, tcp_hello_from, udp_ask, NameServer},
-    topology::{backend4, CLIENT4, PROBE4, VIP4},
+    topology::{backend4, backend6, CLIENT4, CLIENT6, PROBE4, PROBE6, SNAT6, VIP4, VIP6},
     Agent, Topology,
 };
 use std::{
@@ -354,4 +354,83 @@ fn removing_an_allow_list_refuses_no_admitted_client_meanwhile() {
         "of {} new flows sent during the reload",
         sent.load(Ordering::Relaxed)
     );
+}
+
+fn vip6(port: u16) -> SocketAddr {
+    SocketAddr::new(VIP6.into(), port)
+}
+
+/// A listener of `protocol` on `vip` to `port` of every backend of the
+/// family, equal weights.
+fn listener_to(
+    name: &str,
+    vip: SocketAddr,
+    protocol: &'static str,
+    backend_port: u16,
+    n: usize,
+) -> ListenerSpec {
+    let mut l = ListenerSpec::new(name, vip.ip(), vip.port(), protocol);
+    for i in 0..n {
+        let b: IpAddr = if vip.is_ipv4() {
+            backend4(i).into()
+        } else {
+            backend6(i).into()
+        };
+        l = l.backend(b, backend_port, 1);
+    }
+    l
+}
+
+fn udp_answers(t: &Topology, to: SocketAddr, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|i| {
+            udp_ask(&t.client, to, format!("q{i}").as_bytes(), T)
+                .unwrap_or_else(|e| panic!("datagram {i} to {to}: {e:#}"))
+        })
+        .collect()
+}
+
+/// `nat` over IPv6, TCP and UDP, next to a `fullnat` listener on another
+/// port of the same VIP: each listener translates its own way (the `nat`
+/// backends see the client, the `fullnat` ones the local-address pool).
+#[test]
+fn nat_over_ipv6_next_to_fullnat_on_the_same_vip() {
+    let t = Topology::new("n6", 2).unwrap();
+    let nat_tcp = t.tcp_servers(8080, true);
+    let full_tcp = t.tcp_servers(8081, true);
+    let nat_udp = t.udp_servers(5353, true);
+    let web = listener_to("web6", vip6(80), "tcp", 8080, 2).extra("forwarding = \"nat\"");
+    let full = listener_to("full6", vip6(81), "tcp", 8081, 2);
+    let dns = listener_to("dns6", vip6(53), "udp", 5353, 2).extra("forwarding = \"nat\"");
+    let _agent = Agent::start(&t.lb, "n6", |d| render(2, d, &[web, full, dns])).unwrap();
+
+    let c = count(&t, vip6(80), 40);
+    assert_eq!(c.len(), 2, "{c:?}");
+    let c = count(&t, vip6(81), 40);
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert_eq!(udp_answers(&t, vip6(53), 40).len(), 2);
+
+    let client = IpAddr::V6(CLIENT6);
+    for s in nat_tcp.iter().chain(&nat_udp) {
+        let peers = s.peers();
+        assert!(peers.contains(&client), "{} saw {peers:?}", s.name);
+        assert!(
+            peers
+                .iter()
+                .all(|p| *p == client || *p == IpAddr::V6(PROBE6)),
+            "{} saw {peers:?}",
+            s.name
+        );
+    }
+    for s in &full_tcp {
+        let peers = s.peers();
+        assert!(
+            peers
+                .iter()
+                .any(|p| SNAT6.iter().any(|a| *p == IpAddr::V6(*a))),
+            "{} saw {peers:?}",
+            s.name
+        );
+        assert!(!peers.contains(&client), "{} saw {peers:?}", s.name);
+    }
 }
