@@ -295,9 +295,22 @@ impl Topology {
         Ok(v)
     }
 
+    /// Extra client addresses fd00::3 ... (IPv6 twin of
+    /// [`Topology::add_client_addrs`]).
+    pub fn add_client_addrs6(&self, n: usize) -> Result<Vec<IpAddr>> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let a = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3 + i as u16);
+            addr(&self.client, "eth0", &format!("{a}/64"))?;
+            v.push(IpAddr::V6(a));
+        }
+        Ok(v)
+    }
+
     /// Prepares direct routing: each backend holds the VIPs on `lo` (ARP
     /// for them ignored, as an LVS-DR real server must) and gets its own
-    /// return link to the client, so replies never pass the load balancer.
+    /// return link to the client (IPv4 and IPv6), so replies never pass
+    /// the load balancer.
     pub fn prepare_direct_routing(&self, vips: &[IpAddr]) -> Result<()> {
         self.client.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
         for (i, b) in self.backends.iter().enumerate() {
@@ -320,6 +333,16 @@ impl Topology {
                 &format!("{CLIENT4}/32"),
                 "via",
                 &format!("10.1.{}.2", i + 1),
+            ])?;
+            addr(b, "ret0", &format!("fd01:{}::1/64", i + 1))?;
+            addr(&self.client, &client_dev, &format!("fd01:{}::2/64", i + 1))?;
+            b.ip(&[
+                "-6",
+                "route",
+                "add",
+                &format!("{CLIENT6}/128"),
+                "via",
+                &format!("fd01:{}::2", i + 1),
             ])?;
         }
         Ok(())

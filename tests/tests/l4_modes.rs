@@ -434,3 +434,82 @@ fn nat_over_ipv6_next_to_fullnat_on_the_same_vip() {
         assert!(!peers.contains(&client), "{} saw {peers:?}", s.name);
     }
 }
+
+/// Waits for the first health check of every backend of `listener`: in
+/// `dr` mode those resolve the backends' neighbours.
+fn wait_probed(agent: &Agent, listener: &str, addrs: &[String]) {
+    for a in addrs {
+        let start = std::time::Instant::now();
+        while agent.backend_status(listener, a).unwrap()["reason"].is_null() {
+            assert!(start.elapsed() < T, "{a} never probed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `dr` over IPv6 for TCP, and over IPv4 for UDP: the backends hold the
+/// VIPs on `lo` and answer the client directly over their return links.
+#[test]
+fn dr_over_ipv6_and_udp_replies_bypass_the_lb() {
+    let t = Topology::new("d6", 2).unwrap();
+    t.prepare_direct_routing(&[VIP4.into(), VIP6.into()])
+        .unwrap();
+    let _tcp: Vec<_> = (0..2)
+        .map(|i| {
+            NameServer::tcp(
+                &t.backends[i],
+                "[::]:80".parse().unwrap(),
+                &format!("b{}", i + 1),
+            )
+            .unwrap()
+        })
+        .collect();
+    // A DR real server's UDP answer must come from the VIP: bound to it.
+    let _udp: Vec<_> = (0..2)
+        .map(|i| NameServer::udp(&t.backends[i], vip(53), &format!("u{}", i + 1)).unwrap())
+        .collect();
+    // What the UDP checks ask (at the backends' own addresses).
+    let _probed = t.udp_servers(53, false);
+    let web = listener_to("web6", vip6(80), "tcp", 80, 2).extra("forwarding = \"dr\"");
+    let web4 = listener_to("web4", vip(80), "tcp", 80, 2).extra("forwarding = \"dr\"");
+    let dns = listener_to("dns", vip(53), "udp", 53, 2).extra("forwarding = \"dr\"");
+    let agent = Agent::start(&t.lb, "d6", |d| render(2, d, &[web, web4, dns])).unwrap();
+    wait_probed(
+        &agent,
+        "web6",
+        &(0..2)
+            .map(|i| format!("[{}]:80", backend6(i)))
+            .collect::<Vec<_>>(),
+    );
+    wait_probed(
+        &agent,
+        "web4",
+        &(0..2)
+            .map(|i| format!("{}:80", backend4(i)))
+            .collect::<Vec<_>>(),
+    );
+
+    let rx = || -> u64 {
+        (1..=2)
+            .map(|i| t.lb_rx_packets(&format!("be{i}")).unwrap())
+            .sum()
+    };
+    let rx_before = rx();
+    let c = count(&t, vip6(80), 40);
+    assert_eq!(c.len(), 2, "{c:?}");
+    let (_, mut conn) = tcp_hello(&t.client, vip6(80), T).unwrap();
+    echo_bulk(&mut conn, 300_000).unwrap();
+    assert_eq!(udp_answers(&t, vip(53), 40).len(), 2);
+    // Well over 300 packets answered; what reached the LB from the
+    // backends meanwhile is health-check traffic only.
+    assert!(
+        rx() - rx_before < 100,
+        "the LB received {} packets from the backends",
+        rx() - rx_before
+    );
+    for name in ["web6", "dns"] {
+        let l = listener_status(&agent, name);
+        assert_eq!(l["counters"]["packets_out"], 0, "{l}");
+        assert!(l["counters"]["packets_in"].as_u64().unwrap() >= 40, "{l}");
+    }
+}
