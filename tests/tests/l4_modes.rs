@@ -2,7 +2,7 @@
 //! real XDP in the namespace test bed, with real TCP and UDP traffic.
 use slb_tests::{
     config::{render, ListenerSpec},
-    servers::{echo_bulk, tcp_hello, tcp_hello_from, udp_ask, NameServer},
+    servers::{echo_bulk, tcp_hello, tcp_hello_from, udp_ask, HttpServer, NameServer},
     topology::{backend4, backend6, CLIENT4, CLIENT6, PROBE4, PROBE6, SNAT6, VIP4, VIP6},
     Agent, Topology,
 };
@@ -511,5 +511,132 @@ fn dr_over_ipv6_and_udp_replies_bypass_the_lb() {
         let l = listener_status(&agent, name);
         assert_eq!(l["counters"]["packets_out"], 0, "{l}");
         assert!(l["counters"]["packets_in"].as_u64().unwrap() >= 40, "{l}");
+    }
+}
+
+/// A connection to `to` that landed on backend `name` (new ones until
+/// one does).
+fn tcp_on(t: &Topology, to: SocketAddr, name: &str) -> std::net::TcpStream {
+    for _ in 0..200 {
+        let (got, conn) = tcp_hello(&t.client, to, T).unwrap();
+        if got == name {
+            return conn;
+        }
+    }
+    panic!("no connection to {to} landed on {name}");
+}
+
+/// A UDP socket of the client whose flow to `to` landed on backend `name`.
+fn udp_on(t: &Topology, to: SocketAddr, name: &str) -> std::net::UdpSocket {
+    let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    for _ in 0..200 {
+        let sock = t
+            .client
+            .enter(|| std::net::UdpSocket::bind(bind))
+            .unwrap()
+            .unwrap();
+        sock.set_read_timeout(Some(T)).unwrap();
+        if udp_send_recv(&sock, to) == name {
+            return sock;
+        }
+    }
+    panic!("no UDP flow to {to} landed on {name}");
+}
+
+fn udp_send_recv(sock: &std::net::UdpSocket, to: SocketAddr) -> String {
+    sock.send_to(b"q", to).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("no answer from {to}: {e}"));
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// SPEC §3: a backend marked down by its health checks loses its
+/// established flows on their next packet, in every mode and family: a
+/// TCP connection's next segment reaches the new backend, which resets
+/// it (the client learns at once instead of talking on to a server the
+/// checks gave up on); a UDP flow's next datagram is answered by a live
+/// backend. Here the down backend's service stays up (only its check
+/// endpoint fails), so a flow left on it would still be answered.
+#[test]
+fn flows_of_a_backend_marked_down_move_on_their_next_packet() {
+    use std::io::{Read, Write};
+    let t = Topology::new("mv", 2).unwrap();
+    // Dual-stack servers: one for both families' listeners.
+    let dual = |port: u16| SocketAddr::new("::".parse().unwrap(), port);
+    let _tcp: Vec<_> = (0..2)
+        .map(|i| NameServer::tcp(&t.backends[i], dual(8080), &format!("b{}", i + 1)).unwrap())
+        .collect();
+    let _udp: Vec<_> = (0..2)
+        .map(|i| NameServer::udp(&t.backends[i], dual(5353), &format!("u{}", i + 1)).unwrap())
+        .collect();
+    let checks: Vec<_> = (0..2)
+        .map(|i| HttpServer::start(&t.backends[i], dual(9000), 200).unwrap())
+        .collect();
+    let check = r#"health_check = { protocol = "http", port = 9000, interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+    let tcp = [
+        ("full4", vip(80), "fullnat"),
+        ("nat4", vip(81), "nat"),
+        ("nat6", vip6(81), "nat"),
+    ];
+    let udp = [("full6u", vip6(53), "fullnat"), ("nat4u", vip(54), "nat")];
+    let mut specs = Vec::new();
+    for (name, to, mode, proto, port) in tcp
+        .iter()
+        .map(|(n, v, m)| (n, v, m, "tcp", 8080))
+        .chain(udp.iter().map(|(n, v, m)| (n, v, m, "udp", 5353)))
+    {
+        specs.push(
+            listener_to(name, *to, proto, port, 2)
+                .extra(&format!("forwarding = \"{mode}\""))
+                .extra(check),
+        );
+    }
+    let agent = Agent::start(&t.lb, "mv", |d| render(2, d, &specs)).unwrap();
+
+    let mut on_b1: Vec<_> = tcp.iter().map(|(_, to, _)| tcp_on(&t, *to, "b1")).collect();
+    let mut on_b2: Vec<_> = tcp.iter().map(|(_, to, _)| tcp_on(&t, *to, "b2")).collect();
+    let udp_b1: Vec<_> = udp.iter().map(|(_, to, _)| udp_on(&t, *to, "u1")).collect();
+
+    checks[0].set_status(503);
+    for (name, to, _) in tcp.iter().chain(&udp) {
+        let port = if tcp.iter().any(|l| l.0 == *name) {
+            8080
+        } else {
+            5353
+        };
+        let b1 = SocketAddr::new(
+            if to.is_ipv4() {
+                backend4(0).into()
+            } else {
+                backend6(0).into()
+            },
+            port,
+        );
+        agent
+            .wait_backend_state(name, &b1.to_string(), "down", Duration::from_secs(6))
+            .unwrap();
+    }
+
+    for ((name, _, mode), conn) in tcp.iter().zip(&mut on_b1) {
+        conn.set_read_timeout(Some(T)).unwrap();
+        conn.write_all(b"still there?").unwrap();
+        let mut buf = [0u8; 12];
+        match conn.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("{name} ({mode}): connection on the down backend got {other:?}"),
+        }
+    }
+    for ((name, _, _), conn) in tcp.iter().zip(&mut on_b2) {
+        conn.set_read_timeout(Some(T)).unwrap();
+        conn.write_all(b"still there?").unwrap();
+        let mut buf = [0u8; 12];
+        conn.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("{name}: connection on the live backend: {e}"));
+        assert_eq!(&buf, b"still there?");
+    }
+    for ((name, to, mode), sock) in udp.iter().zip(&udp_b1) {
+        assert_eq!(udp_send_recv(sock, *to), "u2", "{name} ({mode})");
     }
 }
