@@ -640,3 +640,43 @@ fn flows_of_a_backend_marked_down_move_on_their_next_packet() {
         assert_eq!(udp_send_recv(sock, *to), "u2", "{name} ({mode})");
     }
 }
+
+/// `source_ip` persistence, `sh` and `wlc` over IPv6: each of several
+/// client addresses stays on one backend (whole 128-bit addresses, not a
+/// part of them: clients spread), and `wlc` splits long-lived connections
+/// by weight.
+#[test]
+fn persistence_sh_and_wlc_over_ipv6() {
+    let t = Topology::new("p6", 2).unwrap();
+    let _a = t.tcp_servers(8080, true);
+    let sticky = listener_to("sticky6", vip6(80), "tcp", 8080, 2)
+        .extra(r#"persistence = { mode = "source_ip", timeout = "30s" }"#);
+    let sh = listener_to("sh6", vip6(81), "tcp", 8080, 2).scheduler("sh");
+    let wlc = listener_to("wlc6", vip6(82), "tcp", 8080, 0)
+        .scheduler("wlc")
+        .backend(backend6(0).into(), 8080, 1)
+        .backend(backend6(1).into(), 8080, 2);
+    let _agent = Agent::start(&t.lb, "p6", |d| render(2, d, &[sticky, sh, wlc])).unwrap();
+
+    let clients = t.add_client_addrs6(12).unwrap();
+    for port in [80, 81] {
+        let mut seen = BTreeSet::new();
+        for c in &clients {
+            let names: BTreeSet<String> = (0..3)
+                .map(|_| tcp_hello_from(&t.client, *c, vip6(port), T).unwrap().0)
+                .collect();
+            assert_eq!(names.len(), 1, "port {port}: {c} moved: {names:?}");
+            seen.extend(names);
+        }
+        assert_eq!(seen.len(), 2, "port {port}: clients spread: {seen:?}");
+    }
+
+    let mut open = Vec::new();
+    let mut c = BTreeMap::new();
+    for _ in 0..30 {
+        let (name, conn) = tcp_hello(&t.client, vip6(82), T).unwrap();
+        *c.entry(name).or_insert(0) += 1;
+        open.push(conn);
+    }
+    assert_eq!((c["b1"], c["b2"]), (10, 20), "{c:?}");
+}
