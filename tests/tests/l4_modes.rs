@@ -680,3 +680,52 @@ fn persistence_sh_and_wlc_over_ipv6() {
     }
     assert_eq!((c["b1"], c["b2"]), (10, 20), "{c:?}");
 }
+
+/// The `dr` side of `flows_of_a_backend_marked_down_move_on_their_next_packet`:
+/// the next segment of a connection on the down backend reaches the live
+/// one, whose reset goes straight to the client (IPv4 and IPv6).
+#[test]
+fn dr_flows_of_a_backend_marked_down_move_on_their_next_packet() {
+    use std::io::{Read, Write};
+    let t = Topology::new("dm", 2).unwrap();
+    t.prepare_direct_routing(&[VIP4.into(), VIP6.into()])
+        .unwrap();
+    let any = |port: u16| SocketAddr::new("::".parse().unwrap(), port);
+    let _tcp: Vec<_> = (0..2)
+        .map(|i| NameServer::tcp(&t.backends[i], any(80), &format!("b{}", i + 1)).unwrap())
+        .collect();
+    let checks: Vec<_> = (0..2)
+        .map(|i| HttpServer::start(&t.backends[i], any(9000), 200).unwrap())
+        .collect();
+    let check = r#"health_check = { protocol = "http", port = 9000, interval = "1s", timeout = "1s", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+    let specs = [
+        listener_to("web4", vip(80), "tcp", 80, 2),
+        listener_to("web6", vip6(80), "tcp", 80, 2),
+    ]
+    .map(|l| l.extra("forwarding = \"dr\"").extra(check));
+    let agent = Agent::start(&t.lb, "dm", |d| render(2, d, &specs)).unwrap();
+    let b1 = [
+        SocketAddr::new(backend4(0).into(), 80),
+        SocketAddr::new(backend6(0).into(), 80),
+    ];
+    for (l, b) in ["web4", "web6"].iter().zip(b1) {
+        wait_probed(&agent, l, &[b.to_string()]);
+    }
+    let mut on_b1 = [tcp_on(&t, vip(80), "b1"), tcp_on(&t, vip6(80), "b1")];
+
+    checks[0].set_status(503);
+    for (l, b) in ["web4", "web6"].iter().zip(b1) {
+        agent
+            .wait_backend_state(l, &b.to_string(), "down", Duration::from_secs(6))
+            .unwrap();
+    }
+    for (l, conn) in ["web4", "web6"].iter().zip(&mut on_b1) {
+        conn.set_read_timeout(Some(T)).unwrap();
+        conn.write_all(b"still there?").unwrap();
+        let mut buf = [0u8; 12];
+        match conn.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("{l}: connection on the down backend got {other:?}"),
+        }
+    }
+}
