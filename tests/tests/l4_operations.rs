@@ -459,13 +459,7 @@ fn a_failed_fresh_start_leaves_no_pins() {
     let pin_dir = agent.dir().join("bpf");
     assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
     assert_eq!(pins_in(&pin_dir), Vec::<String>::new());
-    let taken =
-        t.lb.enter(|| std::net::TcpListener::bind("127.0.0.1:9470"))
-            .unwrap()
-            .unwrap();
-    let err = format!("{:#}", agent.restart().unwrap_err());
-    assert!(err.contains("9470"), "{err}");
-    drop(taken);
+    restart_fails_without_its_metrics_port(&t, &mut agent);
     assert_eq!(pins_in(&pin_dir), Vec::<String>::new(), "pins left behind");
     let cfg = std::fs::read_to_string(&agent.config).unwrap();
     let bigger = cfg.replace("flow_table_size = 65536", "flow_table_size = 131072");
@@ -722,13 +716,7 @@ fn a_restart_without_its_metrics_port_leaves_the_previous_tables() {
     assert!(agent.stop().unwrap().success());
     let good = std::fs::read_to_string(&agent.config).unwrap();
     std::fs::write(&agent.config, render(2, &dir, &[web(2, &[1, 0])])).unwrap();
-    let taken =
-        t.lb.enter(|| std::net::TcpListener::bind("127.0.0.1:9470"))
-            .unwrap()
-            .unwrap();
-    let err = format!("{:#}", agent.restart().unwrap_err());
-    assert!(err.contains("9470"), "{err}");
-    drop(taken);
+    restart_fails_without_its_metrics_port(&t, &mut agent);
     let counts = spread(&t, 20);
     assert!(
         counts.get("b2").is_some_and(|&n| n > 0),
@@ -1061,4 +1049,16 @@ fn a_listener_switched_to_wlc_schedules_by_the_true_active_counts() {
         counts.get("u1").is_some_and(|&n| n >= 4) && counts.get("u2").is_some_and(|&n| n >= 4),
         "equal weights and no active flow at the switch: {counts:?}"
     );
+}
+
+/// Restarts `agent` while its metrics port (9470) is taken in the LB's
+/// namespace: the start must fail, naming the port.
+fn restart_fails_without_its_metrics_port(t: &Topology, agent: &mut Agent) {
+    let taken =
+        t.lb.enter(|| std::net::TcpListener::bind("127.0.0.1:9470"))
+            .unwrap()
+            .unwrap();
+    let err = format!("{:#}", agent.restart().unwrap_err());
+    assert!(err.contains("9470"), "{err}");
+    drop(taken);
 }

@@ -28,17 +28,22 @@ async fn https_proxy(pki: &Pki, backend: &Backend, extra: &str) -> Running {
             (&w_crt, &w_key),
             (&e_crt, &e_key),
         ] {
-            t.push_str(&format!(
-                "\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n",
-                c.display(),
-                k.display()
-            ));
+            t.push_str(&certificate(c, k));
         }
         t.push_str(&backend.toml("listener.backend", 100));
         t
     })
     .await;
     p
+}
+
+/// A `[[listener.certificate]]` table of the listener before it.
+fn certificate(crt: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        "\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n",
+        crt.display(),
+        key.display()
+    )
 }
 
 /// Sends one HTTP/1.1 request on a TLS stream and returns the response text.
@@ -189,11 +194,7 @@ async fn a_session_from_another_listener_does_not_bypass_mutual_tls() {
     let pki = Pki::new("mtlsres");
     let backend = Backend::start("a").await;
     let (crt, key, _) = pki.server("a", &["a.test"]);
-    let cert = format!(
-        "\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n",
-        crt.display(),
-        key.display()
-    );
+    let cert = certificate(&crt, &key);
     let ca = format!("client_ca = \"{}\"", pki.ca_path().display());
     let (p, _) = start_proxy(&["open", "mtls"], |ports| {
         format!(
@@ -301,11 +302,10 @@ async fn http_listener_redirects_to_the_https_listener_port() {
     let (crt, key, _) = pki.server("a", &["a.test"]);
     let (p, _) = start_proxy(&["plain", "tls"], |ports| {
         format!(
-            "{}{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = 9\n",
+            "{}{}{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = 9\n",
             listener("plain", "http", ports[0], "redirect_https = true"),
             listener("tls", "https", ports[1], ""),
-            crt.display(),
-            key.display()
+            certificate(&crt, &key)
         )
     })
     .await;
@@ -330,10 +330,9 @@ async fn reload_changes_the_certificate_live() {
     let (new_crt, new_key, new_der) = pki.server("new", &["a.test"]);
     let config = |port: u16, crt: &std::path::Path, key: &std::path::Path| {
         format!(
-            "{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n{}",
+            "{}{}{}",
             listener("tls", "https", port, ""),
-            crt.display(),
-            key.display(),
+            certificate(crt, key),
             backend.toml("listener.backend", 100)
         )
     };
@@ -403,10 +402,9 @@ async fn a_pending_handshake_does_not_hold_up_shutdown_or_removal() {
     let (crt, key, _) = pki.server("a", &["a.test"]);
     let tls = |port: u16| {
         format!(
-            "{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n{}",
+            "{}{}{}",
             listener("tls", "https", port, ""),
-            crt.display(),
-            key.display(),
+            certificate(&crt, &key),
             backend.toml("listener.backend", 100)
         )
     };
