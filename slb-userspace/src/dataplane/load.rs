@@ -343,14 +343,16 @@ impl Dataplane {
     /// Removes the pinned maps, so the next start begins with empty tables.
     /// The maps themselves live on while this process holds them. Only our
     /// own pins are touched: a fresh bpffs also holds kernel files such as
-    /// `maps.debug`.
-    pub fn unpin(&self) -> std::io::Result<()> {
+    /// `maps.debug`. Once done, dropping the dataplane has nothing left to
+    /// remove (see `uncommitted`).
+    pub fn unpin(&mut self) -> std::io::Result<()> {
         for name in MAP_NAMES {
             match std::fs::remove_file(self.pin_dir.join(name)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
+        self.uncommitted = false;
         Ok(())
     }
 }
