@@ -195,14 +195,7 @@ pub fn lengths_ok(ctx: &XdpContext, l3: &L3) -> bool {
         Family::V6 => size_of::<Ipv6Hdr>() as u16,
     };
     let need = header + if l3.unsupported { 0 } else { l4_min(l3.proto) };
-    l3.tot_len >= need && l3.tot_len as usize <= frame_len(ctx).saturating_sub(ETH_LEN)
-}
-
-/// The frame's length (at least the headers `ptr_at` checked).
-#[inline(always)]
-fn frame_len(ctx: &XdpContext) -> usize {
-    let (start, end) = bounds(ctx);
-    end - start
+    l3.tot_len >= need && l3.tot_len as u64 <= packet_len(ctx).saturating_sub(ETH_LEN as u64)
 }
 
 /// The transport header bytes the fast path reads for `proto` (none for
