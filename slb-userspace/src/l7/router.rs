@@ -89,6 +89,10 @@ impl Router {
     /// The group for a request to `host` (lower-case, without port) and
     /// `path` (as received: it is normalised here).
     pub fn route(&self, host: Option<&str>, path: &str) -> usize {
+        if self.rules.is_empty() {
+            // The common case: no path to normalise for nothing.
+            return DEFAULT_GROUP;
+        }
         let path = normalise(path);
         let mut best: Option<((usize, usize), usize)> = None;
         for r in &self.rules {
