@@ -42,8 +42,14 @@ fn family(
     Ok(())
 }
 
-/// The traffic counters of a listener or backend, one family each.
-fn traffic<'a>(rows: &mut [Vec<(Labels<'a>, u64)>; 5], labels: &Labels<'a>, c: &Counters) {
+/// The traffic counters of a listener or backend, one family each; drops
+/// only where asked (a listener's: see `encode`).
+fn traffic<'a>(
+    rows: &mut [Vec<(Labels<'a>, u64)>; 5],
+    labels: &Labels<'a>,
+    c: &Counters,
+    drops: bool,
+) {
     let with = |extra: (&'static str, &'a str)| {
         let mut l = labels.clone();
         l.push(extra);
@@ -54,6 +60,9 @@ fn traffic<'a>(rows: &mut [Vec<(Labels<'a>, u64)>; 5], labels: &Labels<'a>, c: &
     rows[1].push((with(("direction", "out")), c.packets_out));
     rows[2].push((with(("direction", "in")), c.bytes_in));
     rows[2].push((with(("direction", "out")), c.bytes_out));
+    if !drops {
+        return;
+    }
     rows[3].push((with(("reason", "no_backend")), c.drop_no_backend));
     rows[3].push((with(("reason", "acl")), c.drop_acl));
     rows[3].push((with(("reason", "no_source_port")), c.drop_no_port));
@@ -80,13 +89,15 @@ impl Collector for SnapshotCollector {
         let mut weight = Vec::new();
         for l in &s.listeners {
             let ll: Labels = vec![("listener", l.name.as_str())];
-            traffic(&mut l_rows, &ll, &l.counters);
+            traffic(&mut l_rows, &ll, &l.counters, true);
             for b in &l.backends {
                 let bl: Labels = vec![
                     ("listener", l.name.as_str()),
                     ("backend", b.address.as_str()),
                 ];
-                traffic(&mut b_rows, &bl, &b.counters);
+                // Drops happen before a flow has a backend (ACL, none up,
+                // no source port for it): counted per listener only.
+                traffic(&mut b_rows, &bl, &b.counters, false);
                 active.push((bl.clone(), b.active_flows));
                 weight.push((bl.clone(), u64::from(b.weight)));
                 let mut sl = bl.clone();
@@ -109,12 +120,9 @@ impl Collector for SnapshotCollector {
                 MetricType::Counter,
                 &l_rows[i],
             )?;
-            // Drops happen before a flow has a backend (ACL, none up, no
-            // source port for it): counted per listener only, so a
-            // backend family would be a series of zeros.
-            if names[i] == "drops" {
-                continue;
-            }
+        }
+        // No drops family for backends (see `traffic`).
+        for i in 0..3 {
             family(
                 &mut enc,
                 &format!("slb_backend_{}", names[i]),
