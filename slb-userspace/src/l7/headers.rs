@@ -83,6 +83,12 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// would otherwise get the request for its own address (nginx ignores such
 /// names too).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    remove_hop_by_hop_and(headers, upgrade, &[]);
+}
+
+/// [`remove_hop_by_hop`], also removing the fields `extra` names, found in
+/// the same pass over the field names.
+fn remove_hop_by_hop_and(headers: &mut HeaderMap, upgrade: bool, extra: &[HeaderName]) {
     let upgrade_to = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
@@ -116,14 +122,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    // One pass over the (few) fields, then a look-up only for those there.
-    let mut present = 0u8;
+    // One pass over the (few) fields, then a look-up only for those there:
+    // bit i for the i-th name of `HOP_BY_HOP` followed by `extra`.
+    debug_assert!(HOP_BY_HOP.len() + extra.len() <= 32);
+    let hop = &HOP_BY_HOP;
+    let listed = || hop.iter().chain(extra);
+    let mut present = 0u32;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = listed().position(|h| h == name) {
             present |= 1 << i;
         }
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+    for (i, name) in listed().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
@@ -177,13 +187,7 @@ pub fn to_backend(headers: &mut HeaderMap, fwd: &Forwarded, upgrade: bool) {
 
 /// [`to_backend`] with the values made beforehand.
 pub fn to_backend_values(headers: &mut HeaderMap, fwd: &ForwardedValues, upgrade: bool) {
-    remove_hop_by_hop(headers, upgrade);
-    // Rarely there: one pass to find out, look-ups only then.
-    if headers.keys().any(|n| UNVOUCHED.contains(n)) {
-        for name in &UNVOUCHED {
-            headers.remove(name);
-        }
-    }
+    remove_hop_by_hop_and(headers, upgrade, &UNVOUCHED);
 
     if headers.contains_key(&X_FORWARDED_FOR) {
         let client = fwd.client.to_str().unwrap_or_default();
