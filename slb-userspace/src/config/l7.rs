@@ -287,12 +287,15 @@ fn token<'a>(text: &'a str, path: &str, what: &str, errs: &mut Errors) -> Option
     }
 }
 
-/// `None` when an error was reported.
+/// `None` when an error was reported. Every key is checked whatever the
+/// others hold (a bad mode does not hide a bad timeout), so that `slb
+/// validate` lists every error at once.
 fn check_persistence(
     raw: &RawPersistence,
     path: &str,
     errs: &mut Errors,
 ) -> Option<CookiePersistence> {
+    let before = errs.len();
     let mode_path = key(path, "mode");
     let mode = required(raw.mode.as_ref(), &mode_path, errs).and_then(|m| {
         if m == "source_ip" {
@@ -304,43 +307,51 @@ fn check_persistence(
             return None;
         }
         keyword(m, CookieMode::ALL, &mode_path, errs)
-    })?;
+    });
     let cookie_path = key(path, "cookie");
-    let cookie = match (mode, &raw.cookie) {
-        (_, Some(c)) => token(c, &cookie_path, "a cookie name", errs)?.to_owned(),
-        (CookieMode::InsertCookie, None) => d::INSERT_COOKIE.to_owned(),
-        (CookieMode::RewriteCookie, None) => {
+    let given = raw
+        .cookie
+        .as_ref()
+        .map(|c| token(c, &cookie_path, "a cookie name", errs).map(str::to_owned));
+    let cookie = match (mode, given) {
+        (_, Some(c)) => c,
+        (Some(CookieMode::InsertCookie), None) => Some(d::INSERT_COOKIE.to_owned()),
+        (Some(CookieMode::RewriteCookie), None) => {
             errs.push(
                 &cookie_path,
                 "is required with mode = \"rewrite_cookie\" (the application's cookie, e.g. \"SESSIONID\")",
             );
-            return None;
+            None
         }
+        (None, None) => None,
     };
-    let timeout = match mode {
-        CookieMode::InsertCookie => Some(duration_or(
-            raw.timeout.as_ref(),
+    let timeout = match (mode, &raw.timeout) {
+        (Some(CookieMode::RewriteCookie), Some(_)) => {
+            errs.push(
+                key(path, "timeout"),
+                "only with mode = \"insert_cookie\" (the application sets its cookie's lifetime)",
+            );
+            None
+        }
+        (Some(CookieMode::RewriteCookie), None) => Some(None),
+        // insert_cookie, or a mode that is wrong: the value is checked anyway.
+        (_, value) => duration_or(
+            value.as_ref(),
             d::PERSISTENCE_TIMEOUT,
             d::PERSISTENCE_TIMEOUT_MIN,
             d::PERSISTENCE_TIMEOUT_MAX,
             &key(path, "timeout"),
             errs,
-        )?),
-        CookieMode::RewriteCookie => {
-            if raw.timeout.is_some() {
-                errs.push(
-                    key(path, "timeout"),
-                    "only with mode = \"insert_cookie\" (the application sets its cookie's lifetime)",
-                );
-                return None;
-            }
-            None
-        }
+        )
+        .map(Some),
     };
+    if errs.len() != before {
+        return None;
+    }
     Some(CookiePersistence {
-        mode,
-        cookie,
-        timeout,
+        mode: mode?,
+        cookie: cookie?,
+        timeout: timeout?,
     })
 }
 

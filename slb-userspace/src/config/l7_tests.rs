@@ -211,6 +211,36 @@ fn persistence_modes() {
         "listener[0].persistence.cookie",
         "must be a cookie name",
     );
+    // Every key of the table is checked, whatever is wrong with the
+    // others: `slb validate` lists every error at once.
+    let all = |extra: &str| -> Vec<String> {
+        match parse(&http(extra)) {
+            Ok(c) => panic!("expected errors, got {c:#?}"),
+            Err(e) => e.iter().map(|e| e.path.clone()).collect(),
+        }
+    };
+    assert_eq!(
+        all("persistence = { mode = \"insert_cookie\", cookie = \"a b\", timeout = \"5h\" }"),
+        [
+            "listener[0].persistence.cookie",
+            "listener[0].persistence.timeout"
+        ]
+    );
+    assert_eq!(
+        all("persistence = { cookie = \"a b\", timeout = \"0s\" }"),
+        [
+            "listener[0].persistence.mode",
+            "listener[0].persistence.cookie",
+            "listener[0].persistence.timeout"
+        ]
+    );
+    assert_eq!(
+        all("persistence = { mode = \"rewrite_cookie\", timeout = \"5s\" }"),
+        [
+            "listener[0].persistence.cookie",
+            "listener[0].persistence.timeout"
+        ]
+    );
     let c = parse(&http(
         "persistence = { mode = \"rewrite_cookie\", cookie = \"SESSIONID\" }",
     ))
