@@ -205,3 +205,45 @@ fn permission_denied_says_whose_socket_it_is() {
     assert!(err.contains("root"), "{err}");
     assert!(!err.contains("is `slb run` running"), "{err}");
 }
+
+/// `slb validate` prints every error of a file at once (SPEC §1): an https
+/// listener without a certificate and a `wlc` listener with more backends
+/// than the program compares are reported together with the file's other
+/// errors, not only once those are fixed.
+#[test]
+fn validate_prints_every_error_at_once() {
+    let d = Dir::new("clivalidate");
+    let mut text = String::from(
+        "[agent]\nprobe_source = \"100.64.0.1\"\nlocal_addresses = [\"100.64.0.10\"]\n\
+         [[listener]]\nname = \"secure\"\nvip = \"127.0.0.1\"\nport = 8443\nprotocol = \"https\"\n\
+         health_check = { enabled = false }\n\
+         [[listener.backend]]\naddress = \"127.0.0.1\"\nport = 9000\n\
+         [[listener]]\nname = \"heavy\"\nvip = \"10.0.0.10\"\nport = 80\nscheduler = \"wlc\"\n",
+    );
+    for i in 0..65 {
+        text.push_str(&format!(
+            "[[listener.backend]]\naddress = \"10.0.1.{}\"\nport = 8080\n",
+            i + 1
+        ));
+    }
+    text.push_str(
+        "[[listener]]\nname = \"web\"\nvip = \"10.0.0.11\"\nport = 80\n\
+         [[listener.backend]]\naddress = \"10.0.1.1\"\nport = 8080\nweight = 150\n",
+    );
+    let file = d.0.join("slb.toml");
+    std::fs::write(&file, text).unwrap();
+    let o = slb(&["validate", "-c", file.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for path in [
+        "listener[0].certificate: ",
+        "listener[1].scheduler: wlc compares every backend",
+        "listener[2].backend[0].weight: must be 0..=100",
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(path)),
+            "no {path:?} in:\n{err}"
+        );
+    }
+    assert!(err.contains(": 3 error(s)"), "{err}");
+}

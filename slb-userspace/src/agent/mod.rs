@@ -7,11 +7,9 @@ mod fds;
 mod flows;
 mod running;
 mod snapshot;
-mod support;
 mod sysctl;
 
 pub use apply::{Applier, ApplyError};
-pub use support::check as check_supported;
 
 use crate::{
     config::{self, Config, ConfigErrors, XdpMode},
@@ -54,13 +52,10 @@ fn attach_mode(m: XdpMode) -> AttachMode {
     }
 }
 
-/// What `slb validate` checks: the file (certificates included), and that
-/// this build serves every feature it uses.
+/// What `slb validate` checks: the file, certificates and this build's
+/// dataplane limits included (`config::load`), every error at once.
 pub fn load_config_for_validate(path: &Path) -> Result<Config, ConfigErrors> {
-    let cfg = config::load(path)?;
-    cfg.require_certificates()?;
-    support::check(&cfg)?;
-    Ok(cfg)
+    config::load(path)
 }
 
 /// Loads and fully checks a configuration for `mode`.

@@ -381,8 +381,8 @@ fn check_certificates(
         }
         return Vec::new();
     }
-    // None at all is reported by `Config::require_certificates` (the
-    // proxy's requirement, like `require_dataplane` for `slb run`).
+    // None at all is reported by `validate` for a file (`load`), and by
+    // `Config::require_certificates` (`parse` accepts none).
     let mut out = Vec::new();
     for (i, c) in raw.certificate.iter().enumerate() {
         let cpath = format!("{path}.certificate[{i}]");

@@ -39,15 +39,26 @@ pub use model::*;
 /// Relative certificate paths are taken from the current directory.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let read = read::read_toml(text)?;
-    let validated = validate::validate(&read.raw, None);
+    let validated = validate::validate(&read.raw, None, false);
     read.merge(validated)
 }
 
 /// Like [`parse`], with relative certificate paths taken from `base` (the
 /// configuration file's directory).
 pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    parse_file(text, Some(base), false)
+}
+
+/// `certificates_required`: an https listener without a certificate is an
+/// error too (see [`Config::require_certificates`]), reported with the
+/// file's other errors.
+fn parse_file(
+    text: &str,
+    base: Option<&Path>,
+    certificates_required: bool,
+) -> Result<Config, ConfigErrors> {
     let read = read::read_toml(text)?;
-    let validated = validate::validate(&read.raw, Some(base));
+    let validated = validate::validate(&read.raw, base, certificates_required);
     read.merge(validated)
 }
 
@@ -90,8 +101,10 @@ pub fn control_socket_of(path: &Path) -> Result<std::path::PathBuf, String> {
     }
 }
 
-/// Reads and parses the file at `path`. A file that cannot be read is an
-/// error whose `path` is the file's path.
+/// Reads and parses the file at `path`, as the agent, the proxy and `slb
+/// validate` take it: every https listener needs a certificate (reported
+/// with every other error of the file, not after they are fixed). A file
+/// that cannot be read is an error whose `path` is the file's path.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors::one(
@@ -99,10 +112,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             format!("cannot read the configuration file: {e}"),
         )
     })?;
-    match path.parent() {
-        Some(dir) => parse_in(&text, dir),
-        None => parse(&text),
-    }
+    parse_file(&text, path.parent(), true)
 }
 
 impl Config {
@@ -119,9 +129,9 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what the L7 proxy needs beyond a valid file: every `https`
-    /// listener has a certificate. (`slb proxy`, and `slb run` with https
-    /// listeners, call this.)
+    /// Checks what the L7 proxy needs beyond what [`parse`] checks: every
+    /// `https` listener has a certificate. (A configuration from [`load`]
+    /// has passed this check already.)
     pub fn require_certificates(&self) -> Result<(), ConfigErrors> {
         let errors: Vec<ConfigError> = self
             .listeners
@@ -134,7 +144,7 @@ impl Config {
             .map(|(i, _)| {
                 ConfigError::new(
                     format!("listener[{i}].certificate"),
-                    "an https listener needs at least one [[listener.certificate]] with cert and key",
+                    validate::NO_CERTIFICATE,
                 )
             })
             .collect();

@@ -432,8 +432,8 @@ pub struct L7Settings {
     /// Bytes of request line and header fields; beyond, 431. 1024..=1048576.
     pub max_header_size: u32,
     /// `https` listeners: the first is the default (no SNI or no match);
-    /// at least one once [`Config::require_certificates`] passed (`parse`
-    /// accepts none, as `slb run` without the proxy needs none); empty on
+    /// at least one in a file read by [`super::load`], or once
+    /// [`Config::require_certificates`] passed (`parse` accepts none); empty on
     /// `http` listeners. Files were readable, parsed,
     /// and the key matched the certificate when the config was validated.
     #[serde(rename = "certificate")]

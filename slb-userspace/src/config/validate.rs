@@ -4,16 +4,26 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use slb_common::limits::{MAX_BACKENDS, MAX_LISTENERS};
+use slb_common::limits::{MAX_BACKENDS, MAX_LISTENERS, MAX_WLC_BACKENDS};
 
 use super::agent::{self, AgentDraft};
 use super::error::{ConfigErrors, Errors};
 use super::listener::{self, Draft};
-use super::model::{Config, Scheduler};
+use super::model::{Config, Protocol, Scheduler};
 use super::raw::RawConfig;
 
+/// The error of an https listener without a certificate.
+pub(crate) const NO_CERTIFICATE: &str =
+    "an https listener needs at least one [[listener.certificate]] with cert and key";
+
 /// `base`: the directory relative file names (certificates) are taken from.
-pub(crate) fn validate(raw: &RawConfig, base: Option<&Path>) -> Result<Config, ConfigErrors> {
+/// `certificates_required`: an https listener without a certificate is an
+/// error (the proxy's requirement; see `Config::require_certificates`).
+pub(crate) fn validate(
+    raw: &RawConfig,
+    base: Option<&Path>,
+    certificates_required: bool,
+) -> Result<Config, ConfigErrors> {
     let mut errs = Errors::default();
     let agent = agent::check(&raw.agent, &mut errs);
     let drafts: Vec<Draft> = raw
@@ -23,6 +33,9 @@ pub(crate) fn validate(raw: &RawConfig, base: Option<&Path>) -> Result<Config, C
         .map(|(i, l)| listener::check(l, i, base, &mut errs))
         .collect();
 
+    if certificates_required {
+        certificates(raw, &drafts, &mut errs);
+    }
     unique_names(&drafts, &mut errs);
     unique_addresses(&drafts, &mut errs);
     dataplane_limits(raw, &drafts, &mut errs);
@@ -43,6 +56,15 @@ pub(crate) fn validate(raw: &RawConfig, base: Option<&Path>) -> Result<Config, C
             "",
             "internal error: incomplete configuration without an error",
         )),
+    }
+}
+
+/// Every https listener has a certificate.
+fn certificates(raw: &RawConfig, drafts: &[Draft], errs: &mut Errors) {
+    for (l, r) in drafts.iter().zip(&raw.listener) {
+        if l.protocol == Some(Protocol::Https) && r.certificate.is_empty() {
+            errs.push(format!("{}.certificate", l.path), NO_CERTIFICATE);
+        }
     }
 }
 
@@ -91,7 +113,8 @@ fn unique_addresses(drafts: &[Draft], errs: &mut Errors) {
 }
 
 /// The XDP maps have a fixed number of listener and backend slots, used by
-/// tcp/udp listeners only.
+/// tcp/udp listeners only; the program compares every backend of a `wlc`
+/// listener per new flow, and takes at most `MAX_WLC_BACKENDS` there.
 fn dataplane_limits(raw: &RawConfig, drafts: &[Draft], errs: &mut Errors) {
     let l4: Vec<usize> = drafts
         .iter()
@@ -107,6 +130,18 @@ fn dataplane_limits(raw: &RawConfig, drafts: &[Draft], errs: &mut Errors) {
                 l4.len()
             ),
         );
+    }
+    for &i in &l4 {
+        let n = raw.listener[i].backend.len();
+        if drafts[i].scheduler == Some(Scheduler::Wlc) && n > MAX_WLC_BACKENDS as usize {
+            errs.push(
+                format!("{}.scheduler", drafts[i].path),
+                format!(
+                    "wlc compares every backend per new flow and takes at most \
+                     {MAX_WLC_BACKENDS} backends ({n} given); use maglev or wrr"
+                ),
+            );
+        }
     }
     let backends: usize = l4.iter().map(|&i| raw.listener[i].backend.len()).sum();
     if backends > MAX_BACKENDS as usize {
