@@ -47,7 +47,9 @@ fn validate(path: &std::path::Path, print: bool) -> ExitCode {
                     }
                 }
             }
-            eprintln!("{}: ok ({} listeners)", path.display(), cfg.listeners.len());
+            let n = cfg.listeners.len();
+            let noun = if n == 1 { "listener" } else { "listeners" };
+            eprintln!("{}: ok ({n} {noun})", path.display());
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -247,3 +247,27 @@ fn validate_prints_every_error_at_once() {
     }
     assert!(err.contains(": 3 error(s)"), "{err}");
 }
+
+/// The verdict on a valid file counts its listeners in plain English.
+#[test]
+fn validate_verdict_counts_listeners() {
+    let d = Dir::new("cliverdict");
+    let one = "[agent]\nprobe_source = \"100.64.0.1\"\nlocal_addresses = [\"100.64.0.10\"]\n\
+               [[listener]]\nname = \"web\"\nvip = \"10.0.0.10\"\nport = 80\n\
+               [[listener.backend]]\naddress = \"10.0.1.1\"\nport = 8080\n";
+    let two = format!(
+        "{one}[[listener]]\nname = \"dns\"\nvip = \"10.0.0.10\"\nport = 53\nprotocol = \"udp\"\n\
+         [[listener.backend]]\naddress = \"10.0.1.1\"\nport = 53\n"
+    );
+    for (text, verdict) in [
+        (one.to_string(), "ok (1 listener)"),
+        (two, "ok (2 listeners)"),
+    ] {
+        let file = d.0.join("slb.toml");
+        std::fs::write(&file, text).unwrap();
+        let o = slb(&["validate", "-c", file.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert!(err.trim_end().ends_with(verdict), "{err}");
+    }
+}
