@@ -1770,6 +1770,54 @@ async fn h2_pings_alone_do_not_keep_a_connection_open() {
     p.stop().await;
 }
 
+/// An HTTP/2 connection without TLS (prior knowledge) that never sends a
+/// request is idle from its first bytes: PINGs alone do not keep it open
+/// past `client_idle_timeout`. It was taken for an HTTP/1 connection
+/// waiting for its first request header until its first request, so only
+/// `request_header_timeout` (60 s by default, four times the idle
+/// timeout) bounded it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_connection_without_requests_is_closed_at_the_idle_timeout() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(
+        &[&a],
+        "client_idle_timeout = \"1s\"\nrequest_header_timeout = \"10s\"",
+    )
+    .await;
+    let s = TcpStream::connect(p.addr("web")).await.unwrap();
+    let opened = Instant::now();
+    let (mut rd, mut wr) = s.into_split();
+    let pinger = tokio::spawn(async move {
+        wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        // PING, 8 bytes of opaque data, every 200 ms.
+        let ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingping";
+        while wr.write_all(ping).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    pinger.abort();
+    assert!(closed.is_ok(), "still open 6 s after its first bytes");
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+    assert_eq!(a.hits(), 0);
+    p.stop().await;
+}
+
 /// An HTTP/1.0 client asking for keep-alive keeps its connection only when
 /// the response has a length: one the backend sent in chunks (which 1.0
 /// cannot carry) ends with the connection, and its header must not say

@@ -2,15 +2,18 @@
 //! (detected), keep-alive idle timeout, request limit per connection,
 //! graceful close on shutdown or when the listener is removed.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -142,6 +145,7 @@ async fn drive<I>(
     if h2 {
         state.set_h2();
     }
+    let io = Preface::new(io, (!h2).then(|| state.clone()));
     // The header timeout of the first request starts with its first bytes,
     // not with the TLS handshake's.
     activity.rearm();
@@ -329,6 +333,95 @@ fn unparsed_request(rt: &Runtime, state: &Conn, status: u16) {
         total,
     }
     .log();
+}
+
+/// The client preface of HTTP/2 (RFC 9113 §3.4), which the server
+/// library recognises a connection without ALPN as HTTP/2 by.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Marks its connection as HTTP/2 as soon as the client preface came
+/// (prior knowledge, mostly h2c): its timeouts are HTTP/2's from then on,
+/// not those of an HTTP/1 connection waiting for its first request
+/// header, which PINGs or SETTINGS would keep open until the header
+/// timeout, without a request ever coming.
+struct Preface<I> {
+    inner: I,
+    /// `None` once the protocol is known.
+    conn: Option<Arc<Conn>>,
+    /// Bytes of the preface matched so far.
+    matched: usize,
+}
+
+impl<I> Preface<I> {
+    /// `conn`: `None` when the protocol is known already (ALPN).
+    fn new(inner: I, conn: Option<Arc<Conn>>) -> Self {
+        Self {
+            inner,
+            conn,
+            matched: 0,
+        }
+    }
+
+    fn saw(&mut self, bytes: &[u8]) {
+        let want = &H2_PREFACE[self.matched..];
+        let n = want.len().min(bytes.len());
+        if bytes[..n] != want[..n] {
+            self.conn = None;
+            return;
+        }
+        self.matched += n;
+        if self.matched == H2_PREFACE.len() {
+            if let Some(conn) = self.conn.take() {
+                conn.set_h2();
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Preface<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.conn.is_some() && buf.filled().len() > before {
+            let this = &mut *self;
+            this.saw(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Preface<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
