@@ -659,6 +659,85 @@ async fn slow_backend_is_504() {
     p.stop().await;
 }
 
+/// A backend that sends its response header and part of the body, then
+/// nothing, is given up `backend_response_timeout` after its last bytes
+/// (as nginx's `proxy_read_timeout` and HAProxy's `timeout server` cut a
+/// response that stalls): the client's connection ends with the body
+/// incomplete instead of hanging for as long as the backend keeps its
+/// connection open. A body that keeps moving, slower than the timeout in
+/// all, is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_stalls_is_cut_after_the_response_timeout() {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = backend.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = backend.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let slow = buf[..n].starts_with(b"GET /slow");
+                s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nhello",
+                )
+                .await
+                .unwrap();
+                if slow {
+                    // The rest a byte every 200 ms: 1 s in all.
+                    for b in b"world" {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        s.write_all(&[*b]).await.unwrap();
+                    }
+                    return;
+                }
+                // Holds the connection open, sending nothing more.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}[[listener.backend]]\naddress = \"127.0.0.1\"\nport = {port}\n",
+            listener(
+                "web",
+                "http",
+                ports[0],
+                "backend_response_timeout = \"500ms\"\nclient_idle_timeout = \"30s\""
+            )
+        )
+    })
+    .await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.ends_with("\r\n\r\nhelloworld"), "{r}");
+
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    let t = Instant::now();
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let took = t.elapsed();
+    let got = String::from_utf8_lossy(&got);
+    assert!(ended.is_ok(), "still waiting after 5 s: {got}");
+    assert!(got.ends_with("\r\n\r\nhello"), "{got}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    server.abort();
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_header_is_431() {
     let a = Backend::start("a").await;

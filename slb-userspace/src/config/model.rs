@@ -417,7 +417,8 @@ pub struct L7Settings {
     /// Per attempt; then the next backend is tried. 10ms..=300s.
     #[serde(serialize_with = "super::duration::serialize")]
     pub backend_connect_timeout: Duration,
-    /// Until the backend's response header; then 504. 10ms..=3600s.
+    /// Until the backend's response header (then 504), and between the
+    /// bytes of its body (then the response is cut). 10ms..=3600s.
     #[serde(serialize_with = "super::duration::serialize")]
     pub backend_response_timeout: Duration,
     /// Keep-alive idle time of a client connection between requests.

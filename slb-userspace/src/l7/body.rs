@@ -125,9 +125,7 @@ impl HttpBody for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ResponseBody::Upstream(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(Into::into))),
+            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseBody::Other(b) => Pin::new(b).poll_frame(cx),
         }
     }

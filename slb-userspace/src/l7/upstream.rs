@@ -276,6 +276,7 @@ impl Checkout {
                 Ok(res) => Ok(res.map(|body| UpstreamBody {
                     body,
                     conn: Some((pool, tx)),
+                    stall: None,
                 })),
                 // Boxed: the rare path would otherwise make every request's
                 // future (moved a few times per request) larger.
@@ -318,6 +319,7 @@ impl Checkout {
                     return Ok(res.map(|body| UpstreamBody {
                         body,
                         conn: Some((next.pool, next.tx)),
+                        stall: None,
                     }))
                 }
                 Err(again) => {
@@ -357,7 +359,13 @@ pub async fn send(
     let mut wait = timeout;
     loop {
         if let Ok(r) = tokio::time::timeout(wait, &mut sent).await {
-            return r;
+            return r.map(|mut res| {
+                res.body_mut().stall = Some(Stall {
+                    limit: timeout,
+                    timer: None,
+                });
+                res
+            });
         }
         let quiet = clock::coarse_ns().saturating_sub(start.max(body_progress()));
         let quiet = Duration::from_nanos(quiet);
@@ -371,16 +379,62 @@ pub async fn send(
 }
 
 /// A backend response's body; its connection goes back to the pool when
-/// the body was read to its end.
+/// the body was read to its end. A body that, once asked for more, sends
+/// nothing for the response timeout fails (see [`Stall`]).
 pub struct UpstreamBody {
     body: Incoming,
     conn: Option<(Arc<Pool>, SendRequest<Body>)>,
+    stall: Option<Stall>,
+}
+
+/// How long a response body may keep the proxy waiting for its next bytes:
+/// the response timeout, as nginx's `proxy_read_timeout` and HAProxy's
+/// `timeout server` count inactivity during the body too. Without it a
+/// backend that stalls mid-body would hold the client's connection (busy
+/// with a request: never idle) and its own for as long as it stays open.
+/// Only time spent waiting on the backend counts: a client reading
+/// slowly leaves the body unpolled, and that is no stall.
+struct Stall {
+    limit: Duration,
+    /// Armed while the body waits on the backend; kept to be reset.
+    timer: Option<(bool, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl Stall {
+    /// The body is waiting: `true` once it has waited for `limit`.
+    fn waiting(&mut self, cx: &mut Context<'_>) -> bool {
+        let limit = self.limit;
+        let (armed, timer) = self.timer.get_or_insert_with(|| {
+            (
+                true,
+                Box::pin(tokio::time::sleep_until(
+                    tokio::time::Instant::now() + limit,
+                )),
+            )
+        });
+        if !*armed {
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
+            *armed = true;
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Bytes came: the next wait starts afresh.
+    fn moved(&mut self) {
+        if let Some((armed, _)) = &mut self.timer {
+            *armed = false;
+        }
+    }
 }
 
 impl UpstreamBody {
     /// A body whose connection is not pooled (WebSocket handshakes).
     pub fn unpooled(body: Incoming) -> Self {
-        Self { body, conn: None }
+        Self {
+            body,
+            conn: None,
+            stall: None,
+        }
     }
 
     fn release(&mut self) {
@@ -392,25 +446,41 @@ impl UpstreamBody {
 
 impl HttpBody for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(_))) => {
-                if self.body.is_end_stream() {
-                    self.release();
+                if this.body.is_end_stream() {
+                    this.release();
+                } else if let Some(stall) = &mut this.stall {
+                    stall.moved();
                 }
             }
-            Poll::Ready(None) => self.release(),
+            Poll::Ready(None) => this.release(),
             // The connection is closed by dropping it.
-            Poll::Ready(Some(Err(_))) => self.conn = None,
-            Poll::Pending => {}
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            Poll::Pending => {
+                if let Some(stall) = &mut this.stall {
+                    if stall.waiting(cx) {
+                        let limit = stall.limit;
+                        this.stall = None;
+                        let addr = this.conn.take().map(|(pool, _)| pool.addr);
+                        debug!(backend = ?addr, "response body stalled for {limit:?}");
+                        return Poll::Ready(Some(Err(format!(
+                            "backend sent nothing of the response body for {limit:?}"
+                        )
+                        .into())));
+                    }
+                }
+            }
         }
-        polled
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
