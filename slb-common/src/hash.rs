@@ -37,12 +37,21 @@ pub fn addr_hash(src: &[u32; 4]) -> u32 {
     finish(h)
 }
 
-/// First slot of an address in the `DESTS` table.
+/// First slot of an address in the `DESTS` table. Every bit of the
+/// folded address reaches the slot bits (a 32-bit finalizer): the words
+/// hold the address bytes in network order, so an IPv4 address's last
+/// octet is the top byte of `addr[3]`, and a bare multiply carries top
+/// bits only upwards: the addresses of one /24 then had 16 first slots
+/// between them, and at most 128 of them fitted in the table.
 #[inline(always)]
 pub fn dest_slot(addr: &[u32; 4]) -> u32 {
-    let x = addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3];
-    let x = x.wrapping_mul(0x9e37_79b1);
-    (x >> 16) & (crate::limits::DEST_SLOTS - 1)
+    let mut x = addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3];
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x & (crate::limits::DEST_SLOTS - 1)
 }
 
 /// The `try_no`-th FULLNAT source candidate of a flow with hash `h`: an

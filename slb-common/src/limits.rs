@@ -48,5 +48,6 @@ pub const MAX_WLC_BACKENDS: u32 = 64;
 /// Value of a lookup-table slot with no backend.
 pub const NO_BACKEND: u32 = u32::MAX;
 /// Map-layout version, written into the pinned state (`VERSION` map) so an
-/// agent never adopts maps laid out by an incompatible build.
-pub const LAYOUT_VERSION: u32 = 4;
+/// agent never adopts maps laid out by an incompatible build (map types
+/// and sizes, and where `hash::dest_slot` places an address in `DESTS`).
+pub const LAYOUT_VERSION: u32 = 5;

@@ -67,6 +67,26 @@ mod tests {
         assert_eq!(find(&t, &to_addr("fd10::11".parse().unwrap())), 0);
     }
 
+    /// LVS-NAT real servers often fill one subnet: a /24 of `nat`
+    /// backends (and as many IPv6 addresses of one /64) is placed, each
+    /// found. The table has room for far more; the first slot of an
+    /// address used to depend on its last octet through 4 bits only, so a
+    /// /24 had 16 probe sequences and no more than 128 of its addresses
+    /// fitted.
+    #[test]
+    fn a_whole_subnet_of_addresses_is_placed() {
+        let mut d = BTreeMap::new();
+        for i in 1..=254u32 {
+            d.insert(to_addr(std::net::Ipv4Addr::from(0x0a00_0100 + i).into()), 1);
+            let v6 = std::net::Ipv6Addr::from(0xfd00_0001_u128 << 96 | u128::from(i));
+            d.insert(to_addr(v6.into()), 2);
+        }
+        let t = dest_table(&d).expect("a /24 and 254 addresses of a /64 fit");
+        for (a, f) in &d {
+            assert_eq!(find(&t, a), *f);
+        }
+    }
+
     #[test]
     fn colliding_addresses_share_a_probe_sequence() {
         // Addresses whose first slot is the same all get placed nearby.
