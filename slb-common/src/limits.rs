@@ -13,6 +13,9 @@ pub const MAX_LISTENERS: u32 = 64;
 pub const MAX_BACKENDS: u32 = 4096;
 /// FULLNAT source addresses per family.
 pub const MAX_SNAT_ADDRS: u32 = 64;
+/// Entries of the ACL trie, across all listeners (a listener's CIDRs of its
+/// VIP's family, each once).
+pub const MAX_ACL_ENTRIES: u32 = 65536;
 /// Devices the program can redirect to.
 pub const MAX_DEVICES: u32 = 64;
 /// Default Maglev lookup-table size (prime).

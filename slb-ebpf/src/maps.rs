@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use slb_common::{
     limits::{
-        CACHE_SLOTS, DEST_SLOTS, MAX_BACKENDS, MAX_DEVICES, MAX_LISTENERS, MAX_SNAT_ADDRS,
-        RINGS_PER_LISTENER,
+        CACHE_SLOTS, DEST_SLOTS, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_DEVICES, MAX_LISTENERS,
+        MAX_SNAT_ADDRS, RINGS_PER_LISTENER,
     },
     stats::GLOBAL_COUNTERS,
     AclKey, Addr, Backend, BackendHop, DestSlot, Flow, FlowKey, Listener, NextHop, Persist,
@@ -115,7 +115,7 @@ pub static PERSIST: LruHashMap<PersistKey, Persist> = LruHashMap::pinned(65536, 
 
 /// Per-listener allow/deny lists.
 #[map]
-pub static ACL: LpmTrie<AclKey, u32> = LpmTrie::pinned(65536, 0);
+pub static ACL: LpmTrie<AclKey, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);
 
 /// Next hop towards each backend (by backend id), shared by its flows.
 #[map]

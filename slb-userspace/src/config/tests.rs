@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::*;
+use slb_common::limits::MAX_ACL_ENTRIES;
 
 /// An agent table that satisfies the cross-listener rules for IPv4 listeners.
 const AGENT: &str = r#"
@@ -1239,6 +1240,56 @@ fn dataplane_limits() {
         "listener",
         "at most 4096 backends in all tcp/udp listeners (got 4097)",
     );
+}
+
+/// The ACL trie has a fixed size: a file with more CIDRs than it holds is
+/// refused by validation (a reload would otherwise fail part way through,
+/// on the kernel's "no space left on device"). Exactly at the limit is
+/// fine; CIDRs of the other family (never written) and repeats do not
+/// count, and neither do http/https listeners' lists (not in the trie).
+#[test]
+fn acl_entries_are_limited_to_the_trie_size() {
+    let cidrs = |from: u32, n: u32| -> String {
+        (from..from + n)
+            .map(|i| format!("\"{}\"", std::net::Ipv4Addr::from(0x0b00_0000 + i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let half = MAX_ACL_ENTRIES / 2;
+    let two = |second: u32, extra: &str| {
+        format!(
+            "{AGENT}{}{}",
+            listener_at(
+                "a",
+                "10.0.0.10",
+                80,
+                &format!(
+                    "acl = {{ mode = \"deny\", cidrs = [{}, \"fd00::/64\"] }}",
+                    cidrs(0, half)
+                )
+            ),
+            listener_at(
+                "b",
+                "10.0.0.10",
+                81,
+                &format!(
+                    "{extra}acl = {{ mode = \"allow\", cidrs = [{}, {}] }}",
+                    cidrs(half, second),
+                    cidrs(half, 1)
+                )
+            ),
+        )
+    };
+    ok(&two(half, ""));
+    one_error(
+        &two(half + 1, ""),
+        "listener",
+        &format!(
+            "at most {MAX_ACL_ENTRIES} acl.cidrs in all tcp/udp listeners (got {})",
+            MAX_ACL_ENTRIES + 1
+        ),
+    );
+    ok(&two(half + 1, "protocol = \"http\"\n"));
 }
 
 /// `sh` reads the same Maglev table, and a `wrr` sequence has an entry per

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use slb_common::limits::{MAX_BACKENDS, MAX_LISTENERS, MAX_WLC_BACKENDS};
+use slb_common::limits::{MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_LISTENERS, MAX_WLC_BACKENDS};
 
 use super::agent::{self, AgentDraft};
 use super::error::{ConfigErrors, Errors};
@@ -148,6 +148,30 @@ fn dataplane_limits(raw: &RawConfig, drafts: &[Draft], errs: &mut Errors) {
         errs.push(
             "listener",
             format!("at most {MAX_BACKENDS} backends in all tcp/udp listeners (got {backends})"),
+        );
+    }
+    // The trie holds each CIDR of the VIP's family once per listener (the
+    // planner's entries); a file over its size would fail part way
+    // through being applied, on a kernel "no space left on device".
+    let acl: usize = l4
+        .iter()
+        .filter_map(|&i| {
+            let d = &drafts[i];
+            let (Some(Some(acl)), Some(vip)) = (&d.acl, d.vip) else {
+                return None;
+            };
+            let nets: std::collections::BTreeSet<_> = acl
+                .cidrs
+                .iter()
+                .filter(|n| n.addr().is_ipv4() == vip.is_ipv4())
+                .collect();
+            Some(nets.len())
+        })
+        .sum();
+    if acl > MAX_ACL_ENTRIES as usize {
+        errs.push(
+            "listener",
+            format!("at most {MAX_ACL_ENTRIES} acl.cidrs in all tcp/udp listeners (got {acl})"),
         );
     }
 }
