@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::dataplane::{AclEntry, Dataplane, DataplaneError};
 use crate::planner::{
     self, BackendKey, BackendSlot, DestTableFull, Health, Ids, Plan, PlanError, RetiredNat, Rings,
+    TableCache,
 };
 use slb_common::addr::to_addr;
 use slb_common::{
@@ -25,6 +26,7 @@ use tracing::{debug, error};
 pub struct Prepared {
     ids: Ids,
     plan: Plan,
+    tables: TableCache,
 }
 
 #[derive(Clone, Default)]
@@ -32,6 +34,8 @@ pub struct Applier {
     pub ids: Ids,
     rings: Rings,
     retired_nat: RetiredNat,
+    /// The lookup tables of the last change written.
+    tables: TableCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,8 +239,8 @@ impl Applier {
     /// anything else changes.
     pub fn prepare(&self, cfg: &Config, health: &Health) -> Result<Prepared, ApplyError> {
         let mut ids = self.ids.clone();
-        let plan = planner::plan(cfg, &mut ids, health)?;
-        Ok(Prepared { ids, plan })
+        let (plan, tables) = planner::plan_cached(cfg, &mut ids, health, &self.tables)?;
+        Ok(Prepared { ids, plan, tables })
     }
 
     /// Plans `cfg` with `health` and writes it as one change (see
@@ -261,6 +265,7 @@ impl Applier {
         self.ids = prepared.ids;
         match self.apply(dp, &prepared.plan) {
             Ok(()) => {
+                self.tables = prepared.tables;
                 dp.release(cp);
                 Ok(())
             }

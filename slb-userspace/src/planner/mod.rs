@@ -18,6 +18,9 @@ mod tables;
 
 pub use dests::{dest_table, DestTableFull};
 pub use ids::{BackendKey, BackendSlot, Ids};
-pub use plan::{backups_serve, plan, vip_key, BackendPlan, Health, ListenerPlan, Plan, PlanError};
+pub use plan::{
+    backups_serve, plan, plan_cached, vip_key, BackendPlan, Health, ListenerPlan, Plan, PlanError,
+};
 pub use retired::{Kept, RetiredNat};
 pub use rings::{RingSwap, Rings};
+pub use tables::TableCache;

@@ -2,7 +2,7 @@
 use super::{
     dests::DestTableFull,
     ids::{BackendKey, BackendSlot, IdError, Ids},
-    tables::{self, Candidate},
+    tables::{Candidate, TableCache},
 };
 use crate::config::{AclMode, Config, Forwarding, Protocol, Scheduler};
 use crate::dataplane::AclEntry;
@@ -138,13 +138,32 @@ pub fn vip_key(l: &crate::config::Listener) -> VipKey {
 /// generation it has (a new one would re-schedule its flows and zero its
 /// counters).
 pub fn plan(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanError> {
-    let mut next = ids.clone();
-    let out = plan_with(cfg, &mut next, health)?;
-    *ids = next;
-    Ok(out)
+    plan_cached(cfg, ids, health, &TableCache::default()).map(|(plan, _)| plan)
 }
 
-fn plan_with(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanError> {
+/// [`plan`], taking the lookup tables of listeners whose table input did
+/// not change from `tables` (the cache of the previous plan); also
+/// returns the cache of this plan.
+pub fn plan_cached(
+    cfg: &Config,
+    ids: &mut Ids,
+    health: &Health,
+    tables: &TableCache,
+) -> Result<(Plan, TableCache), PlanError> {
+    let mut next = ids.clone();
+    let mut cache = TableCache::default();
+    let out = plan_with(cfg, &mut next, health, tables, &mut cache)?;
+    *ids = next;
+    Ok((out, cache))
+}
+
+fn plan_with(
+    cfg: &Config,
+    ids: &mut Ids,
+    health: &Health,
+    tables: &TableCache,
+    cache: &mut TableCache,
+) -> Result<Plan, PlanError> {
     let l4: Vec<_> = cfg
         .listeners
         .iter()
@@ -217,8 +236,10 @@ fn plan_with(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanE
                 up,
             });
         }
-        let table =
-            tables::build(l.scheduler, &live, ring_size).map_err(|source| PlanError::Table {
+        let live_count = live.len() as u32;
+        let table = tables
+            .table(cache, id, l.scheduler, live, ring_size)
+            .map_err(|source| PlanError::Table {
                 listener: l.name.clone(),
                 source,
             })?;
@@ -260,7 +281,7 @@ fn plan_with(cfg: &Config, ids: &mut Ids, health: &Health) -> Result<Plan, PlanE
                 ring_size: table.len() as u32,
                 idle_timeout_s: secs(l.idle_timeout),
                 persist_timeout_s: l.persistence.as_ref().map_or(0, |p| secs(p.timeout)),
-                live_backends: live.len() as u32,
+                live_backends: live_count,
                 mode: mode(l.forwarding),
                 scheduler: scheduler(l.scheduler),
                 acl,
@@ -464,6 +485,51 @@ scheduler = "wrr"
         let c = crate::config::parse(&drained).unwrap();
         let p = plan(&c, &mut ids, &Health::default()).unwrap();
         assert!(p.listeners[0].table.iter().all(|&s| s == backup));
+    }
+
+    /// Health changes and reloads plan every listener; only a listener
+    /// whose live backends, weights, scheduler or table size changed gets
+    /// its lookup table built again (a Maglev table takes milliseconds,
+    /// and an operator may have 64 of them). The others are taken from
+    /// the previous plan, and are what building them would give.
+    #[test]
+    fn only_changed_listeners_get_their_table_built() {
+        let mut ids = Ids::default();
+        let c = cfg();
+        let (first, cache) =
+            plan_cached(&c, &mut ids, &Health::default(), &TableCache::default()).unwrap();
+        let (web, dns) = (first.listeners[0].id, first.listeners[1].id);
+        assert_eq!(cache.built(), [web, dns]);
+
+        let (again, cache) = plan_cached(&c, &mut ids, &Health::default(), &cache).unwrap();
+        assert!(cache.built().is_empty(), "{:?}", cache.built());
+        assert_eq!(again, first);
+
+        // A weight of `web` changes: `web` only.
+        let heavier = crate::config::parse(&CFG.replacen("weight = 3", "weight = 4", 1)).unwrap();
+        let (p, cache) = plan_cached(&heavier, &mut ids, &Health::default(), &cache).unwrap();
+        assert_eq!(cache.built(), [web]);
+        assert_eq!(
+            p,
+            plan(&heavier, &mut ids.clone(), &Health::default()).unwrap()
+        );
+
+        // The backend of `dns6` goes down: `dns6` only.
+        let mut h = Health::default();
+        h.down.insert(p.listeners[1].backends[0].key.clone());
+        let (p, cache) = plan_cached(&heavier, &mut ids, &h, &cache).unwrap();
+        assert_eq!(cache.built(), [dns]);
+        assert_eq!(p, plan(&heavier, &mut ids.clone(), &h).unwrap());
+
+        // Another scheduler for `web`: built again.
+        let sh = crate::config::parse(&CFG.replacen("weight = 3", "weight = 4", 1).replacen(
+            "scheduler = \"maglev\"",
+            "scheduler = \"sh\"",
+            1,
+        ))
+        .unwrap();
+        let (_, cache) = plan_cached(&sh, &mut ids, &h, &cache).unwrap();
+        assert_eq!(cache.built(), [web]);
     }
 
     /// A plan that fails (here: the destination table cannot place the

@@ -1,8 +1,10 @@
 //! One listener's lookup table for its scheduler.
 use crate::config::Scheduler;
 use crate::sched::{maglev, wrr, MaglevBackend, SchedError};
+use std::{collections::BTreeMap, sync::Arc};
 
 /// A backend that may receive new flows (up, weight > 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     pub id: u32,
     pub key: String,
@@ -45,6 +47,62 @@ pub fn build(
             Ok(wrr::build(&pairs, ring_size))
         }
         Scheduler::Wlc => Ok(live.iter().map(|c| c.id).collect()),
+    }
+}
+
+/// Everything a table is built from: [`build`] is a function of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Input {
+    scheduler: Scheduler,
+    ring_size: u32,
+    live: Vec<Candidate>,
+}
+
+/// The tables of the last plan by listener id, with what each was built
+/// from. A Maglev table takes milliseconds to build (65537 slots by
+/// default), and every health change and reload plans every listener: a
+/// listener whose backends, weights and health did not change gets its
+/// table from here instead of having it built again.
+#[derive(Clone, Debug, Default)]
+pub struct TableCache {
+    tables: BTreeMap<u32, (Input, Arc<Vec<u32>>)>,
+    /// Listener ids whose table the plan that made this cache built.
+    built: Vec<u32>,
+}
+
+impl TableCache {
+    /// Listener ids whose table had to be built by the plan that made this
+    /// cache (the others were unchanged).
+    pub fn built(&self) -> &[u32] {
+        &self.built
+    }
+
+    /// The table of listener `id` for `live` backends: the cached one when
+    /// it was built from the same input, else a new one. `next` collects
+    /// the tables of this plan (the cache of the next one).
+    pub(super) fn table(
+        &self,
+        next: &mut TableCache,
+        id: u32,
+        scheduler: Scheduler,
+        live: Vec<Candidate>,
+        ring_size: u32,
+    ) -> Result<Vec<u32>, SchedError> {
+        let input = Input {
+            scheduler,
+            ring_size,
+            live,
+        };
+        let table = match self.tables.get(&id) {
+            Some((old, table)) if *old == input => table.clone(),
+            _ => {
+                next.built.push(id);
+                Arc::new(build(scheduler, &input.live, ring_size)?)
+            }
+        };
+        let out = table.as_ref().clone();
+        next.tables.insert(id, (input, table));
+        Ok(out)
     }
 }
 
