@@ -384,16 +384,6 @@ fn established_connection_survives_an_agent_restart_with_kept_dataplane() {
 fn a_plain_stop_detaches_and_unpins() {
     let t = Topology::new("dt", 1).unwrap();
     let _s = tcp_server(&t, 0);
-    let attached = |t: &Topology| -> Vec<String> {
-        t.lb_interfaces()
-            .into_iter()
-            .filter(|i| {
-                t.lb.ip(&["link", "show", "dev", i])
-                    .unwrap()
-                    .contains("xdp")
-            })
-            .collect()
-    };
     let mut agent = Agent::start(&t.lb, "dt", |d| render(1, d, &[web(1, &[1])])).unwrap();
     let pin_path = agent.dir().join("bpf");
     let pid = agent.pid().unwrap();
@@ -429,6 +419,46 @@ fn a_plain_stop_detaches_and_unpins() {
         "still attached: {:?}",
         attached(&t)
     );
+}
+
+/// The LB's interfaces that run an XDP program.
+fn attached(t: &Topology) -> Vec<String> {
+    t.lb_interfaces()
+        .into_iter()
+        .filter(|i| {
+            t.lb.ip(&["link", "show", "dev", i])
+                .unwrap()
+                .contains("xdp")
+        })
+        .collect()
+}
+
+/// A restart with the kept dataplane whose file no longer names an
+/// interface detaches the previous run's link there. Left pinned, the
+/// previous program went on running on it with tables nobody kept, and
+/// not even a plain stop took it off (it detaches only its own links).
+#[test]
+fn an_interface_left_out_of_a_restart_is_detached() {
+    let t = Topology::new("ri", 2).unwrap();
+    let _s = tcp_server(&t, 0);
+    let mut agent = Agent::start_keeping(&t.lb, "ri", |d| render(2, d, &[web(1, &[1])])).unwrap();
+    let pin_dir = agent.dir().join("bpf");
+    let (_, mut conn) = tcp_hello(&t.client, vip(), T).unwrap();
+    echo(&mut conn, "before");
+    assert_eq!(attached(&t), ["cl0", "be1", "be2"]);
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+    let all = std::fs::read_to_string(&agent.config).unwrap();
+    let fewer = all.replace(", \"be2\"]", "]");
+    assert_ne!(all, fewer);
+    std::fs::write(&agent.config, fewer).unwrap();
+    agent.restart().unwrap();
+    assert_eq!(attached(&t), ["cl0", "be1"], "{}", agent.log_text());
+    assert!(
+        !pins_in(&pin_dir).contains(&"link_be2".to_owned()),
+        "{:?}",
+        pins_in(&pin_dir)
+    );
+    echo(&mut conn, "after the restart");
 }
 
 /// The agent's pins in `pin_dir`. A fresh bpffs holds files of the

@@ -32,6 +32,9 @@ pub struct Attachment {
 /// `Attachment::mode` of a link taken over from a previous run.
 const ADOPTED: &str = "adopted";
 
+/// Pinned links are `<pin_path>/link_<interface>`.
+const LINK_PIN_PREFIX: &str = "link_";
+
 pub(super) struct Link {
     /// The bpf_link, pinned at `pin`. Closing it alone does not detach:
     /// the pin keeps the link (and the program) alive.
@@ -84,7 +87,57 @@ impl Dataplane {
     }
 
     fn link_pin(&self, iface: &str) -> PathBuf {
-        self.pin_dir.join(format!("link_{iface}"))
+        self.pin_dir.join(format!("{LINK_PIN_PREFIX}{iface}"))
+    }
+
+    /// The links pinned (by a previous run) on interfaces that `ifaces`
+    /// does not name: (interface, pin).
+    fn unlisted_link_pins(&self, ifaces: &[String]) -> std::io::Result<Vec<(String, PathBuf)>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.pin_dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if let Some(iface) = name.strip_prefix(LINK_PIN_PREFIX) {
+                if !ifaces.iter().any(|i| i == iface) {
+                    found.push((iface.to_owned(), entry.path()));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Detaches the links a previous run pinned on interfaces the
+    /// configuration no longer names. Left pinned, the previous run's fast
+    /// path would go on forwarding there for good, tail-calling this run's
+    /// slow path with tables nobody keeps for that interface, and no stop
+    /// (not even a plain one, which detaches only this run's links) would
+    /// ever take it off.
+    fn detach_unlisted(&mut self, ifaces: &[String]) {
+        let stale = match self.unlisted_link_pins(ifaces) {
+            Ok(stale) => stale,
+            Err(e) => {
+                warn!(pin_path = %self.pin_dir.display(), error = %e, "listing the pinned links failed");
+                return;
+            }
+        };
+        for (iface, pin) in stale {
+            // The pin is the link's last reference (its agent is gone):
+            // removing it detaches the program.
+            if let Err(e) = std::fs::remove_file(&pin) {
+                warn!(iface, error = %e, "removing the pinned link of an interface no longer configured failed");
+                continue;
+            }
+            info!(iface, "XDP detached: the interface is no longer configured");
+            // A device that is gone took its entry with it.
+            let Ok(index) = ifindex(&iface) else {
+                continue;
+            };
+            if let Err(e) = super::journal::optional(self.tx_ports.remove(index)) {
+                warn!(iface, error = %e, "removing from TX_PORTS failed");
+            }
+        }
     }
 
     /// Attaches the program to every interface of `ifaces`: first where
@@ -124,6 +177,10 @@ impl Dataplane {
                 return Err(e);
             }
         }
+        // Only once every configured interface runs this program: a start
+        // that failed on the way leaves the previous run's links as they
+        // were, these included.
+        self.detach_unlisted(ifaces);
         Ok(())
     }
 
