@@ -118,6 +118,33 @@ fn addr(ns: &Netns, dev: &str, a: &str) -> Result<()> {
     Ok(())
 }
 
+/// Joins backend `i` (namespace `ns`) to the LB: the link, its addresses,
+/// the backend's default routes via the LB.
+fn wire_backend(lb: &Netns, ns: &Netns, i: usize) -> Result<()> {
+    let lb_dev = format!("be{}", i + 1);
+    link(ns, "eth0", lb, &lb_dev)?;
+    addr(ns, "eth0", &format!("{}/24", backend4(i)))?;
+    addr(ns, "eth0", &format!("{}/64", backend6(i)))?;
+    addr(lb, &lb_dev, &format!("10.0.{}.1/24", i + 1))?;
+    addr(lb, &lb_dev, &format!("fd00:{}::1/64", i + 1))?;
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("10.0.{}.1", i + 1),
+    ])?;
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("fd00:{}::1", i + 1),
+    ])?;
+    prepare_host_end(ns, "eth0")
+}
+
 impl Topology {
     /// Builds the topology with `backends` backends. `tag` names the
     /// namespaces (keep it short: it becomes part of their names).
@@ -142,28 +169,7 @@ impl Topology {
 
         for i in 0..backends {
             let ns = Netns::new(&format!("{tag}-b{}", i + 1))?;
-            let lb_dev = format!("be{}", i + 1);
-            link(&ns, "eth0", &t.lb, &lb_dev)?;
-            addr(&ns, "eth0", &format!("{}/24", backend4(i)))?;
-            addr(&ns, "eth0", &format!("{}/64", backend6(i)))?;
-            addr(&t.lb, &lb_dev, &format!("10.0.{}.1/24", i + 1))?;
-            addr(&t.lb, &lb_dev, &format!("fd00:{}::1/64", i + 1))?;
-            ns.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.0.{}.1", i + 1),
-            ])?;
-            ns.ip(&[
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("fd00:{}::1", i + 1),
-            ])?;
-            prepare_host_end(&ns, "eth0")?;
+            wire_backend(&t.lb, &ns, i)?;
             t.backends.push(ns);
         }
         // IPv6 addresses need a moment to leave the tentative state even
@@ -183,6 +189,14 @@ impl Topology {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         anyhow::bail!("IPv6 addresses of {} stayed tentative", self.client.name)
+    }
+
+    /// Deletes the link between the LB and backend `i` and creates it
+    /// again: devices of the same names with new interface indexes, as
+    /// after a driver reload or a re-created veth.
+    pub fn recreate_backend_link(&self, i: usize) -> Result<()> {
+        self.lb.ip(&["link", "del", &format!("be{}", i + 1)])?;
+        wire_backend(&self.lb, &self.backends[i], i)
     }
 
     pub fn lb_interfaces(&self) -> Vec<String> {

@@ -461,6 +461,30 @@ fn an_interface_left_out_of_a_restart_is_detached() {
     echo(&mut conn, "after the restart");
 }
 
+/// A restart with the kept dataplane after an interface was deleted and
+/// created again (a driver reload, a re-created veth) attaches to the new
+/// device. The kernel released the previous run's link with the old
+/// device, and taking over its pin failed (`bpf_link_update`: ENOLINK) on
+/// every start, until the operator removed the pin by hand.
+#[test]
+fn a_restart_after_an_interface_was_re_created_attaches_to_it() {
+    let t = Topology::new("rc", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let mut agent =
+        Agent::start_keeping(&t.lb, "rc", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    let mut conn = connection_to(&t, "b1");
+    echo(&mut conn, "before");
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+    t.recreate_backend_link(1).unwrap();
+    agent.restart().unwrap();
+    assert_eq!(attached(&t), t.lb_interfaces(), "{}", agent.log_text());
+    // The flow through the kept interface carries on; b2 is reached
+    // through the new device.
+    echo(&mut conn, "after the restart");
+    let mut conn2 = connection_to(&t, "b2");
+    echo(&mut conn2, "through the new device");
+}
+
 /// The agent's pins in `pin_dir`. A fresh bpffs holds files of the
 /// kernel's own (`maps.debug`, `progs.debug`), and iproute2 run by a test
 /// in parallel may add its `tc` directory and `ip` and `xdp` links to it

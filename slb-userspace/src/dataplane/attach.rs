@@ -3,10 +3,10 @@
 use super::{map_err, object, Dataplane, DataplaneError};
 use aya::programs::{
     links::{FdLink, PinnedLink},
-    xdp::XdpLink,
-    Xdp, XdpMode,
+    xdp::{XdpLink, XdpLinkId},
+    ProgramError, Xdp, XdpMode,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 /// How the program is attached (`agent.xdp_mode`).
@@ -48,6 +48,47 @@ pub(crate) fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
         name: iface.to_owned(),
         reason: format!("no such interface ({e})"),
     })
+}
+
+/// `e` followed by its sources: aya's syscall errors name only the call,
+/// the errno is their source.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// Makes the link a previous run pinned at `pin` run `prog`. `None`: the
+/// link is defunct (the kernel released it when its interface went away,
+/// `ENOLINK`), its pin is removed, and the interface (a device of that
+/// name created since) needs a link of its own.
+fn take_over(prog: &mut Xdp, iface: &str, pin: &Path) -> Result<Option<XdpLinkId>, DataplaneError> {
+    let fd: FdLink = PinnedLink::from_pin(pin)
+        .map_err(|e| iface_err(iface, "opening the pinned link")(with_sources(&e)))?
+        .into();
+    let link =
+        XdpLink::try_from(fd).map_err(|e| iface_err(iface, "pinned link")(with_sources(&e)))?;
+    match prog.attach_to_link(link) {
+        Ok(id) => Ok(Some(id)),
+        Err(ProgramError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOLINK) => {
+            warn!(
+                iface,
+                "the pinned link belonged to a device of that name that no longer exists \
+                 (deleted or re-created since); attaching afresh"
+            );
+            std::fs::remove_file(pin).map_err(|e| {
+                iface_err(iface, "removing the pinned link of a device that is gone")(e.to_string())
+            })?;
+            Ok(None)
+        }
+        Err(e) => Err(iface_err(iface, "taking over the pinned link")(
+            with_sources(&e),
+        )),
+    }
 }
 
 fn iface_err(iface: &str, what: &str) -> impl FnOnce(String) -> DataplaneError {
@@ -190,12 +231,12 @@ impl Dataplane {
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attachment, DataplaneError> {
         let index = ifindex(iface)?;
         let pin = self.link_pin(iface);
-        let fresh = !pin.exists();
         self.add_tx_port(index)?;
-        let result = self.attach_with_port(iface, index, pin, mode);
+        let result = self.attach_with_port(iface, index, pin.clone(), mode);
         // A previous run's link still redirects there: only a port added
-        // for a link that did not come about is taken out again.
-        if result.is_err() && fresh {
+        // for a link that did not come about is taken out again (also
+        // where a defunct pinned link was cleared for it).
+        if result.is_err() && !pin.exists() {
             if let Err(e) = self.tx_ports.remove(index).map_err(map_err("TX_PORTS")) {
                 warn!(iface, error = %e, "removing from TX_PORTS failed");
             }
@@ -211,15 +252,13 @@ impl Dataplane {
         mode: AttachMode,
     ) -> Result<Attachment, DataplaneError> {
         let prog = self.xdp()?;
-        let (id, mode_name) = if pin.exists() {
-            let fd: FdLink = PinnedLink::from_pin(&pin)
-                .map_err(|e| iface_err(iface, "opening the pinned link")(e.to_string()))?
-                .into();
-            let link = XdpLink::try_from(fd)
-                .map_err(|e| iface_err(iface, "pinned link")(e.to_string()))?;
-            let id = prog
-                .attach_to_link(link)
-                .map_err(|e| iface_err(iface, "taking over the pinned link")(e.to_string()))?;
+        let taken_over = if pin.exists() {
+            take_over(prog, iface, &pin)?
+        } else {
+            None
+        };
+        let adopted = taken_over.is_some();
+        let (id, mode_name) = if let Some(id) = taken_over {
             (id, ADOPTED)
         } else {
             let fail =
@@ -255,7 +294,7 @@ impl Dataplane {
                 "the kernel attached XDP without a bpf_link, which cannot be pinned",
             )(e.to_string())
         })?;
-        let fd = if pin.exists() {
+        let fd = if adopted {
             fd
         } else {
             fd.pin(&pin)
