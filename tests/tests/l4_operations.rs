@@ -485,6 +485,35 @@ fn a_restart_after_an_interface_was_re_created_attaches_to_it() {
     echo(&mut conn2, "through the new device");
 }
 
+/// `--keep-dataplane` with a `pin_path` that is not on a bpffs, under `ip
+/// netns exec`: the bpffs the agent mounts there lives in the mount
+/// namespace `ip netns exec` gave it and goes away with it (SPEC §6 note),
+/// and the pinned links with it. The agent says so at start and at the
+/// stop, where it claimed to leave the dataplane running for the next
+/// agent to adopt while the program was in fact being detached.
+#[test]
+fn keep_dataplane_on_a_private_bpffs_says_it_cannot_keep_it() {
+    let t = Topology::new("pk", 1).unwrap();
+    let _s = tcp_server(&t, 0);
+    let dir = slb_tests::agent::scratch_dir("pk").unwrap();
+    let cfg = dir.join("slb.toml");
+    std::fs::write(&cfg, render(1, &dir, &[web(1, &[1])])).unwrap();
+    let mut agent = Agent::start_with(&t.lb, dir, cfg, &["run", "--keep-dataplane"]).unwrap();
+    let mount = format!("mount -t bpf bpf {}", agent.dir().join("bpf").display());
+    assert!(agent.log_text().contains(&mount), "{}", agent.log_text());
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+    let log = agent.log_text();
+    assert!(!log.contains("dataplane left running"), "{log}");
+    assert!(log.contains("detaching instead"), "{log}");
+    assert!(attached(&t).is_empty(), "{:?}", attached(&t));
+    agent.restart().unwrap();
+    assert!(
+        !agent.log_text().contains("adopting"),
+        "{}",
+        agent.log_text()
+    );
+}
+
 /// The agent's pins in `pin_dir`. A fresh bpffs holds files of the
 /// kernel's own (`maps.debug`, `progs.debug`), and iproute2 run by a test
 /// in parallel may add its `tc` directory and `ip` and `xdp` links to it

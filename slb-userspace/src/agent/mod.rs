@@ -134,6 +134,20 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
     let (dataplane, down) = match opts.mode {
         Mode::Full => {
             let (dp, applier, down) = load_dataplane(&cfg)?;
+            if !dp.pins_outlive_process {
+                let pins = dp.pin_dir().display();
+                let why = format!(
+                    "pin_path {pins} is not on a bpffs visible outside this agent: it mounted \
+                     one in a mount namespace of its own (as `ip netns exec` gives), which \
+                     goes away with the agent, and the pinned dataplane with it"
+                );
+                let fix = format!("mount one there beforehand, outside: `mount -t bpf bpf {pins}`");
+                if opts.keep_dataplane {
+                    warn!("{why}. --keep-dataplane cannot leave it running; {fix}");
+                } else {
+                    info!("{why}. A crash detaches the program too; to keep it forwarding then, {fix}");
+                }
+            }
             (Some((dp, applier)), down)
         }
         Mode::ProxyOnly => (None, BTreeSet::new()),

@@ -527,7 +527,13 @@ impl Running {
         let Some((mut dp, _)) = dataplane else {
             return;
         };
-        if keep_dataplane {
+        if keep_dataplane && !dp.pins_outlive_process {
+            warn!(
+                "the dataplane cannot be left running: its pins are on a bpffs in this \
+                 agent's own mount namespace, which goes away with it; detaching instead"
+            );
+        }
+        if keep_dataplane && dp.pins_outlive_process {
             dp.keep_running();
             info!("dataplane left running; the next `slb run` adopts it");
         } else {

@@ -65,6 +65,10 @@ pub struct Dataplane {
     pub(super) ring_size: u32,
     /// Pinned maps existed and were adopted (flows survive a restart).
     pub adopted: bool,
+    /// False when the pins live on a bpffs this process mounted in its
+    /// own mount namespace: they vanish when it exits, and the links
+    /// pinned there detach, whatever the stop leaves.
+    pub pins_outlive_process: bool,
     /// The fast path's way to the slow path (`bpf_tail_call`).
     pub(super) jump: ProgramArray<MapData>,
     /// Whether `jump` holds this run's slow path (see
@@ -199,7 +203,7 @@ impl Dataplane {
         if bytes.is_empty() {
             return Err(DataplaneError::NotBuilt);
         }
-        bpffs::ensure(&opts.pin_dir)?;
+        let pin_fs = bpffs::ensure(&opts.pin_dir)?;
         // Before anything pinned is opened, let alone written.
         let lock = lock_pin_dir(&opts.pin_dir)?;
         let ring_entries = MAX_LISTENERS * RINGS_PER_LISTENER * opts.ring_size;
@@ -275,6 +279,7 @@ impl Dataplane {
             pin_dir: opts.pin_dir.clone(),
             ring_size: opts.ring_size,
             adopted,
+            pins_outlive_process: pin_fs != bpffs::PinFs::MountedPrivately,
         };
         // Adopted links still run the previous fast path, which
         // tail-calls through the same pinned JUMP: its slow path stays in
