@@ -707,6 +707,12 @@ fn a_failed_restart_leaves_the_kept_dataplane_running() {
     std::fs::write(&agent.config, bad).unwrap();
     let err = format!("{:#}", agent.restart().unwrap_err());
     assert!(err.contains("interface lo"), "{err}");
+    // With the kernel's reason, not only the name of the failed call.
+    assert!(
+        err.contains("interface lo: attaching in native mode: `bpf_link_create` failed: "),
+        "{err}"
+    );
+    assert!(err.contains("(os error "), "{err}");
     echo(&mut conn, "after the failed restart");
     std::fs::write(&agent.config, good).unwrap();
     agent.restart().unwrap();

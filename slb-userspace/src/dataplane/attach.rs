@@ -261,24 +261,32 @@ impl Dataplane {
         let (id, mode_name) = if let Some(id) = taken_over {
             (id, ADOPTED)
         } else {
-            let fail =
-                |e: aya::programs::ProgramError| iface_err(iface, "attaching XDP")(e.to_string());
+            let fail = |mode: &str| {
+                let what = format!("attaching in {mode} mode");
+                move |e: ProgramError| iface_err(iface, &what)(with_sources(&e))
+            };
             match mode {
                 AttachMode::Native => (
                     prog.attach_to_if_index(index, XdpMode::Driver)
-                        .map_err(fail)?,
+                        .map_err(fail("native"))?,
                     "native",
                 ),
                 AttachMode::Skb => (
-                    prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?,
+                    prog.attach_to_if_index(index, XdpMode::Skb)
+                        .map_err(fail("skb"))?,
                     "skb",
                 ),
                 AttachMode::Auto => match prog.attach_to_if_index(index, XdpMode::Driver) {
                     Ok(id) => (id, "native"),
                     Err(e) => {
-                        warn!(iface, error = %e, "native XDP not available, falling back to skb mode");
+                        let error = with_sources(&e);
+                        warn!(
+                            iface,
+                            error, "native XDP not available, falling back to skb mode"
+                        );
                         (
-                            prog.attach_to_if_index(index, XdpMode::Skb).map_err(fail)?,
+                            prog.attach_to_if_index(index, XdpMode::Skb)
+                                .map_err(fail("skb"))?,
                             "skb",
                         )
                     }
