@@ -1149,5 +1149,7 @@ fn restart_fails_without_its_metrics_port(t: &Topology, agent: &mut Agent) {
             .unwrap();
     let err = format!("{:#}", agent.restart().unwrap_err());
     assert!(err.contains("9470"), "{err}");
+    // The reason once, not repeated as its own cause.
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
     drop(taken);
 }

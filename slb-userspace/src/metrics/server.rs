@@ -13,11 +13,12 @@ use tokio::{
 use tracing::debug;
 
 #[derive(Debug, thiserror::Error)]
-#[error("metrics_listen {addr}: {source}")]
+// The reason is in the message, not also a `source`: `{:#}` at the
+// binary's edge would print it twice.
+#[error("metrics_listen {addr}: {error}")]
 pub struct MetricsError {
     addr: SocketAddr,
-    #[source]
-    source: std::io::Error,
+    error: std::io::Error,
 }
 
 type Reply = hyper::Response<Full<Bytes>>;
@@ -94,7 +95,7 @@ pub async fn serve(
 ) -> Result<tokio::task::JoinHandle<()>, MetricsError> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| MetricsError { addr, source })?;
+        .map_err(|error| MetricsError { addr, error })?;
     Ok(serve_on(listener, metrics, agent))
 }
 
