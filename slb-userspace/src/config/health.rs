@@ -186,6 +186,25 @@ fn check_url_path(p: &str, path: &str, errs: &mut Errors) -> Option<String> {
         );
         return None;
     }
+    // The path is sent as written: a `%` that does not start a
+    // percent-encoded byte makes an invalid request target (RFC 3986
+    // §2.1), which servers answer with 400 Bad Request.
+    let bytes = p.as_bytes();
+    let lone_percent = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if lone_percent {
+        errs.push(
+            path,
+            format!(
+                "'%' must be followed by two hex digits (write %25 for a literal '%'; \
+                 got \"{p}\")"
+            ),
+        );
+        return None;
+    }
     Some(p.to_owned())
 }
 

@@ -908,6 +908,40 @@ fn health_check_errors() {
     ));
 }
 
+/// A `%` in an HTTP check's path goes on the wire as it is written, so it
+/// must start a percent-encoded byte: `/100%` or `/%zz` would be an invalid
+/// request target (RFC 3986), which servers such as nginx answer with 400,
+/// and every backend would be marked down for a typo in the config.
+#[test]
+fn http_check_path_percent_must_start_an_encoded_byte() {
+    let l = |p: &str| {
+        format!(
+            "{AGENT}{}",
+            listener(&format!(
+                "health_check = {{ protocol = \"http\", path = \"{p}\" }}"
+            ))
+        )
+    };
+    for bad in ["/100%", "/%zz", "/a%2", "/a?b=%", "/%%41", "/a%g0"] {
+        one_error(
+            &l(bad),
+            "listener[0].health_check.path",
+            "'%' must be followed by two hex digits (write %25 for a literal '%'",
+        );
+    }
+    for good in ["/a%20b", "/%2F%2f", "/q?x=%41&y=%7e", "/a%25"] {
+        let c = ok(&l(good));
+        let Some(crate::config::HealthCheck {
+            probe: crate::config::Probe::Http(http),
+            ..
+        }) = &c.listeners[0].health_check
+        else {
+            panic!("no http check");
+        };
+        assert_eq!(http.path, good);
+    }
+}
+
 /// SPEC §4 bounds, both ends: interval 1–50 s, timeout 1–300 s,
 /// thresholds 2–10.
 #[test]
