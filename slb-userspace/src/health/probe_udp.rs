@@ -47,7 +47,7 @@ mod tests {
     use super::*;
     use crate::config::Probe;
     use crate::health::probe::run_check;
-    use crate::health::testutil::{check, free_udp_port, udp_echo};
+    use crate::health::testutil::{check, dns_server, free_udp_port, udp_echo};
 
     fn udp(payload: &str, expect: Option<&str>) -> Probe {
         Probe::Udp(UdpProbe {
@@ -101,6 +101,33 @@ mod tests {
         .await;
         assert!(!out.ok);
         assert_eq!(out.reason, "unexpected reply");
+    }
+
+    /// A DNS server drops a datagram that is not a DNS query, such as the
+    /// default payload: the check of a real DNS backend needs a query as
+    /// its payload, as the example file shows (README "Health checks").
+    #[tokio::test]
+    async fn a_dns_backend_needs_a_dns_query_as_payload() {
+        let server = dns_server("127.0.0.1").await;
+        let source: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut default = check(udp(crate::config::defaults::UDP_PAYLOAD, None));
+        default.timeout = std::time::Duration::from_millis(300);
+        let out = run_check(server.addr, source, &default).await;
+        assert_eq!(out.reason, "timeout");
+        assert_eq!(server.peers().len(), 1, "the probe reached the server");
+
+        let cfg = crate::config::parse(include_str!("../../examples/slb.toml")).unwrap();
+        let dns = cfg
+            .listeners
+            .iter()
+            .find(|l| l.protocol == crate::config::Protocol::Udp && l.port == 53)
+            .expect("the example has a DNS listener");
+        let hc = dns.health_check.as_ref().expect("checked");
+        let Probe::Udp(p) = &hc.probe else {
+            panic!("not a udp check")
+        };
+        let out = run_check(server.addr, source, &check(Probe::Udp(p.clone()))).await;
+        assert!(out.ok, "{out:?}");
     }
 
     #[tokio::test]

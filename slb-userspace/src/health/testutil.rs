@@ -218,3 +218,46 @@ pub async fn scripted_server(
     });
     (addr, task)
 }
+
+/// A UDP server on `ip` (port chosen) that behaves like a DNS server
+/// towards what it cannot parse: a datagram that is not a query (shorter
+/// than the 12-byte header, a response, not exactly one question, or a
+/// question that runs past the end) is dropped without a reply, as BIND,
+/// Unbound and dnsmasq do; a query is answered REFUSED.
+pub async fn dns_server(ip: &str) -> UdpEcho {
+    fn is_query(m: &[u8]) -> bool {
+        if m.len() < 12 || m[2] & 0x80 != 0 || m[4..6] != [0, 1] {
+            return false;
+        }
+        let mut i = 12;
+        while let Some(&len) = m.get(i) {
+            if len == 0 {
+                // Root label, then QTYPE and QCLASS.
+                return m.len() >= i + 5;
+            }
+            if len > 63 {
+                return false;
+            }
+            i += 1 + usize::from(len);
+        }
+        false
+    }
+    let sock = UdpSocket::bind((ip, 0)).await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let peers2 = peers.clone();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            peers2.lock().unwrap().push(peer);
+            if !is_query(&buf[..n]) {
+                continue;
+            }
+            let mut reply = buf[..n].to_vec();
+            reply[2] |= 0x80; // QR: a response
+            reply[3] = (reply[3] & 0xf0) | 5; // RCODE: REFUSED
+            let _ = sock.send_to(&reply, peer).await;
+        }
+    });
+    UdpEcho { addr, peers, task }
+}
