@@ -94,6 +94,11 @@ pub struct Settings {
 /// Backend flags (`Backend::flags`).
 /// Health checks say the backend is down: its flows are re-scheduled.
 pub const BACKEND_F_DOWN: u8 = 1;
+/// The agent retired the id: its backend was removed (its flows run on
+/// until idle). The program ignores it; a restarted agent adopting the
+/// pinned table must not take the id for a backend of the same address
+/// that was added again and has a newer id.
+pub const BACKEND_F_RETIRED: u8 = 2;
 
 /// Value of the `BACKENDS` array, indexed by backend id.
 #[repr(C)]

@@ -942,6 +942,48 @@ fn new_listeners_and_backends_start_from_zero_counters() {
     assert_eq!(listener_conns(&agent, "web"), 5);
 }
 
+/// A backend removed and added again gets a new id; its old one, retired,
+/// still names it in the pinned backend table. A restarted agent adopts
+/// the id it had when the previous run stopped: its counters and active
+/// flows carry on as they were (not the retired id's older numbers).
+#[test]
+fn a_backend_added_again_keeps_its_counters_across_a_restart() {
+    let t = Topology::new("ra", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let only = |b: usize| {
+        ListenerSpec::new("web", VIP4.into(), 80, "tcp")
+            .extra(FAST_TCP_CHECK)
+            .backend(backend4(b).into(), 8080, 1)
+    };
+    let mut agent = Agent::start_keeping(&t.lb, "ra", |d| render(2, d, &[only(1)])).unwrap();
+    let dir = agent.dir().to_owned();
+    for _ in 0..5 {
+        assert_eq!(tcp_hello(&t.client, vip(), T).unwrap().0, "b2");
+    }
+    // b2 out, then in again: a new id, counted from zero.
+    for b in [0, 1] {
+        let out = agent.reload(&render(2, &dir, &[only(b)])).unwrap();
+        assert!(out.contains("configuration reloaded"), "{out}");
+    }
+    agent
+        .wait_backend_state("web", &addr(1), "up", Duration::from_secs(10))
+        .unwrap();
+    let mut open: Vec<_> = (0..2)
+        .map(|_| tcp_hello(&t.client, vip(), T).unwrap().1)
+        .collect();
+    let before = agent.backend_status("web", &addr(1)).unwrap();
+    assert_eq!(before["counters"]["conns"], 2, "{before}");
+    assert_eq!(before["active_flows"], 2, "{before}");
+    assert!(agent.stop().unwrap().success());
+    agent.restart().unwrap();
+    let after = agent.backend_status("web", &addr(1)).unwrap();
+    assert_eq!(after["counters"], before["counters"], "{after}");
+    assert_eq!(after["active_flows"], 2, "{after}");
+    for c in &mut open {
+        echo(c, "after the restart");
+    }
+}
+
 /// Renaming a listener (same VIP, port and protocol) only changes a
 /// label: established connections keep their backends (`wrr` would move
 /// re-scheduled ones), and its counters carry over.

@@ -12,7 +12,7 @@ use crate::planner::{
 use slb_common::addr::to_addr;
 use slb_common::{
     limits::{MAX_BACKENDS, RINGS_PER_LISTENER},
-    listener::{BACKEND_F_DOWN, DEST_NAT_BACKEND},
+    listener::{BACKEND_F_DOWN, BACKEND_F_RETIRED, DEST_NAT_BACKEND},
     VipKey,
 };
 use std::{
@@ -100,10 +100,15 @@ impl Applier {
             };
             for b in &listener.backends {
                 let (addr, port) = (to_addr(b.address), b.port.to_be());
-                if let Some((id, pinned)) = pinned_backends
-                    .iter()
-                    .find(|(_, p)| p.listener_id == l.id && p.addr == addr && p.port == port)
-                {
+                // A backend removed and added again is in the table twice:
+                // under its current id and, retired, under its old one,
+                // whose flows and counters are no longer its own.
+                if let Some((id, pinned)) = pinned_backends.iter().find(|(_, p)| {
+                    p.listener_id == l.id
+                        && p.addr == addr
+                        && p.port == port
+                        && p.flags & BACKEND_F_RETIRED == 0
+                }) {
                     let health_key = BackendKey {
                         listener: listener.name.clone(),
                         addr: b.socket_addr(),
@@ -199,11 +204,13 @@ impl Applier {
         self.ids.counted_afresh();
         // Removed backends keep their flows but get no new ones: weight 0
         // in their entry is what the program reads as drained (a source-IP
-        // persistence pin to it no longer holds).
+        // persistence pin to it no longer holds). The retired flag tells a
+        // restarted agent the entry is no backend's any more.
         for id in self.ids.retired_backends() {
             let mut b = dp.backend(id)?;
-            if b.weight != 0 {
+            if b.weight != 0 || b.flags & BACKEND_F_RETIRED == 0 {
                 b.weight = 0;
+                b.flags |= BACKEND_F_RETIRED;
                 dp.set_backend(id, &b)?;
             }
         }
