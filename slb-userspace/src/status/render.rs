@@ -17,6 +17,9 @@ fn state(b: &BackendStatus) -> String {
     }
 }
 
+/// The heading of the address column of listener rows.
+const HEADING: &str = "LocalAddress:Port Scheduler Mode";
+
 /// Renders a snapshot as text: the columns of `ipvsadm -L -n --stats`
 /// (every counter `/metrics` exports per listener and backend), weight,
 /// active flows and state; a listener's row ends with its name, the
@@ -29,17 +32,33 @@ pub fn render_table(s: &Snapshot) -> String {
         "SLB generation {}, {} flows in table",
         s.generation, s.flows
     );
+    let services: Vec<String> = s
+        .listeners
+        .iter()
+        .map(|l| format!("{} {} {}", endpoint(&l.vip, l.port), l.scheduler, l.mode))
+        .collect();
+    // One width for the address column of every row, so that the numbers
+    // stand under their headings also with long IPv6 addresses.
+    let w = services
+        .iter()
+        .map(String::len)
+        .chain(
+            s.listeners
+                .iter()
+                .flat_map(|l| l.backends.iter().map(|b| b.address.len())),
+        )
+        .fold(HEADING.len(), usize::max);
     let _ = writeln!(
         out,
-        "Prot LocalAddress:Port Scheduler Mode      Weight  Active      Conns     InPkts    OutPkts      InBytes     OutBytes  State"
+        "Prot {HEADING:<w$} {:>6} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12}  State",
+        "Weight", "Active", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
     );
     let _ = writeln!(out, "  -> RemoteAddress:Port");
-    for l in &s.listeners {
+    for (l, service) in s.listeners.iter().zip(&services) {
         let _ = writeln!(
             out,
-            "{:<4} {:<30} {:>8} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12}  {}",
+            "{:<4} {service:<w$} {:>6} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12}  {}",
             l.protocol.to_uppercase(),
-            format!("{} {} {}", endpoint(&l.vip, l.port), l.scheduler, l.mode),
             "",
             "",
             l.counters.conns,
@@ -52,7 +71,7 @@ pub fn render_table(s: &Snapshot) -> String {
         for b in &l.backends {
             let _ = writeln!(
                 out,
-                "  -> {:<30} {:>6} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12}  {}",
+                "  -> {:<w$} {:>6} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12}  {}",
                 b.address,
                 b.weight,
                 b.active_flows,
@@ -221,5 +240,96 @@ mod tests {
                 .any(|l| l.contains("10.0.1.11:8080") && l.trim_end().ends_with("up")),
             "{t}"
         );
+    }
+    /// Every number stands under its heading (right-aligned to it), in
+    /// listener and backend rows alike, also when an IPv6 address is
+    /// longer than the address column's heading.
+    #[test]
+    fn numbers_stand_under_their_headings() {
+        let backend = |address: &str| BackendStatus {
+            address: address.into(),
+            weight: 100,
+            backup: false,
+            state: BackendState::Up,
+            since: None,
+            reason: None,
+            active_flows: 12345,
+            counters: Counters {
+                conns: 1234567,
+                packets_in: 2,
+                packets_out: 3,
+                bytes_in: 123456789,
+                bytes_out: 5,
+                ..Default::default()
+            },
+        };
+        let listener = |vip: &str, backends| ListenerStatus {
+            name: "web".into(),
+            vip: vip.into(),
+            port: 443,
+            protocol: "tcp".into(),
+            scheduler: "maglev".into(),
+            mode: "fullnat".into(),
+            counters: Counters {
+                conns: 7654321,
+                packets_in: 6,
+                packets_out: 7,
+                bytes_in: 987654321,
+                bytes_out: 8,
+                ..Default::default()
+            },
+            requests: None,
+            backends,
+        };
+        let s = Snapshot {
+            generation: 1,
+            flows: 0,
+            global: GlobalCounters::default(),
+            listeners: vec![
+                listener("10.0.0.10", vec![backend("10.0.1.11:8080")]),
+                listener(
+                    "2001:db8:1234:5678:9abc:def0:1234:5678",
+                    vec![
+                        backend("[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:65535"),
+                        backend("[fd00::2]:80"),
+                    ],
+                ),
+            ],
+        };
+        let t = render_table(&s);
+        let lines: Vec<&str> = t.lines().collect();
+        let ends = |line: &str| -> Vec<usize> {
+            let mut v = Vec::new();
+            let mut prev = ' ';
+            for (i, c) in line.char_indices() {
+                if c == ' ' && prev != ' ' {
+                    v.push(i);
+                }
+                prev = c;
+            }
+            v
+        };
+        let heading = lines[1];
+        let at = |name: &str| heading.find(name).unwrap() + name.len();
+        let rows: Vec<&str> = lines[3..]
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("TCP ") || l.starts_with("  -> "))
+            .collect();
+        assert_eq!(rows.len(), 5, "{t}");
+        for row in rows {
+            let e = ends(row);
+            // The last five numbers before the name or state.
+            let n = e.len();
+            let got = &e[n - 5..];
+            let want: Vec<usize> = ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"]
+                .iter()
+                .map(|h| at(h))
+                .collect();
+            assert_eq!(got, want, "{row:?} in\n{t}");
+            if row.starts_with("  -> ") {
+                assert_eq!(&e[n - 7..n - 5], [at("Weight"), at("Active")], "{t}");
+            }
+        }
     }
 }
