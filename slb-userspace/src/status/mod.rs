@@ -124,3 +124,61 @@ pub struct Snapshot {
     /// Entries in the connection table.
     pub flows: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+
+    /// Scripts read `slb status --json` by field name: the README lists
+    /// every one of them.
+    #[test]
+    fn the_readme_names_every_json_field() {
+        let s = Snapshot {
+            generation: 1,
+            flows: 0,
+            global: GlobalCounters::default(),
+            listeners: vec![ListenerStatus {
+                name: "www".into(),
+                vip: "10.0.0.10".into(),
+                port: 80,
+                protocol: "http".into(),
+                scheduler: "wrr".into(),
+                mode: "proxy".into(),
+                counters: Counters::default(),
+                requests: Some(RequestCounts::default()),
+                backends: vec![BackendStatus {
+                    address: "10.0.1.2:8080".into(),
+                    weight: 1,
+                    backup: false,
+                    state: BackendState::Up,
+                    since: Some(1),
+                    reason: Some("ok".into()),
+                    active_flows: 0,
+                    counters: Counters::default(),
+                }],
+            }],
+        };
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("## Status and metrics").unwrap()..];
+        let mut fields = Vec::new();
+        keys(&serde_json::to_value(&s).unwrap(), &mut fields);
+        let missing: Vec<&String> = fields
+            .iter()
+            .filter(|f| !section.contains(&format!("`{f}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in the README: {missing:?}");
+    }
+}
