@@ -1072,7 +1072,16 @@ fn flows_lists_each_connection_with_its_backend_source_and_state() {
     assert!(entry(&["--client", "10.99.0.1"]).is_none());
     assert!(entry(&["--backend", &format!("{ours}:8080")]).is_some());
     assert!(entry(&["--backend", &other.to_string()]).is_none());
-    assert!(entry(&["--listener", "other"]).is_none());
+    assert!(entry(&["--listener", "web"]).is_some());
+    // A misspelt listener is an error, not an empty list.
+    let e = agent
+        .cli(&["flows", "--listener", "wbe"])
+        .expect_err("an unknown listener is refused");
+    assert!(
+        e.to_string()
+            .contains("no listener named \"wbe\" (tcp/udp listeners: web)"),
+        "{e:#}"
+    );
 
     // The table shows the same connection.
     let text = agent.cli(&["flows"]).unwrap();

@@ -13,6 +13,32 @@ use slb_common::{
 };
 use std::{collections::BTreeMap, net::SocketAddr};
 
+/// Why `filter` cannot match anything in `cfg`: it names a listener that
+/// is not there or has no connection table entries (http/https). Said
+/// rather than answered with an empty list, which reads as "no
+/// connections" when the name was misspelt.
+pub fn filter_error(cfg: &Config, filter: &FlowFilter) -> Option<String> {
+    let name = filter.listener.as_deref()?;
+    match cfg.listeners.iter().find(|l| l.name == name) {
+        Some(l) if l.protocol.is_l4() => None,
+        Some(_) => Some(format!(
+            "listener {name:?} is an http/https listener: the proxy's connections are not \
+             in the connection table"
+        )),
+        None => {
+            let names: Vec<&str> = cfg.l4_listeners().map(|l| l.name.as_str()).collect();
+            Some(format!(
+                "no listener named {name:?} (tcp/udp listeners: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        }
+    }
+}
+
 /// Lists the entries `filter` asks for.
 pub fn list(cfg: &Config, dp: &Dataplane, applier: &Applier, filter: &FlowFilter) -> FlowList {
     let listeners = applier.listeners_by_id(cfg);
@@ -66,5 +92,61 @@ fn unspecified_like(a: SocketAddr) -> std::net::IpAddr {
     match a {
         SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = r#"
+[agent]
+probe_source = "100.64.0.1"
+local_addresses = ["100.64.0.10"]
+
+[[listener]]
+name = "web"
+vip = "10.0.0.10"
+port = 80
+[[listener.backend]]
+address = "10.0.1.1"
+port = 8080
+
+[[listener]]
+name = "dns"
+vip = "10.0.0.10"
+port = 53
+protocol = "udp"
+[[listener.backend]]
+address = "10.0.1.1"
+port = 53
+
+[[listener]]
+name = "site"
+vip = "127.0.0.1"
+port = 8000
+protocol = "http"
+health_check = { enabled = false }
+[[listener.backend]]
+address = "127.0.0.1"
+port = 9000
+"#;
+
+    fn by_listener(name: &str) -> FlowFilter {
+        FlowFilter {
+            listener: Some(name.into()),
+            ..FlowFilter::default()
+        }
+    }
+
+    #[test]
+    fn a_filter_naming_no_l4_listener_is_an_error() {
+        let cfg = crate::config::parse(CFG).unwrap();
+        assert_eq!(filter_error(&cfg, &FlowFilter::default()), None);
+        assert_eq!(filter_error(&cfg, &by_listener("dns")), None);
+        let e = filter_error(&cfg, &by_listener("wbe")).unwrap();
+        assert!(e.contains("\"wbe\"") && e.contains("web, dns"), "{e}");
+        let e = filter_error(&cfg, &by_listener("site")).unwrap();
+        assert!(e.contains("http/https"), "{e}");
     }
 }

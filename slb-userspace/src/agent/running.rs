@@ -481,9 +481,10 @@ impl Running {
         match req {
             Request::Reload => self.reload().await,
             Request::Flows { filter } => match self.dataplane.as_ref() {
-                Some((dp, applier)) => {
-                    Response::Flows(super::flows::list(&self.cfg, dp, applier, &filter))
-                }
+                Some((dp, applier)) => match super::flows::filter_error(&self.cfg, &filter) {
+                    Some(e) => Response::Error { errors: vec![e] },
+                    None => Response::Flows(super::flows::list(&self.cfg, dp, applier, &filter)),
+                },
                 None => Response::Error {
                     errors: vec![
                         "no connection table: this agent runs only the L7 proxy (`slb proxy`)"
