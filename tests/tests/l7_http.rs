@@ -1993,3 +1993,79 @@ async fn gzip_streams_a_chunked_response() {
     backend.await.unwrap();
     p.stop().await;
 }
+
+/// An answer the proxy gives before it has read the request body (here
+/// 503: no live backend) reaches a client still uploading it, as with
+/// nginx's lingering close: the proxy closes its sending side, then reads
+/// and discards what the client still sends. Closing with the body unread
+/// made the kernel reset the connection, and a client that sends its whole
+/// body before reading (curl, most libraries) got "connection reset"
+/// instead of the 503. The body is larger than the sockets' buffers, so
+/// the client is still sending when the proxy answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_reaches_a_client_still_sending_its_body() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "").await;
+    p.set_down("web", a.addr, true);
+    let len = 64 << 20;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    match upload(&mut s, &head, len).await {
+        Upload::Answered(r) => assert!(r.starts_with("HTTP/1.1 503 "), "{r:?}"),
+        Upload::SendFailed { sent, error } => {
+            panic!("the upload failed after {sent} of {len} bytes, no answer seen: {error}")
+        }
+    }
+    assert_eq!(p.requests_settled("web", "5xx", 1).await, 1);
+    assert_eq!(a.hits(), 0);
+    p.stop().await;
+}
+
+/// The same when the answer is a backend's: one that refuses an upload
+/// at once (413) without reading its body and closes its connection a
+/// little later, as servers with a body size limit do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_early_answer_reaches_a_client_still_sending_its_body() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let backend = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo big!")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            });
+        }
+    });
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
+            listener("web", "http", ports[0], "")
+        )
+    })
+    .await;
+    let len = 64 << 20;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    match upload(&mut s, &head, len).await {
+        Upload::Answered(r) => {
+            assert!(r.starts_with("HTTP/1.1 413 "), "{r:?}");
+            assert!(r.ends_with("too big!"), "{r:?}");
+        }
+        Upload::SendFailed { sent, error } => {
+            panic!("the upload failed after {sent} of {len} bytes, no answer seen: {error}")
+        }
+    }
+    assert_eq!(p.requests_settled("web", "4xx", 1).await, 1);
+    backend.abort();
+    p.stop().await;
+}

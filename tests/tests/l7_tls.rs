@@ -492,3 +492,26 @@ async fn clients_offering_http10_or_no_alpn_are_served() {
     }
     p.stop().await;
 }
+
+/// An answer sent before the request body was read (503: the backend is
+/// down) reaches a client still uploading over TLS too: the lingering close
+/// is below TLS (see the plain-HTTP test in l7_http.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_reaches_a_client_still_sending_its_body_over_tls() {
+    let pki = Pki::new("linger");
+    let backend = Backend::start("a").await;
+    let p = https_proxy(&pki, &backend, "").await;
+    p.set_down("tls", backend.addr, true);
+    let cfg = pki.client_config(&[b"http/1.1"], None);
+    let mut s = tls_connect(cfg, p.addr("tls"), "a.test").await.unwrap();
+    let len = 64 << 20;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: {len}\r\n\r\n");
+    match upload(&mut s, &head, len).await {
+        Upload::Answered(r) => assert!(r.starts_with("HTTP/1.1 503 "), "{r:?}"),
+        Upload::SendFailed { sent, error } => {
+            panic!("the upload failed after {sent} of {len} bytes, no answer seen: {error}")
+        }
+    }
+    assert_eq!(backend.hits(), 0);
+    p.stop().await;
+}

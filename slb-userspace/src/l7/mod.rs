@@ -6,7 +6,7 @@
 //! rewriting), [`pages`] (error pages), [`gzip`] (what to compress),
 //! [`access`] (log line). I/O parts: [`server`] (client connections),
 //! [`service`] (one request), [`upstream`] (backend pool), [`websocket`],
-//! [`tls`], [`proxy`] (start/reload/shutdown).
+//! [`tls`], [`linger`] (lingering close), [`proxy`] (start/reload/shutdown).
 //!
 //! Health is an input: a `watch::Receiver<Health>` whose `down` set holds
 //! `BackendKey { listener, addr }` of backends to avoid (for backends of
@@ -20,6 +20,7 @@ pub mod clock;
 pub mod gzip;
 pub mod headers;
 pub mod idle;
+pub mod linger;
 pub mod metrics;
 pub mod pages;
 pub mod pem;

@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use super::access::{self, Entry};
 use super::idle::{Activity, Watched};
+use super::linger::{self, Lingering};
 use super::service::{self, Conn, Shared};
 use super::state::Runtime;
 use super::upstream::error_chain;
@@ -92,9 +93,17 @@ async fn serve(
 ) {
     let rt = runtime.borrow().clone();
     let activity = Activity::new();
-    let io = Watched::new(tcp, activity.clone());
+    let state = Arc::new(Conn::new(
+        peer,
+        rt.tls.is_some(),
+        activity.clone(),
+        stop.clone(),
+    ));
+    // Below TLS: a TLS connection's close lingers too, after its
+    // close_notify.
+    let io = Watched::new(Lingering::new(tcp, state.clone()), activity.clone());
     match rt.tls.clone() {
-        None => drive(io, false, false, peer, activity, runtime, stop, shared).await,
+        None => drive(io, false, state, activity, runtime, stop, shared).await,
         Some(cfg) => {
             let handshake = TlsAcceptor::from(cfg).accept(io);
             let handshake = tokio::time::timeout(rt.l7.request_header_timeout, handshake);
@@ -112,7 +121,10 @@ async fn serve(
             match done {
                 Ok(Ok(tls)) => {
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    drive(tls, true, h2, peer, activity, runtime, stop, shared).await
+                    if h2 {
+                        state.set_h2();
+                    }
+                    drive(tls, h2, state, activity, runtime, stop, shared).await
                 }
                 Ok(Err(e)) => {
                     rt.metrics.tls_failed();
@@ -130,9 +142,8 @@ async fn serve(
 #[allow(clippy::too_many_arguments)]
 async fn drive<I>(
     io: I,
-    tls: bool,
     h2: bool,
-    peer: SocketAddr,
+    state: Arc<Conn>,
     activity: Activity,
     runtime: watch::Receiver<Arc<Runtime>>,
     stop: CancellationToken,
@@ -141,10 +152,7 @@ async fn drive<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let rt = runtime.borrow().clone();
-    let state = Arc::new(Conn::new(peer, tls, activity.clone(), stop.clone()));
-    if h2 {
-        state.set_h2();
-    }
+    let peer = state.peer;
     let io = Preface::new(io, (!h2).then(|| state.clone()));
     // The header timeout of the first request starts with its first bytes,
     // not with the TLS handshake's.
@@ -208,7 +216,11 @@ async fn drive<I>(
     loop {
         // While a request runs, look again after the shorter timeout: the
         // header timeout starts when its response ends.
-        let deadline = if state.active.load(Ordering::Relaxed) > 0 {
+        let deadline = if state.linger.lingering() {
+            // Bounded by the lingering's own limits (and a shutdown's
+            // grace): a client still sending is no idle one.
+            Instant::now() + linger::TIME
+        } else if state.active.load(Ordering::Relaxed) > 0 {
             Instant::now() + idle.min(header_timeout)
         } else {
             let quiet = idle_deadline() + Activity::slack();
@@ -240,6 +252,12 @@ async fn drive<I>(
                 conn.as_mut().graceful_shutdown();
             }
             () = stop.cancelled(), if hard_deadline.is_none() => {
+                if state.linger.lingering() {
+                    // Its answer went out: a shutdown (or the listener's
+                    // removal) ends the lingering at once, as nginx's.
+                    debug!(listener = %rt.name, %peer, "shutting down, lingering close cut short");
+                    return;
+                }
                 hard_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
                 if !closing {
                     closing = true;
@@ -251,6 +269,9 @@ async fn drive<I>(
                 return;
             }
             () = tokio::time::sleep_until(deadline) => {
+                if state.linger.lingering() {
+                    continue;
+                }
                 let now = Instant::now();
                 let quiet = state.active.load(Ordering::Relaxed) == 0
                     && now >= idle_deadline() + Activity::slack();

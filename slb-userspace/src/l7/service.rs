@@ -20,6 +20,7 @@ use super::balance::hash_bytes;
 use super::body::{boxed, empty, Body, Finish, ResponseBody, Tracked};
 use super::headers::{self, ForwardedValues};
 use super::idle::Activity;
+use super::linger::Linger;
 use super::metrics::{L7Metrics, ListenerMetrics};
 use super::pages;
 use super::persist::{self, request_cookie};
@@ -64,6 +65,8 @@ pub struct Conn {
     head_since: AtomicU64,
     /// HTTP/2, which has no request header timeout.
     h2: AtomicBool,
+    /// Whether closing the connection is to linger (see [`super::linger`]).
+    pub linger: Linger,
 }
 
 const NOT_WAITING: u64 = u64::MAX;
@@ -82,6 +85,7 @@ impl Conn {
             client_value: headers::client_value(peer.ip()),
             head_since: AtomicU64::new(FIRST_BYTES),
             h2: AtomicBool::new(false),
+            linger: Linger::default(),
         }
     }
 
@@ -286,6 +290,10 @@ pub async fn handle(
     let active = ActiveRequest::enter(&conn);
     if req.version() == Version::HTTP_2 {
         conn.set_h2();
+    } else {
+        // Whatever answers it, a request body may be left unread.
+        conn.linger
+            .request(!hyper::body::Body::is_end_stream(req.body()));
     }
     let last = n >= rt.l7.max_requests_per_connection;
     if last {
@@ -537,7 +545,7 @@ fn idempotent(m: &Method) -> bool {
 async fn forward(
     mut req: Request<Incoming>,
     rt: &Runtime,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     shared: &Shared,
     group: &Group,
     upgrade: bool,
@@ -589,7 +597,7 @@ async fn forward(
     }
     // HTTP/1.0 clients may send no Host: each backend gets its address.
     let add_host = !parts.headers.contains_key(HOST);
-    let body = ReplayBody::new(body);
+    let body = ReplayBody::new(body, conn);
     let mut tried = Tried::default();
     // The backend of the last failed attempt, and how long it took.
     let mut last_failure: Option<(SocketAddr, Duration)> = None;
@@ -706,6 +714,11 @@ async fn forward(
                     // cannot carry): not the client's to handle.
                     warn!(listener = %rt.name, backend = %backend.addr, "101 without an upgrade request");
                     return Outcome::upstream_error(StatusCode::BAD_GATEWAY, backend.addr, elapsed);
+                }
+                if switching {
+                    // The connection becomes the tunnel's: its reads and
+                    // half-closes are the tunnel's, none to discard.
+                    conn.linger.never();
                 }
                 headers::to_client(&mut rparts.headers, switching);
                 if let Some(p) = &rt.persistence {

@@ -38,6 +38,7 @@ use tracing::debug;
 
 use super::body::{Body, BoxError};
 use super::clock;
+use super::service::Conn;
 
 /// Idle pooled connections are closed after this; backends' own keep-alive
 /// timeouts are usually shorter, and a closed one is simply not reused.
@@ -549,18 +550,21 @@ pub struct ReplayBody(Option<Arc<Replay>>);
 
 struct Replay {
     slot: Mutex<Option<Incoming>>,
+    /// Told when the body was read to its end (its close need not linger).
+    conn: Arc<Conn>,
     touched: AtomicBool,
     /// Coarse ns of the last frame read from the client's body (0: none).
     progress: AtomicU64,
 }
 
 impl ReplayBody {
-    pub fn new(body: Incoming) -> Self {
+    pub fn new(body: Incoming, conn: &Arc<Conn>) -> Self {
         if body.is_end_stream() {
             return Self(None);
         }
         Self(Some(Arc::new(Replay {
             slot: Mutex::new(Some(body)),
+            conn: conn.clone(),
             touched: AtomicBool::new(false),
             progress: AtomicU64::new(0),
         })))
@@ -606,7 +610,16 @@ impl HttpBody for AttemptBody {
             return Poll::Ready(Some(Err("request body unavailable".into())));
         };
         let polled = match guard.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Some(body) => {
+                let polled = Pin::new(&mut *body).poll_frame(cx).map_err(Into::into);
+                // (A chunked body's end shows only as its end.)
+                if matches!(polled, Poll::Ready(None))
+                    || (polled.is_ready() && body.is_end_stream())
+                {
+                    self.0.conn.linger.body_read();
+                }
+                polled
+            }
             None => Poll::Ready(None),
         };
         if polled.is_ready() {

@@ -612,3 +612,69 @@ pub async fn tls_connect(
         .connect(name, tcp)
         .await
 }
+
+/// How an upload that the proxy answers early ends for the client.
+#[derive(Debug)]
+pub enum Upload {
+    /// The whole body went out, then this response (head and body) came.
+    Answered(String),
+    /// Sending the body failed (the proxy reset the connection) after
+    /// `sent` of its bytes: a client that stops at a failed write, as
+    /// most do, never sees the response.
+    SendFailed { sent: usize, error: std::io::Error },
+}
+
+/// Sends `head` (a request header announcing `body_len` bytes), then
+/// `body_len` bytes of body, then reads the response until the end of its
+/// Content-Length body or the end of the stream. As curl or a client
+/// library uploading a file: everything is sent before anything is read.
+pub async fn upload<S>(s: &mut S, head: &str, body_len: usize) -> Upload
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if let Err(error) = s.write_all(head.as_bytes()).await {
+        return Upload::SendFailed { sent: 0, error };
+    }
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    while sent < body_len {
+        let n = chunk.len().min(body_len - sent);
+        let write = tokio::time::timeout(Duration::from_secs(10), s.write_all(&chunk[..n]))
+            .await
+            .expect("the proxy takes the body (or closes) within 10 s");
+        if let Err(error) = write {
+            return Upload::SendFailed { sent, error };
+        }
+        sent += n;
+    }
+    let _ = s.flush().await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+        {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => panic!("reading the response: {e}"),
+        };
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    Upload::Answered(String::from_utf8_lossy(&got).into_owned())
+}
