@@ -47,6 +47,11 @@ fn validate(path: &std::path::Path, print: bool) -> ExitCode {
                     }
                 }
             }
+            // Loaded all the same (as nginx does), but worth knowing
+            // before a reload puts them in service.
+            for w in slb::l7::tls::certificate_warnings(&cfg, std::time::SystemTime::now()) {
+                eprintln!("warning: {w}");
+            }
             let n = cfg.listeners.len();
             let noun = if n == 1 { "listener" } else { "listeners" };
             eprintln!("{}: ok ({n} {noun})", path.display());

@@ -271,3 +271,63 @@ fn validate_verdict_counts_listeners() {
         assert!(err.trim_end().ends_with(verdict), "{err}");
     }
 }
+
+/// A certificate outside its validity period loads (as nginx loads it: a
+/// reload must not take a site down over a late renewal), but `slb
+/// validate` warns, naming the key path, the file and the date, so that
+/// an operator sees it before clients refuse the certificate.
+#[test]
+fn validate_warns_of_an_expired_or_not_yet_valid_certificate() {
+    let d = Dir::new("clicertdates");
+    let mut text = String::from(
+        "[agent]\nprobe_source = \"100.64.0.1\"\nlocal_addresses = [\"100.64.0.10\"]\n\
+         [[listener]]\nname = \"secure\"\nvip = \"127.0.0.1\"\nport = 8443\nprotocol = \"https\"\n\
+         health_check = { enabled = false }\n\
+         [[listener.backend]]\naddress = \"127.0.0.1\"\nport = 9000\n",
+    );
+    let mut files = Vec::new();
+    for (name, from, to) in [
+        ("current", (2020, 1, 1), (4000, 1, 1)),
+        ("expired", (2020, 1, 1), (2020, 2, 1)),
+        ("future", (3999, 1, 1), (4000, 1, 1)),
+    ] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![format!("{name}.test")]).unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        let cert = params.self_signed(&key).unwrap();
+        let (crt, k) = (
+            d.0.join(format!("{name}.crt")),
+            d.0.join(format!("{name}.key")),
+        );
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        text.push_str(&format!(
+            "[[listener.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n",
+            crt.display(),
+            k.display()
+        ));
+        files.push(crt);
+    }
+    let file = d.0.join("slb.toml");
+    std::fs::write(&file, text).unwrap();
+    let o = slb(&["validate", "-c", file.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let expired = format!(
+        "warning: listener[0].certificate[1].cert: {}: the certificate expired on Feb  1 00:00:00 2020 +00:00",
+        files[1].display()
+    );
+    let future = format!(
+        "warning: listener[0].certificate[2].cert: {}: the certificate is not valid before Jan  1 00:00:00 3999 +00:00",
+        files[2].display()
+    );
+    for want in [expired, future] {
+        assert!(
+            err.lines().any(|l| l.starts_with(&want)),
+            "no {want:?} in:\n{err}"
+        );
+    }
+    assert!(!err.contains("certificate[0]"), "{err}");
+    assert!(err.trim_end().ends_with("ok (1 listener)"), "{err}");
+}

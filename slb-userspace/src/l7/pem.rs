@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -123,6 +124,46 @@ pub fn certified_key(
 /// Loads a certificate and its key from their files.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, PemError> {
     Ok(Arc::new(certified_key(load_certs(cert)?, load_key(key)?)?))
+}
+
+/// Why `cert` cannot be used at `now`, if its validity period does not
+/// cover it: "expired on …" or "not valid before …" (dates as `openssl
+/// x509 -dates` prints them). Such a certificate is still loaded, as nginx
+/// and HAProxy load it: refusing it would take a site down on a reload
+/// over a renewal that came late, or a clock that is off. The caller warns.
+pub fn validity_problem(cert: &CertificateDer<'_>, now: SystemTime) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let validity = parsed.validity();
+    let now = match now.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    };
+    if now > validity.not_after.timestamp() {
+        Some(format!("the certificate expired on {}", validity.not_after))
+    } else if now < validity.not_before.timestamp() {
+        Some(format!(
+            "the certificate is not valid before {}",
+            validity.not_before
+        ))
+    } else {
+        None
+    }
+}
+
+/// [`validity_problem`] of each certificate of a chain: the server's own
+/// (first), then its intermediates, which clients refuse as readily.
+pub fn chain_validity_problems(chain: &[CertificateDer<'_>], now: SystemTime) -> Vec<String> {
+    chain
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let why = validity_problem(c, now)?;
+            Some(match i {
+                0 => why,
+                i => format!("certificate {} of the file (an intermediate): {why}", i + 1),
+            })
+        })
+        .collect()
 }
 
 /// The CA certificates of a bundle, as trust anchors.

@@ -210,14 +210,12 @@ impl Runtime {
         let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
         let router = Router::new(&l7.rules, |n| names.iter().position(|x| x == n));
         let tls = match l.protocol {
-            Protocol::Https => {
-                Some(
-                    tls::server_config(&l7, resumption).map_err(|source| L7Error::Tls {
-                        listener: l.name.clone(),
-                        cause: source,
-                    })?,
-                )
-            }
+            Protocol::Https => Some(tls::server_config(&l.name, &l7, resumption).map_err(
+                |source| L7Error::Tls {
+                    listener: l.name.clone(),
+                    cause: source,
+                },
+            )?),
             _ => None,
         };
         let https_port = all

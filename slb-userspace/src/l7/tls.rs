@@ -13,6 +13,7 @@ use rustls::server::{
 };
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
+use tracing::warn;
 
 use super::pem::{self, PemError};
 use crate::config::L7Settings;
@@ -202,15 +203,51 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Builds the rustls settings of an https listener, reading its PEM files.
+/// Warnings about the certificates of `cfg`'s https listeners that are out
+/// of their validity period at `now`, named by key path as configuration
+/// errors are (`listener[0].certificate[1].cert: <file>: the certificate
+/// expired on …`). Files that cannot be read are the validation's errors.
+pub fn certificate_warnings(
+    cfg: &crate::config::Config,
+    now: std::time::SystemTime,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let Some(l7) = &l.l7 else { continue };
+        for (j, c) in l7.certificates.iter().enumerate() {
+            let Ok(chain) = pem::load_certs(&c.cert) else {
+                continue;
+            };
+            for why in pem::chain_validity_problems(&chain, now) {
+                out.push(format!(
+                    "listener[{i}].certificate[{j}].cert: {}: {why}: clients will refuse it",
+                    c.cert.display()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Builds the rustls settings of https listener `listener`, reading its
+/// PEM files. A certificate out of its validity period is loaded with a
+/// warning (see [`pem::validity_problem`]).
 pub fn server_config(
+    listener: &str,
     l7: &L7Settings,
     resumption: &Resumption,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let mut certs = Vec::with_capacity(l7.certificates.len());
+    let now = std::time::SystemTime::now();
     for (index, c) in l7.certificates.iter().enumerate() {
         let ck = pem::load_certified_key(&c.cert, &c.key)
             .map_err(|source| TlsError::Certificate { index, source })?;
+        for why in pem::chain_validity_problems(&ck.cert, now) {
+            warn!(
+                "listener {listener}: certificate[{index}] {}: {why}: clients will refuse it",
+                c.cert.display()
+            );
+        }
         certs.push(ck);
     }
     let resolver = SniResolver::new(certs)?;
