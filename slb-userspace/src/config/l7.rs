@@ -398,7 +398,7 @@ fn check_certificates(
             .map_err(|e| errs.push(key(&cpath, "key"), e.to_string()))
             .ok();
         if let (Some(chain), Some(private)) = (chain, private) {
-            if let Err(e) = crate::l7::pem::certified_key(chain, private) {
+            if let Err(e) = crate::l7::pem::certified_key(chain, private, &cert, &pkey) {
                 errs.push(cpath.clone(), e.to_string());
             }
         }

@@ -410,10 +410,20 @@ fn tls_keys() {
     };
     // A valid pair; then a key of another certificate.
     assert!(parse(&https(&cert("www.crt", "www.key"))).is_ok());
+    // Both files named (the error's path names only the pair); a file
+    // with several keys, of which the first does not match, says so.
     one_error(
         &https(&cert("www.crt", "api.key")),
         "listener[0].certificate[0]",
-        "the key does not belong to the certificate",
+        &format!("the key in {d}/api.key does not belong to the certificate in {d}/www.crt"),
+    );
+    let mut two_keys = std::fs::read(f.dir.join("api.key")).unwrap();
+    two_keys.extend(std::fs::read(f.dir.join("www.key")).unwrap());
+    std::fs::write(f.dir.join("two.key"), two_keys).unwrap();
+    one_error(
+        &https(&cert("www.crt", "two.key")),
+        "listener[0].certificate[0]",
+        &format!("{d}/two.key holds 2 private keys, of which the first is used"),
     );
     one_error(
         &https(&cert("missing.crt", "www.key")),
@@ -479,7 +489,7 @@ fn tls_keys() {
     one_error(
         &https(&cert("reversed.crt", "www.key")),
         "listener[0].certificate[0]",
-        "the key belongs to certificate 2 of the file, not to the first",
+        &format!("the key belongs to certificate 2 of {d}/reversed.crt, not to the first"),
     );
     // No certificate: valid for `parse`, refused by the proxy's check.
     let c = parse(&https("")).unwrap();

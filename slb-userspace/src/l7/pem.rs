@@ -21,13 +21,19 @@ pub enum PemError {
     },
     #[error("{}: {what}", path.display())]
     Content { path: PathBuf, what: String },
-    #[error("the key does not belong to the certificate: {0}")]
-    Pair(String),
+    #[error("the key in {} does not belong to the certificate in {}{detail}", key.display(), cert.display())]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        /// What else the operator should know (several keys in the file),
+        /// with its leading separator; may be empty.
+        detail: String,
+    },
     #[error(
-        "the key belongs to certificate {0} of the file, not to the first: the server's \
-         certificate must come first, then its intermediates"
+        "the key belongs to certificate {index} of {}, not to the first: the server's \
+         certificate must come first, then its intermediates", cert.display()
     )]
-    Order(usize),
+    Order { cert: PathBuf, index: usize },
     #[error(
         "the key's type or size is not supported (RSA of 2048 to 4096 bits, ECDSA P-256 \
          or P-384, Ed25519)"
@@ -91,10 +97,13 @@ fn is_encrypted(data: &[u8]) -> bool {
     has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
 }
 
-/// The chain with its key, checked to belong together.
+/// The chain with its key, checked to belong together; read from
+/// `cert_path` and `key_path` (named in errors).
 pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    cert_path: &Path,
+    key_path: &Path,
 ) -> Result<CertifiedKey, PemError> {
     let provider = super::tls::provider();
     // The provider's own message ("failed to parse private key as RSA,
@@ -114,16 +123,64 @@ pub fn certified_key(
                 .is_ok()
         });
         return Err(match later {
-            Some(i) => PemError::Order(i + 2),
-            None => PemError::Pair(e.to_string()),
+            Some(i) => PemError::Order {
+                cert: cert_path.to_owned(),
+                index: i + 2,
+            },
+            None => {
+                // rustls's own words for a plain mismatch ("keys may not
+                // be consistent: KeyMismatch") add nothing; a file with
+                // several keys (an old and a new one) explains it.
+                let mut detail = match e {
+                    rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                        String::new()
+                    }
+                    e => format!(" ({e})"),
+                };
+                let keys = keys_in(key_path);
+                if keys > 1 {
+                    detail.push_str(&format!(
+                        "; {} holds {keys} private keys, of which the first is used",
+                        key_path.display()
+                    ));
+                }
+                PemError::Pair {
+                    cert: cert_path.to_owned(),
+                    key: key_path.to_owned(),
+                    detail,
+                }
+            }
         });
     }
     Ok(ck)
 }
 
+/// How many private-key blocks the PEM file at `path` holds (0 if it
+/// cannot be read again).
+fn keys_in(path: &Path) -> usize {
+    use rustls::pki_types::pem::SectionKind;
+    let Ok(data) = std::fs::read(path) else {
+        return 0;
+    };
+    <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(&data)
+        .filter_map(Result::ok)
+        .filter(|(kind, _)| {
+            matches!(
+                kind,
+                SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
+            )
+        })
+        .count()
+}
+
 /// Loads a certificate and its key from their files.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, PemError> {
-    Ok(Arc::new(certified_key(load_certs(cert)?, load_key(key)?)?))
+    Ok(Arc::new(certified_key(
+        load_certs(cert)?,
+        load_key(key)?,
+        cert,
+        key,
+    )?))
 }
 
 /// Why `cert` cannot be used at `now`, if its validity period does not
