@@ -515,3 +515,73 @@ async fn an_early_answer_reaches_a_client_still_sending_its_body_over_tls() {
     assert_eq!(backend.hits(), 0);
     p.stop().await;
 }
+
+/// A certificate renewal as certbot does it: the configuration is left as
+/// it is and the files behind its paths change (in place, or by swapping
+/// a symlink); a reload puts the new certificate in service. A renewal
+/// that left a key not matching the certificate is refused by the proxy
+/// itself (also when the files change after the configuration was
+/// checked) and the running certificate stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_the_same_text_picks_up_renewed_files() {
+    let pki = Pki::new("renew");
+    let backend = Backend::start("a").await;
+    let (one_crt, one_key, one_der) = pki.server("one", &["a.test"]);
+    let (two_crt, two_key, two_der) = pki.server("two", &["a.test"]);
+    let (_, other_key, _) = pki.server("other", &["a.test"]);
+    let live = pki.dir.join("live");
+    std::fs::create_dir(&live).unwrap();
+    let (crt, key) = (live.join("cert.pem"), live.join("privkey.pem"));
+    std::fs::copy(&one_crt, &crt).unwrap();
+    std::fs::copy(&one_key, &key).unwrap();
+    let (p, text) = start_proxy(&["tls"], |ports| {
+        format!(
+            "{}{}{}",
+            listener("tls", "https", ports[0], ""),
+            certificate(&crt, &key),
+            backend.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let served = || async {
+        let cfg = pki.client_config(&[b"http/1.1"], None);
+        let s = tls_connect(cfg, p.addr("tls"), "a.test").await.unwrap();
+        s.get_ref().1.peer_certificates().unwrap()[0].clone()
+    };
+    assert_eq!(served().await, one_der);
+
+    // Rewritten in place.
+    std::fs::write(&crt, std::fs::read(&two_crt).unwrap()).unwrap();
+    std::fs::write(&key, std::fs::read(&two_key).unwrap()).unwrap();
+    p.reload(&text).await.unwrap();
+    assert_eq!(served().await, two_der);
+
+    // Symlinks swapped by rename, as in certbot's live/ directory.
+    let swap = |link: &std::path::Path, target: &std::path::Path| {
+        let tmp = live.join("swap.tmp");
+        std::os::unix::fs::symlink(target, &tmp).unwrap();
+        std::fs::rename(&tmp, link).unwrap();
+    };
+    swap(&crt, &one_crt);
+    swap(&key, &one_key);
+    p.reload(&text).await.unwrap();
+    assert_eq!(served().await, one_der);
+
+    // Checked, then broken before the proxy reads the files.
+    let cfg = slb::config::parse(&text).unwrap();
+    swap(&key, &other_key);
+    let err = p
+        .handle
+        .as_ref()
+        .unwrap()
+        .reload(&cfg.listeners)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("listener tls: certificate[0]: the key in") && err.contains("privkey.pem"),
+        "{err}"
+    );
+    assert_eq!(served().await, one_der);
+    p.stop().await;
+}
