@@ -585,3 +585,79 @@ async fn a_reload_with_the_same_text_picks_up_renewed_files() {
     assert_eq!(served().await, one_der);
     p.stop().await;
 }
+
+/// `client_ca` renewed behind the same path (the configuration text
+/// unchanged): a reload verifies client certificates against the new
+/// bundle, and a session made under the old one does not resume (a
+/// resumed handshake skips verification, and the old CA's clients are
+/// no longer admitted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_renewed_client_ca_file_drops_the_old_sessions() {
+    let old = Pki::new("caold");
+    let new = Pki::new("canew");
+    let backend = Backend::start("a").await;
+    let (crt, key, _) = old.server("a", &["a.test"]);
+    let ca = old.dir.join("client-ca.pem");
+    std::fs::write(&ca, &old.ca_pem).unwrap();
+    let (p, text) = start_proxy(&["tls"], |ports| {
+        format!(
+            "{}{}{}",
+            listener(
+                "tls",
+                "https",
+                ports[0],
+                &format!("client_ca = \"{}\"", ca.display())
+            ),
+            certificate(&crt, &key),
+            backend.toml("listener.backend", 100)
+        )
+    })
+    .await;
+    let (old_crt, old_key, _) = old.client("oldclient");
+    let (new_crt, new_key, _) = new.client("newclient");
+    let old_client = old.client_config(&[b"http/1.1"], Some((&old_crt, &old_key)));
+    // The new CA's client, trusting the old PKI's server certificate.
+    let new_client = {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(&new_crt)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let k = rustls::pki_types::PrivateKeyDer::from_pem_file(&new_key).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(old.ca_der.clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut c = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, k)
+            .unwrap();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(c)
+    };
+    let served = |cfg: std::sync::Arc<rustls::ClientConfig>| async {
+        match tls_connect(cfg, p.addr("tls"), "a.test").await {
+            Ok(mut s) => {
+                let resumed = s.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+                let ok = h1_over(&mut s, "/")
+                    .await
+                    .is_ok_and(|r| r.starts_with("HTTP/1.1 200"));
+                (ok, resumed)
+            }
+            Err(_) => (false, false),
+        }
+    };
+    // A session under the old CA, resumable while it is in force.
+    assert_eq!(served(old_client.clone()).await, (true, false));
+    assert_eq!(served(old_client.clone()).await, (true, true));
+    assert!(!served(new_client.clone()).await.0);
+
+    std::fs::write(&ca, &new.ca_pem).unwrap();
+    p.reload(&text).await.unwrap();
+    // The old client's remembered session does not get it in, nor does
+    // its certificate; the new CA's client is served.
+    assert_eq!(served(old_client).await, (false, false));
+    assert_eq!(served(new_client).await, (true, false));
+    p.stop().await;
+}
