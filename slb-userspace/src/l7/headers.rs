@@ -277,7 +277,22 @@ pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, 
 /// may have no `Host` (`:authority` replaces it, RFC 9113 §8.3.1), but
 /// one without `:authority` is routed by it, and the backend gets it as
 /// sent: two would let the backend pick another than routing did.
-pub fn malformed(version: http::Version, headers: &HeaderMap) -> Option<http::StatusCode> {
+/// A host in the request target (absolute-form, `:authority`) is checked
+/// as `Host` is, as nginx checks the request line's: it is what the
+/// request is routed and redirected by and what the backend gets as
+/// `Host`, and the server library lets through what only looks like an
+/// IP literal (`[zz]`, `[]`).
+pub fn malformed(
+    version: http::Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<http::StatusCode> {
+    if let Some(a) = uri.authority() {
+        let a = a.as_str();
+        if !valid_host(a.rsplit('@').next().unwrap_or(a).as_bytes()) {
+            return Some(http::StatusCode::BAD_REQUEST);
+        }
+    }
     let mut hosts = headers.get_all(header::HOST).iter();
     let valid = match (hosts.next(), hosts.next()) {
         (None, _) => version != http::Version::HTTP_11,
@@ -310,18 +325,20 @@ pub fn other_transfer_coding(headers: &HeaderMap) -> bool {
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a registered
-/// name (unreserved characters, percent-encodings, sub-delimiters) or a
-/// bracketed IP literal, and digits after the colon. Anything else (a
-/// slash, a space...) would end up in routing and in redirect URLs.
+/// name (unreserved characters, percent-encodings, sub-delimiters) or an
+/// IPv6 address in brackets, and digits after the colon. Anything else (a
+/// slash, a space, `[zz]`...) would end up in routing and in redirect URLs.
 pub fn valid_host(h: &[u8]) -> bool {
     let (host, port) = if let Some(rest) = h.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|&b| b == b']') else {
             return false;
         };
-        let literal = &rest[..end];
-        if !literal
-            .iter()
-            .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        let literal = std::str::from_utf8(&rest[..end]).ok();
+        // No zone (`%25eth0`, RFC 6874): it names an interface of the
+        // client's host, meaningless to this one and its backends.
+        if literal
+            .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
+            .is_none()
         {
             return false;
         }
@@ -388,21 +405,25 @@ mod tests {
             }
             m
         };
+        let origin: Uri = "/x".parse().unwrap();
         let ok = h(&[("host", "a.example")]);
-        assert_eq!(malformed(Version::HTTP_11, &ok), None);
-        assert_eq!(malformed(Version::HTTP_10, &HeaderMap::new()), None);
+        assert_eq!(malformed(Version::HTTP_11, &origin, &ok), None);
         assert_eq!(
-            malformed(Version::HTTP_11, &HeaderMap::new()),
+            malformed(Version::HTTP_10, &origin, &HeaderMap::new()),
+            None
+        );
+        assert_eq!(
+            malformed(Version::HTTP_11, &origin, &HeaderMap::new()),
             Some(StatusCode::BAD_REQUEST)
         );
-        assert_eq!(malformed(Version::HTTP_2, &HeaderMap::new()), None);
+        assert_eq!(malformed(Version::HTTP_2, &origin, &HeaderMap::new()), None);
         for v in [Version::HTTP_10, Version::HTTP_2] {
             assert_eq!(
-                malformed(v, &h(&[("host", "a"), ("host", "b")])),
+                malformed(v, &origin, &h(&[("host", "a"), ("host", "b")])),
                 Some(StatusCode::BAD_REQUEST)
             );
             assert_eq!(
-                malformed(v, &h(&[("host", "a/b")])),
+                malformed(v, &origin, &h(&[("host", "a/b")])),
                 Some(StatusCode::BAD_REQUEST)
             );
         }
@@ -415,7 +436,7 @@ mod tests {
         ] {
             let mut m = ok.clone();
             m.insert("transfer-encoding", HeaderValue::from_static(te));
-            assert_eq!(malformed(Version::HTTP_11, &m), want, "{te}");
+            assert_eq!(malformed(Version::HTTP_11, &origin, &m), want, "{te}");
         }
         for bad in [
             "a.test/evil",
@@ -423,12 +444,19 @@ mod tests {
             "a.test:80x",
             "[::1",
             "[fe80::1%eth0]",
+            "[fe80::1%25eth0]",
+            "[zz]",
+            "[]",
+            "[1.2.3.4]",
+            "[:::]",
+            "[::1]x",
+            "[::1]:80x",
             "a\"b",
         ] {
             let mut m = HeaderMap::new();
             m.insert("host", HeaderValue::from_str(bad).unwrap());
             assert_eq!(
-                malformed(Version::HTTP_11, &m),
+                malformed(Version::HTTP_11, &origin, &m),
                 Some(StatusCode::BAD_REQUEST),
                 "{bad}"
             );
@@ -438,11 +466,24 @@ mod tests {
             "a.test:8080",
             "[::1]:8080",
             "[::1]",
+            "[2001:DB8::a]:80",
+            "[::ffff:192.0.2.1]",
             "10.0.0.1",
             "xn--bcher-kva.example",
             "",
         ] {
             assert!(valid_host(good.as_bytes()), "{good}");
+        }
+        // A host in the request target is checked as `Host` is (the
+        // server library lets these through).
+        for (target, want) in [
+            ("http://[::1]:8080/x", None),
+            ("http://user@a.example/x", None),
+            ("http://[zz]/x", Some(StatusCode::BAD_REQUEST)),
+            ("http://[]:80/x", Some(StatusCode::BAD_REQUEST)),
+        ] {
+            let uri: Uri = target.parse().unwrap();
+            assert_eq!(malformed(Version::HTTP_11, &uri, &ok), want, "{target}");
         }
         let a: http::uri::Authority = "user@a.example:8080".parse().unwrap();
         assert_eq!(host_value(&a).unwrap(), "a.example:8080");

@@ -410,7 +410,7 @@ fn route(req: &Request<Incoming>, rt: &Runtime) -> Route {
             h1,
         ))));
     }
-    if let Some(status) = headers::malformed(req.version(), req.headers()) {
+    if let Some(status) = headers::malformed(req.version(), req.uri(), req.headers()) {
         return Route::Local(Box::new(Outcome::local(pages::error(status, h1))));
     }
     if req.method() == Method::CONNECT {

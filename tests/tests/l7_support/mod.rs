@@ -48,7 +48,13 @@ impl Drop for Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(name, "127.0.0.1").await
+    }
+
+    /// [`Backend::start`] on `ip` (e.g. `::1`).
+    pub async fn start_on(name: &str, ip: &str) -> Backend {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let (n, h) = (name.to_owned(), hits.clone());
@@ -85,7 +91,8 @@ impl Backend {
     /// `[[listener.backend]]` (or group backend) lines for this backend.
     pub fn toml(&self, table: &str, weight: u32) -> String {
         format!(
-            "\n  [[{table}]]\n  address = \"127.0.0.1\"\n  port = {}\n  weight = {weight}\n",
+            "\n  [[{table}]]\n  address = \"{}\"\n  port = {}\n  weight = {weight}\n",
+            self.addr.ip(),
             self.addr.port()
         )
     }
@@ -326,10 +333,20 @@ pub async fn start_proxy(
     names: &[&str],
     config: impl FnOnce(&[u16]) -> String,
 ) -> (Running, String) {
+    start_proxy_on("127.0.0.1", names, config).await
+}
+
+/// [`start_proxy`] with the sockets bound on `ip` (e.g. `::1`).
+pub async fn start_proxy_on(
+    ip: &str,
+    names: &[&str],
+    config: impl FnOnce(&[u16]) -> String,
+) -> (Running, String) {
+    let ip: std::net::IpAddr = ip.parse().unwrap();
     let mut sockets = Vec::new();
     let mut ports = Vec::new();
     for n in names {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l = TcpListener::bind((ip, 0)).await.unwrap();
         ports.push(l.local_addr().unwrap().port());
         sockets.push(((*n).to_owned(), l));
     }

@@ -1,0 +1,91 @@
+//! L7 proxy over IPv6, end to end on `::1`: an http listener on an IPv6
+//! VIP, IPv6 clients and backends.
+
+mod l7_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use l7_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A `[[listener]]` header for an http listener on `[::1]:port` with health
+/// checks off; `extra` lines are added to the table.
+fn listener6(name: &str, protocol: &str, port: u16, extra: &str) -> String {
+    format!(
+        "\n[[listener]]\nname = \"{name}\"\nvip = \"::1\"\nport = {port}\nprotocol = \"{protocol}\"\nhealth_check = {{ enabled = false }}\n{extra}\n"
+    )
+}
+
+/// The proxy with one http listener `web` on `::1` (`extra` lines added)
+/// over `backends`.
+async fn web6(backends: &[&Backend], extra: &str) -> Running {
+    let (p, _) = start_proxy_on("::1", &["web"], |ports| {
+        let mut t = listener6("web", "http", ports[0], extra);
+        for b in backends {
+            t.push_str(&b.toml("listener.backend", 100));
+        }
+        t
+    })
+    .await;
+    p
+}
+
+/// Sends `raw` on a new connection to `p`'s listener `web` and reads
+/// until the proxy closes it.
+async fn exchange(p: &Running, raw: &str) -> String {
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("closed in time");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A host in brackets must be an IPv6 address, in `Host` as in the request
+/// target (absolute-form, HTTP/2 `:authority`), as nginx checks the request
+/// line's host too: else `[zz]` is routed, redirected to and sent to the
+/// backend as its `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bracketed_host_must_be_an_ipv6_address() {
+    let a = Backend::start_on("a", "::1").await;
+    let p = web6(&[&a], "").await;
+    for raw in [
+        "GET / HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [zz]\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: []\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [192.0.2.1]:80\r\nConnection: close\r\n\r\n",
+        "GET http://[zz]/ HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        "GET http://[]:80/ HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = exchange(&p, raw).await;
+        assert!(r.starts_with("HTTP/1.1 400 "), "{raw:?}: {r}");
+    }
+    let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
+    let (mut tx, _conn) = h2_over(tcp).await;
+    let req = http::Request::get("http://[zz]/headers")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let got = collect(tx.send_request(req).await.unwrap()).await;
+    assert_eq!(got.status, 400, "{}", got.body);
+    assert_eq!(a.hits(), 0, "a refused request reached the backend");
+
+    let r = exchange(
+        &p,
+        "GET http://[::1]:8080/target HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    assert!(r.ends_with("/target host=[::1]:8080"), "{r}");
+    p.stop().await;
+}
