@@ -89,3 +89,97 @@ async fn a_bracketed_host_must_be_an_ipv6_address() {
     assert!(r.ends_with("/target host=[::1]:8080"), "{r}");
     p.stop().await;
 }
+
+/// Free ports on both `::1` and 127.0.0.1 (for listeners of both families
+/// on one port), found by binding and releasing them.
+fn free_dual_stack_port() -> u16 {
+    loop {
+        let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let port = v6.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Dual stack: listeners on `::1` and 127.0.0.1 share a port; an IPv6
+/// client's address reaches the backend as nginx writes it (no brackets,
+/// no port); the backend's address is logged with brackets; a redirect
+/// to https keeps the brackets of an IPv6 `Host` and names the port of
+/// the https listener on the same VIP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_listeners_headers_and_redirect() {
+    let a = Backend::start_on("a", "::1").await;
+    let pki = Pki::new("v6");
+    let (crt, key, _) = pki.server("v6", &["a.test"]);
+    let port = free_dual_stack_port();
+    let https_port = free_dual_stack_port();
+    let text = format!(
+        "{}{}{}{}{}\n  [[listener.certificate]]\n  cert = \"{}\"\n  key = \"{}\"\n{}",
+        listener6("web6", "http", port, ""),
+        a.toml("listener.backend", 100),
+        listener("web4", "http", port, ""),
+        a.toml("listener.backend", 100),
+        listener6("tls6", "https", https_port, ""),
+        crt.display(),
+        key.display(),
+        a.toml("listener.backend", 100),
+    );
+    let redirect = listener6(
+        "redirect",
+        "http",
+        free_dual_stack_port(),
+        "redirect_https = true",
+    );
+    let cfg = slb::config::parse(&format!("{text}{redirect}")).expect("valid config");
+    let (_health, rx) = tokio::sync::watch::channel(slb::planner::Health::default());
+    let proxy = slb::l7::Proxy::start(&cfg.listeners, rx, slb::l7::L7Metrics::new())
+        .await
+        .expect("both families bind the same port");
+    let c = client();
+    let v6 = get(&c, &format!("http://[::1]:{port}/headers"), &[]).await;
+    assert_eq!(v6.status, 200, "{}", v6.body);
+    for line in [
+        format!("host: [::1]:{port}\n"),
+        "x-forwarded-for: ::1\n".to_owned(),
+        "x-real-ip: ::1\n".to_owned(),
+        format!("x-forwarded-port: {port}\n"),
+    ] {
+        assert!(v6.body.contains(&line), "{line:?} in {}", v6.body);
+    }
+    let chained = get(
+        &c,
+        &format!("http://[::1]:{port}/headers"),
+        &[("x-forwarded-for", "2001:db8::7")],
+    )
+    .await;
+    assert!(
+        chained.body.contains("x-forwarded-for: 2001:db8::7, ::1\n"),
+        "{}",
+        chained.body
+    );
+    let v4 = get(&c, &format!("http://127.0.0.1:{port}/headers"), &[]).await;
+    assert!(v4.body.contains("x-real-ip: 127.0.0.1\n"), "{}", v4.body);
+
+    let rport = proxy.local_addr("redirect").await.unwrap().port();
+    for (host, want) in [
+        (
+            format!("[::1]:{rport}"),
+            format!("https://[::1]:{https_port}/a?b=1"),
+        ),
+        (
+            "[2001:DB8::1]".to_owned(),
+            format!("https://[2001:db8::1]:{https_port}/a?b=1"),
+        ),
+    ] {
+        let got = get(
+            &c,
+            &format!("http://[::1]:{rport}/a?b=1"),
+            &[("host", &host)],
+        )
+        .await;
+        assert_eq!(got.status, 301);
+        assert_eq!(got.header("location"), Some(want.as_str()), "{host}");
+    }
+    proxy.shutdown_within(Duration::from_secs(2)).await;
+}
