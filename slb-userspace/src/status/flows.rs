@@ -216,24 +216,42 @@ pub fn select(filter: &FlowFilter, flows: impl IntoIterator<Item = RawFlow>) -> 
     list
 }
 
-/// Renders a listing as text.
+/// Renders a listing as text. The address columns are as wide as their
+/// longest entry (at least an IPv4 `address:port`), so that the columns
+/// stay under their headings also with IPv6 addresses.
 pub fn render_flows(list: &FlowList) -> String {
     let mut out = String::new();
+    let rows: Vec<[String; 4]> = list
+        .flows
+        .iter()
+        .map(|f| {
+            [
+                f.client.to_string(),
+                f.vip.to_string(),
+                f.source.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                f.backend.to_string(),
+            ]
+        })
+        .collect();
+    // "255.255.255.255:65535" and a space.
+    let mut w = [22usize; 4];
+    for row in &rows {
+        for (w, cell) in w.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let [wc, wv, ws, wb] = w;
     // Writing into a String cannot fail.
     let _ = writeln!(
         out,
-        "Prot Client                 VIP                    Source                 Backend                Mode    State        Idle  Expire Listener"
+        "Prot {:<wc$} {:<wv$} {:<ws$} {:<wb$} Mode    State        Idle  Expire  Listener",
+        "Client", "VIP", "Source", "Backend"
     );
-    for f in &list.flows {
-        let source = f.source.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    for (f, [client, vip, source, backend]) in list.flows.iter().zip(&rows) {
         let _ = writeln!(
             out,
-            "{:<4} {:<22} {:<22} {:<22} {:<22} {:<7} {:<11} {:>5}s {:>6}s {}",
+            "{:<4} {client:<wc$} {vip:<wv$} {source:<ws$} {backend:<wb$} {:<7} {:<11} {:>5}s {:>6}s {}",
             f.protocol.to_uppercase(),
-            f.client.to_string(),
-            f.vip.to_string(),
-            source,
-            f.backend.to_string(),
             f.mode,
             f.state,
             f.idle_s,
@@ -400,5 +418,47 @@ mod tests {
         assert!(f.contains("ESTABLISHED"), "{f}");
         assert!(f.trim_end().ends_with("web"), "{f}");
         assert!(line("10.0.0.3:1000").contains(" - "), "{text}");
+    }
+
+    /// The columns stay under their headings with IPv6 addresses longer
+    /// than an IPv4 `address:port`.
+    #[test]
+    fn columns_stay_aligned_with_ipv6_addresses() {
+        let mut v6 = raw("[2001:db8:85a3:8d3:1319:8a2e:370:7348]:54321", 0, 1);
+        v6.vip = "[2001:db8::10]:80".parse().unwrap();
+        v6.source = Some("[fd00:64::10]:40000".parse().unwrap());
+        v6.backend = "[2001:db8:ffff::8080:1]:8080".parse().unwrap();
+        let v4 = raw("10.0.0.2:1000", 0, 1);
+        let text = render_flows(&select(&FlowFilter::default(), vec![v4, v6]));
+        let lines: Vec<&str> = text.lines().collect();
+        let head = lines[0];
+        for row in lines[1..3].iter().rev() {
+            for (heading, cell) in [
+                (
+                    "VIP",
+                    if row.contains("2001") {
+                        "[2001:db8::10]:80"
+                    } else {
+                        "10.0.0.10:80"
+                    },
+                ),
+                (
+                    "Backend",
+                    if row.contains("2001") {
+                        "[2001:db8:ffff::8080:1]:8080"
+                    } else {
+                        "10.0.1.11:8080"
+                    },
+                ),
+                ("Mode", "fullnat"),
+                ("Listener", "web"),
+            ] {
+                assert_eq!(
+                    head.find(heading),
+                    row.find(cell),
+                    "{heading} over {cell}:\n{text}"
+                );
+            }
+        }
     }
 }
