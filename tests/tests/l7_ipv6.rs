@@ -183,3 +183,33 @@ async fn dual_stack_listeners_headers_and_redirect() {
     }
     proxy.shutdown_within(Duration::from_secs(2)).await;
 }
+
+/// A rule may name an IPv6 address as it may an IPv4 one: requests to it,
+/// however they spell it (case, zeros, port), go to the rule's group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_route_by_an_ipv6_host() {
+    let d = Backend::start_on("default", "::1").await;
+    let lit = Backend::start_on("literal", "::1").await;
+    let (p, _) = start_proxy_on("::1", &["web"], |ports| {
+        format!(
+            "{}{}\n[[listener.rule]]\nhost = \"2001:db8::10\"\ngroup = \"lit\"\n\
+             [[listener.group]]\nname = \"lit\"{}",
+            listener6("web", "http", ports[0], ""),
+            d.toml("listener.backend", 100),
+            lit.toml("listener.group.backend", 100),
+        )
+    })
+    .await;
+    let c = client();
+    let url = format!("http://{}/", p.addr("web"));
+    for (host, want) in [
+        ("[2001:db8::10]", "literal"),
+        ("[2001:DB8:0:0::10]:8080", "literal"),
+        ("[2001:db8::11]", "default"),
+        ("www.example", "default"),
+    ] {
+        let got = get(&c, &url, &[("host", host)]).await;
+        assert_eq!(got.backend(), want, "{host}: {}", got.body);
+    }
+    p.stop().await;
+}

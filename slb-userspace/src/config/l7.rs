@@ -584,8 +584,18 @@ fn check_rules(raw: &RawListener, groups: &[Group], path: &str, errs: &mut Error
     rules
 }
 
-/// `www.example.com` or `*.example.com`, stored lower-case.
+/// `www.example.com` or `*.example.com`, stored lower-case; or an IPv6
+/// address, with or without brackets, stored as a request names it
+/// (`[2001:db8::10]`, in its canonical form: the router puts the request's
+/// in that form too). An IPv4 address passes as a name.
 fn check_host(h: &str, path: &str, errs: &mut Errors) -> Option<String> {
+    let literal = h
+        .strip_prefix('[')
+        .and_then(|l| l.strip_suffix(']'))
+        .unwrap_or(h);
+    if let Ok(v6) = literal.parse::<std::net::Ipv6Addr>() {
+        return Some(format!("[{v6}]"));
+    }
     let name = h.strip_prefix("*.").unwrap_or(h);
     let chars_ok = name
         .chars()
@@ -596,7 +606,7 @@ fn check_host(h: &str, path: &str, errs: &mut Errors) -> Option<String> {
             path,
             format!(
                 "must be a host name such as \"www.example.com\" or \"*.example.com\" \
-                 (letters, digits, '-' and '.'; no port) (got \"{h}\")"
+                 (letters, digits, '-' and '.'; no port), or an IP address (got \"{h}\")"
             ),
         );
         return None;

@@ -346,6 +346,46 @@ fn rules_and_groups() {
     assert_eq!(l7.groups[0].backends[0].port, 80);
 }
 
+/// A rule may name an IPv6 address as it may an IPv4 one (dual stack: a
+/// request to the VIP by address), with or without brackets; it is held
+/// as a request's `Host` names it, in canonical form, and two spellings
+/// of one address are one host.
+#[test]
+fn rule_hosts_may_be_ipv6_addresses() {
+    let c = parse(&http(
+        "[[listener.rule]]\nhost = \"2001:DB8:0::10\"\ngroup = \"default\"\n\
+         [[listener.rule]]\nhost = \"[::1]\"\ngroup = \"default\"\n\
+         [[listener.rule]]\nhost = \"10.0.0.10\"\ngroup = \"default\"",
+    ))
+    .unwrap();
+    let hosts: Vec<_> = c.listeners[0]
+        .l7
+        .as_ref()
+        .unwrap()
+        .rules
+        .iter()
+        .map(|r| r.host.clone().unwrap())
+        .collect();
+    assert_eq!(hosts, ["[2001:db8::10]", "[::1]", "10.0.0.10"]);
+    one_error(
+        &http(
+            "[[listener.rule]]\nhost = \"[2001:db8::10]\"\ngroup = \"default\"\n\
+             [[listener.rule]]\nhost = \"2001:db8:0::10\"\ngroup = \"default\"",
+        ),
+        "listener[0].rule[1]",
+        "has the host and path of rule[0]",
+    );
+    for bad in ["[zz]", "[::1]:80", "*.[::1]", "[fe80::1%eth0]"] {
+        one_error(
+            &http(&format!(
+                "[[listener.rule]]\nhost = \"{bad}\"\ngroup = \"default\""
+            )),
+            "listener[0].rule[0].host",
+            "must be a host name",
+        );
+    }
+}
+
 /// Rules match the request's path without its query (`uri().path()`),
 /// so a prefix with a `?` or `#` matched no request as meant; and a rule
 /// with the host and path of an earlier one (as the router reads them:

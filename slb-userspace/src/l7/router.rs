@@ -93,6 +93,10 @@ impl Router {
             // The common case: no path to normalise for nothing.
             return DEFAULT_GROUP;
         }
+        // An IPv6 literal in the form rules hold it: `[2001:DB8:0::10]`
+        // and `[2001:db8::10]` are one host.
+        let canonical = host.and_then(canonical_ipv6);
+        let host = canonical.as_deref().or(host);
         let path = normalise(path);
         let mut best: Option<((usize, usize), usize)> = None;
         for r in &self.rules {
@@ -110,6 +114,14 @@ impl Router {
         }
         best.map_or(DEFAULT_GROUP, |(_, g)| g)
     }
+}
+
+/// `[addr]` in the canonical form of the IPv6 address, for a bracketed
+/// host that is not already in it.
+fn canonical_ipv6(host: &str) -> Option<String> {
+    let literal = host.strip_prefix('[')?.strip_suffix(']')?;
+    let canonical = format!("[{}]", literal.parse::<std::net::Ipv6Addr>().ok()?);
+    (canonical != host).then_some(canonical)
 }
 
 /// The path rules match (see the module docs): decoded, `//` merged, `.`
@@ -232,6 +244,17 @@ mod tests {
         // The wildcard needs a label before the suffix.
         assert_eq!(r.route(Some("example.com"), "/x"), 2);
         assert_eq!(r.route(None, "/x"), 2);
+    }
+
+    #[test]
+    fn an_ipv6_host_matches_in_any_spelling() {
+        // Rules hold an IPv6 host in canonical form (see config).
+        let r = router(&[rule(Some("[2001:db8::10]"), None, "api")]);
+        for host in ["[2001:db8::10]", "[2001:db8:0:0::10]", "[2001:0db8::0010]"] {
+            assert_eq!(r.route(Some(host), "/"), 1, "{host}");
+        }
+        assert_eq!(r.route(Some("[2001:db8::11]"), "/"), 0);
+        assert_eq!(r.route(Some("[zz]"), "/"), 0);
     }
 
     #[test]
