@@ -252,6 +252,25 @@ mod tests {
         assert_eq!(r.peer.ip(), source);
     }
 
+    /// An IPv6 backend: `Host` is its address in brackets with the port,
+    /// and the check comes from the IPv6 probe source.
+    #[tokio::test]
+    async fn an_ipv6_backend_is_checked_with_a_bracketed_host() {
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            return; // no IPv6 on this host
+        }
+        let server = http_server("::1", 200).await;
+        let source: IpAddr = "::1".parse().unwrap();
+        let out = run_check(server.addr, source, &check(Probe::Http(default_http()))).await;
+        assert!(out.ok, "{out:?}");
+        let seen = server.requests();
+        assert_eq!(
+            seen[0].host.as_deref(),
+            Some(&*format!("[::1]:{}", server.addr.port()))
+        );
+        assert_eq!(seen[0].peer.ip(), source);
+    }
+
     #[tokio::test]
     async fn get_with_configured_path_and_host() {
         let server = http_server("127.0.0.1", 200).await;
