@@ -3,9 +3,17 @@ use clap::Parser;
 use slb::{agent, cli, control, status};
 use std::process::ExitCode;
 
+/// The log filter without `RUST_LOG`. rustls warns of what a TLS client
+/// did wrong (an invalid SNI, an unexpected message, a warning alert): one
+/// line per connection that any client can provoke, so not at the default
+/// level (nginx logs client handshake errors at `info` for the same
+/// reason). Failed handshakes are counted
+/// (`slb_l7_tls_handshake_failures_total`) and logged at `debug`.
+const DEFAULT_LOG_FILTER: &str = "info,rustls=error";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

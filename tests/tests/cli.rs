@@ -331,3 +331,106 @@ fn validate_warns_of_an_expired_or_not_yet_valid_certificate() {
     assert!(!err.contains("certificate[0]"), "{err}");
     assert!(err.trim_end().ends_with("ok (1 listener)"), "{err}");
 }
+
+/// What rustls warns of when a client sends an IP address as its SNI
+/// (which some clients do): a line per connection that any client can
+/// provoke.
+const SNI_WARNING: &str = "Illegal SNI extension";
+
+/// `slb proxy` does not log the TLS library's warnings about what a
+/// client did wrong at the default level: any client could write a line
+/// per connection into the log. With `rustls=warn` asked for, the same
+/// client's line appears (the stimulus works).
+#[test]
+fn tls_client_misbehaviour_stays_out_of_the_default_log() {
+    let d = Dir::new("clitlslog");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["aa.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (crt, k) = (d.0.join("aa.crt"), d.0.join("aa.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    // A ClientHello for "aa.test" with the name swapped for an IP address
+    // of the same length: the lengths in the message stay right.
+    let hello = {
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("aa.test").unwrap();
+        let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        let at = out
+            .windows(7)
+            .position(|w| w == b"aa.test")
+            .expect("the SNI is in the hello");
+        out[at..at + 7].copy_from_slice(b"1.2.3.4");
+        out
+    };
+    for (rust_log, warned) in [(None, false), (Some("info,rustls=warn"), true)] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let file = d.0.join("slb.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[agent]\nprobe_source = \"100.64.0.1\"\nlocal_addresses = [\"100.64.0.10\"]\n\
+                 [[listener]]\nname = \"secure\"\nvip = \"127.0.0.1\"\nport = {port}\n\
+                 protocol = \"https\"\nhealth_check = {{ enabled = false }}\n\
+                 [[listener.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n\
+                 [[listener.backend]]\naddress = \"127.0.0.1\"\nport = 9\n",
+                crt.display(),
+                k.display()
+            ),
+        )
+        .unwrap();
+        let log = d.0.join("proxy.log");
+        let mut cmd = Command::new(slb_bin());
+        cmd.args(["proxy", "-c", file.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(v) = rust_log {
+            cmd.env("RUST_LOG", v);
+        }
+        let mut proxy = cmd.spawn().unwrap();
+        let started = std::time::Instant::now();
+        let mut s = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(e) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("the proxy does not listen: {e}"),
+            }
+        };
+        s.write_all(&hello).unwrap();
+        // The server answers (its hello, with the first certificate): the
+        // hello has been read and judged.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf[0], 22, "a handshake record: {buf:?}");
+        drop(s);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        proxy.kill().unwrap();
+        proxy.wait().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            text.contains(SNI_WARNING),
+            warned,
+            "RUST_LOG={rust_log:?}:\n{text}"
+        );
+    }
+}
