@@ -3,9 +3,7 @@
 
 use std::{
     ffi::OsString,
-    fs,
-    path::{Path, PathBuf},
-    thread,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -29,9 +27,6 @@ pub struct Args {
     #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
     extra: Vec<OsString>,
 }
-
-/// Prefix of the network namespaces the integration tests create.
-const NETNS_PREFIX: &str = "slbt-";
 
 pub fn run(args: Args) -> Result<()> {
     if !args.unit && !cmd::is_root() {
@@ -109,12 +104,12 @@ fn full(steps: &mut Steps, args: &Args) -> Result<()> {
         Ok(())
     })?;
     steps.run("clean leftovers", || {
-        clean_leftovers(&target);
+        clean_leftovers();
         Ok(())
     })?;
     let tests = steps.run("tests", || cargo_test(args, &[]).env("SLB_BIN", &slb).run());
     // Also after failures: a failed test may leave namespaces and agents behind.
-    clean_leftovers(&target);
+    clean_leftovers();
     tests
 }
 
@@ -191,79 +186,12 @@ impl Steps {
     }
 }
 
-/// Best effort: kill `slb` agents started from `target` and delete `slbt-*` namespaces
-/// left by crashed test runs. Never fails; reports what it removed.
-fn clean_leftovers(target: &Path) {
-    let mut killed = Vec::new();
-    for pid in stray_agents(target) {
-        if kill("TERM", &pid) {
-            killed.push(pid);
-        }
+/// Best effort: stops the agents and removes the namespaces and scratch
+/// directories (with their bpffs pins) of test runs that are gone, e.g.
+/// killed mid-way; reports what it removed. A test bed that is still
+/// running (a demo, another test run) keeps its own.
+fn clean_leftovers() {
+    for line in slb_tests::netns::remove_leftovers() {
+        eprintln!("cleanup: {line}");
     }
-    for pid in &killed {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while running(pid) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(50));
-        }
-        if running(pid) {
-            kill("KILL", pid);
-        }
-        eprintln!("cleanup: killed stray slb (pid {pid})");
-    }
-
-    let Ok(list) = Cmd::new("ip").args(["netns", "list"]).read() else {
-        return;
-    };
-    // Lines are "<name>" or "<name> (id: <n>)".
-    for name in list
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-    {
-        if !name.starts_with(NETNS_PREFIX) {
-            continue;
-        }
-        if Cmd::new("ip").args(["netns", "delete", name]).probe() {
-            eprintln!("cleanup: deleted netns {name}");
-        } else {
-            eprintln!("cleanup: could not delete netns {name}");
-        }
-    }
-}
-
-/// Whether `pid` exists and is not a zombie (an orphan may wait a while to be reaped).
-fn running(pid: &str) -> bool {
-    // /proc/<pid>/stat is "<pid> (<comm>) <state> ..."; comm may contain ')'.
-    fs::read_to_string(Path::new("/proc").join(pid).join("stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X')
-    })
-}
-
-/// Sends a signal with the shell's `kill` builtin (procps may not be installed).
-fn kill(signal: &str, pid: &str) -> bool {
-    Cmd::new("sh")
-        .args(["-c", "kill -s \"$1\" \"$2\"", "sh", signal, pid])
-        .probe()
-}
-
-/// PIDs of running processes whose executable is `<target>/**/slb`.
-fn stray_agents(target: &Path) -> Vec<String> {
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let pid = entry.file_name().into_string().ok()?;
-            if !pid.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let exe = fs::read_link(entry.path().join("exe")).ok()?;
-            // A rebuilt binary shows as "<path> (deleted)".
-            let exe = exe.to_string_lossy();
-            let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
-            (exe.file_name()? == "slb" && exe.starts_with(target)).then_some(pid)
-        })
-        .collect()
 }
