@@ -25,6 +25,7 @@ use slb_tests::{
 use crate::{
     build,
     cmd::is_root,
+    interrupt,
     setup::{self, System},
 };
 
@@ -47,12 +48,14 @@ type Counts = BTreeMap<String, usize>;
 fn traffic(t: &Topology, connections: usize) -> Result<(Counts, Counts)> {
     let mut tcp = Counts::new();
     for i in 0..connections {
+        interrupt::check()?;
         let (name, _) = tcp_hello(&t.client, SocketAddr::new(VIP4.into(), 80), TIMEOUT)
             .with_context(|| format!("connection {i}"))?;
         *tcp.entry(name).or_default() += 1;
     }
     let mut udp = Counts::new();
     for i in 0..connections / 2 {
+        interrupt::check()?;
         let name = udp_ask(
             &t.client,
             SocketAddr::new(VIP4.into(), 53),
@@ -93,12 +96,28 @@ pub fn run(args: Args) -> Result<()> {
     if !is_root() {
         bail!("the demo creates network namespaces and attaches XDP: run it as root");
     }
+    // Before any thread starts (see `interrupt::catch`).
+    interrupt::catch()?;
+    let result = demo(args);
+    // `demo` has returned, so its test bed is torn down.
+    if interrupt::interrupted() {
+        bail!("interrupted; the demo's namespaces, agents and files are removed");
+    }
+    result
+}
+
+fn demo(args: Args) -> Result<()> {
     setup::ensure(System::Require, false)?;
     let bin = build::slb(false)?;
+    interrupt::check()?;
     // The test bed finds the binary (and the pass-only XDP object next to
     // it) through SLB_BIN.
     std::env::set_var("SLB_BIN", &bin);
-    slb_tests::netns::remove_leftovers();
+    // A demo or test killed outright (SIGKILL) leaves its namespaces,
+    // agents and scratch directories; they would clash with this run.
+    for line in slb_tests::netns::remove_leftovers() {
+        println!("==> leftovers of an earlier run: {line}");
+    }
 
     println!(
         "==> topology: client ─ lb ─ 3 backends (network namespaces, veth, native XDP on the lb)"
@@ -169,6 +188,7 @@ pub fn run(args: Args) -> Result<()> {
     while !agent.log_text()[log_before..].contains("10.0.2.2:8080 down")
         || !agent.log_text()[log_before..].contains("10.0.2.2:5353 down")
     {
+        interrupt::check()?;
         if killed.elapsed() > Duration::from_secs(15) {
             bail!("backend-2 was not marked down:\n{}", agent.log_text());
         }
@@ -189,6 +209,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("    {line}");
     }
 
+    interrupt::check()?;
     println!("\n==> round 2: the same traffic again");
     let after = traffic(&t, args.connections)?;
     table(
@@ -197,6 +218,7 @@ pub fn run(args: Args) -> Result<()> {
         args.connections,
     );
 
+    interrupt::check()?;
     failover(&t, &mut agent, &listeners)?;
     println!("\n==> torn down: slb stopped, XDP detached, namespaces removed");
     Ok(())
@@ -223,6 +245,7 @@ fn failover(t: &Topology, primary: &mut Agent, listeners: &[ListenerSpec]) -> Re
     println!("    the standby's health checks agree: backend-2 down, the others up");
     let mut held: Vec<(String, TcpStream)> = Vec::new();
     for i in 0..HELD {
+        interrupt::check()?;
         let (name, mut c) = tcp_hello(&t.client, SocketAddr::new(VIP4.into(), 80), TIMEOUT)
             .with_context(|| format!("held connection {i}"))?;
         exchange(&mut c, "hello")?;
@@ -244,6 +267,7 @@ fn failover(t: &Topology, primary: &mut Agent, listeners: &[ListenerSpec]) -> Re
     // not carry over"; about one demo run in six has one.
     let mut second_choice = 0;
     for (i, (name, c)) in held.iter_mut().enumerate() {
+        interrupt::check()?;
         let client = c.local_addr()?;
         let first = first_fullnat_source(client, vip).to_string();
         let expected = on_primary

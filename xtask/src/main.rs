@@ -17,6 +17,7 @@ mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod interrupt;
 mod run;
 mod setup;
 mod test;
