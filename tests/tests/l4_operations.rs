@@ -3,6 +3,7 @@
 //! the traffic sent, reloads and drains not disturbing established
 //! connections, a restart with the dataplane kept running, and a standby
 //! taking over established connections.
+use slb_common::limits::LAYOUT_VERSION;
 use slb_tests::{
     config::{render, unplaceable, ListenerSpec},
     servers::{tcp_hello, tcp_hello_from, udp_ask, HttpServer, NameServer},
@@ -556,6 +557,81 @@ fn a_failed_fresh_start_leaves_no_pins() {
     );
     let (_, mut conn) = tcp_hello(&t.client, vip(), T).unwrap();
     echo(&mut conn, "after the failed start");
+}
+
+/// An upgrade to a build with another map layout: its start refuses the
+/// pinned state and says what to do, while the kept dataplane goes on
+/// forwarding. Done as it says (pins removed, start again), the new build
+/// starts with an empty connection table and Maglev connections carry on,
+/// rebuilt from their next packet as on a standby. The message said
+/// "established flows are then lost" and told the operator to "start with
+/// the settings it was created with", which no setting can do.
+#[test]
+fn another_map_layout_is_refused_and_a_fresh_start_keeps_maglev_connections() {
+    let t = Topology::new("lv", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let mut agent =
+        Agent::start_keeping(&t.lb, "lv", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    let pin_dir = agent.dir().join("bpf");
+    let mut conns: Vec<TcpStream> = (0..4)
+        .map(|i| {
+            tcp_hello(&t.client, vip(), T)
+                .unwrap_or_else(|e| panic!("connection {i}: {e:#}"))
+                .1
+        })
+        .collect();
+    assert!(agent.stop().unwrap().success(), "{}", agent.log_text());
+    // A changed table size is refused naming the setting, not the map.
+    let cfg = std::fs::read_to_string(&agent.config).unwrap();
+    let bigger = cfg.replace("flow_table_size = 65536", "flow_table_size = 131072");
+    assert_ne!(cfg, bigger);
+    std::fs::write(&agent.config, bigger).unwrap();
+    let err = format!("{:#}", agent.restart().unwrap_err());
+    assert!(
+        err.contains("created with agent.flow_table_size = 65536, this configuration has 131072"),
+        "{err}"
+    );
+    std::fs::write(&agent.config, cfg).unwrap();
+    // What the previous build wrote: its layout version in VERSION[0].
+    let older = LAYOUT_VERSION - 1;
+    let value: Vec<String> = older.to_le_bytes().iter().map(u8::to_string).collect();
+    let mut args = vec!["map", "update", "pinned"];
+    let version = pin_dir.join("VERSION");
+    let version = version.to_str().unwrap();
+    args.extend([version, "key", "0", "0", "0", "0", "value"]);
+    args.extend(value.iter().map(String::as_str));
+    slb_tests::sh("bpftool", &args).unwrap();
+
+    let err = format!("{:#}", agent.restart().unwrap_err());
+    let want = format!("map layout version {older}; this build uses {LAYOUT_VERSION}");
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        err.contains(&format!("remove {} and start again", pin_dir.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("flows of maglev and sh listeners carry on"),
+        "{err}"
+    );
+    for (i, c) in conns.iter_mut().enumerate() {
+        echo(c, &format!("connection {i} after the refused start"));
+    }
+    for name in pins_in(&pin_dir) {
+        std::fs::remove_file(pin_dir.join(name)).unwrap();
+    }
+    agent.restart().unwrap();
+    assert_eq!(
+        agent
+            .log_text()
+            .matches("adopting pinned dataplane state")
+            .count(),
+        0,
+        "{}",
+        agent.log_text()
+    );
+    for (i, c) in conns.iter_mut().enumerate() {
+        echo(c, &format!("connection {i} after the fresh start"));
+    }
 }
 
 /// A standby with the same configuration and an empty connection table

@@ -174,22 +174,30 @@ fn dup_fd(ebpf: &Ebpf, name: &'static str) -> Result<std::os::fd::OwnedFd, Datap
 /// Refuses to adopt pinned maps whose sizes differ from what this
 /// configuration needs: the kernel would happily hand them over and the
 /// program would then index past their end or mis-size the flow table.
-fn check_pinned(dir: &Path, name: &str, want: u32) -> Result<bool, DataplaneError> {
+/// `setting` is the `[agent]` key that sizes the map, `per_unit` how many
+/// entries one unit of it takes, so the error names the operator's value.
+fn check_pinned(
+    dir: &Path,
+    name: &'static str,
+    want: u32,
+    setting: &'static str,
+    per_unit: u32,
+) -> Result<bool, DataplaneError> {
     let path = dir.join(name);
     if !path.exists() {
         return Ok(false);
     }
-    let info = MapInfo::from_pin(&path).map_err(|e| DataplaneError::Incompatible {
+    let info = MapInfo::from_pin(&path).map_err(|e| DataplaneError::PinnedMap {
         path: dir.to_owned(),
-        reason: format!("{name}: {e}"),
+        name,
+        reason: e.to_string(),
     })?;
     if info.max_entries() != want {
         return Err(DataplaneError::Incompatible {
             path: dir.to_owned(),
-            reason: format!(
-                "{name} holds {} entries, this configuration needs {want}",
-                info.max_entries()
-            ),
+            setting,
+            pinned: info.max_entries() / per_unit,
+            wanted: want / per_unit,
         });
     }
     Ok(true)
@@ -207,10 +215,25 @@ impl Dataplane {
         // Before anything pinned is opened, let alone written.
         let lock = lock_pin_dir(&opts.pin_dir)?;
         let ring_entries = MAX_LISTENERS * RINGS_PER_LISTENER * opts.ring_size;
-        let adopted = check_pinned(&opts.pin_dir, "FLOWS", opts.flow_table_size)?;
-        check_pinned(&opts.pin_dir, "REVERSE", opts.flow_table_size)?;
-        check_pinned(&opts.pin_dir, "PERSIST", opts.flow_table_size)?;
-        check_pinned(&opts.pin_dir, "RING", ring_entries)?;
+        let flows = |name| {
+            check_pinned(
+                &opts.pin_dir,
+                name,
+                opts.flow_table_size,
+                "agent.flow_table_size",
+                1,
+            )
+        };
+        let adopted = flows("FLOWS")?;
+        flows("REVERSE")?;
+        flows("PERSIST")?;
+        check_pinned(
+            &opts.pin_dir,
+            "RING",
+            ring_entries,
+            "agent.maglev_table_size",
+            MAX_LISTENERS * RINGS_PER_LISTENER,
+        )?;
 
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&opts.pin_dir)
@@ -227,9 +250,10 @@ impl Dataplane {
                 .set(0, LAYOUT_VERSION, 0)
                 .map_err(map_err("VERSION"))?;
         } else if found != LAYOUT_VERSION {
-            return Err(DataplaneError::Incompatible {
+            return Err(DataplaneError::LayoutVersion {
                 path: opts.pin_dir.clone(),
-                reason: format!("map layout version {found}, this build uses {LAYOUT_VERSION}"),
+                found,
+                ours: LAYOUT_VERSION,
             });
         }
 

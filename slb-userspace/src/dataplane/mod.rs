@@ -19,6 +19,20 @@ pub use tables::AclEntry;
 
 use std::path::PathBuf;
 
+/// What starting afresh over pinned state this build cannot adopt does:
+/// a start with an empty connection table is a failover to a standby
+/// (README, "Failover to a standby"), so the operator can judge what it
+/// costs rather than being told that every flow is lost.
+fn afresh(path: &std::path::Path) -> String {
+    format!(
+        "remove {} and start again: the previous program is detached and this build starts \
+         with an empty connection table; flows of maglev and sh listeners carry on (rebuilt \
+         from their next packet, as on a standby), those of wrr and wlc listeners may move to \
+         another backend and be reset",
+        path.display()
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("pin path {path}: {reason}")]
@@ -28,10 +42,33 @@ pub enum DataplaneError {
     )]
     Busy { path: PathBuf },
     #[error(
-        "pinned state in {path} is incompatible: {reason}; start with the settings it was \
-         created with, or remove {path} to start afresh (established flows are then lost)"
+        "pinned state in {path} was created with {setting} = {pinned}, this configuration \
+         has {wanted}; start with {pinned} (the size changes only with a fresh start), or {}",
+        afresh(.path)
     )]
-    Incompatible { path: PathBuf, reason: String },
+    Incompatible {
+        path: PathBuf,
+        setting: &'static str,
+        pinned: u32,
+        wanted: u32,
+    },
+    #[error(
+        "pinned state in {path} was created by a build with map layout version {found}; this \
+         build uses {ours} and cannot adopt it (a dataplane the previous build left running \
+         goes on forwarding meanwhile, without health checks). To switch to this build, {}",
+        afresh(.path)
+    )]
+    LayoutVersion {
+        path: PathBuf,
+        found: u32,
+        ours: u32,
+    },
+    #[error("pinned state in {path}: {name}: {reason}")]
+    PinnedMap {
+        path: PathBuf,
+        name: &'static str,
+        reason: String,
+    },
     #[error("loading the XDP object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("XDP program {name}: {source}")]
