@@ -13,6 +13,7 @@
 //! declare it with `mod <name>;` below and add one line to the `commands!` list.
 //! The doc comment on that line becomes the command's `--help` text.
 
+mod apt_lock;
 mod bench;
 mod build;
 mod cmd;

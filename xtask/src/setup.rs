@@ -456,11 +456,19 @@ fn missing_packages() -> Result<Vec<&'static str>> {
 
 fn install_packages(missing: &[&str]) -> Result<()> {
     note(format!("installing Debian packages: {}", missing.join(" ")));
+    crate::apt_lock::wait_until_free(crate::apt_lock::APT_LOCKS, crate::apt_lock::WAIT)?;
     Cmd::new("apt-get")
         .arg("update")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()?;
     Cmd::new("apt-get")
+        .args([
+            "-o",
+            &format!(
+                "DPkg::Lock::Timeout={}",
+                crate::apt_lock::DPKG_LOCK_TIMEOUT_S
+            ),
+        ])
         .args(["install", "-y", "--no-install-recommends"])
         .args(missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
