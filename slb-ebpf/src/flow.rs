@@ -6,7 +6,7 @@ use crate::maps::{
 };
 use crate::parse::{Family, TCP_FIN, TCP_RST};
 use aya_ebpf::bindings::BPF_NOEXIST;
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_or, atomic_xadd, AtomicOrdering};
 use core::mem::MaybeUninit;
 use slb_common::{
     flow::{
@@ -373,19 +373,59 @@ pub fn active_add(backend_id: u32, delta: i32) {
 /// the first one, and ends (short timeout) with a FIN each way or an RST.
 #[inline(always)]
 pub fn mark_closing(flow: &mut Flow, tcp_flags: u8, from_client: bool) {
-    if flow.flags & FLOW_F_CLOSING == 0 {
-        flow.flags |= FLOW_F_CLOSING;
-        active_add(flow.backend_id, -1);
-    }
-    if tcp_flags & TCP_RST != 0 {
-        flow.flags |= FLOW_F_RST;
+    let end = if tcp_flags & TCP_RST != 0 {
+        FLOW_F_RST
     } else if tcp_flags & TCP_FIN != 0 {
-        flow.flags |= if from_client {
+        if from_client {
             FLOW_F_FIN_CLIENT
         } else {
             FLOW_F_FIN_BACKEND
-        };
+        }
+    } else {
+        0
+    };
+    if set_flags(flow, FLOW_F_CLOSING | end) & FLOW_F_CLOSING == 0 {
+        active_add(flow.backend_id, -1);
     }
+}
+
+/// Marks the flow closing (it no longer counts as active) unless it is
+/// already: for a flow that expired or lost its backend.
+#[inline(always)]
+pub fn mark_inactive(flow: &mut Flow) {
+    // The plain read spares the atomic instruction when nothing changes;
+    // the atomic one decides.
+    if flow.flags & FLOW_F_CLOSING == 0 && set_flags(flow, FLOW_F_CLOSING) & FLOW_F_CLOSING == 0 {
+        active_add(flow.backend_id, -1);
+    }
+}
+
+/// Sets `bits` in the flow's flags in one atomic instruction and returns
+/// the flags as they were. A flow's client packets and its replies are
+/// handled on different CPUs (RX queues), and both mark the flow: with a
+/// plain read-modify-write, a client's FIN and the backend's handled at
+/// the same moment could each write back the flags without the other's
+/// bit (the connection then never counted as over: 900 s instead of 10 s),
+/// and both could find the flow not yet closing and take it out of the
+/// active count twice. The flags as they were say which CPU closed it.
+#[inline(always)]
+fn set_flags(flow: &mut Flow, bits: u16) -> u16 {
+    // BPF atomics act on whole words, and this build's (no 32-bit
+    // subregisters) only on 64-bit ones: `flags` is the top quarter
+    // (little-endian target) of the aligned word it shares with
+    // `listener_id` and `snat_port`, never written after the flow is
+    // created (the or leaves them as they are anyway).
+    const _: () = assert!(
+        core::mem::offset_of!(Flow, listener_id) % 8 == 0
+            && core::mem::offset_of!(Flow, flags) == core::mem::offset_of!(Flow, listener_id) + 6
+            && cfg!(target_endian = "little")
+    );
+    let word = core::ptr::addr_of_mut!(flow.listener_id) as *mut u64;
+    // SAFETY: an aligned 64-bit word inside the entry (checked above), in
+    // a map value or the per-CPU scratch space.
+    let old =
+        unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, (bits as u64) << 48) };
+    (old >> 48) as u16
 }
 
 /// `mark_closing` for the flow a reply (the backend's `tcp_flags`)

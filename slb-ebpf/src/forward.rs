@@ -5,7 +5,8 @@ use crate::{
     fib::{self, Route},
     flow::{
         active_add, idle_past_timeout, kept_alive_by_replies, mark_closing,
-        mark_closing_from_reply, nat_bind, nat_reply_live, snat_bind, still_valid, SnatRequest,
+        mark_closing_from_reply, mark_inactive, nat_bind, nat_reply_live, snat_bind, still_valid,
+        SnatRequest,
     },
     icmp,
     maps::{scratch, BACKEND_NH, FLOWS, FLOW_CACHE, LISTENERS, REPLY_CACHE, REVERSE, SETTINGS},
@@ -371,11 +372,8 @@ fn established(
         kept_alive_by_replies(flow, key, listener, now);
     }
     let Some(backend) = still_valid(flow, listener, now) else {
-        if flow.flags & FLOW_F_CLOSING == 0 {
-            // Expired or moved: it no longer counts for its old backend.
-            active_add(flow.backend_id, -1);
-            flow.flags |= FLOW_F_CLOSING;
-        }
+        // Expired or moved: it no longer counts for its old backend.
+        mark_inactive(flow);
         return NO_FLOW;
     };
     // The mode the flow started with: a reload that changes the

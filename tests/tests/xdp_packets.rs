@@ -301,6 +301,83 @@ fn another_cpus_copy_expires_within_a_second() {
     );
 }
 
+/// The kernel's coarse monotonic clock, the dataplane's.
+fn coarse_now_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap();
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
+}
+
+/// A pinned map of the bed, opened anew (each closure of `Bed::race`
+/// holds its own handles).
+fn pinned(bed: &Bed, name: &str) -> aya::maps::MapData {
+    aya::maps::MapData::from_pin(bed.dp.pin_dir().join(name)).unwrap()
+}
+
+/// A flow's client packets and its replies arrive on different CPUs (RX
+/// queues), so the client's FIN and the backend's can be handled at the
+/// same moment. Each must leave its mark on the flow: a lost FIN kept the
+/// ended connection for the 900 s idle timeout instead of 10 s (and its
+/// FULLNAT source as long), and both taking the flow out of the active
+/// count put its backend's `wlc` count one below the truth, or at 4
+/// billion, until the agent's next recount.
+#[test]
+fn fins_of_both_sides_at_once_on_two_cpus_both_count() {
+    use aya::maps::{Array, HashMap, Map};
+    use slb_common::{
+        flow::{FLOW_F_CLOSING, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT},
+        Flow, FlowKey,
+    };
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let mut bed = Bed::new("xfin", CONFIG);
+    let sport = 40500;
+    let (_, out) = bed.run(&tcp4(CLIENT, sport, VIP, 80, true, b""));
+    let snat_port = parse_checked(&out).sport;
+    let key = tcp_key4(CLIENT, sport, VIP, 80);
+    let flows = |bed: &Bed| -> HashMap<_, FlowKey, Flow> {
+        HashMap::try_from(Map::LruHashMap(pinned(bed, "FLOWS"))).unwrap()
+    };
+    let active = |bed: &Bed| -> Array<_, u32> {
+        Array::try_from(Map::Array(pinned(bed, "ACTIVE"))).unwrap()
+    };
+    let open = flows(&bed).get(&key, 0).unwrap();
+    assert_eq!(open.flags, 0, "a FULLNAT flow starts without flags");
+    let id = open.backend_id;
+    let (mut flows_a, mut active_a) = (flows(&bed), active(&bed));
+    let (flows_b, active_b) = (flows(&bed), active(&bed));
+    const ENDED: u16 = FLOW_F_CLOSING | FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
+    let mut wrong = None;
+    let rounds = bed.race(
+        &tcp4_fin(CLIENT, sport, VIP, 80),
+        &tcp4_fin(BACKEND, 8080, SNAT, snat_port),
+        20_000,
+        move |_| {
+            // The connection open again, counted once.
+            let fresh = Flow {
+                seen_ns: coarse_now_ns(),
+                ..open
+            };
+            flows_a.insert(key, fresh, 0).unwrap();
+            active_a.set(id, 1, 0).unwrap();
+        },
+        |round, va, vb| {
+            assert_eq!((va, vb), (XDP_REDIRECT, XDP_REDIRECT), "round {round}");
+            let flags = flows_b.get(&key, 0).unwrap().flags;
+            let count = active_b.get(&id, 0).unwrap();
+            if flags != ENDED || count != 0 {
+                wrong = Some((round, flags, count as i32));
+            }
+            wrong.is_none()
+        },
+    );
+    assert_eq!(
+        wrong, None,
+        "(round, flags, active count) after {rounds} rounds; want flags {ENDED:#x}, count 0"
+    );
+}
+
 #[test]
 fn udp_checksums_including_zero_checksum() {
     let mut bed = Bed::new("udp", CONFIG);

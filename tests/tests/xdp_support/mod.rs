@@ -186,15 +186,7 @@ impl Bed {
     /// Runs the program on `frame` inside the namespace, as received on
     /// `vb0` when it comes from the backend subnet, else on `vc0`.
     pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let from_backend = match PacketHeaders::from_ethernet_slice(frame)
-            .ok()
-            .and_then(|p| p.net)
-        {
-            Some(NetHeaders::Ipv4(ip, _)) => ip.source[..3] == [10, 0, 1],
-            Some(NetHeaders::Ipv6(ip, _)) => ip.source[..4] == [0xfd, 0, 0, 1],
-            _ => false,
-        };
-        self.run_on(if from_backend { "vb0" } else { "vc0" }, frame)
+        self.run_on(Self::device_of(frame), frame)
     }
 
     /// Runs the program on `frame` as received on device `dev`.
@@ -226,6 +218,140 @@ impl Bed {
                     .unwrap();
                 out.truncate(r.data_size_out as usize);
                 (r.return_value, out)
+            })
+            .unwrap()
+    }
+
+    /// The device a frame arrives on in `run`: `vb0` from the backend
+    /// subnet, else `vc0`.
+    fn device_of(frame: &[u8]) -> &'static str {
+        let from_backend = match PacketHeaders::from_ethernet_slice(frame)
+            .ok()
+            .and_then(|p| p.net)
+        {
+            Some(NetHeaders::Ipv4(ip, _)) => ip.source[..3] == [10, 0, 1],
+            Some(NetHeaders::Ipv6(ip, _)) => ip.source[..4] == [0xfd, 0, 0, 1],
+            _ => false,
+        };
+        if from_backend {
+            "vb0"
+        } else {
+            "vc0"
+        }
+    }
+
+    /// Runs frame `a` on CPU 0 and frame `b` on CPU 1 at the same moment
+    /// (each as received in `run`), round after round, as a flow's client
+    /// packets and its replies arrive on different RX queues of a real
+    /// NIC. `prepare(round)` sets the stage before each round;
+    /// `check(round, verdict_a, verdict_b)` looks at its outcome and says
+    /// whether to go on. Returns the rounds run.
+    ///
+    /// The two runs start within a microsecond of each other, and CPU 0
+    /// waits a little longer each round before its own, so that over the
+    /// rounds every part of one run comes to overlap every part of the
+    /// other. Needs two CPUs.
+    pub fn race(
+        &mut self,
+        a: &[u8],
+        b: &[u8],
+        rounds: usize,
+        prepare: impl FnMut(usize) + Send,
+        check: impl FnMut(usize, u32, u32) -> bool + Send,
+    ) -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        self.dp.tick().unwrap();
+        let prog = self.dp.program().unwrap();
+        let (dev_a, dev_b) = (Self::device_of(a), Self::device_of(b));
+        // Round `n` starts when `go` becomes `n + 1`; CPU 1 reports the
+        // round it finished (and its verdict) in `done`. `usize::MAX`: stop.
+        let go = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let verdict_b = AtomicUsize::new(0);
+        // The context of a frame (see `run_on`), made before the rounds:
+        // nothing but the run itself between the start signal and the run.
+        let ctx_of = |dev: &str, frame: &[u8]| {
+            let ifindex = nix::net::if_::if_nametoindex(dev).unwrap();
+            let mut ctx = [0u8; 24];
+            ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+            ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+            ctx
+        };
+        let once = |ctx: &[u8; 24], frame: &[u8]| -> u32 {
+            prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(ctx),
+                ..TestRunOptions::default()
+            })
+            .unwrap()
+            .return_value
+        };
+        // Tells the other thread this one is gone, however it ends.
+        struct Stop<'a>(&'a AtomicUsize);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(usize::MAX, Ordering::Release);
+            }
+        }
+        let pin = |cpu: usize| {
+            let mut set = CpuSet::new();
+            set.set(cpu).unwrap();
+            sched_setaffinity(Pid::from_raw(0), &set).unwrap();
+        };
+        self.ns
+            .enter(|| {
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let _stop = Stop(&done);
+                        pin(1);
+                        let ctx = ctx_of(dev_b, b);
+                        let mut round = 0;
+                        loop {
+                            let g = go.load(Ordering::Acquire);
+                            if g == usize::MAX {
+                                return;
+                            }
+                            if g == round + 1 {
+                                let v = once(&ctx, b);
+                                verdict_b.store(v as usize, Ordering::Relaxed);
+                                done.store(g, Ordering::Release);
+                                round = g;
+                            }
+                            std::hint::spin_loop();
+                        }
+                    });
+                    let coordinator = s.spawn(|| {
+                        // However it ends (a failed check panics), the
+                        // other thread stops waiting.
+                        let _stop = Stop(&go);
+                        pin(0);
+                        let ctx = ctx_of(dev_a, a);
+                        let (mut prepare, mut check) = (prepare, check);
+                        let mut ran = 0;
+                        while ran < rounds {
+                            prepare(ran);
+                            go.store(ran + 1, Ordering::Release);
+                            for _ in 0..ran % 64 {
+                                std::hint::spin_loop();
+                            }
+                            let va = once(&ctx, a);
+                            loop {
+                                match done.load(Ordering::Acquire) {
+                                    d if d == ran + 1 => break,
+                                    usize::MAX => panic!("the run on CPU 1 failed"),
+                                    _ => std::hint::spin_loop(),
+                                }
+                            }
+                            let vb = verdict_b.load(Ordering::Relaxed) as u32;
+                            ran += 1;
+                            if !check(ran - 1, va, vb) {
+                                break;
+                            }
+                        }
+                        ran
+                    });
+                    coordinator.join().unwrap()
+                })
             })
             .unwrap()
     }
