@@ -6,7 +6,7 @@ use crate::maps::{
 };
 use crate::parse::{Family, TCP_FIN, TCP_RST};
 use aya_ebpf::bindings::BPF_NOEXIST;
-use core::intrinsics::{atomic_or, atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, atomic_or, atomic_xadd, AtomicOrdering};
 use core::mem::MaybeUninit;
 use slb_common::{
     flow::{
@@ -216,8 +216,31 @@ fn take_over(rkey: &FlowKey, rev: &Reverse, owner: &mut FlowKey, now: u64) -> bo
         && old.client_port == rev.client_port
         && old.vip == rev.vip
         && old.vip_port == rev.vip_port;
-    if !same_client && !source_free(old, rkey, owner, now) {
-        return false;
+    if !same_client {
+        // Read once: what `source_free` judges is what the claim below
+        // expects to find.
+        // SAFETY: an aligned field of the map value.
+        let seen = unsafe { core::ptr::read_volatile(&old.seen_ns) };
+        if !source_free(old, seen, rkey, owner, now) {
+            return false;
+        }
+        // Another CPU may be handing the same source to another client
+        // right now (or a reply just refreshed the entry): only the one
+        // that swaps the timestamp it judged for its own has it. Without
+        // this, two clients' new flows got the same backend-side tuple,
+        // and replies went to one of them (or, from an entry both wrote
+        // at once, to a mix of their addresses and ports).
+        // SAFETY: an aligned 64-bit field of the map value.
+        let (_, claimed) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                &mut old.seen_ns,
+                seen,
+                now,
+            )
+        };
+        if !claimed {
+            return false;
+        }
     }
     crate::cache::forget(&REPLY_CACHE, rkey);
     // SAFETY: two map values of different maps (`REVERSE` and the scratch
@@ -228,7 +251,7 @@ fn take_over(rkey: &FlowKey, rev: &Reverse, owner: &mut FlowKey, now: u64) -> bo
 }
 
 /// Whether the FULLNAT source `rkey` names, held by the reverse entry
-/// `old` of another client's flow, may be given to a new flow: that flow
+/// `old` (last seen at `seen`) of another client's flow, may be given to a new flow: that flow
 /// is over. Reverse entries are never deleted (a late reply still finds
 /// its way), and the table only evicts when full, which a small pool
 /// never makes it: without this, sources of ended flows would stay taken
@@ -241,10 +264,10 @@ fn take_over(rkey: &FlowKey, rev: &Reverse, owner: &mut FlowKey, now: u64) -> bo
 /// `SNAT_REUSE_AFTER_CLOSE_S` ago (TIME_WAIT), or has been idle past its
 /// timeout.
 #[inline(always)]
-fn source_free(old: &Reverse, rkey: &FlowKey, owner: &mut FlowKey, now: u64) -> bool {
+fn source_free(old: &Reverse, seen: u64, rkey: &FlowKey, owner: &mut FlowKey, now: u64) -> bool {
     let clock = CLOCK.get(0).copied().unwrap_or(0);
-    if (now.wrapping_sub(old.seen_ns) as i64) < SNAT_REUSE_QUIET_NS as i64
-        || (clock.wrapping_sub(old.seen_ns) as i64) < SNAT_REUSE_QUIET_NS as i64
+    if (now.wrapping_sub(seen) as i64) < SNAT_REUSE_QUIET_NS as i64
+        || (clock.wrapping_sub(seen) as i64) < SNAT_REUSE_QUIET_NS as i64
     {
         return false;
     }

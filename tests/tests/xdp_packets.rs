@@ -696,6 +696,88 @@ fn fullnat_source_of_an_ended_flow_goes_to_the_next_client() {
     }
 }
 
+/// Two new flows of different clients handled at the same moment on two
+/// CPUs may want the same FULLNAT source, held by an ended flow: only one
+/// may take it over. Both used to (each found the source free, then
+/// overwrote the reverse entry): the backend saw two clients' connections
+/// as one tuple, and replies went to one of them only (or, from a reverse
+/// entry both copies wrote at once, to a mix of the two clients' address
+/// and port).
+#[test]
+fn two_cpus_never_take_over_the_same_fullnat_source() {
+    use aya::maps::{HashMap, Map};
+    use slb_common::{Flow, FlowKey, Reverse};
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let mut bed = Bed::new("xtake", CONFIG);
+    // An ended flow (client RST) holds source port `port`...
+    let old = 41000;
+    let port = source_port_of_new_flow(&mut bed, (CLIENT, old));
+    assert_eq!(bed.run(&tcp4_rst(CLIENT, old, VIP, 80)).0, XDP_REDIRECT);
+    // ...which is the first choice of two other clients.
+    let rivals = rivals_for(port, 2);
+    let rkey = slb_common::FlowKey {
+        src: slb_common::addr::to_addr(BACKEND.into()),
+        dst: slb_common::addr::to_addr(SNAT.into()),
+        sport: 8080u16.to_be(),
+        dport: port.to_be(),
+        proto: 6,
+        _pad1: 0,
+        _pad2: 0,
+    };
+    let reverse = |bed: &Bed| -> HashMap<_, FlowKey, Reverse> {
+        HashMap::try_from(Map::LruHashMap(pinned(bed, "REVERSE"))).unwrap()
+    };
+    let flows = |bed: &Bed| -> HashMap<_, FlowKey, Flow> {
+        HashMap::try_from(Map::LruHashMap(pinned(bed, "FLOWS"))).unwrap()
+    };
+    let ended = reverse(&bed).get(&rkey, 0).unwrap();
+    let keys = [rivals[0], rivals[1]].map(|(src, sport)| tcp_key4(src, sport, VIP, 80));
+    let (mut reverse_a, mut flows_a) = (reverse(&bed), flows(&bed));
+    let (reverse_b, flows_b) = (reverse(&bed), flows(&bed));
+    let mut wrong = None;
+    let (a, b) = (rivals[0], rivals[1]);
+    let rounds = bed.race(
+        &tcp4(a.0, a.1, VIP, 80, true, b""),
+        &tcp4(b.0, b.1, VIP, 80, true, b""),
+        20_000,
+        move |_| {
+            // The source quiet long enough to be handed out, the two
+            // clients without a flow.
+            let quiet = Reverse {
+                seen_ns: coarse_now_ns() - 10_000_000_000,
+                ..ended
+            };
+            reverse_a.insert(rkey, quiet, 0).unwrap();
+            for k in &keys {
+                let _ = flows_a.remove(k);
+            }
+        },
+        |round, va, vb| {
+            assert_eq!((va, vb), (XDP_REDIRECT, XDP_REDIRECT), "round {round}");
+            let ports = keys.map(|k| u16::from_be(flows_b.get(&k, 0).unwrap().snat_port));
+            let owner = reverse_b.get(&rkey, 0).unwrap();
+            let owner = (owner.client, u16::from_be(owner.client_port));
+            // Exactly one client has the source, and the reverse entry
+            // (whole, not a mix of two) sends replies to that one.
+            let winner = ports
+                .iter()
+                .position(|&p| p == port)
+                .map(|i| (slb_common::addr::to_addr(rivals[i].0.into()), rivals[i].1));
+            if ports[0] == ports[1] || winner != Some(owner) {
+                wrong = Some((round, ports, owner));
+            }
+            wrong.is_none()
+        },
+    );
+    assert_eq!(
+        wrong, None,
+        "(round, source ports of the two clients, owner of port {port}) after {rounds} rounds"
+    );
+}
+
 /// Maps key IPv4 addresses in their IPv4-mapped IPv6 form, so an IPv6
 /// packet carrying `::ffff:a.b.c.d` addresses has the very key of an IPv4
 /// flow. Such packets are invalid on the wire (RFC 4291 §2.5.5.2; Linux
