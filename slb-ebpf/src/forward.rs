@@ -444,17 +444,21 @@ fn pick_backend(key: &FlowKey, listener: &Listener) -> u32 {
     } else {
         None
     };
+    let pinned = persisted.is_some();
     let picked = match persisted {
         Some(p) => Some(p),
         None => schedule::pick(listener, key),
     };
-    let Some((backend_id, backend)) = picked else {
+    let Some(mut picked) = picked else {
         stats::drop(listener.id, Drop::NoBackend);
         return xdp_action::XDP_DROP;
     };
-    if listener.persist_timeout_s != 0 {
-        persist::record(listener, &key.src, backend_id, &backend, now);
+    if pinned {
+        persist::record(listener, &key.src, picked.0, &picked.1, now);
+    } else if listener.persist_timeout_s != 0 {
+        persist::claim(listener, &key.src, &mut picked, now);
     }
+    let (backend_id, backend) = picked;
     let Some(s) = scratch() else {
         return xdp_action::XDP_DROP;
     };

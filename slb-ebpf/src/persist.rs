@@ -1,6 +1,7 @@
 //! Source-IP persistence: all flows of one client address go to the same
 //! backend until `persist_timeout_s` passes without traffic from it.
 use crate::maps::{BACKENDS, PERSIST};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use slb_common::{listener::BACKEND_F_DOWN, Addr, Backend, Listener, Persist, PersistKey};
 
 #[inline(always)]
@@ -37,7 +38,11 @@ fn lookup_into(listener: &Listener, src: &Addr, now: u64, out: &mut (u32, Backen
 fn find(listener: &Listener, src: &Addr, now: u64) -> Option<(u32, Backend)> {
     // SAFETY: the value is copied before any map update.
     let p = *unsafe { PERSIST.get(key(listener, src)) }?;
-    if now.wrapping_sub(p.seen_ns) > listener.persist_timeout_s as u64 * 1_000_000_000 {
+    // Signed: another CPU may have stamped the pin a clock tick after
+    // this packet read the time (a client's flows run on several CPUs,
+    // and each refreshes the pin); a stamp ahead of `now` is fresh, not
+    // 584 years old.
+    if (now.wrapping_sub(p.seen_ns) as i64) > listener.persist_timeout_s as i64 * 1_000_000_000 {
         return None;
     }
     let b = *BACKENDS.get(p.backend_id)?;
@@ -51,7 +56,7 @@ fn find(listener: &Listener, src: &Addr, now: u64) -> Option<(u32, Backend)> {
     Some((p.backend_id, b))
 }
 
-/// Pins (or re-pins) the client to `backend_id`, refreshing its clock.
+/// Re-pins the client to `backend_id` (its pin's), refreshing its clock.
 #[inline(never)]
 pub fn record(listener: &Listener, src: &Addr, backend_id: u32, backend: &Backend, now: u64) {
     let v = Persist {
@@ -60,6 +65,32 @@ pub fn record(listener: &Listener, src: &Addr, backend_id: u32, backend: &Backen
         backend_gen: backend.generation,
     };
     let _ = PERSIST.insert(key(listener, src), v, 0);
+}
+
+/// Pins a client that had no good pin to `picked`, the backend just
+/// scheduled for it, unless another CPU pinned it since the lookup: then
+/// `picked` becomes that pin's backend. A client's first connections often
+/// come at once and RSS spreads them over CPUs; with `wrr` (a position per
+/// CPU) and `wlc` two CPUs can pick differently, and each used to record
+/// its own pin, splitting the client between backends.
+#[inline(never)]
+pub fn claim(listener: &Listener, src: &Addr, picked: &mut (u32, Backend), now: u64) {
+    let v = Persist {
+        seen_ns: now,
+        backend_id: picked.0,
+        backend_gen: picked.1.generation,
+    };
+    if PERSIST
+        .insert(key(listener, src), v, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        return;
+    }
+    // An entry is there: another CPU's new pin, or the expired or broken
+    // one the lookup turned down (replaced).
+    if !lookup_into(listener, src, now, picked) {
+        let _ = PERSIST.insert(key(listener, src), v, 0);
+    }
 }
 
 /// Refreshes the pin's clock (called at most once a second per flow).

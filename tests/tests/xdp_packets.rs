@@ -778,6 +778,96 @@ fn two_cpus_never_take_over_the_same_fullnat_source() {
     );
 }
 
+/// A client's first connections often come at once (a browser opens
+/// several), and RSS spreads them over CPUs: with `source_ip` persistence
+/// they must all go to one backend, also when two CPUs schedule the
+/// client's first flows at the same moment. With `wrr` (each CPU walks
+/// the sequence from its own position) and `wlc` the two picks can
+/// differ; both used to be kept (each CPU recorded its own pin, the last
+/// one stayed), so the client's connections were split between backends.
+#[test]
+fn first_flows_of_a_client_on_two_cpus_at_once_share_the_pin() {
+    use aya::maps::{HashMap, Map};
+    use slb_common::{Flow, FlowKey, PersistKey};
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let vip = Ipv4Addr::new(10, 10, 0, 13);
+    let config = format!(
+        r#"{CONFIG}
+[[listener]]
+name = "sticky"
+vip = "{vip}"
+port = 80
+scheduler = "wrr"
+persistence = {{ mode = "source_ip", timeout = "300s" }}
+  [[listener.backend]]
+  address = "10.0.1.2"
+  port = 8080
+  [[listener.backend]]
+  address = "10.0.1.3"
+  port = 8080
+"#
+    );
+    let mut bed = Bed::new("xpin", &config);
+    // CPU 1 one step ahead in the WRR sequence: left alone, the two CPUs'
+    // next picks differ.
+    bed.cpu = 1;
+    assert_eq!(
+        bed.run(&tcp4(Ipv4Addr::new(10, 0, 0, 3), 40000, vip, 80, true, b""))
+            .0,
+        XDP_REDIRECT
+    );
+    bed.cpu = 0;
+    let (a, b) = (42000, 42001);
+    let keys = [a, b].map(|sport| tcp_key4(CLIENT, sport, vip, 80));
+    let flows = |bed: &Bed| -> HashMap<_, FlowKey, Flow> {
+        HashMap::try_from(Map::LruHashMap(pinned(bed, "FLOWS"))).unwrap()
+    };
+    let persist = |bed: &Bed| -> HashMap<_, PersistKey, slb_common::Persist> {
+        HashMap::try_from(Map::LruHashMap(pinned(bed, "PERSIST"))).unwrap()
+    };
+    let listener_id = flows(&bed)
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(_, f)| f.listener_id)
+        .next()
+        .unwrap();
+    let pkey = PersistKey {
+        listener_id,
+        addr: slb_common::addr::to_addr(CLIENT.into()),
+    };
+    let (mut flows_a, mut persist_a) = (flows(&bed), persist(&bed));
+    let (flows_b, persist_b) = (flows(&bed), persist(&bed));
+    let mut wrong = None;
+    let rounds = bed.race(
+        &tcp4(CLIENT, a, vip, 80, true, b""),
+        &tcp4(CLIENT, b, vip, 80, true, b""),
+        20_000,
+        move |_| {
+            // A client not seen before.
+            let _ = persist_a.remove(&pkey);
+            for k in &keys {
+                let _ = flows_a.remove(k);
+            }
+        },
+        |round, va, vb| {
+            assert_eq!((va, vb), (XDP_REDIRECT, XDP_REDIRECT), "round {round}");
+            let backends = keys.map(|k| flows_b.get(&k, 0).unwrap().backend_id);
+            let pin = persist_b.get(&pkey, 0).unwrap().backend_id;
+            if backends != [pin, pin] {
+                wrong = Some((round, backends, pin));
+            }
+            wrong.is_none()
+        },
+    );
+    assert_eq!(
+        wrong, None,
+        "(round, backend ids of the two flows, pinned backend id) after {rounds} rounds"
+    );
+}
+
 /// Maps key IPv4 addresses in their IPv4-mapped IPv6 form, so an IPv6
 /// packet carrying `::ffff:a.b.c.d` addresses has the very key of an IPv4
 /// flow. Such packets are invalid on the wire (RFC 4291 §2.5.5.2; Linux
