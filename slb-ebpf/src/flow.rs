@@ -45,7 +45,16 @@ pub fn still_valid(flow: &Flow, listener: &Listener, now: u64) -> Option<&'stati
 #[inline(always)]
 pub fn idle_past_timeout(flow: &Flow, listener: &Listener, now: u64) -> bool {
     let idle_s = entry_timeout_s(flow.flags, listener.idle_timeout_s);
-    now.wrapping_sub(flow.seen_ns) > idle_s as u64 * 1_000_000_000
+    older_than(now, flow.seen_ns, idle_s)
+}
+
+/// Whether more than `secs` passed from `seen` to `now`. Signed: another
+/// CPU (the client's flows and their replies run on several) may have
+/// stamped an entry a clock tick after this packet read the time; a stamp
+/// ahead of `now` is recent, not 584 years old.
+#[inline(always)]
+pub fn older_than(now: u64, seen: u64, secs: u32) -> bool {
+    (now.wrapping_sub(seen) as i64) > secs as i64 * 1_000_000_000
 }
 
 /// Whether replies kept a seemingly idle flow alive: a stream only the
@@ -87,7 +96,7 @@ pub fn kept_alive_by_replies(flow: &mut Flow, key: &FlowKey, listener: &Listener
         && rev.client_port == key.sport
         && rev.vip == key.dst
         && rev.vip_port == key.dport;
-    if ours && now.wrapping_sub(rev.seen_ns) <= listener.idle_timeout_s as u64 * 1_000_000_000 {
+    if ours && !older_than(now, rev.seen_ns, listener.idle_timeout_s) {
         flow.seen_ns = rev.seen_ns;
     }
 }
@@ -291,7 +300,7 @@ fn source_free(old: &Reverse, seen: u64, rkey: &FlowKey, owner: &mut FlowKey, no
     } else {
         flow.idle_timeout_s
     };
-    now.wrapping_sub(flow.seen_ns) > idle_s as u64 * 1_000_000_000
+    older_than(now, flow.seen_ns, idle_s)
 }
 
 /// The key of the client flow a reverse entry belongs to, written field by
@@ -334,7 +343,7 @@ pub fn nat_reply_live(rev: &Reverse, proto: u8, now: u64) -> bool {
         ),
         None => (rev.seen_ns, CLOSING_TIMEOUT_S),
     };
-    now.wrapping_sub(seen) <= idle_s as u64 * 1_000_000_000
+    !older_than(now, seen, idle_s)
 }
 
 /// Records the reverse entry of a `nat` flow: replies come from the backend

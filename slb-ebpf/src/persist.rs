@@ -38,11 +38,8 @@ fn lookup_into(listener: &Listener, src: &Addr, now: u64, out: &mut (u32, Backen
 fn find(listener: &Listener, src: &Addr, now: u64) -> Option<(u32, Backend)> {
     // SAFETY: the value is copied before any map update.
     let p = *unsafe { PERSIST.get(key(listener, src)) }?;
-    // Signed: another CPU may have stamped the pin a clock tick after
-    // this packet read the time (a client's flows run on several CPUs,
-    // and each refreshes the pin); a stamp ahead of `now` is fresh, not
-    // 584 years old.
-    if (now.wrapping_sub(p.seen_ns) as i64) > listener.persist_timeout_s as i64 * 1_000_000_000 {
+    // A client's flows run on several CPUs, each refreshing the pin.
+    if crate::flow::older_than(now, p.seen_ns, listener.persist_timeout_s) {
         return None;
     }
     let b = *BACKENDS.get(p.backend_id)?;

@@ -469,6 +469,35 @@ fn nat_reply_tuple_of_an_ended_flow_is_not_translated() {
     assert_eq!((v, out), (XDP_PASS, reply), "an hour after the flow ended");
 }
 
+/// The client's CPU refreshes a flow's stamp while a reply is handled on
+/// another CPU, whose reading of the (coarse) clock may be a tick older:
+/// a stamp ahead of the packet's time is a live flow. A `nat` reply
+/// found the flow 584 years idle and was passed untranslated, so the
+/// client got the backend's own address and answered with an RST.
+#[test]
+fn nat_reply_sees_a_flow_stamped_ahead_of_its_clock_as_live() {
+    use slb_common::Flow;
+    let mut bed = Bed::new("natahead", CONFIG);
+    assert_eq!(
+        bed.run(&tcp4(CLIENT, 40000, VIP, 81, true, b"")).0,
+        XDP_REDIRECT
+    );
+    let k = tcp_key4(CLIENT, 40000, VIP, 81);
+    // Ahead by more than a tick here, so that the kernel's clock cannot
+    // catch up before the reply is handled.
+    let data = aya::maps::MapData::from_pin(bed.dp.pin_dir().join("FLOWS")).unwrap();
+    let mut flows: aya::maps::HashMap<_, slb_common::FlowKey, Flow> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).unwrap();
+    let mut f = flows.get(&k, 0).unwrap();
+    f.seen_ns += 500_000_000;
+    flows.insert(k, f, 0).unwrap();
+    // A FIN: handled by the slow path, which judges the flow.
+    let (v, out) = bed.run(&tcp4_fin(BACKEND, 8081, CLIENT, 40000));
+    assert_eq!(v, XDP_REDIRECT, "the reply of a live flow is translated");
+    let r = parse_checked(&out);
+    assert_eq!((r.src, r.sport), (IpAddr::V4(VIP), 81));
+}
+
 const XDP_TX: u32 = 3;
 const OTHER: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
 
