@@ -16,6 +16,7 @@ pub mod access;
 pub mod balance;
 pub mod body;
 pub mod clock;
+mod delegate;
 
 pub mod gzip;
 pub mod headers;
