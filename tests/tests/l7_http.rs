@@ -1097,9 +1097,7 @@ async fn h2_client_that_never_acknowledges_the_shutdown_is_dropped() {
     let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
     // The client preface and an empty SETTINGS frame, then silence: no
     // SETTINGS acknowledgement, no PING acknowledgement.
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
+    s.write_all(H2_PREFACE_AND_SETTINGS).await.unwrap();
     let mut got = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(8), async {
         let mut buf = [0u8; 4096];
@@ -1696,6 +1694,36 @@ fn h2_get_frame(id: u32) -> Vec<u8> {
     f
 }
 
+/// The client preface of HTTP/2 and an empty SETTINGS frame.
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Sends `first`, then an HTTP/2 PING every 200 ms, until the server
+/// closes the connection: whether it did within 6 s.
+async fn pinged_until_closed(s: TcpStream, first: &'static [u8]) -> bool {
+    let (mut rd, mut wr) = s.into_split();
+    let pinger = tokio::spawn(async move {
+        wr.write_all(first).await.unwrap();
+        // PING, 8 bytes of opaque data.
+        let ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingping";
+        while wr.write_all(ping).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    pinger.abort();
+    closed.is_ok()
+}
+
 /// HTTP/2 frames read from `s` until `enough` says so (or 5 s passed):
 /// (type, stream, first 4 bytes of the payload).
 async fn h2_frames_until(
@@ -1757,9 +1785,7 @@ async fn h2_streams_beyond_max_requests_are_refused() {
     let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
     // The client preface and an empty SETTINGS frame; no acknowledgement
     // of anything, ever.
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
+    s.write_all(H2_PREFACE_AND_SETTINGS).await.unwrap();
     for id in [1, 3, 5] {
         s.write_all(&h2_get_frame(id)).await.unwrap();
     }
@@ -1813,34 +1839,16 @@ async fn h2_pings_alone_do_not_keep_a_connection_open() {
     let a = Backend::start("a").await;
     let p = web_proxy(&[&a], "client_idle_timeout = \"1s\"").await;
     let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
+    s.write_all(H2_PREFACE_AND_SETTINGS).await.unwrap();
     s.write_all(&h2_get_frame(1)).await.unwrap();
     let mut got = Vec::new();
     let frames = h2_frames_until(&mut s, &mut got, |f| f.iter().any(|x| x.0 == HEADERS)).await;
     assert!(frames.iter().any(|x| x.0 == HEADERS), "{frames:?}");
     let answered = Instant::now();
-    let (mut rd, mut wr) = s.into_split();
-    let pinger = tokio::spawn(async move {
-        // PING, 8 bytes of opaque data, every 200 ms.
-        let ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingping";
-        while wr.write_all(ping).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    let mut buf = [0u8; 4096];
-    let closed = tokio::time::timeout(Duration::from_secs(6), async {
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    pinger.abort();
-    assert!(closed.is_ok(), "still open 6 s after the last response");
+    assert!(
+        pinged_until_closed(s, b"").await,
+        "still open 6 s after the last response"
+    );
     let took = answered.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(4),
@@ -1865,29 +1873,10 @@ async fn h2c_connection_without_requests_is_closed_at_the_idle_timeout() {
     .await;
     let s = TcpStream::connect(p.addr("web")).await.unwrap();
     let opened = Instant::now();
-    let (mut rd, mut wr) = s.into_split();
-    let pinger = tokio::spawn(async move {
-        wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-            .await
-            .unwrap();
-        // PING, 8 bytes of opaque data, every 200 ms.
-        let ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingping";
-        while wr.write_all(ping).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    let mut buf = [0u8; 4096];
-    let closed = tokio::time::timeout(Duration::from_secs(6), async {
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    pinger.abort();
-    assert!(closed.is_ok(), "still open 6 s after its first bytes");
+    assert!(
+        pinged_until_closed(s, H2_PREFACE_AND_SETTINGS).await,
+        "still open 6 s after its first bytes"
+    );
     let took = opened.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(4),
