@@ -151,6 +151,12 @@ impl Drop for UdpEcho {
 
 /// A UDP echo server on `ip` (port chosen).
 pub async fn udp_echo(ip: &str) -> UdpEcho {
+    udp_server(ip, |m| Some(m.to_vec())).await
+}
+
+/// A UDP server on `ip` (port chosen) that records every sender and
+/// sends back what `answer` makes of a datagram (nothing for `None`).
+async fn udp_server(ip: &str, answer: fn(&[u8]) -> Option<Vec<u8>>) -> UdpEcho {
     let sock = UdpSocket::bind((ip, 0)).await.unwrap();
     let addr = sock.local_addr().unwrap();
     let peers = Arc::new(Mutex::new(Vec::new()));
@@ -159,7 +165,9 @@ pub async fn udp_echo(ip: &str) -> UdpEcho {
         let mut buf = [0u8; 2048];
         while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
             peers2.lock().unwrap().push(peer);
-            let _ = sock.send_to(&buf[..n], peer).await;
+            if let Some(reply) = answer(&buf[..n]) {
+                let _ = sock.send_to(&reply, peer).await;
+            }
         }
     });
     UdpEcho { addr, peers, task }
@@ -242,22 +250,14 @@ pub async fn dns_server(ip: &str) -> UdpEcho {
         }
         false
     }
-    let sock = UdpSocket::bind((ip, 0)).await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    let peers = Arc::new(Mutex::new(Vec::new()));
-    let peers2 = peers.clone();
-    let task = tokio::spawn(async move {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
-            peers2.lock().unwrap().push(peer);
-            if !is_query(&buf[..n]) {
-                continue;
-            }
-            let mut reply = buf[..n].to_vec();
-            reply[2] |= 0x80; // QR: a response
-            reply[3] = (reply[3] & 0xf0) | 5; // RCODE: REFUSED
-            let _ = sock.send_to(&reply, peer).await;
+    udp_server(ip, |m| {
+        if !is_query(m) {
+            return None;
         }
-    });
-    UdpEcho { addr, peers, task }
+        let mut reply = m.to_vec();
+        reply[2] |= 0x80; // QR: a response
+        reply[3] = (reply[3] & 0xf0) | 5; // RCODE: REFUSED
+        Some(reply)
+    })
+    .await
 }
