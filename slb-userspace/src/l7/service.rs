@@ -683,7 +683,7 @@ async fn forward(
                 fresh,
                 |pooled| make(&mut headers, pooled),
                 rt.l7.backend_response_timeout,
-                || body.last_progress(),
+                body.progress(),
             )
             .await
             .map(|r| r.map(ResponseBody::Upstream))

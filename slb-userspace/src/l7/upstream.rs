@@ -339,8 +339,9 @@ impl Checkout {
 /// failure (the next backend gets the request) even when the response
 /// timeout is the shorter one, as nginx's and HAProxy's connect and server
 /// timeouts are separate. It counts from the request body's last bytes
-/// (`body_progress`: coarse ns, see [`ReplayBody::last_progress`]): an
+/// (`body_progress`: coarse ns, see [`ReplayBody::progress`]): an
 /// upload slower than the timeout is not a slow backend while it moves.
+/// The same holds for the response body's pauses (see [`Stall`]).
 /// `make` builds the request once a connection is there (a failed connect
 /// leaves it unbuilt); it is told whether the connection is a pooled one
 /// (which may fail as [`Failure::Stale`]). With `fresh`, the request goes
@@ -350,7 +351,7 @@ pub async fn send(
     fresh: bool,
     make: impl FnOnce(bool) -> Request<Body>,
     timeout: Duration,
-    body_progress: impl Fn() -> u64,
+    body_progress: Progress,
 ) -> Result<Response<UpstreamBody>, SendError> {
     let conn = pool.checkout(fresh).await.map_err(|f| (f, None))?;
     let start = clock::coarse_ns();
@@ -363,12 +364,13 @@ pub async fn send(
             return r.map(|mut res| {
                 res.body_mut().stall = Some(Stall {
                     limit: timeout,
+                    request: body_progress,
                     timer: None,
                 });
                 res
             });
         }
-        let quiet = clock::coarse_ns().saturating_sub(start.max(body_progress()));
+        let quiet = clock::coarse_ns().saturating_sub(start.max(body_progress.last()));
         let quiet = Duration::from_nanos(quiet);
         // The coarse clock lags by up to a tick: a timeout that has run
         // its whole time is not restarted for that.
@@ -394,9 +396,13 @@ pub struct UpstreamBody {
 /// backend that stalls mid-body would hold the client's connection (busy
 /// with a request: never idle) and its own for as long as it stays open.
 /// Only time spent waiting on the backend counts: a client reading
-/// slowly leaves the body unpolled, and that is no stall.
+/// slowly leaves the body unpolled, and a client still sending its request
+/// body keeps a backend that answers once it has it all (or, full duplex,
+/// streams its answer to what it gets) waiting, neither is a stall.
 struct Stall {
     limit: Duration,
+    /// The request body's last progress: the wait counts from there too.
+    request: Progress,
     /// Armed while the body waits on the backend; kept to be reset.
     timer: Option<(bool, Pin<Box<tokio::time::Sleep>>)>,
 }
@@ -417,6 +423,19 @@ impl Stall {
             timer.as_mut().reset(tokio::time::Instant::now() + limit);
             *armed = true;
         }
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        // Read only now, not on every wait: the upload may have moved
+        // since the wait began.
+        let quiet = Duration::from_nanos(clock::coarse_ns().saturating_sub(self.request.last()));
+        // The coarse clock lags by up to a tick (as in `send`).
+        if quiet + clock::resolution() >= limit {
+            return true;
+        }
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + (limit - quiet));
         timer.as_mut().poll(cx).is_ready()
     }
 
@@ -570,12 +589,10 @@ impl ReplayBody {
         })))
     }
 
-    /// When the body last moved on its way to a backend (coarse ns; 0 for
-    /// none): the response timeout runs from there (see [`send`]).
-    pub fn last_progress(&self) -> u64 {
-        self.0
-            .as_ref()
-            .map_or(0, |r| r.progress.load(Ordering::Relaxed))
+    /// When the body last moved on its way to a backend: the response
+    /// timeout runs from there (see [`send`]).
+    pub fn progress(&self) -> Progress {
+        Progress(self.0.as_ref().map_or_else(Weak::new, Arc::downgrade))
     }
 
     /// A body for one attempt.
@@ -591,6 +608,21 @@ impl ReplayBody {
         self.0
             .as_ref()
             .is_none_or(|r| !r.touched.load(Ordering::Acquire))
+    }
+}
+
+/// When a request body last moved on its way to a backend. Weak: the
+/// response body keeps it, and must not keep the request body's stream
+/// from closing; once no attempt sends the body, it moves no more.
+#[derive(Clone, Default)]
+pub struct Progress(Weak<Replay>);
+
+impl Progress {
+    /// Coarse ns of the last frame read from the client's body (0: none).
+    fn last(&self) -> u64 {
+        self.0
+            .upgrade()
+            .map_or(0, |r| r.progress.load(Ordering::Relaxed))
     }
 }
 
@@ -697,6 +729,75 @@ mod tests {
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "b");
         drop(done_tx);
+        server.join().unwrap();
+    }
+    /// A backend that sends its response header at once and its body only
+    /// once it has the whole request body is no stalled backend while the
+    /// client's body still moves, even for longer than the response
+    /// timeout; with no upload moving, the same pause is a stall.
+    #[tokio::test]
+    async fn a_response_body_waiting_for_a_moving_upload_is_no_stall() {
+        const TIMEOUT: Duration = Duration::from_millis(200);
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pool = Pool::new(backend.local_addr().unwrap(), Duration::from_secs(5));
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _) = backend.accept().unwrap();
+                read_head(&mut s);
+                write!(s, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").unwrap();
+                std::thread::sleep(TIMEOUT * 3);
+                let _ = write!(s, "1\r\nb\r\n0\r\n\r\n");
+            }
+        });
+        // A request body the client keeps sending (what `AttemptBody`
+        // records of each frame it passes on).
+        let upload = Arc::new(Replay {
+            slot: Mutex::new(None),
+            conn: Arc::new(Conn::new(
+                "192.0.2.1:1234".parse().unwrap(),
+                false,
+                super::super::idle::Activity::new(),
+                tokio_util::sync::CancellationToken::new(),
+            )),
+            touched: AtomicBool::new(true),
+            progress: AtomicU64::new(clock::coarse_ns()),
+        });
+        let sending = {
+            let upload = upload.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(TIMEOUT / 10).await;
+                    upload.progress.store(clock::coarse_ns(), Ordering::Relaxed);
+                }
+            })
+        };
+        let res = send(
+            &pool,
+            true,
+            |_| get(&pool),
+            TIMEOUT,
+            Progress(Arc::downgrade(&upload)),
+        )
+        .await
+        .map_err(|(f, _)| f)
+        .unwrap();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .expect("no stall")
+            .to_bytes();
+        assert_eq!(body, "b");
+        sending.abort();
+
+        let res = send(&pool, true, |_| get(&pool), TIMEOUT, Progress::default())
+            .await
+            .map_err(|(f, _)| f)
+            .unwrap();
+        let Err(e) = res.into_body().collect().await else {
+            panic!("a stall");
+        };
+        assert!(e.to_string().contains("sent nothing"), "{e}");
         server.join().unwrap();
     }
 }
