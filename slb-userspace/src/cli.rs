@@ -2,10 +2,26 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `slb --version`: the release and the map layout it pins. An agent
+/// adopts (and keeps forwarding with) pinned maps only of its own layout,
+/// so an operator can tell before an upgrade whether the connection table
+/// will be kept (README: "Everyday operations").
+fn version() -> &'static str {
+    // Leaked once: clap builds the command once per process.
+    Box::leak(
+        format!(
+            "{} (map layout {})",
+            env!("CARGO_PKG_VERSION"),
+            slb_common::limits::LAYOUT_VERSION
+        )
+        .into_boxed_str(),
+    )
+}
+
 #[derive(Parser)]
 #[command(
     name = "slb",
-    version,
+    version = version(),
     about = "SLB: XDP L4 load balancer with an L7 proxy"
 )]
 pub struct Cli {

@@ -434,3 +434,17 @@ fn tls_client_misbehaviour_stays_out_of_the_default_log() {
         );
     }
 }
+
+/// `slb --version` names the map layout, so that an operator can tell
+/// before an upgrade whether the new build adopts the running dataplane.
+#[test]
+fn version_names_the_map_layout() {
+    let o = slb(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let want = format!("(map layout {})", slb_common::limits::LAYOUT_VERSION);
+    assert!(
+        out.starts_with("slb ") && out.trim_end().ends_with(&want),
+        "{out}"
+    );
+}
