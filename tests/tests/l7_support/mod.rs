@@ -678,20 +678,27 @@ where
             Err(e) => panic!("reading the response: {e}"),
         };
         got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if got.len() >= end + 4 + len {
-                break;
-            }
+        if response_complete(&got) {
+            break;
         }
     }
     Upload::Answered(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Whether `got` holds a whole HTTP/1.x response head and the
+/// Content-Length body it announces (none: no body).
+pub fn response_complete(got: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(got);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let len = text[..end]
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    got.len() >= end + 4 + len
 }
