@@ -370,14 +370,10 @@ pub async fn send(
                 res
             });
         }
-        let quiet = clock::coarse_ns().saturating_sub(start.max(body_progress.last()));
-        let quiet = Duration::from_nanos(quiet);
-        // The coarse clock lags by up to a tick: a timeout that has run
-        // its whole time is not restarted for that.
-        if quiet + clock::resolution() >= timeout {
-            return Err((Failure::Timeout(timeout), None));
+        match body_progress.left_of(timeout, start) {
+            Some(left) => wait = left,
+            None => return Err((Failure::Timeout(timeout), None)),
         }
-        wait = timeout - quiet;
     }
 }
 
@@ -428,14 +424,10 @@ impl Stall {
         }
         // Read only now, not on every wait: the upload may have moved
         // since the wait began.
-        let quiet = Duration::from_nanos(clock::coarse_ns().saturating_sub(self.request.last()));
-        // The coarse clock lags by up to a tick (as in `send`).
-        if quiet + clock::resolution() >= limit {
+        let Some(left) = self.request.left_of(limit, 0) else {
             return true;
-        }
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + (limit - quiet));
+        };
+        timer.as_mut().reset(tokio::time::Instant::now() + left);
         timer.as_mut().poll(cx).is_ready()
     }
 
@@ -623,6 +615,16 @@ impl Progress {
         self.0
             .upgrade()
             .map_or(0, |r| r.progress.load(Ordering::Relaxed))
+    }
+
+    /// What is left of a wait of `limit` counted from `since` (coarse ns)
+    /// or from the request body's last progress, whichever is later;
+    /// `None` once it has all passed. The coarse clock lags by up to a
+    /// tick: a wait that has run its whole time is not restarted for that.
+    fn left_of(&self, limit: Duration, since: u64) -> Option<Duration> {
+        let quiet = clock::coarse_ns().saturating_sub(since.max(self.last()));
+        let quiet = Duration::from_nanos(quiet);
+        (quiet + clock::resolution() < limit).then(|| limit - quiet)
     }
 }
 
