@@ -2,8 +2,12 @@
 //! The agent validates configuration against these, so the XDP program never
 //! sees an index it cannot hold.
 
-/// Slots of the `DESTS` table (a power of two).
-pub const DEST_SLOTS: u32 = 4096;
+/// Slots of the `DESTS` table (a power of two). Four times the most
+/// addresses a valid configuration can put in it (`MAX_BACKENDS` `nat`
+/// backends, `MAX_LISTENERS` VIPs, `MAX_SNAT_ADDRS` of each family), so
+/// that all of them are placed within `DEST_PROBES` (Robin Hood placement
+/// at a quarter full); 20 bytes a slot.
+pub const DEST_SLOTS: u32 = 16384;
 /// Longest probe sequence in the `DESTS` table; the agent refuses a set of
 /// addresses it cannot place within it.
 pub const DEST_PROBES: u32 = 8;
@@ -53,4 +57,4 @@ pub const NO_BACKEND: u32 = u32::MAX;
 /// Map-layout version, written into the pinned state (`VERSION` map) so an
 /// agent never adopts maps laid out by an incompatible build (map types
 /// and sizes, and where `hash::dest_slot` places an address in `DESTS`).
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;

@@ -129,7 +129,7 @@ impl Dataplane {
                 .map(drop)
                 .map_err(map_err("LISTENERS")),
             Undo::Backend(id, b) => self.backends.set(id, b, 0).map_err(map_err("BACKENDS")),
-            Undo::Dest(i, d) => self.dests.set(i, d, 0).map_err(map_err("DESTS")),
+            Undo::Dest(i, d) => self.set_dest(i, d),
             Undo::Settings(s) => self.settings.set(0, s, 0).map_err(map_err("SETTINGS")),
             Undo::SnatPool(p) => self.snat_pool.set(0, p, 0).map_err(map_err("SNAT_POOL")),
             Undo::SnatV4(i, a) => self.snat_v4.set(i, a, 0).map_err(map_err("SNAT_V4")),

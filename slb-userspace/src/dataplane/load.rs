@@ -75,6 +75,10 @@ pub struct Dataplane {
     /// [`Dataplane::arm_slow_path`]).
     pub(super) slow_armed: bool,
     pub(super) dests: Array<MapData, DestSlot>,
+    /// What `dests` holds (read once at load, kept by every write and
+    /// undo): a change compares against it instead of reading all
+    /// `DEST_SLOTS` slots back, a system call each, on every apply.
+    pub(super) dests_now: Vec<DestSlot>,
     pub(super) listeners: HashMap<MapData, VipKey, Listener>,
     pub(super) ring: Array<MapData, u32>,
     pub(super) backends: Array<MapData, Backend>,
@@ -273,10 +277,16 @@ impl Dataplane {
         let flows_fd = dup_fd(&ebpf, "FLOWS")?;
         let reverse_fd = dup_fd(&ebpf, "REVERSE")?;
 
+        let dests: Array<MapData, DestSlot> = take(&mut ebpf, "DESTS")?;
+        let dests_now = dests
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("DESTS"))?;
         let mut dp = Dataplane {
             jump,
             slow_armed: false,
-            dests: take(&mut ebpf, "DESTS")?,
+            dests,
+            dests_now,
             listeners: take(&mut ebpf, "LISTENERS")?,
             ring: take(&mut ebpf, "RING")?,
             backends: take(&mut ebpf, "BACKENDS")?,

@@ -78,18 +78,24 @@ impl Dataplane {
     /// `planner::dest_table`). Slots that get an address are written before
     /// slots are emptied, so every probe sequence stays intact meanwhile.
     pub fn write_dest_table(&mut self, table: &[DestSlot]) -> Result<(), DataplaneError> {
-        let present: Vec<DestSlot> = self.dests.iter().map(|r| r.unwrap_or_default()).collect();
         for pass_fills in [true, false] {
             for (i, want) in table.iter().enumerate() {
-                if (want.flags != 0) != pass_fills || present.get(i) == Some(want) {
+                let old = self.dests_now.get(i).copied().unwrap_or_default();
+                if (want.flags != 0) != pass_fills || old == *want {
                     continue;
                 }
-                let old = present.get(i).copied().unwrap_or_default();
                 self.record(Undo::Dest(i as u32, old));
-                self.dests
-                    .set(i as u32, want, 0)
-                    .map_err(map_err("DESTS"))?;
+                self.set_dest(i as u32, *want)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes one slot of the destination table, and what it now holds.
+    pub(super) fn set_dest(&mut self, i: u32, slot: DestSlot) -> Result<(), DataplaneError> {
+        self.dests.set(i, slot, 0).map_err(map_err("DESTS"))?;
+        if let Some(now) = self.dests_now.get_mut(i as usize) {
+            *now = slot;
         }
         Ok(())
     }
