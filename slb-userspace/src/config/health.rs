@@ -116,6 +116,8 @@ fn reject_foreign_keys(r: &RawHealthCheck, protocol: CheckProtocol, path: &str, 
     let udp_keys = [
         ("payload", r.payload.is_some()),
         ("expect", r.expect.is_some()),
+        ("payload_hex", r.payload_hex.is_some()),
+        ("expect_hex", r.expect_hex.is_some()),
     ];
     let groups: [(CheckProtocol, &[(&str, bool)]); 2] = [
         (CheckProtocol::Http, &http_keys),
@@ -249,13 +251,27 @@ fn check_codes(codes: &[String], path: &str, errs: &mut Errors) -> Option<Vec<St
 }
 
 fn udp_probe(r: &RawHealthCheck, path: &str, errs: &mut Errors) -> Option<UdpProbe> {
-    let payload = match &r.payload {
-        None => Some(d::UDP_PAYLOAD.to_owned()),
-        Some(p) => check_bytes(p, &key(path, "payload"), errs),
+    let payload = match udp_bytes(
+        r.payload.as_deref(),
+        r.payload_hex.as_deref(),
+        path,
+        "payload",
+        errs,
+    ) {
+        Bytes::Unset => Some(d::UDP_PAYLOAD.as_bytes().to_vec()),
+        Bytes::Set(b) => Some(b),
+        Bytes::Invalid => None,
     };
-    let expect = match &r.expect {
-        None => Some(None),
-        Some(e) => check_bytes(e, &key(path, "expect"), errs).map(Some),
+    let expect = match udp_bytes(
+        r.expect.as_deref(),
+        r.expect_hex.as_deref(),
+        path,
+        "expect",
+        errs,
+    ) {
+        Bytes::Unset => Some(None),
+        Bytes::Set(b) => Some(Some(b)),
+        Bytes::Invalid => None,
     };
     Some(UdpProbe {
         payload: payload?,
@@ -263,17 +279,84 @@ fn udp_probe(r: &RawHealthCheck, path: &str, errs: &mut Errors) -> Option<UdpPro
     })
 }
 
-fn check_bytes(s: &str, path: &str, errs: &mut Errors) -> Option<String> {
-    if s.is_empty() || s.len() > d::UDP_PAYLOAD_MAX_LEN {
+enum Bytes {
+    Unset,
+    Set(Vec<u8>),
+    Invalid,
+}
+
+/// The bytes of `name` (a TOML string, sent as its UTF-8) or of
+/// `name_hex` (hex digits, for bytes a string cannot give: keepalived's
+/// UDP_CHECK writes its payload so); one of the two at most.
+fn udp_bytes(
+    text: Option<&str>,
+    hex: Option<&str>,
+    path: &str,
+    name: &str,
+    errs: &mut Errors,
+) -> Bytes {
+    let hex_name = format!("{name}_hex");
+    let (bytes, at) = match (text, hex) {
+        (None, None) => return Bytes::Unset,
+        (Some(_), Some(_)) => {
+            errs.push(
+                key(path, &hex_name),
+                format!("give `{name}` or `{hex_name}`, not both"),
+            );
+            return Bytes::Invalid;
+        }
+        (Some(t), None) => (t.as_bytes().to_vec(), key(path, name)),
+        (None, Some(h)) => {
+            let at = key(path, &hex_name);
+            match decode_hex(h) {
+                Ok(b) => (b, at),
+                Err(e) => {
+                    errs.push(&at, e);
+                    return Bytes::Invalid;
+                }
+            }
+        }
+    };
+    match check_bytes(bytes, &at, errs) {
+        Some(b) => Bytes::Set(b),
+        None => Bytes::Invalid,
+    }
+}
+
+/// Hex digits in pairs, upper or lower case; spaces between bytes allowed
+/// for readability (`"1b 00 00 00"`).
+fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<(usize, char)> = s.char_indices().filter(|(_, c)| *c != ' ').collect();
+    if let Some((i, c)) = digits.iter().find(|(_, c)| !c.is_ascii_hexdigit()) {
+        return Err(format!("{c:?} at offset {i} is not a hex digit"));
+    }
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!(
+            "an odd number of hex digits ({}): each byte takes two",
+            digits.len()
+        ));
+    }
+    Ok(digits
+        .chunks(2)
+        .map(|pair| {
+            // Invariant: both are ASCII hex digits (checked above).
+            let nibble = |c: char| c.to_digit(16).unwrap_or(0) as u8;
+            nibble(pair[0].1) << 4 | nibble(pair[1].1)
+        })
+        .collect())
+}
+
+fn check_bytes(b: Vec<u8>, path: &str, errs: &mut Errors) -> Option<Vec<u8>> {
+    if b.is_empty() || b.len() > d::UDP_PAYLOAD_MAX_LEN {
         errs.push(
             path,
             format!(
                 "must be 1..={} bytes (got {})",
                 d::UDP_PAYLOAD_MAX_LEN,
-                s.len()
+                b.len()
             ),
         );
         return None;
     }
-    Some(s.to_owned())
+    Some(b)
 }

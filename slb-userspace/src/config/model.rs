@@ -600,12 +600,34 @@ impl HttpProbe {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UdpProbe {
     /// The datagram sent (1..=1024 bytes).
-    pub payload: String,
+    pub payload: Vec<u8>,
     /// When set, a reply must contain these bytes.
-    pub expect: Option<String>,
+    pub expect: Option<Vec<u8>>,
+}
+
+/// In the effective configuration (`slb validate --print`) each byte
+/// string appears as it could be written: `payload` when it is UTF-8
+/// text, `payload_hex` otherwise.
+impl Serialize for UdpProbe {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        let mut field = |name: &str, bytes: &[u8]| match std::str::from_utf8(bytes) {
+            Ok(text) => m.serialize_entry(name, text),
+            Err(_) => {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                m.serialize_entry(&format!("{name}_hex"), &hex)
+            }
+        };
+        field("payload", &self.payload)?;
+        if let Some(e) = &self.expect {
+            field("expect", e)?;
+        }
+        m.end()
+    }
 }
 
 /// One `[[listener.backend]]`.

@@ -131,6 +131,8 @@ pub(crate) struct RawHealthCheck {
     // udp
     pub payload: Option<String>,
     pub expect: Option<String>,
+    pub payload_hex: Option<String>,
+    pub expect_hex: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

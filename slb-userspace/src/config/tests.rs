@@ -395,6 +395,27 @@ fn effective_config_serializes_as_file_keys() {
     assert_eq!(json["agent"]["probe_source"][0], "100.64.0.1");
 }
 
+/// Bytes that are not UTF-8 text print as hex, under the key that takes
+/// them; text prints as text, however it was given.
+#[test]
+fn udp_check_bytes_print_as_they_could_be_written() {
+    let c = ok(&format!(
+        "{AGENT}{}",
+        listener(
+            "protocol = \"udp\"\nhealth_check = { protocol = \"udp\", \
+             payload_hex = \"1B 80 00\", expect_hex = \"6f6b\" }"
+        )
+    ));
+    let json = serde_json::to_value(&c).unwrap();
+    let hc = &json["listener"][0]["health_check"];
+    assert_eq!(hc["payload_hex"], "1b8000");
+    assert_eq!(hc["expect"], "ok");
+    assert!(
+        hc.get("payload").is_none() && hc.get("expect_hex").is_none(),
+        "{hc}"
+    );
+}
+
 // ------------------------------------------------------------------ durations
 
 #[test]
@@ -891,6 +912,31 @@ fn health_check_errors() {
         &udp("expect = \"\""),
         "listener[0].health_check.expect",
         "must be 1..=1024 bytes",
+    );
+    one_error(
+        &udp("payload = \"x\", payload_hex = \"78\""),
+        "listener[0].health_check.payload_hex",
+        "give `payload` or `payload_hex`, not both",
+    );
+    one_error(
+        &udp("expect_hex = \"0g\""),
+        "listener[0].health_check.expect_hex",
+        "'g' at offset 1 is not a hex digit",
+    );
+    one_error(
+        &udp("payload_hex = \"1b 0\""),
+        "listener[0].health_check.payload_hex",
+        "an odd number of hex digits (3)",
+    );
+    one_error(
+        &udp("payload_hex = \" \""),
+        "listener[0].health_check.payload_hex",
+        "must be 1..=1024 bytes (got 0)",
+    );
+    one_error(
+        &l("protocol = \"http\", expect_hex = \"00\""),
+        "listener[0].health_check.expect_hex",
+        "only for udp checks",
     );
     one_error(
         &udp("codes = [\"2xx\"]"),

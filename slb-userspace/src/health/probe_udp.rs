@@ -18,14 +18,14 @@ pub async fn probe(addr: SocketAddr, source: IpAddr, check: &UdpProbe) -> Result
         .map_err(|e| bind_reason(source, &e))?;
     socket.connect(addr).await.map_err(|e| io_reason(&e))?;
     socket
-        .send(check.payload.as_bytes())
+        .send(&check.payload)
         .await
         .map_err(|e| udp_reason(&e))?;
     let mut buf = vec![0u8; 65536];
     let n = socket.recv(&mut buf).await.map_err(|e| udp_reason(&e))?;
     match &check.expect {
         None => Ok(()),
-        Some(expect) if contains(&buf[..n], expect.as_bytes()) => Ok(()),
+        Some(expect) if contains(&buf[..n], expect) => Ok(()),
         Some(_) => Err("unexpected reply".to_owned()),
     }
 }
@@ -47,7 +47,7 @@ mod tests {
     use super::*;
     use crate::config::Probe;
     use crate::health::probe::run_check;
-    use crate::health::testutil::{check, dns_server, free_udp_port, udp_echo};
+    use crate::health::testutil::{binary_server, check, dns_server, free_udp_port, udp_echo};
 
     fn udp(payload: &str, expect: Option<&str>) -> Probe {
         Probe::Udp(UdpProbe {
@@ -101,6 +101,32 @@ mod tests {
         .await;
         assert!(!out.ok);
         assert_eq!(out.reason, "unexpected reply");
+    }
+
+    /// A binary protocol's probe needs bytes of 0x80 and above: given as
+    /// `payload_hex` / `expect_hex` they are sent and matched as such; the
+    /// same written in a TOML string goes out as its UTF-8 encoding, which
+    /// the server ignores.
+    #[tokio::test]
+    async fn hex_payloads_are_sent_as_bytes() {
+        let server = binary_server("127.0.0.1").await;
+        let probe = |hc: &str| {
+            let text = format!(
+                "[agent]\ninterfaces = [\"eth0\"]\nprobe_source = [\"100.64.0.1\"]\nlocal_addresses = [\"100.64.0.10\"]\n\
+                 [[listener]]\nname = \"b\"\nvip = \"10.0.0.1\"\nport = 53\nprotocol = \"udp\"\n\
+                 health_check = {{ protocol = \"udp\", {hc} }}\n\
+                 [[listener.backend]]\naddress = \"10.0.1.1\"\nport = 53\n"
+            );
+            let cfg = crate::config::parse(&text).unwrap();
+            cfg.listeners[0].health_check.clone().unwrap()
+        };
+        let source = "127.0.0.1".parse().unwrap();
+        let hex = probe("payload_hex = \"fe 00 FF\", expect_hex = \"ff01\"");
+        let out = run_check(server.addr, source, &hex).await;
+        assert!(out.ok, "{out:?}");
+        let text = probe("payload = \"\\u00fe\\u0000\\u00ff\", timeout = \"1s\"");
+        let out = run_check(server.addr, source, &text).await;
+        assert!(!out.ok, "{out:?}");
     }
 
     /// A DNS server drops a datagram that is not a DNS query, such as the

@@ -227,6 +227,13 @@ pub async fn scripted_server(
     (addr, task)
 }
 
+/// A UDP server on `ip` (port chosen) speaking a binary protocol: a
+/// datagram whose first byte is 0xfe is answered `ff 01`, others not at
+/// all (bytes a TOML string cannot give as single bytes).
+pub async fn binary_server(ip: &str) -> UdpEcho {
+    udp_server(ip, |m| (m.first() == Some(&0xfe)).then(|| vec![0xff, 0x01])).await
+}
+
 /// A UDP server on `ip` (port chosen) that behaves like a DNS server
 /// towards what it cannot parse: a datagram that is not a query (shorter
 /// than the 12-byte header, a response, not exactly one question, or a
