@@ -82,6 +82,12 @@ pub(crate) fn check(
     if let Some(p) = protocol {
         reject_foreign_keys(r, p, path, errs);
     }
+    // Any check may go to another port than the service's (keepalived's
+    // `connect_port`, HAProxy's `port`): a health endpoint of its own.
+    let check_port = match r.port {
+        None => Some(None),
+        Some(p) => port(p, &key(path, "port"), errs).map(Some),
+    };
     let probe = match protocol {
         Some(CheckProtocol::Tcp) => Some(Probe::Tcp),
         Some(CheckProtocol::Http) => http_probe(r, path, errs).map(Probe::Http),
@@ -100,6 +106,7 @@ pub(crate) fn check(
         timeout: timeout?,
         healthy_threshold: healthy?,
         unhealthy_threshold: unhealthy?,
+        port: check_port?,
         probe: probe?,
     }))
 }
@@ -110,7 +117,6 @@ fn reject_foreign_keys(r: &RawHealthCheck, protocol: CheckProtocol, path: &str, 
         ("method", r.method.is_some()),
         ("path", r.path.is_some()),
         ("host", r.host.is_some()),
-        ("port", r.port.is_some()),
         ("codes", r.codes.is_some()),
     ];
     let udp_keys = [
@@ -155,7 +161,6 @@ fn http_probe(r: &RawHealthCheck, path: &str, errs: &mut Errors) -> Option<HttpP
         None => None,
         Some(h) => check_host(h, &key(path, "host"), errs),
     };
-    let check_port = r.port.and_then(|p| port(p, &key(path, "port"), errs));
     let codes = match &r.codes {
         None => Some(d::HTTP_CODES.to_vec()),
         Some(c) => check_codes(c, &key(path, "codes"), errs),
@@ -167,7 +172,6 @@ fn http_probe(r: &RawHealthCheck, path: &str, errs: &mut Errors) -> Option<HttpP
         method: method?,
         path: url_path?,
         host,
-        port: check_port,
         codes: codes?,
     })
 }

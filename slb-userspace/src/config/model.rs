@@ -555,6 +555,9 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// 2..=10.
     pub unhealthy_threshold: u32,
+    /// Where the check goes; `None` = the backend's port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// What is sent; serialized flat with a `protocol` key.
     #[serde(flatten)]
     pub probe: Probe,
@@ -587,8 +590,6 @@ pub struct HttpProbe {
     pub path: String,
     /// `Host` header; `None` = the backend's address.
     pub host: Option<String>,
-    /// `None` = the backend's port.
-    pub port: Option<u16>,
     /// Accepted status classes; at least one, no duplicates.
     pub codes: Vec<StatusClass>,
 }

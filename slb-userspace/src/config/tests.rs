@@ -83,12 +83,12 @@ fn example_file_parses() {
     let Some(Some(hc)) = api else {
         panic!("api has no health check")
     };
+    assert_eq!(hc.port, Some(8081));
     let Probe::Http(http) = hc.probe else {
         panic!("not an http check")
     };
     assert_eq!(http.method, HttpMethod::Get);
     assert_eq!(http.path, "/healthz?full=1");
-    assert_eq!(http.port, Some(8081));
     assert_eq!(http.codes, vec![StatusClass::S2xx]);
 }
 
@@ -214,6 +214,7 @@ fn defaults_applied() {
             timeout: secs(5),
             healthy_threshold: 3,
             unhealthy_threshold: 3,
+            port: None,
             probe: Probe::Tcp,
         })
     );
@@ -262,7 +263,6 @@ fn defaults_depend_on_protocol() {
                 method: HttpMethod::Head,
                 path: "/".into(),
                 host: None,
-                port: None,
                 codes: vec![StatusClass::S2xx, StatusClass::S3xx],
             })
         );
@@ -393,6 +393,31 @@ fn effective_config_serializes_as_file_keys() {
     assert_eq!(l["health_check"]["payload"], "slb-probe");
     assert_eq!(l["backend"][0]["address"], "10.0.1.11");
     assert_eq!(json["agent"]["probe_source"][0], "100.64.0.1");
+}
+
+/// `port` is a key of every check protocol, not of http checks only.
+#[test]
+fn every_check_may_name_its_port() {
+    for (proto, hc) in [("tcp", "tcp"), ("udp", "udp"), ("http", "http")] {
+        let c = ok(&format!(
+            "{AGENT}{}",
+            listener(&format!(
+                "protocol = \"{proto}\"\nhealth_check = {{ protocol = \"{hc}\", port = 9000 }}"
+            ))
+        ));
+        let check = c.listeners[0].health_check.as_ref().unwrap();
+        assert_eq!(check.port, Some(9000), "{proto}");
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["listener"][0]["health_check"]["port"], 9000, "{proto}");
+    }
+    one_error(
+        &format!(
+            "{AGENT}{}",
+            listener("health_check = { protocol = \"tcp\", port = 0 }")
+        ),
+        "listener[0].health_check.port",
+        "",
+    );
 }
 
 /// Bytes that are not UTF-8 text print as hex, under the key that takes

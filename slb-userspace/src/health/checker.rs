@@ -397,7 +397,6 @@ mod tests {
             method: crate::config::HttpMethod::Head,
             path: "/".into(),
             host: None,
-            port: None,
             codes: vec![crate::config::StatusClass::S2xx],
         })
     }

@@ -38,6 +38,7 @@ pub async fn run(target: &Target) -> Outcome {
 
 /// Runs one probe of `addr` from `source` with the settings of `check`.
 pub async fn run_check(addr: SocketAddr, source: IpAddr, check: &HealthCheck) -> Outcome {
+    let addr = SocketAddr::new(addr.ip(), check.port.unwrap_or(addr.port()));
     let start = Instant::now();
     let exchange = async {
         match &check.probe {

@@ -117,10 +117,8 @@ fn request(check: &HttpProbe, host: &str) -> Result<Request<Empty<Bytes>>, Strin
 /// One `http` probe of backend `addr` (without the timeout, which the
 /// caller applies to the whole exchange).
 pub async fn probe(addr: SocketAddr, source: IpAddr, check: &HttpProbe) -> Result<(), String> {
-    let port = check.port.unwrap_or(addr.port());
-    let target = SocketAddr::new(addr.ip(), port);
-    let req = request(check, &host_header(check, addr.ip(), port))?;
-    let stream = connect(target, source).await?;
+    let req = request(check, &host_header(check, addr.ip(), addr.port()))?;
+    let stream = connect(addr, source).await?;
 
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(NoShutdown(stream)))
@@ -189,7 +187,6 @@ mod tests {
             method,
             path: path.into(),
             host: host.map(Into::into),
-            port: None,
             codes: codes.to_vec(),
         }
     }
@@ -350,17 +347,15 @@ mod tests {
     #[tokio::test]
     async fn a_check_port_overrides_the_backend_port() {
         let server = http_server("127.0.0.1", 204).await;
-        let mut c = default_http();
+        let mut c = check(Probe::Http(default_http()));
         c.port = Some(server.addr.port());
         // The backend's own port is closed; the check goes to `port`.
         let backend = SocketAddr::new(server.addr.ip(), free_port().await);
-        let out = run_check(
-            backend,
-            "127.0.0.1".parse().unwrap(),
-            &check(Probe::Http(c)),
-        )
-        .await;
+        let out = run_check(backend, "127.0.0.1".parse().unwrap(), &c).await;
         assert!(out.ok, "{out:?}");
+        // `Host` names the port checked, as a client of it would.
+        let want = format!("127.0.0.1:{}", server.addr.port());
+        assert_eq!(server.requests()[0].host.as_deref(), Some(&*want));
     }
 
     #[tokio::test]

@@ -75,6 +75,19 @@ mod tests {
         assert_eq!(out.reason, "connect refused");
     }
 
+    /// `port` sends the check to another port of the backend (a health
+    /// endpoint of its own), as keepalived's `connect_port` does.
+    #[tokio::test]
+    async fn a_check_port_overrides_the_backend_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        let backend = SocketAddr::new(open.ip(), free_port().await);
+        let mut c = check(Probe::Tcp);
+        c.port = Some(open.port());
+        let out = run_check(backend, "127.0.0.1".parse().unwrap(), &c).await;
+        assert!(out.ok, "{out:?}");
+    }
+
     #[tokio::test]
     async fn ipv6_from_the_v6_source() {
         let Ok(listener) = TcpListener::bind("[::1]:0").await else {

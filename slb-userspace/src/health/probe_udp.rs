@@ -78,6 +78,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_check_port_overrides_the_backend_port() {
+        let server = udp_echo("127.0.0.1").await;
+        let backend = SocketAddr::new(server.addr.ip(), free_udp_port().await);
+        let mut c = check(udp("ping", Some("ping")));
+        c.port = Some(server.addr.port());
+        let out = run_check(backend, "127.0.0.1".parse().unwrap(), &c).await;
+        assert!(out.ok, "{out:?}");
+    }
+
+    #[tokio::test]
     async fn closed_port_is_port_unreachable() {
         let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_udp_port().await);
         let out = run_check(

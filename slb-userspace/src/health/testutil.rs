@@ -22,6 +22,7 @@ pub fn check(probe: Probe) -> HealthCheck {
         timeout: Duration::from_millis(500),
         healthy_threshold: 2,
         unhealthy_threshold: 2,
+        port: None,
         probe,
     }
 }
