@@ -345,6 +345,29 @@ fn status_and_metrics_agree_with_the_traffic_sent() {
         table.contains("TCP  10.10.0.10:80 maglev fullnat"),
         "{table}"
     );
+
+    // The start said what the maps take, in the kernel's own figures: at
+    // least the two connection tables' entries (65536 each, a 40-byte
+    // key and a value besides).
+    let log = agent.log_text();
+    let said = log
+        .lines()
+        .find_map(|l| l.split("dataplane maps take ").nth(1))
+        .unwrap_or_else(|| panic!("no memory line in\n{log}"));
+    let mib = |name: &str| -> f64 {
+        let at = said
+            .find(&format!("{name} "))
+            .map(|i| &said[i + name.len() + 1..]);
+        at.and_then(|s| s.split(" MiB").next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {said}"))
+    };
+    let total: f64 = said.split(" MiB").next().unwrap().parse().unwrap();
+    assert!(mib("FLOWS") >= 65536.0 * 40.0 / 1048576.0, "{said}");
+    assert!(mib("REVERSE") >= 65536.0 * 40.0 / 1048576.0, "{said}");
+    assert!(
+        total >= mib("FLOWS") + mib("REVERSE") + mib("RING"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub use apply::{Applier, ApplyError};
 use crate::{
     config::{self, Config, ConfigErrors, XdpMode},
     control,
-    dataplane::{AttachMode, Dataplane, DataplaneOptions},
+    dataplane::{human_bytes, AttachMode, Dataplane, DataplaneOptions},
     health::{Checker, Observer},
     l7::{L7Metrics, Proxy},
     localaddr::LocalAddrs,
@@ -94,6 +94,7 @@ fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Applier, BTreeSet<BackendK
         ring_size: cfg.agent.maglev_table_size,
     };
     let dp = Dataplane::load(&opts).context("loading the XDP dataplane")?;
+    log_map_memory(&dp, cfg);
     let mut applier = Applier::default();
     let mut down = BTreeSet::new();
     if dp.adopted {
@@ -102,6 +103,40 @@ fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Applier, BTreeSet<BackendK
     }
     sysctl::enable_forwarding_for(cfg).map_err(|e| anyhow::anyhow!(e))?;
     Ok((dp, applier, down))
+}
+
+/// What the maps take of the kernel's memory, once per start: their sizes
+/// are fixed by the `[agent]` settings, and an operator sizing a machine
+/// (or wondering where the memory went) needs the kernel's own figure.
+fn log_map_memory(dp: &Dataplane, cfg: &Config) {
+    match dp.map_memory() {
+        Ok(maps) => {
+            const LARGE: u64 = 1 << 20;
+            let total: u64 = maps.iter().map(|m| m.bytes).sum();
+            let mut parts: Vec<String> = maps
+                .iter()
+                .filter(|m| m.bytes >= LARGE)
+                .map(|m| format!("{} {}", m.name, human_bytes(m.bytes)))
+                .collect();
+            let small: Vec<u64> = maps
+                .iter()
+                .filter(|m| m.bytes < LARGE)
+                .map(|m| m.bytes)
+                .collect();
+            if !small.is_empty() {
+                let sum = human_bytes(small.iter().sum());
+                parts.push(format!("{} smaller maps {sum}", small.len()));
+            }
+            info!(
+                flow_table_size = cfg.agent.flow_table_size,
+                maglev_table_size = cfg.agent.maglev_table_size,
+                "dataplane maps take {} of kernel memory ({})",
+                human_bytes(total),
+                parts.join(", ")
+            );
+        }
+        Err(e) => warn!("cannot tell what the dataplane maps take of memory: {e}"),
+    }
 }
 
 /// Runs the agent until SIGINT/SIGTERM.

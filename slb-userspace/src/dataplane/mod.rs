@@ -7,6 +7,7 @@ mod connections;
 mod counters;
 mod journal;
 mod load;
+mod memory;
 pub mod object;
 mod tables;
 
@@ -15,6 +16,7 @@ pub use connections::Connection;
 pub use journal::Checkpoint;
 
 pub use load::{Dataplane, DataplaneOptions};
+pub use memory::{human_bytes, MapMemory};
 pub use tables::AclEntry;
 
 use std::path::PathBuf;
@@ -79,6 +81,8 @@ pub enum DataplaneError {
     },
     #[error("the XDP object has no {0}")]
     Missing(&'static str),
+    #[error("map id {id}: {reason}")]
+    MapInfo { id: u32, reason: String },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
