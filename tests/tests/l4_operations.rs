@@ -1303,3 +1303,47 @@ fn restart_fails_without_its_metrics_port(t: &Topology, agent: &mut Agent) {
     assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
     drop(taken);
 }
+
+/// Two listeners swapping ports (in one reload, with other schedulers)
+/// swap services: each VIP and port keeps its id, so its established
+/// connections stay on the backends they had, and its counters go on
+/// under the listener now on it; new connections follow the new file.
+#[test]
+fn swapping_two_listeners_ports_keeps_each_ports_connections() {
+    let t = Topology::new("sw", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let on = |name: &str, port: u16, scheduler: &'static str, b: usize| {
+        ListenerSpec::new(name, VIP4.into(), port, "tcp")
+            .scheduler(scheduler)
+            .extra(FAST_TCP_CHECK)
+            .backend(backend4(b).into(), 8080, 1)
+    };
+    let mut agent = Agent::start(&t.lb, "sw", |d| {
+        render(2, d, &[on("a", 80, "maglev", 0), on("b", 81, "maglev", 1)])
+    })
+    .unwrap();
+    let dir = agent.dir().to_owned();
+    let at = |port| SocketAddr::new(VIP4.into(), port);
+    let (first, mut on80) = tcp_hello(&t.client, at(80), T).unwrap();
+    let (second, mut on81) = tcp_hello(&t.client, at(81), T).unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("b1", "b2"));
+    let out = agent
+        .reload(&render(
+            2,
+            &dir,
+            &[on("a", 81, "wrr", 0), on("b", 80, "wlc", 1)],
+        ))
+        .unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    // Past the once-a-second refresh, where the slow path checks a flow
+    // against its listener.
+    std::thread::sleep(Duration::from_millis(1500));
+    for c in [&mut on80, &mut on81] {
+        c.set_read_timeout(Some(T)).unwrap();
+        echo(c, "after the swap");
+    }
+    assert_eq!(tcp_hello(&t.client, at(80), T).unwrap().0, "b2");
+    assert_eq!(tcp_hello(&t.client, at(81), T).unwrap().0, "b1");
+    assert_eq!(listener_conns(&agent, "b"), 2);
+    assert_eq!(listener_conns(&agent, "a"), 2);
+}
