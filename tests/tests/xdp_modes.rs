@@ -1227,3 +1227,228 @@ fn icmp_errors_quoting_a_later_fragment_are_not_translated() {
     let (src, dst, _) = icmp4_parts(&out);
     assert_eq!((src, dst), (IpAddr::V4(VIP), IpAddr::V4(CLIENT)));
 }
+
+/// Sets an IPv4 frame's fragment field (flags and offset) and fixes its
+/// header checksum.
+fn with_frags(frame: &[u8], frags: u16) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 6..14 + 8].copy_from_slice(&frags.to_be_bytes());
+    fix_ipv4_checksum(&mut f);
+    f
+}
+
+/// Puts an 8-byte IPv6 extension header `next` (its own next-header byte
+/// filled in) in front of an IPv6 frame's transport header.
+fn with_ext6(frame: &[u8], next: u8, ext: [u8; 8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let inner = f[14 + 6];
+    let plen = u16::from_be_bytes([f[14 + 4], f[14 + 5]]) + 8;
+    f[14 + 4..14 + 6].copy_from_slice(&plen.to_be_bytes());
+    f[14 + 6] = next;
+    let mut ext = ext;
+    ext[0] = inner;
+    f.splice(54..54, ext);
+    f
+}
+
+/// README: IPv4 fragments, IPv4 options and IPv6 extension headers go to
+/// the kernel unchanged, in every mode, also for a tuple with a live flow:
+/// never forwarded half-translated, and a later fragment (no transport
+/// header: the bytes where ports would be are payload) never matched to a
+/// flow, here one whose ports the payload spells. A backend's fragmented
+/// `nat` reply goes to the kernel too. DF alone is no fragment.
+#[test]
+fn fragments_options_and_extension_headers_go_to_the_kernel_in_every_mode() {
+    let mut bed = Bed::new("frags", CONFIG);
+    for (port, mode) in [(80u16, "fullnat"), (81, "nat"), (82, "dr")] {
+        let syn = tcp4(CLIENT, 40000, VIP, port, true, b"");
+        assert_eq!(bed.run(&syn).0, XDP_REDIRECT, "{mode}: flow");
+        let data = tcp4(CLIENT, 40000, VIP, port, false, &[0; 64]);
+        // A later fragment whose payload starts with the flow's ports.
+        let mut later = tcp4(CLIENT, 40000, VIP, port, false, &[0; 64]);
+        later.truncate(14 + 20 + 40);
+        later[16..18].copy_from_slice(&60u16.to_be_bytes());
+        let later = with_frags(&later, 185);
+        let mut options = data.clone();
+        options[14] = 0x46;
+        options.splice(34..34, [1u8, 1, 1, 0]);
+        let tot = u16::from_be_bytes([options[16], options[17]]) + 4;
+        options[16..18].copy_from_slice(&tot.to_be_bytes());
+        fix_ipv4_checksum(&mut options);
+        let cases = [
+            ("first fragment", with_frags(&data, 0x2000)),
+            ("first fragment with DF", with_frags(&data, 0x6000)),
+            ("later fragment spelling the ports", later),
+            ("last fragment", with_frags(&data, 0x0010)),
+            ("IPv4 options", options),
+        ];
+        for (what, frame) in cases {
+            let before = bed.dp.counters().unwrap().unsupported;
+            let (v, out) = bed.run(&frame);
+            assert_eq!((v, &out), (XDP_PASS, &frame), "{mode}: {what}");
+            assert_eq!(
+                bed.dp.counters().unwrap().unsupported,
+                before + 1,
+                "{mode}: {what}: counted as unsupported"
+            );
+        }
+        let (v, out) = bed.run(&with_frags(&data, 0x4000));
+        assert_eq!(v, XDP_REDIRECT, "{mode}: DF only");
+        if mode != "dr" {
+            assert_eq!(parse_checked(&out).dst, IpAddr::V4(BACKEND));
+        }
+    }
+    // nat: the backend's reply in fragments.
+    let reply = tcp4(BACKEND, 8081, CLIENT, 40000, false, &[0; 64]);
+    for frags in [0x2000u16, 185] {
+        let frame = with_frags(&reply, frags);
+        let (v, out) = bed.run(&frame);
+        assert_eq!((v, out), (XDP_PASS, frame), "nat reply fragment {frags:#x}");
+    }
+    assert_eq!(bed.run(&reply).0, XDP_REDIRECT, "nat reply, whole");
+
+    // IPv6: hop-by-hop (0), routing (43, type 4 with no segments left),
+    // fragment (44) and destination options (60) before TCP.
+    for (port, mode) in [(80u16, "fullnat"), (91, "nat"), (92, "dr")] {
+        let syn = tcp6(CLIENT6, 40000, VIP6, port, true, b"");
+        assert_eq!(bed.run(&syn).0, XDP_REDIRECT, "{mode}: IPv6 flow");
+        let data = tcp6(CLIENT6, 40000, VIP6, port, false, b"data");
+        let cases = [
+            ("hop-by-hop", with_ext6(&data, 0, [0, 0, 1, 4, 0, 0, 0, 0])),
+            ("routing", with_ext6(&data, 43, [0, 0, 4, 0, 0, 0, 0, 0])),
+            ("fragment", with_ext6(&data, 44, [0, 0, 0, 1, 0, 0, 0, 7])),
+            (
+                "destination options",
+                with_ext6(&data, 60, [0, 0, 1, 4, 0, 0, 0, 0]),
+            ),
+        ];
+        for (what, frame) in cases {
+            let (v, out) = bed.run(&frame);
+            assert_eq!((v, &out), (XDP_PASS, &frame), "{mode}: IPv6 {what}");
+        }
+    }
+    assert_eq!(bed.dp.counters().unwrap().parse_errors, 0);
+}
+
+/// ICMP the program has no business translating goes to the kernel
+/// untouched: an echo request to a VIP (the VIP's host answers it, as with
+/// LVS), an error about an ICMP message, an error about a tuple without a
+/// flow, a quote cut short of the ports, an error with IPv4 options. Odd
+/// but valid errors about a flow are translated, checksums right: a quote
+/// holding only 8 bytes of TCP (RFC 792), "fragmentation needed" with a
+/// next-hop MTU of 0 (RFC 1191's old routers), "packet too big" below
+/// 1280 (the receiver's kernel judges it); the MTU is passed on as sent.
+#[test]
+fn odd_icmp_is_passed_or_translated_as_it_should() {
+    let mut bed = Bed::new("oddicmp", CONFIG);
+    let (_, sent) = bed.run(&tcp4(CLIENT, 40000, VIP, 80, true, b""));
+    let o = parse_checked(&sent);
+    let (_, reply) = bed.run(&tcp4(BACKEND, 8080, SNAT, o.sport, false, &[1; 100]));
+    assert_eq!(parse_checked(&reply).dst, IpAddr::V4(CLIENT));
+
+    let echo = {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+            .ipv4(CLIENT.octets(), VIP.octets(), 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut v, &[0; 56])
+            .unwrap();
+        v
+    };
+    let echo6 = {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+            .ipv6(CLIENT6.octets(), VIP6.octets(), 64)
+            .icmpv6_echo_request(1, 1)
+            .write(&mut v, &[0; 56])
+            .unwrap();
+        v
+    };
+    // An echo reply from the VIP that the client's side says is
+    // unreachable: an error about an ICMP message.
+    let echo_reply = {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(IN_MAC_SRC, IN_MAC_DST)
+            .ipv4(VIP.octets(), CLIENT.octets(), 64)
+            .icmpv4_echo_reply(1, 1)
+            .write(&mut v, &[0; 8])
+            .unwrap();
+        v
+    };
+    let about_icmp = frag_needed(ROUTER, VIP, &echo_reply[14..14 + 28]);
+    let stray = tcp4(VIP, 80, CLIENT, 40999, false, b"");
+    let about_nothing = frag_needed(ROUTER, VIP, &stray[14..14 + 28]);
+    let short_quote = frag_needed(ROUTER, VIP, &reply[14..14 + 24]);
+    let mut outer_options = frag_needed(ROUTER, VIP, &reply[14..14 + 28]);
+    outer_options[14] = 0x46;
+    outer_options.splice(34..34, [1u8, 1, 1, 0]);
+    let tot = u16::from_be_bytes([outer_options[16], outer_options[17]]) + 4;
+    outer_options[16..18].copy_from_slice(&tot.to_be_bytes());
+    fix_ipv4_checksum(&mut outer_options);
+    for (what, frame) in [
+        ("echo request to the VIP", echo),
+        ("IPv6 echo request to the VIP", echo6),
+        ("error about an ICMP message", about_icmp),
+        ("error about no flow", about_nothing),
+        ("quote short of the ports", short_quote),
+        ("error with IPv4 options", outer_options),
+    ] {
+        let (v, out) = bed.run(&frame);
+        assert_eq!((v, &out), (XDP_PASS, &frame), "{what}");
+    }
+    assert_eq!(bed.dp.counters().unwrap().icmp_translated, 0);
+
+    // Only 8 bytes of the reply's TCP header quoted, MTU 0.
+    let err = icmp4_error(
+        ROUTER,
+        VIP,
+        Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 0 },
+        ),
+        &reply[14..14 + 28],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "MTU 0: to the backend");
+    let (src, dst, q) = icmp4_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V4(SNAT), IpAddr::V4(BACKEND)));
+    assert_eq!(quoted_v4(&q), (BACKEND, SNAT));
+    assert_eq!(
+        &q[20..24],
+        &[0x1f, 0x90, (o.sport >> 8) as u8, o.sport as u8]
+    );
+    assert_eq!(&out[14 + 26..14 + 28], &[0, 0], "MTU 0 passed on");
+    // The backend's "port unreachable" about a datagram, 8 bytes of UDP.
+    let (_, q4) = bed.run(&udp4(CLIENT, 5000, VIP, 53, b"query"));
+    let err = icmp4_error(
+        BACKEND,
+        SNAT,
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port),
+        &q4[14..14 + 28],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "port unreachable: to the client");
+    let (src, dst, q) = icmp4_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V4(VIP), IpAddr::V4(CLIENT)));
+    assert_eq!(quoted_v4(&q), (CLIENT, VIP));
+
+    // IPv6 "packet too big" with an MTU below 1280.
+    let (_, sent) = bed.run(&tcp6(CLIENT6, 40000, VIP6, 80, true, b""));
+    let o6 = parse_checked(&sent);
+    let (_, reply6) = bed.run(&tcp6(BACKEND6, 8080, SNAT6, o6.sport, false, &[1; 100]));
+    let err = icmp6_error(
+        ROUTER6,
+        VIP6,
+        Icmpv6Type::PacketTooBig { mtu: 1000 },
+        &reply6[14..14 + 48],
+    );
+    let (v, out) = bed.run(&err);
+    assert_eq!(v, XDP_REDIRECT, "IPv6 too big below 1280: to the backend");
+    let (src, dst, t, q) = icmp6_parts(&out);
+    assert_eq!((src, dst), (IpAddr::V6(SNAT6), IpAddr::V6(BACKEND6)));
+    assert_eq!(t, Icmpv6Type::PacketTooBig { mtu: 1000 });
+    assert_eq!(
+        quoted6(&q),
+        (IpAddr::V6(BACKEND6), IpAddr::V6(SNAT6), 8080, o6.sport)
+    );
+    assert_eq!(bed.dp.counters().unwrap().icmp_translated, 3);
+}

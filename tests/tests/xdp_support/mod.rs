@@ -511,11 +511,13 @@ pub fn parse_checked(frame: &[u8]) -> Out {
     }
 }
 
-/// Recomputes the IPv4 header checksum of a frame (after editing it).
+/// Recomputes the IPv4 header checksum of a frame (after editing it),
+/// options included.
 pub fn fix_ipv4_checksum(frame: &mut [u8]) {
     frame[24] = 0;
     frame[25] = 0;
-    let h = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..34])
+    let end = 14 + usize::from(frame[14] & 0x0f) * 4;
+    let h = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..end])
         .unwrap()
         .to_header();
     let c = h.calc_header_checksum().to_be_bytes();
