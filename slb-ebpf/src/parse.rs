@@ -230,16 +230,33 @@ pub fn l4_offset(family: Family) -> usize {
     }
 }
 
+/// The ports and flags, if the transport header is one the receiver's
+/// kernel accepts: a TCP data offset of at least 5 words that stays inside
+/// the segment, a UDP length of at least 8 bytes that stays inside the
+/// datagram (an IPv6 UDP length of 0 means "the whole payload" to Linux).
+/// Linux drops anything else (`tcp_v4_rcv`, `__udp4_lib_rcv`): forwarded,
+/// it would open a flow, and take a FULLNAT source, for nothing. Relies on
+/// `lengths_ok` for the IP length.
 #[inline(always)]
 pub fn parse_l4(ctx: &XdpContext, l3: &L3) -> Option<L4> {
     let off = l4_offset(l3.family);
+    let ip_header = match l3.family {
+        Family::V4 => size_of::<Ipv4Hdr>() as u16,
+        Family::V6 => size_of::<Ipv6Hdr>() as u16,
+    };
+    let l4_len = l3.tot_len.saturating_sub(ip_header);
     if l3.proto == PROTO_TCP {
         let tcp = ptr_at::<TcpHdr>(ctx, off)?;
         // SAFETY: bounds checked by `ptr_at`.
         let tcp = unsafe { &*tcp };
-        let flags_ptr = (tcp as *const TcpHdr as *const u8).wrapping_add(13);
-        // SAFETY: byte 13 lies inside the 20-byte TCP header checked above.
-        let tcp_flags = unsafe { *flags_ptr };
+        let base = tcp as *const TcpHdr as *const u8;
+        // SAFETY: bytes 12 and 13 lie inside the 20-byte TCP header
+        // checked above.
+        let (doff, tcp_flags) = unsafe { (*base.wrapping_add(12), *base.wrapping_add(13)) };
+        let header_len = u16::from(doff >> 4) * 4;
+        if header_len < size_of::<TcpHdr>() as u16 || header_len > l4_len {
+            return None;
+        }
         Some(L4 {
             sport: ld16(tcp.source.as_ptr()),
             dport: ld16(tcp.dest.as_ptr()),
@@ -249,6 +266,11 @@ pub fn parse_l4(ctx: &XdpContext, l3: &L3) -> Option<L4> {
         let udp = ptr_at::<UdpHdr>(ctx, off)?;
         // SAFETY: bounds checked by `ptr_at`.
         let udp = unsafe { &*udp };
+        let len = u16::from_be(ld16(udp.len.as_ptr()));
+        let jumbo = len == 0 && l3.family == Family::V6;
+        if (len < size_of::<UdpHdr>() as u16 && !jumbo) || len > l4_len {
+            return None;
+        }
         Some(L4 {
             sport: ld16(udp.src.as_ptr()),
             dport: ld16(udp.dst.as_ptr()),

@@ -1060,3 +1060,97 @@ fn new_flows_from_our_own_addresses_are_dropped() {
     let (v, _) = bed.run(&udp4(CLIENT, 53, VIP, 53, b"query"));
     assert_eq!(v, XDP_REDIRECT);
 }
+
+/// README: "Malformed or truncated headers: passed, counted as parse
+/// errors". A TCP data offset below 5 words or past the segment, a UDP
+/// length below 8 or past the datagram: Linux drops such a segment
+/// (`tcp_v4_rcv`, `__udp4_lib_rcv`), so forwarding it would open a flow
+/// (and take a FULLNAT source) for what no backend will ever accept. Not
+/// a flow's packet either: an established flow's segment with a bad data
+/// offset is not forwarded. An IPv6 UDP length of 0 is Linux's "as long
+/// as the payload" (jumbograms): forwarded.
+#[test]
+fn bad_tcp_data_offsets_and_udp_lengths_are_parse_errors() {
+    let mut bed = Bed::new("l4len", CONFIG);
+    let vip6: Ipv6Addr = "fd10::10".parse().unwrap();
+    let client6: Ipv6Addr = "fd00::2".parse().unwrap();
+    // Data offset (in 32-bit words) of the TCP header at `l4`.
+    let doff = |frame: Vec<u8>, l4: usize, words: u8| {
+        let mut f = frame;
+        f[l4 + 12] = words << 4;
+        f
+    };
+    let udp_len = |frame: Vec<u8>, l4: usize, len: u16| {
+        let mut f = frame;
+        f[l4 + 4..l4 + 6].copy_from_slice(&len.to_be_bytes());
+        f
+    };
+    let syn = tcp4(CLIENT, 40000, VIP, 80, true, b"");
+    let query = udp4(CLIENT, 5000, VIP, 53, b"query");
+    let syn6 = tcp6(client6, 40000, vip6, 80, true, b"");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("TCP data offset 0", doff(syn.clone(), 34, 0)),
+        ("TCP data offset 4", doff(syn.clone(), 34, 4)),
+        (
+            "TCP data offset past the segment",
+            doff(tcp4(CLIENT, 40000, VIP, 80, true, b"abcd"), 34, 7),
+        ),
+        ("UDP length 4", udp_len(query.clone(), 34, 4)),
+        (
+            "UDP length past the datagram",
+            udp_len(query.clone(), 34, 14),
+        ),
+        ("IPv6 TCP data offset 3", doff(syn6.clone(), 54, 3)),
+        ("IPv6 TCP data offset 15", doff(syn6.clone(), 54, 15)),
+    ];
+    for (what, frame) in cases {
+        let before = bed.dp.counters().unwrap().parse_errors;
+        let (v, out) = bed.run(&frame);
+        assert_eq!(v, XDP_PASS, "{what}: verdict");
+        assert_eq!(out, frame, "{what}: frame changed");
+        assert_eq!(
+            bed.dp.counters().unwrap().parse_errors,
+            before + 1,
+            "{what}: counted as a parse error"
+        );
+    }
+    assert_eq!(bed.dp.flow_entries(), (0, 0), "nothing was scheduled");
+
+    // An established flow's segment with a bad data offset, on the fast
+    // path and on the slow path.
+    assert_eq!(bed.run(&syn).0, XDP_REDIRECT);
+    let data = tcp4(CLIENT, 40000, VIP, 80, false, b"hello");
+    assert_eq!(bed.run(&data).0, XDP_REDIRECT);
+    let bad = doff(data.clone(), 34, 2);
+    let (v, out) = bed.run(&bad);
+    assert_eq!((v, out), (XDP_PASS, bad.clone()), "established, offset 2");
+    bed.take_out_slow_path();
+    let (v, out) = bed.run(&bad);
+    assert_eq!((v, out), (XDP_PASS, bad), "fast path, offset 2");
+    assert_eq!(bed.run(&data).0, XDP_REDIRECT, "the flow goes on");
+
+    // Still forwarded: a longer header with its options, a UDP length
+    // short of the payload (the rest is trailer), an IPv6 UDP length 0.
+    let udp6_listener = r#"
+[[listener]]
+name = "dns6"
+vip = "fd10::10"
+port = 53
+protocol = "udp"
+  [[listener.backend]]
+  address = "fd00:1::2"
+  port = 5353
+"#;
+    let mut bed = Bed::new("l4ok", &format!("{CONFIG}{udp6_listener}"));
+    let mut opts = tcp4(CLIENT, 40001, VIP, 80, true, &[1, 1, 1, 0]);
+    opts[34 + 12] = 6 << 4;
+    fix_tcp_checksum(&mut opts);
+    let (v, out) = bed.run(&opts);
+    assert_eq!(v, XDP_REDIRECT, "TCP header with options");
+    assert_eq!(parse_checked(&out).dport, 8080);
+    let (v, _) = bed.run(&udp_len(query.clone(), 34, 10));
+    assert_eq!(v, XDP_REDIRECT, "UDP length short of the payload");
+    let (v, _) = bed.run(&udp_len(udp6(client6, 5000, vip6, 53, b"q"), 54, 0));
+    assert_eq!(v, XDP_REDIRECT, "IPv6 UDP length 0");
+    assert_eq!(bed.dp.counters().unwrap().parse_errors, 0);
+}
