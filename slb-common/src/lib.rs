@@ -45,6 +45,24 @@ pub const fn is_v4_mapped(addr: &Addr) -> bool {
     addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED_WORD
 }
 
+/// True when no packet on the wire may come from `addr` (as the maps hold
+/// it: IPv4 IPv4-mapped). IPv4: multicast (224/4), the limited broadcast,
+/// "this network" (0/8) and loopback (127/8), the sources Linux drops as
+/// martians (`ip_route_input_slow`) and routers must not forward (RFC 1812
+/// §5.3.7). IPv6: multicast, loopback and the unspecified address (RFC
+/// 4291 §2.5.2-3, §2.7).
+#[inline(always)]
+pub const fn is_martian_source(addr: &Addr) -> bool {
+    if is_v4_mapped(addr) {
+        let [first, ..] = addr[3].to_ne_bytes();
+        first == 0 || first == 127 || first & 0xf0 == 0xe0 || addr[3] == u32::MAX
+    } else {
+        let [first, ..] = addr[0].to_ne_bytes();
+        let low_zero = addr[0] == 0 && addr[1] == 0 && addr[2] == 0;
+        first == 0xff || (low_zero && (addr[3] == 0 || addr[3] == u32::from_ne_bytes([0, 0, 0, 1])))
+    }
+}
+
 /// `IPPROTO_TCP`.
 pub const PROTO_TCP: u8 = 6;
 /// `IPPROTO_UDP`.

@@ -25,6 +25,7 @@ use aya_ebpf::{
 };
 use slb_common::{
     flow::{FLOW_F_CLOSING, FLOW_F_DR, FLOW_F_NAT},
+    is_martian_source,
     limits::REFRESH_NS,
     listener::{DEST_NAT_BACKEND, DEST_SNAT, DEST_VIP, MODE_DR, MODE_FULLNAT, MODE_NAT},
     Addr, Backend, Flow, FlowKey, GlobalCounter, Listener, NextHop, VipKey, PROTO_TCP,
@@ -425,13 +426,15 @@ fn established(
 fn pick_backend(key: &FlowKey, listener: &Listener) -> u32 {
     let now = now_ns();
     stats::global(GlobalCounter::FlowMiss);
-    if dests::lookup(&key.src) & (DEST_VIP | DEST_SNAT) != 0 {
+    if is_martian_source(&key.src) || dests::lookup(&key.src) & (DEST_VIP | DEST_SNAT) != 0 {
         // A client claiming one of our own addresses is spoofed: its
         // replies would be addressed to the load balancer itself, and a
         // reply to the VIP matches this very flow again (a VIP:53 → VIP:53
         // datagram makes a backend answer itself in a loop through the
         // upstream router, with the TTL renewed at each answer). Linux
-        // drops a local source arriving from outside as a martian.
+        // drops a local source arriving from outside as a martian, as it
+        // drops a multicast, broadcast or loopback one (whose flow's
+        // answers would leave here addressed to a group or to everyone).
         stats::global(GlobalCounter::ParseError);
         return xdp_action::XDP_DROP;
     }

@@ -1154,3 +1154,49 @@ protocol = "udp"
     assert_eq!(v, XDP_REDIRECT, "IPv6 UDP length 0");
     assert_eq!(bed.dp.counters().unwrap().parse_errors, 0);
 }
+
+/// A source no packet on the wire may carry: multicast, the limited
+/// broadcast, "this network" (0.0.0.0/8) and loopback for IPv4; multicast,
+/// loopback and the unspecified address for IPv6. Linux drops such
+/// packets as martians before IPVS sees them; a router must not forward
+/// them (RFC 1812 §5.3.7, RFC 4291 §2.5.2-3). Scheduled, such a flow's
+/// answers (the backend's, translated back) would leave the load balancer
+/// addressed to a multicast group or to the broadcast address. Dropped,
+/// counted as parse errors, like the spoofed sources above.
+#[test]
+fn new_flows_from_martian_sources_are_dropped() {
+    let mut bed = Bed::new("martian", CONFIG);
+    let vip6: Ipv6Addr = "fd10::10".parse().unwrap();
+    let v4 = |src: [u8; 4]| tcp4(Ipv4Addr::from(src), 40000, VIP, 80, true, b"");
+    let v6 = |src: &str| tcp6(src.parse().unwrap(), 40000, vip6, 80, true, b"");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("multicast source", v4([224, 0, 0, 1])),
+        ("multicast source 239/8", v4([239, 1, 2, 3])),
+        ("limited broadcast source", v4([255, 255, 255, 255])),
+        ("0.0.0.0 source", v4([0, 0, 0, 0])),
+        ("0/8 source", v4([0, 1, 2, 3])),
+        ("loopback source", v4([127, 0, 0, 1])),
+        (
+            "UDP from a multicast source",
+            udp4(Ipv4Addr::new(224, 0, 0, 251), 5353, VIP, 53, b"query"),
+        ),
+        ("IPv6 multicast source", v6("ff02::1")),
+        ("IPv6 loopback source", v6("::1")),
+        ("IPv6 unspecified source", v6("::")),
+    ];
+    for (what, frame) in cases {
+        let (v, _) = bed.run(&frame);
+        assert_eq!(v, XDP_DROP, "{what}");
+    }
+    assert_eq!(bed.dp.flow_entries(), (0, 0), "nothing was scheduled");
+    assert_eq!(bed.dp.counters().unwrap().parse_errors, 10);
+    // Neighbouring unicast sources are clients as any.
+    for src in [[223, 255, 255, 254], [1, 0, 0, 1], [128, 0, 0, 1]] {
+        let (v, _) = bed.run(&v4(src));
+        assert_eq!(v, XDP_REDIRECT, "{src:?}");
+    }
+    for src in ["fe80::1", "::2", "fd00::2"] {
+        let (v, _) = bed.run(&v6(src));
+        assert_eq!(v, XDP_REDIRECT, "{src}");
+    }
+}
