@@ -318,3 +318,50 @@ fn a_reload_the_dataplane_refuses_leaves_http_connections_alone() {
         "the kept-alive connection was closed by a refused reload: {again:?}"
     );
 }
+
+/// IPv6 forwarding turned on by a reload that is then rejected is put
+/// back: on, it makes the kernel ignore router advertisements host-wide,
+/// for a listener that never came. Here the file's first IPv6 tcp listener
+/// needs it, and its http listener cannot be bound (something else holds
+/// the port on every address).
+#[test]
+fn a_rejected_reload_puts_back_the_forwarding_it_turned_on() {
+    use slb_tests::topology::{backend6, VIP6};
+    const KEY: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+    let t = Topology::new("l7fw", 1).unwrap();
+    let forwarding = || {
+        t.lb.enter(|| std::fs::read_to_string(KEY))
+            .unwrap()
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    t.lb.sysctl("net.ipv6.conf.all.forwarding", "0").unwrap();
+    let mut agent = Agent::start(&t.lb, "l7fw", |d| render(1, d, &[l4()])).unwrap();
+    let dir = agent.dir().to_owned();
+    assert_eq!(
+        forwarding(),
+        "0",
+        "an IPv4-only file needs no IPv6 forwarding"
+    );
+    let held =
+        t.lb.enter(|| std::net::TcpListener::bind("0.0.0.0:8088"))
+            .unwrap()
+            .unwrap();
+    let web6 =
+        ListenerSpec::new("web6", VIP6.into(), 80, "tcp").backend(backend6(0).into(), 8080, 1);
+    let blocked = ListenerSpec::new("www", WWW.into(), 8088, "http")
+        .scheduler("wrr")
+        .extra("health_check = { enabled = false }")
+        .backend(backend4(0).into(), 8081, 1);
+    let out = agent
+        .reload(&render(1, &dir, &[l4(), web6.clone(), blocked]))
+        .unwrap();
+    assert!(out.contains("reload rejected"), "{out}");
+    assert!(out.contains("L7 proxy"), "{out}");
+    assert_eq!(forwarding(), "0", "{}", agent.log_text());
+    drop(held);
+    let out = agent.reload(&render(1, &dir, &[l4(), web6])).unwrap();
+    assert!(!out.contains("rejected"), "{out}");
+    assert_eq!(forwarding(), "1");
+}

@@ -101,6 +101,8 @@ fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Applier, BTreeSet<BackendK
         info!(pin_path = %opts.pin_dir.display(), "adopting pinned dataplane state");
         down = applier.adopt(&dp, cfg)?;
     }
+    // Kept as the start leaves them (forwarding, like an LVS director's,
+    // stays on for the next start).
     sysctl::enable_forwarding_for(cfg).map_err(|e| anyhow::anyhow!(e))?;
     Ok((dp, applier, down))
 }

@@ -418,11 +418,13 @@ impl Running {
             },
             None => None,
         };
+        // Before the tables: a first IPv6 listener's flows need IPv6
+        // forwarding from their first packet. Put back if the reload fails.
+        let mut sysctls = Vec::new();
         if self.dataplane.is_some() {
-            // Only ever turns settings on, so nothing to undo if the
-            // reload fails later.
-            if let Err(e) = super::sysctl::enable_forwarding_for(&cfg) {
-                return refuse(vec![format!("kernel settings: {e}")]);
+            match super::sysctl::enable_forwarding_for(&cfg) {
+                Ok(changed) => sysctls = changed,
+                Err(e) => return refuse(vec![format!("kernel settings: {e}")]),
             }
         }
         // New VIPs must be local before the proxy binds them. Addresses no
@@ -432,10 +434,12 @@ impl Running {
         // from without it.
         if let Err(e) = self.local.ensure_all(local_addresses(&cfg, self.mode)) {
             self.sync_local();
+            super::sysctl::restore(sysctls);
             return refuse(vec![format!("local addresses: {e}")]);
         }
         if let Err(e) = self.proxy.reload(&cfg.listeners).await {
             self.sync_local();
+            super::sysctl::restore(sysctls);
             return refuse(vec![format!("L7 proxy: {e}")]);
         }
         if !has_wlc(&self.cfg) {
@@ -472,6 +476,7 @@ impl Running {
                     error!("restoring the previous proxy configuration failed: {e}");
                 }
                 self.sync_local();
+                super::sysctl::restore(sysctls);
                 refuse(vec![format!("applying it failed: {e:#}")])
             }
         }

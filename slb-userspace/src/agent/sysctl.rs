@@ -8,23 +8,47 @@ use crate::config::Config;
 use std::path::Path;
 use tracing::{info, warn};
 
-fn write(path: &str, value: &str) -> std::io::Result<bool> {
-    let current = std::fs::read_to_string(path)?;
-    if current.trim() == value {
-        return Ok(false);
-    }
-    std::fs::write(path, value)?;
-    Ok(true)
+/// A setting changed, with the value it had: a reload that fails after
+/// turning forwarding on puts it back (IPv6 forwarding on makes the kernel
+/// ignore router advertisements, host-wide).
+#[derive(Debug)]
+pub struct Changed {
+    path: String,
+    was: String,
 }
 
-fn set(path: &str, value: &str) -> Result<(), String> {
+fn write(path: &str, value: &str) -> std::io::Result<Option<String>> {
+    let current = std::fs::read_to_string(path)?;
+    let current = current.trim();
+    if current == value {
+        return Ok(None);
+    }
+    std::fs::write(path, value)?;
+    Ok(Some(current.to_owned()))
+}
+
+fn set(path: &str, value: &str, changed: &mut Vec<Changed>) -> Result<(), String> {
     match write(path, value) {
-        Ok(true) => {
+        Ok(Some(was)) => {
             info!(sysctl = path, value, "kernel setting changed");
+            changed.push(Changed {
+                path: path.to_owned(),
+                was,
+            });
             Ok(())
         }
-        Ok(false) => Ok(()),
+        Ok(None) => Ok(()),
         Err(e) => Err(format!("{path}: {e}")),
+    }
+}
+
+/// Puts back what `enable_forwarding_for` changed, newest first.
+pub fn restore(changed: Vec<Changed>) {
+    for c in changed.into_iter().rev() {
+        match std::fs::write(&c.path, &c.was) {
+            Ok(()) => info!(sysctl = c.path, value = c.was, "kernel setting put back"),
+            Err(e) => warn!(sysctl = c.path, "putting back {}: {e}", c.was),
+        }
     }
 }
 
@@ -32,22 +56,36 @@ fn set(path: &str, value: &str) -> Result<(), String> {
 /// forwarding, and IPv6 forwarding when an L4 listener has an IPv6 VIP.
 /// Called at start and before each reload is applied, since a reload may
 /// add the first IPv6 listener (its flows would otherwise never be
-/// routed: `bpf_fib_lookup` refuses).
-pub fn enable_forwarding_for(cfg: &Config) -> Result<(), String> {
+/// routed: `bpf_fib_lookup` refuses). Returns what it changed, for a
+/// reload that fails later to put back; one that fails itself puts back
+/// what it had changed.
+pub fn enable_forwarding_for(cfg: &Config) -> Result<Vec<Changed>, String> {
     let v6 = cfg.l4_listeners().any(|l| l.vip.is_ipv6());
+    let mut changed = Vec::new();
     for iface in &cfg.agent.interfaces {
-        enable_forwarding(iface, v6).map_err(|e| format!("interface {iface}: {e}"))?;
+        if let Err(e) = enable_forwarding(iface, v6, &mut changed) {
+            restore(changed);
+            return Err(format!("interface {iface}: {e}"));
+        }
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// Enables IPv4 forwarding on `iface`, and IPv6 forwarding when `v6`.
-pub fn enable_forwarding(iface: &str, v6: bool) -> Result<(), String> {
-    set(&format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"), "1")?;
+fn enable_forwarding(iface: &str, v6: bool, changed: &mut Vec<Changed>) -> Result<(), String> {
+    set(
+        &format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"),
+        "1",
+        changed,
+    )?;
     if v6 {
-        set(&format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"), "1")?;
+        set(
+            &format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"),
+            "1",
+            changed,
+        )?;
         // The kernel's own IPv6 forwarding path checks the global switch.
-        set("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+        set("/proc/sys/net/ipv6/conf/all/forwarding", "1", changed)?;
     }
     let rp = format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter");
     let all = "/proc/sys/net/ipv4/conf/all/rp_filter";
