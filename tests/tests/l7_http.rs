@@ -1022,6 +1022,33 @@ async fn a_chunked_get_keeps_its_body() {
     p.stop().await;
 }
 
+/// A request body the client breaks (a malformed chunk) is the client's
+/// error: 400, as nginx answers an invalid chunked body, with the
+/// connection closed (its bytes are out of step). It was answered 502 and
+/// logged as a failure of the backend, which had done nothing wrong, and
+/// counted as a 5xx, the class an operator alerts on for backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_body_is_400_not_a_backend_failure() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "").await;
+    // PUT may go to another backend after a reset, POST may not: neither
+    // is a backend's failure here.
+    for method in ["POST", "PUT"] {
+        let raw = format!(
+            "{method} /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+        );
+        let r = exchange(&p, raw.as_bytes()).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{method}: {r}");
+        assert!(
+            r.to_ascii_lowercase().contains("connection: close\r\n"),
+            "{method}: {r}"
+        );
+    }
+    assert_eq!(p.requests_settled("web", "4xx", 2).await, 2);
+    assert_eq!(p.metrics.requests_in_class("web", "5xx"), 0);
+    p.stop().await;
+}
+
 /// A response whose body carries a transfer coding other than chunked
 /// cannot be passed on as it is (the coding would be lost): 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -763,6 +763,23 @@ async fn forward(
                     sent.elapsed(),
                 );
             }
+            Err(f) if body.client_failed() => {
+                // The client's body broke off (a malformed chunk, a length
+                // it did not keep to) while it went out: the client's
+                // error, answered as nginx answers an invalid chunked
+                // body, not a failure of the backend (502, warned about)
+                // nor a reason to try another. Its HTTP/1 connection is
+                // out of step: closed.
+                debug!(listener = %rt.name, backend = %backend.addr, "the client's request body failed: {f}");
+                return Outcome {
+                    upstream: Some(backend.addr),
+                    upstream_time: Some(sent.elapsed()),
+                    ..Outcome::local(pages::error(
+                        StatusCode::BAD_REQUEST,
+                        parts.version != Version::HTTP_2,
+                    ))
+                };
+            }
             Err(Failure::Stale(e))
                 if !fresh_tried && idempotent(&parts.method) && body.replayable() =>
             {

@@ -566,6 +566,9 @@ struct Replay {
     touched: AtomicBool,
     /// Coarse ns of the last frame read from the client's body (0: none).
     progress: AtomicU64,
+    /// Reading the client's body failed (a malformed chunk...): an attempt
+    /// that failed with it failed by the client's doing.
+    failed: AtomicBool,
 }
 
 impl ReplayBody {
@@ -578,6 +581,7 @@ impl ReplayBody {
             conn: conn.clone(),
             touched: AtomicBool::new(false),
             progress: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         })))
     }
 
@@ -593,6 +597,14 @@ impl ReplayBody {
             None => super::body::empty(),
             Some(r) => super::body::boxed(AttemptBody(r.clone())),
         }
+    }
+
+    /// Did reading the client's body fail? An attempt that sent it then
+    /// failed because of it, not because of the backend.
+    pub fn client_failed(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|r| r.failed.load(Ordering::Acquire))
     }
 
     /// Can another attempt send the whole body?
@@ -658,6 +670,9 @@ impl HttpBody for AttemptBody {
         };
         if polled.is_ready() {
             self.0.progress.store(clock::coarse_ns(), Ordering::Relaxed);
+        }
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.0.failed.store(true, Ordering::Release);
         }
         polled
     }
@@ -763,6 +778,7 @@ mod tests {
             )),
             touched: AtomicBool::new(true),
             progress: AtomicU64::new(clock::coarse_ns()),
+            failed: AtomicBool::new(false),
         });
         let sending = {
             let upload = upload.clone();
