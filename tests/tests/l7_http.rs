@@ -1165,6 +1165,30 @@ async fn a_slow_upload_is_not_a_slow_backend() {
     p.stop().await;
 }
 
+/// A client that stops sending its request body is the one the exchange
+/// waits on: after `backend_response_timeout` without its bytes it gets
+/// 408 and its connection closes, as nginx's `client_body_timeout`
+/// answers; a backend waiting for the rest of the body is no slow backend
+/// (it was answered 504 and warned about as the backend's timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_client_stops_sending_is_408_not_504() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "backend_response_timeout = \"1s\"").await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("connection: close\r\n"),
+        "{r}"
+    );
+    assert_eq!(p.requests_settled("web", "4xx", 1).await, 1);
+    assert_eq!(p.metrics.requests_in_class("web", "5xx"), 0);
+    p.stop().await;
+}
+
 /// What a reverse proxy does not pass on: a CONNECT (no tunnels to
 /// arbitrary hosts: 501, no backend contacted) and a 101 the client never
 /// asked for (502).

@@ -11,6 +11,7 @@ use super::body::{full, Body};
 fn sentence(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "The request could not be understood.",
+        408 => "The request was not received in time.",
         431 => "The request's header is too large.",
         502 => "The backend server could not be reached or failed to answer.",
         503 => "No backend server is available to handle the request.",

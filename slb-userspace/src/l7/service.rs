@@ -755,6 +755,19 @@ async fn forward(
                     in_flight: Some(in_flight),
                 };
             }
+            Err(Failure::ClientTimeout(t)) => {
+                // As nginx's `client_body_timeout`: 408, and the HTTP/1
+                // connection, left in the middle of a body, closed.
+                debug!(listener = %rt.name, backend = %backend.addr, "no request body bytes from the client for {t:?}");
+                return Outcome {
+                    upstream: Some(backend.addr),
+                    upstream_time: Some(sent.elapsed()),
+                    ..Outcome::local(pages::error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        parts.version != Version::HTTP_2,
+                    ))
+                };
+            }
             Err(Failure::Timeout(t)) => {
                 warn!(listener = %rt.name, backend = %backend.addr, "no response within {t:?}");
                 return Outcome::upstream_error(

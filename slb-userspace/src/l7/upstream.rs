@@ -63,6 +63,11 @@ pub enum Failure {
     /// No response header within the response timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// The response timeout ran out while the request body waited for the
+    /// client's next bytes: the client stopped sending, not the backend
+    /// answering (it is waiting for the rest of the body).
+    #[error("no request body bytes from the client for {0:?}")]
+    ClientTimeout(Duration),
 }
 
 /// Keep-alive connections to one backend (of one listener).
@@ -372,6 +377,9 @@ pub async fn send(
         }
         match body_progress.left_of(timeout, start) {
             Some(left) => wait = left,
+            None if body_progress.waiting_on_client() => {
+                return Err((Failure::ClientTimeout(timeout), None))
+            }
             None => return Err((Failure::Timeout(timeout), None)),
         }
     }
@@ -569,6 +577,10 @@ struct Replay {
     /// Reading the client's body failed (a malformed chunk...): an attempt
     /// that failed with it failed by the client's doing.
     failed: AtomicBool,
+    /// The last read of the client's body found no bytes yet: an attempt
+    /// waits on the client. (An attempt that stopped reading because the
+    /// backend takes no more read its last bytes: not waiting.)
+    waiting: AtomicBool,
 }
 
 impl ReplayBody {
@@ -582,6 +594,7 @@ impl ReplayBody {
             touched: AtomicBool::new(false),
             progress: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
         })))
     }
 
@@ -629,6 +642,13 @@ impl Progress {
             .map_or(0, |r| r.progress.load(Ordering::Relaxed))
     }
 
+    /// Is an attempt waiting for the client's next body bytes?
+    fn waiting_on_client(&self) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|r| r.waiting.load(Ordering::Relaxed))
+    }
+
     /// What is left of a wait of `limit` counted from `since` (coarse ns)
     /// or from the request body's last progress, whichever is later;
     /// `None` once it has all passed. The coarse clock lags by up to a
@@ -674,6 +694,7 @@ impl HttpBody for AttemptBody {
         if let Poll::Ready(Some(Err(_))) = &polled {
             self.0.failed.store(true, Ordering::Release);
         }
+        self.0.waiting.store(polled.is_pending(), Ordering::Relaxed);
         polled
     }
 
@@ -779,6 +800,7 @@ mod tests {
             touched: AtomicBool::new(true),
             progress: AtomicU64::new(clock::coarse_ns()),
             failed: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
         });
         let sending = {
             let upload = upload.clone();
