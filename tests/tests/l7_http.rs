@@ -920,8 +920,8 @@ async fn http10_keep_alive_is_honoured() {
 /// Routing and the backend agree on the host (RFC 9112 §3.2.2: an
 /// absolute-form target overrides `Host`), the backend gets origin-form,
 /// and requests whose framing fields cannot be forwarded faithfully are
-/// refused: no or two `Host`s in HTTP/1.1 (400), a transfer coding other
-/// than chunked (501).
+/// refused: no or two `Host`s in HTTP/1.1, an authority-form target
+/// outside CONNECT (400), a transfer coding other than chunked (501).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_target_host_and_framing() {
     let d = Backend::start("default").await;
@@ -953,6 +953,12 @@ async fn request_target_host_and_framing() {
     assert!(r.ends_with("/target host=www.example"), "backend saw: {r}");
     for (raw, status) in [
         ("GET /target HTTP/1.1\r\n\r\n", "400"),
+        // Authority-form is CONNECT's alone (RFC 9112 §3.2.3), as nginx
+        // holds: the server library took it for a host to route by.
+        (
+            "GET admin.example:80 HTTP/1.1\r\nHost: www.example\r\n\r\n",
+            "400",
+        ),
         ("GET /target HTTP/1.1\r\nHost: www.example\r\nHost: admin.example\r\n\r\n", "400"),
         (
             "POST /target HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",

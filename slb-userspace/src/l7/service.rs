@@ -421,6 +421,16 @@ fn route(req: &Request<Incoming>, rt: &Runtime) -> Route {
             h1,
         ))));
     }
+    if req.uri().scheme().is_none() && req.uri().authority().is_some() {
+        // Authority-form (`GET host:80`) is CONNECT's alone (RFC 9112
+        // §3.2.3; nginx answers 400): the server library parses it as a
+        // target with a host and no path, which would route by that host
+        // and reach the backend as `/`.
+        return Route::Local(Box::new(Outcome::local(pages::error(
+            StatusCode::BAD_REQUEST,
+            h1,
+        ))));
+    }
     let host = headers::request_host(req.uri(), req.headers());
     if rt.l7.redirect_https && rt.protocol == Protocol::Http {
         return Route::Local(Box::new(Outcome::local(match host {
