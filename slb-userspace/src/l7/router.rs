@@ -14,7 +14,8 @@
 //! `/api/../admin/` as `/admin/`; matched as sent, those would slip past
 //! an `/admin/` rule to another group. The backend still gets the target
 //! as sent (as nginx's `proxy_pass` without a URI passes it); the rule's
-//! own prefix is read the same way.
+//! own prefix is read the same way. Nothing else is normalised, as in
+//! nginx: case, `\` and `;` path parameters stay as sent.
 
 use std::borrow::Cow;
 
@@ -310,6 +311,15 @@ mod tests {
             "the rule's prefix is read alike"
         );
         assert_eq!(r.route(None, "/admin/../x"), DEFAULT_GROUP);
+        // As nginx: case, `\` and `;` parameters are matched as sent
+        // (the README says what a rule then does not catch).
+        for p in ["/ADMIN/x", "/admin\\x", "/admin;v=1/x"] {
+            assert_eq!(r.route(None, p), DEFAULT_GROUP, "{p}");
+        }
+        let r = router(&[rule(None, Some("/admin"), "admin")]);
+        for p in ["/admin\\x", "/admin;v=1/x"] {
+            assert_eq!(r.route(None, p), 4, "{p}");
+        }
     }
 
     #[test]
