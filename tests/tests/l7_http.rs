@@ -1055,6 +1055,34 @@ async fn a_malformed_request_body_is_400_not_a_backend_failure() {
     p.stop().await;
 }
 
+/// A request with both Content-Length and Transfer-Encoding (the classic
+/// smuggling pair) is framed by its chunks, reaches the backend without
+/// the length, and its connection closes after the answer (RFC 9112
+/// §6.3): bytes the two framings disagree on are never read as a next
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_beside_chunks_is_ignored_and_the_connection_closes() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "").await;
+    let r = exchange(
+        &p,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.ends_with("received=5"),
+        "one response, then the close: {r}"
+    );
+    assert!(
+        r.to_ascii_lowercase().contains("connection: close\r\n"),
+        "{r}"
+    );
+    assert_eq!(a.hits(), 1, "the bytes after the chunks were served");
+    p.stop().await;
+}
+
 /// A response whose body carries a transfer coding other than chunked
 /// cannot be passed on as it is (the coding would be lost): 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
