@@ -921,7 +921,8 @@ async fn http10_keep_alive_is_honoured() {
 /// absolute-form target overrides `Host`), the backend gets origin-form,
 /// and requests whose framing fields cannot be forwarded faithfully are
 /// refused: no or two `Host`s in HTTP/1.1, an authority-form target
-/// outside CONNECT (400), a transfer coding other than chunked (501).
+/// outside CONNECT or `*` outside OPTIONS (400), a transfer coding other
+/// than chunked (501).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_target_host_and_framing() {
     let d = Backend::start("default").await;
@@ -959,6 +960,8 @@ async fn request_target_host_and_framing() {
             "GET admin.example:80 HTTP/1.1\r\nHost: www.example\r\n\r\n",
             "400",
         ),
+        // As is asterisk-form OPTIONS's (§3.2.4).
+        ("GET * HTTP/1.1\r\nHost: www.example\r\n\r\n", "400"),
         ("GET /target HTTP/1.1\r\nHost: www.example\r\nHost: admin.example\r\n\r\n", "400"),
         (
             "POST /target HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",

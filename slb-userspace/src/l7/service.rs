@@ -421,11 +421,14 @@ fn route(req: &Request<Incoming>, rt: &Runtime) -> Route {
             h1,
         ))));
     }
-    if req.uri().scheme().is_none() && req.uri().authority().is_some() {
-        // Authority-form (`GET host:80`) is CONNECT's alone (RFC 9112
-        // §3.2.3; nginx answers 400): the server library parses it as a
-        // target with a host and no path, which would route by that host
-        // and reach the backend as `/`.
+    let authority_form = req.uri().scheme().is_none() && req.uri().authority().is_some();
+    let asterisk_form = req.uri().path() == "*" && req.method() != Method::OPTIONS;
+    if authority_form || asterisk_form {
+        // Authority-form (`GET host:80`) is CONNECT's alone, `*` OPTIONS's
+        // (RFC 9112 §3.2.3, §3.2.4; nginx answers 400): the server library
+        // takes either for any method, and the first as a target with a
+        // host and no path, which would route by that host and reach the
+        // backend as `/`.
         return Route::Local(Box::new(Outcome::local(pages::error(
             StatusCode::BAD_REQUEST,
             h1,
