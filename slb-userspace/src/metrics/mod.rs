@@ -56,6 +56,14 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let reloads = Family::<ResultLabel, Counter>::default();
+        // Both outcomes from the start, at 0: a series that first appears
+        // at 1 shows no `increase()`, so the first refused reload would
+        // raise no alert.
+        for result in ["success", "failure"] {
+            drop(reloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            }));
+        }
         registry.register(
             "slb_config_reloads",
             "Configuration reloads by outcome",
@@ -161,6 +169,21 @@ mod tests {
             text.contains(r#"slb_listener_connections_total{listener="we\"b\\x\ny"} 5"#),
             "{text}"
         );
+    }
+
+    /// An alert on `increase(slb_config_reloads_total{result="failure"}[..])`
+    /// (README, "What to watch") only sees a refused reload if the series
+    /// was already there, at 0, before it: one that first appears at 1
+    /// shows no increase.
+    #[test]
+    fn reload_outcomes_are_exported_at_zero_before_any_reload() {
+        let text = Metrics::new().encode(snapshot()).unwrap();
+        for line in [
+            "slb_config_reloads_total{result=\"success\"} 0",
+            "slb_config_reloads_total{result=\"failure\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 
     #[test]
