@@ -321,10 +321,13 @@ impl Topology {
         Ok(v)
     }
 
-    /// Prepares direct routing: each backend holds the VIPs on `lo` (ARP
-    /// for them ignored, as an LVS-DR real server must) and gets its own
+    /// Prepares direct routing with the README's backend commands: each
+    /// backend holds the VIPs on `lo` (ARP for them ignored, as an LVS-DR
+    /// real server must), relaxes reverse-path filtering, and gets its own
     /// return link to the client (IPv4 and IPv6), so replies never pass
-    /// the load balancer.
+    /// the load balancer. Its IPv4 default route takes that link, as a DR
+    /// backend's usually bypasses the load balancer: only the README's
+    /// route for 100.64.0.0/10 brings the health checks' replies back.
     pub fn prepare_direct_routing(&self, vips: &[IpAddr]) -> Result<()> {
         self.client.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
         for (i, b) in self.backends.iter().enumerate() {
@@ -334,7 +337,7 @@ impl Topology {
             }
             b.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
             b.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
-            b.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+            b.sysctl("net.ipv4.conf.all.rp_filter", "2")?;
             let client_dev = format!("r{}", i + 1);
             link(b, "ret0", &self.client, &client_dev)?;
             self.client
@@ -343,10 +346,17 @@ impl Topology {
             addr(&self.client, &client_dev, &format!("10.1.{}.2/24", i + 1))?;
             b.ip(&[
                 "route",
-                "add",
-                &format!("{CLIENT4}/32"),
+                "replace",
+                "default",
                 "via",
                 &format!("10.1.{}.2", i + 1),
+            ])?;
+            b.ip(&[
+                "route",
+                "add",
+                "100.64.0.0/10",
+                "via",
+                &format!("10.0.{}.1", i + 1),
             ])?;
             addr(b, "ret0", &format!("fd01:{}::1/64", i + 1))?;
             addr(&self.client, &client_dev, &format!("fd01:{}::2/64", i + 1))?;
