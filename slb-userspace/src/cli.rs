@@ -120,6 +120,10 @@ mod tests {
     use super::*;
 
     /// The commands of the example systemd unit are ones this CLI takes.
+    /// Its reload is `slb reload`, not a bare SIGHUP: `systemctl reload`
+    /// then waits for the outcome and fails, with the file's errors in the
+    /// journal, when the agent rejects the file (a signal always
+    /// "succeeds").
     #[test]
     fn the_example_unit_runs_valid_commands() {
         let unit = include_str!("../examples/slb.service");
@@ -128,15 +132,24 @@ mod tests {
             .filter_map(|l| {
                 l.strip_prefix("ExecStartPre=")
                     .or_else(|| l.strip_prefix("ExecStart="))
+                    .or_else(|| l.strip_prefix("ExecReload="))
             })
             .collect();
-        assert_eq!(commands.len(), 2);
-        for c in commands {
+        assert_eq!(commands.len(), 3, "{commands:?}");
+        for c in &commands {
             let args: Vec<&str> = c.split_whitespace().collect();
             assert!(args[0].ends_with("/slb"), "{c}");
             if let Err(e) = Cli::try_parse_from(&args) {
                 panic!("{c}: {e}");
             }
         }
+        // The reload asks the agent the unit started: same file, so same
+        // control socket.
+        let reload: Vec<&str> = commands[2].split_whitespace().collect();
+        assert_eq!(reload[1..], ["reload", "-c", "/etc/slb/slb.toml"]);
+        assert!(
+            commands[1].contains(" -c /etc/slb/slb.toml"),
+            "{commands:?}"
+        );
     }
 }
