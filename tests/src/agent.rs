@@ -253,6 +253,14 @@ impl Agent {
         Ok(())
     }
 
+    /// SIGKILL (a crash: nothing of the agent's shutdown runs), then waits
+    /// for exit.
+    pub fn crash(&mut self) -> Result<()> {
+        self.signal(Signal::SIGKILL)?;
+        self.child.as_mut().context("agent not running")?.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM, then waits for exit; returns the exit status.
     pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
         self.signal(Signal::SIGTERM)?;

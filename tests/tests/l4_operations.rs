@@ -400,6 +400,46 @@ fn established_connection_survives_an_agent_restart_with_kept_dataplane() {
     assert!(["b1", "b2"].contains(&name.as_str()));
 }
 
+/// README "Everyday operations", "The agent crashes": killed outright
+/// (nothing of its shutdown runs), the agent leaves the pinned program
+/// forwarding established and new connections by the last tables, and the
+/// unit's restart adopts that state (its stale control socket replaced).
+#[test]
+fn a_crashed_agent_leaves_the_dataplane_forwarding_and_a_restart_adopts_it() {
+    let t = Topology::new("cr", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let mut agent =
+        Agent::start_keeping(&t.lb, "cr", |d| render(2, d, &[web(2, &[1, 1])])).unwrap();
+    let (name, mut conn) = tcp_hello(&t.client, vip(), T).unwrap();
+    echo(&mut conn, "before");
+    agent.crash().unwrap();
+    assert!(agent.control_socket().exists(), "a crash leaves the socket");
+    for i in 0..5 {
+        echo(&mut conn, &format!("crashed {i}"));
+    }
+    // New connections too, after the agent's clock has stood still for
+    // over a second (the fast path steps aside, the slow path goes on).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(spread(&t, 20).values().sum::<usize>(), 20);
+
+    agent.restart().unwrap();
+    assert!(
+        agent.log_text().contains("adopting pinned dataplane state"),
+        "{}",
+        agent.log_text()
+    );
+    echo(&mut conn, "restarted");
+    // The new agent answers on the socket the dead one left behind.
+    let status = agent.status().unwrap();
+    assert_eq!(
+        status["listeners"][0]["backends"][0]["state"], "up",
+        "{status}"
+    );
+    let counts = spread(&t, 20);
+    assert_eq!(counts.values().sum::<usize>(), 20);
+    assert!(["b1", "b2"].contains(&name.as_str()));
+}
+
 /// SPEC §6: with a `pin_path` that is not on a bpffs the agent mounts one
 /// there (in its own mount namespace under `ip netns exec`); a plain
 /// SIGTERM detaches the program from every interface and removes the pins
