@@ -275,6 +275,39 @@ pub fn render_flows(list: &FlowList) -> String {
 mod tests {
     use super::*;
 
+    /// Scripts read `slb flows --json` by field name: the README's
+    /// "Connections" section names every one of them.
+    #[test]
+    fn every_json_field_is_in_the_readme() {
+        let list = FlowList {
+            flows: vec![FlowEntry {
+                listener: "web".into(),
+                protocol: "tcp".into(),
+                client: "10.0.0.2:41822".parse().unwrap(),
+                vip: "10.0.0.10:80".parse().unwrap(),
+                source: None,
+                backend: "10.0.1.11:8080".parse().unwrap(),
+                mode: "dr".into(),
+                state: "ESTABLISHED".into(),
+                idle_s: 3,
+                expire_s: 897,
+            }],
+            matched: 1,
+        };
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("### Connections").unwrap();
+        let end = start + readme[start..].find("\n## ").unwrap();
+        let section = &readme[start..end];
+        let value = serde_json::to_value(&list).unwrap();
+        let mut fields: Vec<&String> = value.as_object().unwrap().keys().collect();
+        fields.extend(value["flows"][0].as_object().unwrap().keys());
+        let missing: Vec<&&String> = fields
+            .iter()
+            .filter(|f| !section.contains(&format!("`{f}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in the README: {missing:?}");
+    }
+
     fn raw(client: &str, flags: u16, idle_s: u64) -> RawFlow {
         RawFlow {
             listener: "web".into(),
