@@ -151,5 +151,9 @@ mod tests {
             commands[1].contains(" -c /etc/slb/slb.toml"),
             "{commands:?}"
         );
+        // `systemctl start`/`restart` wait for the agent to be ready and
+        // fail when it exits first (a refused upgrade, an interface
+        // missing), instead of reporting success at once.
+        assert!(unit.lines().any(|l| l == "Type=notify"), "{unit}");
     }
 }

@@ -448,3 +448,55 @@ fn version_names_the_map_layout() {
         "{out}"
     );
 }
+
+/// Under systemd (`Type=notify`, as in the example unit) the agent says
+/// READY=1 on `$NOTIFY_SOCKET` once it serves, so `systemctl start` and
+/// `restart` report a start that failed instead of success at once.
+#[test]
+fn the_agent_tells_systemd_when_it_is_ready() {
+    let d = Dir::new("clinotify");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, metrics) = (free(), free());
+    let file = d.0.join("slb.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[agent]\nmetrics_listen = \"127.0.0.1:{metrics}\"\ncontrol_socket = \"{}\"\n\
+             [[listener]]\nname = \"web\"\nvip = \"127.0.0.1\"\nport = {port}\n\
+             protocol = \"http\"\nhealth_check = {{ enabled = false }}\n\
+             [[listener.backend]]\naddress = \"127.0.0.1\"\nport = 9\n",
+            d.sock().display()
+        ),
+    )
+    .unwrap();
+    let notify = d.0.join("notify.sock");
+    let sd = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sd.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut proxy = Command::new(slb_bin())
+        .args(["proxy", "-c", file.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let got = sd.recv(&mut buf);
+    let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(proxy.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = proxy.wait().unwrap();
+    let n = got.expect("no notification within 10 s");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.lines().any(|l| l == "READY=1"), "{text:?}");
+    assert!(listening, "READY=1 before the listener serves");
+    assert!(status.success(), "{status}");
+}

@@ -5,6 +5,7 @@
 mod apply;
 mod fds;
 mod flows;
+mod notify;
 mod running;
 mod snapshot;
 mod sysctl;
@@ -282,6 +283,7 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         l7_listeners = st.cfg.l7_listeners().count(),
         "{READY}"
     );
+    notify::ready();
 
     let mut transitions = transitions;
     let mut active_refresh = tokio::time::interval(std::time::Duration::from_secs(2));
