@@ -374,20 +374,27 @@ fn tls_client_misbehaviour_stays_out_of_the_default_log() {
         out
     };
     for (rust_log, warned) in [(None, false), (Some("info,rustls=warn"), true)] {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Free ports and a socket of its own, not the defaults (9470,
+        // /run/slb/control.sock), which an agent on the host may hold.
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, metrics) = (free(), free());
         let file = d.0.join("slb.toml");
         std::fs::write(
             &file,
             format!(
                 "[agent]\nprobe_source = \"100.64.0.1\"\nlocal_addresses = [\"100.64.0.10\"]\n\
+                 metrics_listen = \"127.0.0.1:{metrics}\"\ncontrol_socket = \"{}\"\n\
                  [[listener]]\nname = \"secure\"\nvip = \"127.0.0.1\"\nport = {port}\n\
                  protocol = \"https\"\nhealth_check = {{ enabled = false }}\n\
                  [[listener.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n\
                  [[listener.backend]]\naddress = \"127.0.0.1\"\nport = 9\n",
+                d.sock().display(),
                 crt.display(),
                 k.display()
             ),
