@@ -87,12 +87,17 @@ fn enable_forwarding(iface: &str, v6: bool, changed: &mut Vec<Changed>) -> Resul
         // The kernel's own IPv6 forwarding path checks the global switch.
         set("/proc/sys/net/ipv6/conf/all/forwarding", "1", changed)?;
     }
-    let rp = format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter");
-    let all = "/proc/sys/net/ipv4/conf/all/rp_filter";
-    let strict = |p: &str| {
-        Path::new(p).exists() && std::fs::read_to_string(p).is_ok_and(|v| v.trim() == "1")
+    let read = |p: &str| {
+        Path::new(p)
+            .exists()
+            .then(|| std::fs::read_to_string(p).ok())
+            .flatten()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(0)
     };
-    if strict(&rp) || strict(all) {
+    let all = read("/proc/sys/net/ipv4/conf/all/rp_filter");
+    let own = read(&format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter"));
+    if rp_filter_is_strict(all, own) {
         warn!(
             iface,
             "rp_filter is strict (1): packets the XDP program hands to the kernel before a \
@@ -100,4 +105,28 @@ fn enable_forwarding(iface: &str, v6: bool, changed: &mut Vec<Changed>) -> Resul
         );
     }
     Ok(())
+}
+
+/// The kernel applies the larger of `conf/all/rp_filter` and the device's
+/// own value: strict only when that is 1.
+fn rp_filter_is_strict(all: u8, own: u8) -> bool {
+    all.max(own) == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sysctl -w net.ipv4.conf.all.rp_filter=2` (the README's advice)
+    /// makes a device left at 1 loose: no warning for it.
+    #[test]
+    fn rp_filter_strictness_is_the_larger_of_all_and_the_device() {
+        assert!(rp_filter_is_strict(1, 0));
+        assert!(rp_filter_is_strict(0, 1));
+        assert!(rp_filter_is_strict(1, 1));
+        assert!(!rp_filter_is_strict(2, 1));
+        assert!(!rp_filter_is_strict(1, 2));
+        assert!(!rp_filter_is_strict(0, 0));
+        assert!(!rp_filter_is_strict(2, 0));
+    }
 }
