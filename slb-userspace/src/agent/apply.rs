@@ -273,6 +273,7 @@ impl Applier {
         match self.apply(dp, &prepared.plan) {
             Ok(()) => {
                 self.tables = prepared.tables;
+                debug!(entries = dp.written_since(&cp), "change written");
                 dp.release(cp);
                 Ok(())
             }

@@ -81,6 +81,14 @@ impl Dataplane {
 
     /// Keeps what was written since `cp`. Releasing the outermost
     /// checkpoint stops recording.
+    /// Map entries written since `cp` (what rolling back to it would put
+    /// back).
+    pub fn written_since(&self, cp: &Checkpoint) -> usize {
+        self.journal
+            .as_ref()
+            .map_or(0, |j| j.len().saturating_sub(cp.at))
+    }
+
     pub fn release(&mut self, cp: Checkpoint) {
         if cp.outermost {
             self.journal = None;
@@ -121,14 +129,8 @@ impl Dataplane {
 
     fn undo(&mut self, u: Undo) -> Result<(), DataplaneError> {
         match u {
-            Undo::Listener(key, Some(l)) => self
-                .listeners
-                .insert(key, l, 0)
-                .map_err(map_err("LISTENERS")),
-            Undo::Listener(key, None) => optional(self.listeners.remove(&key))
-                .map(drop)
-                .map_err(map_err("LISTENERS")),
-            Undo::Backend(id, b) => self.backends.set(id, b, 0).map_err(map_err("BACKENDS")),
+            Undo::Listener(key, l) => self.put_listener(key, l),
+            Undo::Backend(id, b) => self.put_backend(id, b),
             Undo::Dest(i, d) => self.set_dest(i, d),
             Undo::Settings(s) => self.settings.set(0, s, 0).map_err(map_err("SETTINGS")),
             Undo::SnatPool(p) => self.snat_pool.set(0, p, 0).map_err(map_err("SNAT_POOL")),

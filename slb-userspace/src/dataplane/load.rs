@@ -80,8 +80,13 @@ pub struct Dataplane {
     /// `DEST_SLOTS` slots back, a system call each, on every apply.
     pub(super) dests_now: Vec<DestSlot>,
     pub(super) listeners: HashMap<MapData, VipKey, Listener>,
+    /// What `listeners` holds (kept like `dests_now`).
+    pub(super) listeners_now: std::collections::BTreeMap<VipKey, Listener>,
     pub(super) ring: Array<MapData, u32>,
     pub(super) backends: Array<MapData, Backend>,
+    /// What `backends` holds (kept like `dests_now`; the program only
+    /// reads the map).
+    pub(super) backends_now: Vec<Backend>,
     pub(super) flows: HashMap<MapData, FlowKey, Flow>,
     pub(super) reverse: HashMap<MapData, FlowKey, Reverse>,
     /// The same two maps, for batch reads (`batch`).
@@ -282,14 +287,26 @@ impl Dataplane {
             .iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err("DESTS"))?;
+        let listeners: HashMap<MapData, VipKey, Listener> = take(&mut ebpf, "LISTENERS")?;
+        let listeners_now = listeners
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("LISTENERS"))?;
+        let backends: Array<MapData, Backend> = take(&mut ebpf, "BACKENDS")?;
+        let backends_now = backends
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("BACKENDS"))?;
         let mut dp = Dataplane {
             jump,
             slow_armed: false,
             dests,
             dests_now,
-            listeners: take(&mut ebpf, "LISTENERS")?,
+            listeners,
+            listeners_now,
             ring: take(&mut ebpf, "RING")?,
-            backends: take(&mut ebpf, "BACKENDS")?,
+            backends,
+            backends_now,
             flows: take(&mut ebpf, "FLOWS")?,
             reverse: take(&mut ebpf, "REVERSE")?,
             flows_fd,

@@ -8,28 +8,45 @@ use slb_common::{AclKey, DestSlot, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl Dataplane {
+    /// Writes a listener entry, unless it already holds `listener`: every
+    /// apply (a health change too) goes over all of them.
     pub fn set_listener(
         &mut self,
         key: &VipKey,
         listener: &Listener,
     ) -> Result<(), DataplaneError> {
-        self.record_listener(key)?;
-        self.listeners
-            .insert(key, listener, 0)
-            .map_err(map_err("LISTENERS"))
+        let old = self.listeners_now.get(key).copied();
+        if old == Some(*listener) {
+            return Ok(());
+        }
+        self.record(Undo::Listener(*key, old));
+        self.put_listener(*key, Some(*listener))
     }
 
     pub fn remove_listener(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
-        self.record_listener(key)?;
-        optional(self.listeners.remove(key))
-            .map(drop)
-            .map_err(map_err("LISTENERS"))
+        let old = self.listeners_now.get(key).copied();
+        self.record(Undo::Listener(*key, old));
+        self.put_listener(*key, None)
     }
 
-    fn record_listener(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
-        if self.recording() {
-            let old = optional(self.listeners.get(key, 0)).map_err(map_err("LISTENERS"))?;
-            self.record(Undo::Listener(*key, old));
+    /// Makes the listener map hold `entry` under `key` (none: no entry),
+    /// and the copy say so.
+    pub(super) fn put_listener(
+        &mut self,
+        key: VipKey,
+        entry: Option<Listener>,
+    ) -> Result<(), DataplaneError> {
+        match entry {
+            Some(l) => {
+                self.listeners
+                    .insert(key, l, 0)
+                    .map_err(map_err("LISTENERS"))?;
+                self.listeners_now.insert(key, l);
+            }
+            None => {
+                optional(self.listeners.remove(&key)).map_err(map_err("LISTENERS"))?;
+                self.listeners_now.remove(&key);
+            }
         }
         Ok(())
     }
@@ -37,21 +54,45 @@ impl Dataplane {
     /// Entries currently in the listener map (including ones adopted from
     /// a previous run).
     pub fn listener_entries(&self) -> Vec<(VipKey, Listener)> {
-        self.listeners.iter().filter_map(Result::ok).collect()
+        self.listeners_now.iter().map(|(k, l)| (*k, *l)).collect()
     }
 
+    /// Writes a backend entry, unless it already holds `backend`: every
+    /// apply goes over all of them (4096 at most, two system calls each
+    /// while the change is recorded), and a health change alters one.
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
-        if self.recording() {
-            let old = self.backend(id)?;
-            self.record(Undo::Backend(id, old));
+        let old = self.backend(id)?;
+        if old == *backend {
+            return Ok(());
         }
+        self.record(Undo::Backend(id, old));
+        self.put_backend(id, *backend)
+    }
+
+    /// Writes a backend entry and the copy.
+    pub(super) fn put_backend(&mut self, id: u32, backend: Backend) -> Result<(), DataplaneError> {
         self.backends
             .set(id, backend, 0)
-            .map_err(map_err("BACKENDS"))
+            .map_err(map_err("BACKENDS"))?;
+        if let Some(now) = self.backends_now.get_mut(id as usize) {
+            *now = backend;
+        }
+        Ok(())
     }
 
+    /// A backend entry as the program reads it (from the copy: the program
+    /// never writes the map).
     pub fn backend(&self, id: u32) -> Result<Backend, DataplaneError> {
-        self.backends.get(&id, 0).map_err(map_err("BACKENDS"))
+        self.backends_now
+            .get(id as usize)
+            .copied()
+            .ok_or(DataplaneError::Map {
+                name: "BACKENDS",
+                source: MapError::OutOfBounds {
+                    index: id,
+                    max_entries: self.backends_now.len() as u32,
+                },
+            })
     }
 
     /// Writes a lookup table at `base`. Only slots that differ from
@@ -121,32 +162,33 @@ impl Dataplane {
                 },
             });
         }
-        if self.recording() {
-            let old = self.snat_pool.get(&0, 0).map_err(map_err("SNAT_POOL"))?;
-            self.record(Undo::SnatPool(old));
-            for i in 0..v4.len() as u32 {
-                let old = self.snat_v4.get(&i, 0).map_err(map_err("SNAT_V4"))?;
-                self.record(Undo::SnatV4(i, old));
-            }
-            for i in 0..v6.len() as u32 {
-                let old = self.snat_v6.get(&i, 0).map_err(map_err("SNAT_V6"))?;
-                self.record(Undo::SnatV6(i, old));
-            }
-        }
+        // Only what differs is written (and recorded): every apply comes
+        // here, and the pool rarely changes.
         for (i, a) in v4.iter().enumerate() {
-            self.snat_v4
-                .set(i as u32, a, 0)
-                .map_err(map_err("SNAT_V4"))?;
+            let i = i as u32;
+            let old = self.snat_v4.get(&i, 0).map_err(map_err("SNAT_V4"))?;
+            if old != *a {
+                self.record(Undo::SnatV4(i, old));
+                self.snat_v4.set(i, a, 0).map_err(map_err("SNAT_V4"))?;
+            }
         }
         for (i, a) in v6.iter().enumerate() {
-            self.snat_v6
-                .set(i as u32, a, 0)
-                .map_err(map_err("SNAT_V6"))?;
+            let i = i as u32;
+            let old = self.snat_v6.get(&i, 0).map_err(map_err("SNAT_V6"))?;
+            if old != *a {
+                self.record(Undo::SnatV6(i, old));
+                self.snat_v6.set(i, a, 0).map_err(map_err("SNAT_V6"))?;
+            }
         }
         let pool = SnatPool {
             v4_count: v4.len() as u32,
             v6_count: v6.len() as u32,
         };
+        let old = self.snat_pool.get(&0, 0).map_err(map_err("SNAT_POOL"))?;
+        if old == pool {
+            return Ok(());
+        }
+        self.record(Undo::SnatPool(old));
         self.snat_pool.set(0, pool, 0).map_err(map_err("SNAT_POOL"))
     }
 }
