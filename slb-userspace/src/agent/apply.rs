@@ -160,7 +160,8 @@ impl Applier {
             let swap = self.rings.prepare(l.id, &l.table, ring_size);
             match &swap {
                 Some(swap) => {
-                    dp.write_ring(swap.base, &l.table, swap.previous.as_deref())?;
+                    let previous = swap.previous.as_deref().map(Vec::as_slice);
+                    dp.write_ring(swap.base, &l.table, previous)?;
                     entry.ring_base = swap.base;
                 }
                 None => entry.ring_base = self.rings.live_base(l.id, ring_size),

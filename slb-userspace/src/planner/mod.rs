@@ -23,4 +23,4 @@ pub use plan::{
 };
 pub use retired::{Kept, RetiredNat};
 pub use rings::{RingSwap, Rings};
-pub use tables::TableCache;
+pub use tables::{Table, TableCache};

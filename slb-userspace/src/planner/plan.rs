@@ -2,7 +2,7 @@
 use super::{
     dests::DestTableFull,
     ids::{BackendKey, BackendSlot, IdError, Ids},
-    tables::{Candidate, TableCache},
+    tables::{Candidate, Table, TableCache},
 };
 use crate::config::{AclMode, Config, Forwarding, Protocol, Scheduler};
 use crate::dataplane::AclEntry;
@@ -49,7 +49,10 @@ pub struct ListenerPlan {
     pub key: VipKey,
     /// `ring_base` is left 0: it depends on which table half is live.
     pub entry: Listener,
-    pub table: Vec<u32>,
+    /// Shared with the table cache and the applier's record of what each
+    /// half holds: a plan copies no table (64 listeners of 1000003 slots
+    /// are 256 MB).
+    pub table: Table,
     pub backends: Vec<BackendPlan>,
 }
 
@@ -389,7 +392,7 @@ scheduler = "wrr"
         let dns = &p.listeners[1];
         assert_eq!(dns.key.proto, PROTO_UDP);
         assert_eq!(dns.entry.idle_timeout_s, 90);
-        assert_eq!(dns.table, vec![dns.backends[0].id]);
+        assert_eq!(*dns.table, vec![dns.backends[0].id]);
         assert_eq!(p.dests.get(&web.key.addr), Some(&DEST_VIP));
         assert_eq!(p.snat_v4.len(), 1);
         assert_eq!(p.snat_v6.len(), 1);
@@ -429,7 +432,7 @@ scheduler = "wrr"
         assert_eq!(web.backends[1].entry.flags, BACKEND_F_DOWN);
         // Slots of the surviving backend did not move.
         let b0 = web.backends[0].id;
-        for (old, new) in before.listeners[0].table.iter().zip(&web.table) {
+        for (old, new) in before.listeners[0].table.iter().zip(web.table.iter()) {
             if *old == b0 {
                 assert_eq!(*new, b0);
             }
@@ -504,6 +507,11 @@ scheduler = "wrr"
         let (again, cache) = plan_cached(&c, &mut ids, &Health::default(), &cache).unwrap();
         assert!(cache.built().is_empty(), "{:?}", cache.built());
         assert_eq!(again, first);
+        // Shared, not copied: every apply plans (a health change too), and
+        // the applier's state is cloned for each, to roll back to.
+        for (a, b) in again.listeners.iter().zip(&first.listeners) {
+            assert!(std::sync::Arc::ptr_eq(&a.table, &b.table), "{}", a.name);
+        }
 
         // A weight of `web` changes: `web` only.
         let heavier = crate::config::parse(&CFG.replacen("weight = 3", "weight = 4", 1)).unwrap();

@@ -6,6 +6,7 @@
 //! update points `ring_base` at it. The next change reuses the other half.
 use std::collections::BTreeMap;
 
+use super::Table;
 use slb_common::limits::RINGS_PER_LISTENER;
 
 #[derive(Clone, Debug, Default)]
@@ -13,7 +14,7 @@ struct Halves {
     live: usize,
     /// What each half holds, as far as this process wrote it (`None` =
     /// unknown, e.g. adopted from a previous run: written in full).
-    content: [Option<Vec<u32>>; 2],
+    content: [Option<Table>; 2],
 }
 
 #[derive(Clone, Debug, Default)]
@@ -29,7 +30,7 @@ pub struct RingSwap {
     /// First slot of the half to write.
     pub base: u32,
     /// What that half held before (write only the differences), if known.
-    pub previous: Option<Vec<u32>>,
+    pub previous: Option<Table>,
 }
 
 impl Rings {
@@ -41,7 +42,9 @@ impl Rings {
     /// The live table of listener `id`, if it was written by this process.
     pub fn live(&self, id: u32) -> Option<(u32, &[u32])> {
         let h = self.by_listener.get(&id)?;
-        h.content[h.live].as_deref().map(|c| (h.live as u32, c))
+        h.content[h.live]
+            .as_deref()
+            .map(|c| (h.live as u32, c.as_slice()))
     }
 
     /// Where to write `table` for listener `id`: `None` when the live half
@@ -49,7 +52,7 @@ impl Rings {
     pub fn prepare(&self, id: u32, table: &[u32], ring_size: u32) -> Option<RingSwap> {
         let h = self.by_listener.get(&id);
         if let Some(h) = h {
-            if h.content[h.live].as_deref() == Some(table) {
+            if h.content[h.live].as_deref().map(Vec::as_slice) == Some(table) {
                 return None;
             }
         }
@@ -64,7 +67,7 @@ impl Rings {
     }
 
     /// Records that `table` was written to `half` and made live.
-    pub fn committed(&mut self, id: u32, half: usize, table: Vec<u32>) {
+    pub fn committed(&mut self, id: u32, half: usize, table: Table) {
         let h = self.by_listener.entry(id).or_default();
         h.content[half] = Some(table);
         h.live = half;
@@ -105,6 +108,7 @@ impl Rings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn alternates_halves_and_skips_identical_tables() {
@@ -118,7 +122,7 @@ mod tests {
                 previous: None
             }
         );
-        r.committed(3, s.half, vec![1, 2, 3]);
+        r.committed(3, s.half, Arc::new(vec![1, 2, 3]));
         assert_eq!(r.live_base(3, 7), 42);
         assert!(r.prepare(3, &[1, 2, 3], 7).is_none());
         let s = r.prepare(3, &[1, 1, 3], 7).unwrap();
@@ -130,7 +134,7 @@ mod tests {
                 previous: None
             }
         );
-        r.committed(3, s.half, vec![1, 1, 3]);
+        r.committed(3, s.half, Arc::new(vec![1, 1, 3]));
         assert_eq!(r.live_base(3, 7), 49);
         // Back to the first half, which still holds the first table.
         let s = r.prepare(3, &[2, 2, 2], 7).unwrap();
@@ -139,7 +143,7 @@ mod tests {
             RingSwap {
                 half: 0,
                 base: 42,
-                previous: Some(vec![1, 2, 3])
+                previous: Some(Arc::new(vec![1, 2, 3]))
             }
         );
     }

@@ -3,6 +3,12 @@ use crate::config::Scheduler;
 use crate::sched::{maglev, wrr, MaglevBackend, SchedError};
 use std::{collections::BTreeMap, sync::Arc};
 
+/// A listener's lookup table (backend id per slot), shared rather than
+/// copied between the plan, the cache and the record of what each table
+/// half holds (the applier's state is cloned for every change, to roll
+/// back to).
+pub type Table = Arc<Vec<u32>>;
+
 /// A backend that may receive new flows (up, weight > 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -65,7 +71,7 @@ struct Input {
 /// table from here instead of having it built again.
 #[derive(Clone, Debug, Default)]
 pub struct TableCache {
-    tables: BTreeMap<u32, (Input, Arc<Vec<u32>>)>,
+    tables: BTreeMap<u32, (Input, Table)>,
     /// Listener ids whose table the plan that made this cache built.
     built: Vec<u32>,
 }
@@ -87,7 +93,7 @@ impl TableCache {
         scheduler: Scheduler,
         live: Vec<Candidate>,
         ring_size: u32,
-    ) -> Result<Vec<u32>, SchedError> {
+    ) -> Result<Table, SchedError> {
         let input = Input {
             scheduler,
             ring_size,
@@ -100,9 +106,8 @@ impl TableCache {
                 Arc::new(build(scheduler, &input.live, ring_size)?)
             }
         };
-        let out = table.as_ref().clone();
-        next.tables.insert(id, (input, table));
-        Ok(out)
+        next.tables.insert(id, (input, table.clone()));
+        Ok(table)
     }
 }
 
