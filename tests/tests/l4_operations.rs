@@ -1387,3 +1387,103 @@ fn swapping_two_listeners_ports_keeps_each_ports_connections() {
     assert_eq!(listener_conns(&agent, "b"), 2);
     assert_eq!(listener_conns(&agent, "a"), 2);
 }
+
+/// The agent's high-water mark of resident memory, in KiB.
+fn agent_peak_kib(agent: &Agent) -> u64 {
+    let pid = agent.pid().unwrap();
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {s}"))
+}
+
+/// How far the fast path's clock (`CLOCK`, advanced by the agent's main
+/// loop four times a second) is behind the kernel's.
+fn clock_lag(clock: &aya::maps::Array<aya::maps::MapData, u64>) -> Duration {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap();
+    let now = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+    Duration::from_nanos(now.saturating_sub(clock.get(&0, 0).unwrap()))
+}
+
+/// `slb flows` over a connection table of 400,000 entries (copies of a
+/// real connection's entry, written into the pinned map). The walk runs
+/// off the agent's main loop: meanwhile the fast path's clock keeps
+/// advancing (a second behind, every packet would take the slow path) and
+/// a reload is answered at once; before, both waited for the whole walk.
+/// `--limit 10` keeps ten entries, not the table: before, every entry was
+/// collected before the first was filtered (over 60 MiB here).
+#[test]
+fn a_large_flows_listing_neither_stalls_the_agent_nor_holds_the_table() {
+    use aya::maps::{Array, HashMap, Map, MapData};
+    use slb_common::{Flow, FlowKey};
+    const N: u32 = 400_000;
+    let t = Topology::new("lf", 2).unwrap();
+    let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
+    let mut agent = Agent::start_pinned(&t.lb, "lf", &["run"], |d| {
+        render(2, d, &[web(2, &[1, 1])])
+            .replace("flow_table_size = 65536", "flow_table_size = 524288")
+    })
+    .unwrap();
+    let dir = agent.dir().to_owned();
+    let (_, _conn) = tcp_hello(&t.client, vip(), T).unwrap();
+    let pins = dir.join("bpf");
+    let flows = MapData::from_pin(pins.join("FLOWS")).unwrap();
+    let mut flows: HashMap<_, FlowKey, Flow> = HashMap::try_from(Map::LruHashMap(flows)).unwrap();
+    let (key, flow) = flows.iter().next().unwrap().unwrap();
+    for i in 0..N {
+        let mut k = key;
+        k.src =
+            slb_common::addr::to_addr(std::net::Ipv4Addr::from(0x0b00_0000 + i / 50_000).into());
+        k.sport = (1024 + (i % 50_000) as u16).to_be();
+        flows.insert(k, flow, 0).unwrap();
+    }
+    let total = format!("{} connection(s)", N + 1);
+    let s = agent.status().unwrap();
+    assert_eq!(s["flows"], N + 1, "{s}");
+
+    let before = agent_peak_kib(&agent);
+    let text = agent.cli(&["flows", "--limit", "10"]).unwrap();
+    assert!(text.ends_with(&format!("{total}\n")), "{text}");
+    let grew = agent_peak_kib(&agent).saturating_sub(before);
+    assert!(grew < 16 * 1024, "a 10-line listing took {grew} KiB");
+
+    let clock = MapData::from_pin(pins.join("CLOCK")).unwrap();
+    let clock: Array<_, u64> = Array::try_from(Map::Array(clock)).unwrap();
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    std::thread::scope(|s| {
+        let a = &agent;
+        let listing = s.spawn(move || a.cli(&["flows", "--limit", "0"]).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        let (mut lag, start) = (Duration::ZERO, Instant::now());
+        let reload = s.spawn(move || {
+            let started = Instant::now();
+            a.cli(&["reload"]).unwrap();
+            started.elapsed()
+        });
+        while !listing.is_finished() {
+            lag = lag.max(clock_lag(&clock));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let took = start.elapsed();
+        let text = listing.join().unwrap();
+        assert!(
+            text.ends_with(&format!("{total}\n")),
+            "{}",
+            &text[text.len() - 200..]
+        );
+        let reloaded = reload.join().unwrap();
+        assert!(
+            lag < Duration::from_millis(700),
+            "the clock stood still for {lag:?} during a {took:?} listing"
+        );
+        assert!(
+            reloaded < Duration::from_millis(700),
+            "a reload waited {reloaded:?} for a {took:?} listing"
+        );
+    });
+    assert!(agent
+        .reload(&config)
+        .unwrap()
+        .contains("configuration reloaded"));
+}

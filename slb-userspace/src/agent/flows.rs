@@ -2,9 +2,9 @@
 //! named by listener and backend address.
 use super::apply::Applier;
 use crate::{
-    config::{Config, Listener},
-    dataplane::{Connection, Dataplane},
-    status::{self, FlowFilter, FlowList, RawFlow},
+    config::Config,
+    dataplane::{Connection, FlowTables},
+    status::{FlowFilter, FlowList, RawFlow, Selection},
 };
 use slb_common::{
     addr::from_addr,
@@ -39,15 +39,36 @@ pub fn filter_error(cfg: &Config, filter: &FlowFilter) -> Option<String> {
     }
 }
 
-/// Lists the entries `filter` asks for.
-pub fn list(cfg: &Config, dp: &Dataplane, applier: &Applier, filter: &FlowFilter) -> FlowList {
-    let listeners = applier.listeners_by_id(cfg);
-    let mut raw = Vec::new();
-    dp.connections(
-        |id| listeners.get(&id).map(|l| l.idle_timeout.as_nanos() as u64),
-        |c| raw.extend(raw_flow(&c, &listeners)),
+/// What a listing needs of the configuration, owned so that the walk can
+/// run off the agent's main loop: each listener id's name and idle
+/// timeout (ns).
+pub struct ListenerNames(BTreeMap<u32, (String, u64)>);
+
+impl ListenerNames {
+    pub fn new(cfg: &Config, applier: &Applier) -> ListenerNames {
+        ListenerNames(
+            applier
+                .listeners_by_id(cfg)
+                .into_iter()
+                .map(|(id, l)| (id, (l.name.clone(), l.idle_timeout.as_nanos() as u64)))
+                .collect(),
+        )
+    }
+}
+
+/// Lists the entries `filter` asks for; each entry is filtered as the
+/// walk meets it (see `Selection`).
+pub fn list(tables: &FlowTables, names: &ListenerNames, filter: &FlowFilter) -> FlowList {
+    let mut selection = Selection::new(filter);
+    tables.connections(
+        |id| names.0.get(&id).map(|(_, idle)| *idle),
+        |c| {
+            if let Some(f) = raw_flow(&c, names) {
+                selection.offer(f);
+            }
+        },
     );
-    status::select(filter, raw)
+    selection.finish()
 }
 
 fn socket(addr: &slb_common::Addr, port_be: u16) -> SocketAddr {
@@ -56,8 +77,8 @@ fn socket(addr: &slb_common::Addr, port_be: u16) -> SocketAddr {
 
 /// `None` for an entry of a listener no longer configured (its flows are
 /// scheduled afresh, if at all, by whatever listener now has the VIP).
-fn raw_flow(c: &Connection, listeners: &BTreeMap<u32, &Listener>) -> Option<RawFlow> {
-    let l = listeners.get(&c.flow.listener_id)?;
+fn raw_flow(c: &Connection, names: &ListenerNames) -> Option<RawFlow> {
+    let (name, idle_timeout_ns) = names.0.get(&c.flow.listener_id)?;
     let (k, f) = (&c.key, &c.flow);
     let mode = if f.flags & FLOW_F_DR != 0 {
         "dr"
@@ -74,7 +95,7 @@ fn raw_flow(c: &Connection, listeners: &BTreeMap<u32, &Listener>) -> Option<RawF
         |b| socket(&b.addr, b.port),
     );
     Some(RawFlow {
-        listener: l.name.clone(),
+        listener: name.clone(),
         proto_tcp: k.proto == PROTO_TCP,
         client,
         vip: socket(&k.dst, k.dport),
@@ -83,7 +104,7 @@ fn raw_flow(c: &Connection, listeners: &BTreeMap<u32, &Listener>) -> Option<RawF
         mode,
         flags: f.flags,
         idle_ns: c.idle_ns,
-        idle_timeout_ns: l.idle_timeout.as_nanos() as u64,
+        idle_timeout_ns: *idle_timeout_ns,
         backend_gone: c.backend.is_none(),
     })
 }

@@ -296,9 +296,7 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
             _ = int.recv() => break,
             _ = hup.recv() => { st.reload().await; }
             Some(t) = transitions.recv() => st.health_changed(t),
-            Some((req, reply)) = requests.recv() => {
-                let _ = reply.send(st.handle(req).await);
-            }
+            Some((req, reply)) = requests.recv() => st.handle(req, reply).await,
         }
     }
     info!(keep_dataplane = opts.keep_dataplane, "shutting down");

@@ -6,7 +6,7 @@ use super::{
 use crate::{
     config::Config,
     control::{Request, Response},
-    dataplane::{AttachMode, Checkpoint, Dataplane, DataplaneError},
+    dataplane::{AttachMode, Checkpoint, Dataplane, DataplaneError, FlowTables},
     health::{Checker, Target, Transition},
     l7::ProxyHandle,
     localaddr::{LocalAddrs, LOOPBACK},
@@ -20,7 +20,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::{error, info, warn};
 
 /// Health-check targets: every backend of a listener that checks health
@@ -132,6 +132,30 @@ fn recount_active(dp: &mut Dataplane, applier: &Applier, cfg: &Config) {
     }
 }
 
+/// Runs `work` on a blocking thread once it has one of `turns`, and sends
+/// what it returns on `reply`.
+fn walk(
+    turns: Arc<Semaphore>,
+    tables: Arc<FlowTables>,
+    reply: oneshot::Sender<Response>,
+    work: impl FnOnce(&FlowTables) -> Response + Send + 'static,
+) {
+    tokio::spawn(async move {
+        // Queued here, not on the main loop: each walk reads the whole
+        // table, and a burst of requests (scrapes, a script calling
+        // `slb status` in a loop) must not take every CPU.
+        let Ok(_turn) = turns.acquire_owned().await else {
+            return;
+        };
+        let response = tokio::task::spawn_blocking(move || work(&tables))
+            .await
+            .unwrap_or_else(|e| Response::Error {
+                errors: vec![format!("reading the connection table failed: {e}")],
+            });
+        let _ = reply.send(response);
+    });
+}
+
 pub struct Running {
     pub path: PathBuf,
     mode: Mode,
@@ -155,6 +179,11 @@ pub struct Running {
     local_error: Option<String>,
     /// Configurations applied so far (1 after start).
     generation: u64,
+    /// Turns for walks of the connection table (see [`Running::walk`]):
+    /// for `slb flows`, and for the counts of status and metrics, apart
+    /// so that a scrape does not wait seconds behind a full listing.
+    listings: Arc<Semaphore>,
+    counts: Arc<Semaphore>,
 }
 
 impl Running {
@@ -185,6 +214,8 @@ impl Running {
             next_local_check: Instant::now() + LOCAL_CHECK_EVERY,
             local_error: None,
             generation: 0,
+            listings: Arc::new(Semaphore::new(1)),
+            counts: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -482,33 +513,58 @@ impl Running {
         }
     }
 
-    pub async fn handle(&mut self, req: Request) -> Response {
+    /// Answers `req` on `reply`. What walks the connection table (flows,
+    /// and the active-flow counts of status and metrics) is answered from
+    /// a blocking thread, so the main loop goes on meanwhile: a walk of a
+    /// million entries takes seconds.
+    pub async fn handle(&mut self, req: Request, reply: oneshot::Sender<Response>) {
+        let fail = |e: String| Response::Error { errors: vec![e] };
         match req {
-            Request::Reload => self.reload().await,
+            Request::Reload => {
+                let _ = reply.send(self.reload().await);
+            }
             Request::Flows { filter } => match self.dataplane.as_ref() {
                 Some((dp, applier)) => match super::flows::filter_error(&self.cfg, &filter) {
-                    Some(e) => Response::Error { errors: vec![e] },
-                    None => Response::Flows(super::flows::list(&self.cfg, dp, applier, &filter)),
+                    Some(e) => {
+                        let _ = reply.send(fail(e));
+                    }
+                    None => {
+                        let names = super::flows::ListenerNames::new(&self.cfg, applier);
+                        let turns = self.listings.clone();
+                        walk(turns, dp.flow_tables(), reply, move |tables| {
+                            Response::Flows(super::flows::list(tables, &names, &filter))
+                        });
+                    }
                 },
-                None => Response::Error {
-                    errors: vec![
+                None => {
+                    let _ = reply.send(fail(
                         "no connection table: this agent runs only the L7 proxy (`slb proxy`)"
                             .into(),
-                    ],
-                },
+                    ));
+                }
             },
             Request::Status => {
-                match snapshot::build(
+                let built = snapshot::build(
                     &self.cfg,
                     self.dataplane.as_ref(),
                     self.proxy.metrics(),
                     &self.checker.snapshot(),
                     self.generation,
-                ) {
-                    Ok(s) => Response::Status(s),
-                    Err(e) => Response::Error {
-                        errors: vec![format!("reading the dataplane: {e}")],
-                    },
+                );
+                match (built, self.dataplane.as_ref()) {
+                    (Ok((mut s, Some(counts))), Some((dp, _))) => {
+                        let turns = self.counts.clone();
+                        walk(turns, dp.flow_tables(), reply, move |tables| {
+                            counts.fill(&mut s, tables);
+                            Response::Status(s)
+                        });
+                    }
+                    (Ok((s, _)), _) => {
+                        let _ = reply.send(Response::Status(s));
+                    }
+                    (Err(e), _) => {
+                        let _ = reply.send(fail(format!("reading the dataplane: {e}")));
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 use super::apply::Applier;
 use crate::{
     config::{Config, Forwarding, Listener},
-    dataplane::{Dataplane, DataplaneError},
+    dataplane::{Dataplane, DataplaneError, FlowTables},
     health::TargetStatus,
     l7::L7Metrics,
     planner::{self, BackendKey, BackendSlot, Health},
@@ -112,16 +112,44 @@ fn listener_status(
     }
 }
 
+/// What a snapshot still needs from the connection table: its active-flow
+/// counts and number of entries. Filled by a walk of the table that runs
+/// off the agent's main loop ([`TableCounts::fill`]).
+pub struct TableCounts {
+    /// Idle timeout (ns) of each listener id.
+    idle: BTreeMap<u32, u64>,
+    /// Listener and backend index in the snapshot, and the backend's id.
+    slots: Vec<(usize, usize, u32)>,
+}
+
+impl TableCounts {
+    pub fn fill(&self, snapshot: &mut Snapshot, tables: &FlowTables) {
+        let census = tables.census(|id| self.idle.get(&id).copied());
+        for &(l, b, bid) in &self.slots {
+            if let Some(b) = snapshot
+                .listeners
+                .get_mut(l)
+                .and_then(|l| l.backends.get_mut(b))
+            {
+                b.active_flows = census.active.get(&bid).copied().unwrap_or(0);
+            }
+        }
+        snapshot.flows = census.entries;
+    }
+}
+
 /// The snapshot: L4 listeners with dataplane counters (`slb run`), then
 /// http/https listeners with their backends' health and the proxy's
-/// request counts (`l7`: the proxy's metrics).
+/// request counts (`l7`: the proxy's metrics). Active flows and the
+/// number of entries are left at 0 for [`TableCounts::fill`] (`None`
+/// without a dataplane).
 pub fn build(
     cfg: &Config,
     dataplane: Option<&(Dataplane, Applier)>,
     l7: &L7Metrics,
     health: &[TargetStatus],
     generation: u64,
-) -> Result<Snapshot, DataplaneError> {
+) -> Result<(Snapshot, Option<TableCounts>), DataplaneError> {
     let health: BTreeMap<&BackendKey, &TargetStatus> = health.iter().map(|t| (&t.key, t)).collect();
     let down = Health {
         down: health
@@ -132,12 +160,17 @@ pub fn build(
     };
     let mut listeners = Vec::new();
     let mut global = GlobalCounters::default();
-    let mut flows = 0;
+    let mut table = None;
     if let Some((dp, applier)) = dataplane {
         let ids = &applier.ids;
-        let by_id = applier.listeners_by_id(cfg);
-        let (active, _) =
-            dp.active_flows(|id| by_id.get(&id).map(|l| l.idle_timeout.as_nanos() as u64));
+        let mut counts = TableCounts {
+            idle: applier
+                .listeners_by_id(cfg)
+                .into_iter()
+                .map(|(id, l)| (id, l.idle_timeout.as_nanos() as u64))
+                .collect(),
+            slots: Vec::new(),
+        };
         for l in cfg.l4_listeners() {
             let service = planner::vip_key(l);
             let Some(lid) = ids.listener(&service) else {
@@ -153,6 +186,7 @@ pub fn build(
                     continue;
                 };
                 let (state, since, reason) = backend_health(l, b, &health, &down);
+                counts.slots.push((listeners.len(), backends.len(), bid));
                 backends.push(BackendStatus {
                     address: b.socket_addr().to_string(),
                     weight: b.weight,
@@ -160,7 +194,7 @@ pub fn build(
                     state,
                     since,
                     reason,
-                    active_flows: active.get(&bid).copied().unwrap_or(0),
+                    active_flows: 0,
                     counters: counters(&dp.backend_stats(bid)?),
                 });
             }
@@ -174,7 +208,7 @@ pub fn build(
             ));
         }
         global = dp.counters()?;
-        flows = dp.flow_entries().0 as u64;
+        table = Some(counts);
     }
     for l in cfg.l7_listeners() {
         let backends = l
@@ -203,12 +237,13 @@ pub fn build(
             backends,
         ));
     }
-    Ok(Snapshot {
+    let snapshot = Snapshot {
         generation,
         listeners,
         global,
-        flows,
-    })
+        flows: 0,
+    };
+    Ok((snapshot, table))
 }
 
 #[cfg(test)]

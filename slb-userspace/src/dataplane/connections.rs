@@ -2,8 +2,10 @@
 //! status and the `wlc` recount, and the live-flow check of retired `nat`
 //! backends.
 use super::Dataplane;
+use aya::maps::{Array, HashMap, MapData};
 use slb_common::flow::{flow_ended, FLOW_F_DR, FLOW_F_NAT};
-use slb_common::{Backend, Flow, FlowKey};
+use slb_common::{Backend, Flow, FlowKey, Reverse};
+use std::os::fd::OwnedFd;
 
 /// One connection-table entry and what listing it needs.
 pub struct Connection {
@@ -22,7 +24,7 @@ pub struct Connection {
 /// entries).
 fn each_entry<K: aya::Pod, V: aya::Pod>(
     fd: std::os::fd::BorrowedFd<'_>,
-    map: &aya::maps::HashMap<aya::maps::MapData, K, V>,
+    map: &HashMap<MapData, K, V>,
     what: &str,
     mut f: impl FnMut(&K, &V),
 ) -> bool {
@@ -49,10 +51,54 @@ pub(super) fn monotonic_coarse_ns() -> u64 {
         .unwrap_or(0)
 }
 
-impl Dataplane {
+/// The connection table, the reply table and the backend slots, on
+/// descriptors of their own and only read: what walking the connection
+/// table needs, shared with the threads that walk it. A walk of a
+/// million entries takes a good part of a second, and the agent's main
+/// loop must not wait for it (it advances the fast path's clock four
+/// times a second, applies health changes and reloads).
+pub struct FlowTables {
+    flows: HashMap<MapData, FlowKey, Flow>,
+    reverse: HashMap<MapData, FlowKey, Reverse>,
+    backends: Array<MapData, Backend>,
+    /// `flows` and `reverse` again, for batch reads (`batch`): aya's
+    /// typed maps do not lend their descriptors.
+    flows_fd: OwnedFd,
+    reverse_fd: OwnedFd,
+}
+
+/// What one walk of the connection table counts (see
+/// [`FlowTables::census`]).
+#[derive(Debug, Default)]
+pub struct Census {
+    /// Live flows per backend id (see [`FlowTables::active_flows`]).
+    pub active: std::collections::BTreeMap<u32, u64>,
+    /// Entries in the table, live or not.
+    pub entries: u64,
+    /// Whether the table was read whole.
+    pub whole: bool,
+}
+
+impl FlowTables {
+    pub(super) fn new(
+        flows: HashMap<MapData, FlowKey, Flow>,
+        reverse: HashMap<MapData, FlowKey, Reverse>,
+        backends: Array<MapData, Backend>,
+        flows_fd: OwnedFd,
+        reverse_fd: OwnedFd,
+    ) -> FlowTables {
+        FlowTables {
+            flows,
+            reverse,
+            backends,
+            flows_fd,
+            reverse_fd,
+        }
+    }
+
     /// Calls `f` with every entry of the connection table (see
     /// [`each_entry`]).
-    pub(super) fn each_flow(&self, f: impl FnMut(&FlowKey, &Flow)) -> bool {
+    fn each_flow(&self, f: impl FnMut(&FlowKey, &Flow)) -> bool {
         use std::os::fd::AsFd;
         each_entry(self.flows_fd.as_fd(), &self.flows, "connection table", f)
     }
@@ -61,7 +107,7 @@ impl Dataplane {
     /// was scheduled to (`None` when its slot now holds another one,
     /// removed by a reload) and the clock of the flow timestamps. Each
     /// backend slot is read once. False as [`each_entry`].
-    pub(super) fn each_flow_and_backend(
+    fn each_flow_and_backend(
         &self,
         mut f: impl FnMut(&FlowKey, &Flow, Option<&Backend>, u64),
     ) -> bool {
@@ -181,15 +227,58 @@ impl Dataplane {
         &self,
         idle_ns: impl Fn(u32) -> Option<u64>,
     ) -> (std::collections::BTreeMap<u32, u64>, bool) {
-        let mut out = std::collections::BTreeMap::new();
-        let whole = self.each_flow_and_backend(|_, flow, backend, now| {
+        let c = self.census(idle_ns);
+        (c.active, c.whole)
+    }
+
+    /// [`FlowTables::active_flows`] and the number of entries, in one
+    /// walk (what status and metrics show).
+    pub fn census(&self, idle_ns: impl Fn(u32) -> Option<u64>) -> Census {
+        let mut c = Census::default();
+        c.whole = self.each_flow_and_backend(|_, flow, backend, now| {
+            c.entries += 1;
             let live = flow.flags & slb_common::flow::FLOW_F_CLOSING == 0
                 && idle_ns(flow.listener_id)
                     .is_some_and(|idle| now.saturating_sub(flow.seen_ns) <= idle);
             if live && backend.is_some() {
-                *out.entry(flow.backend_id).or_insert(0) += 1;
+                *c.active.entry(flow.backend_id).or_insert(0) += 1;
             }
         });
-        (out, whole)
+        c
+    }
+}
+
+/// The same readings on the agent's own handle (the `wlc` recount, the
+/// retired-`nat` check and tests, which run on the caller's thread).
+impl Dataplane {
+    /// The tables, for a walk on another thread.
+    pub fn flow_tables(&self) -> std::sync::Arc<FlowTables> {
+        self.tables.clone()
+    }
+
+    /// See [`FlowTables::flow_entries`].
+    pub fn flow_entries(&self) -> (usize, usize) {
+        self.tables.flow_entries()
+    }
+
+    /// See [`FlowTables::connections`].
+    pub fn connections(&self, idle_ns: impl Fn(u32) -> Option<u64>, f: impl FnMut(Connection)) {
+        self.tables.connections(idle_ns, f)
+    }
+
+    /// See [`FlowTables::addrs_with_live_flows`].
+    pub fn addrs_with_live_flows(
+        &self,
+        addrs: &std::collections::BTreeSet<slb_common::Addr>,
+    ) -> std::collections::BTreeSet<slb_common::Addr> {
+        self.tables.addrs_with_live_flows(addrs)
+    }
+
+    /// See [`FlowTables::active_flows`].
+    pub fn active_flows(
+        &self,
+        idle_ns: impl Fn(u32) -> Option<u64>,
+    ) -> (std::collections::BTreeMap<u32, u64>, bool) {
+        self.tables.active_flows(idle_ns)
     }
 }

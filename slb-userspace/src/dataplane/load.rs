@@ -13,8 +13,7 @@ use nix::{
 };
 use slb_common::{
     limits::{LAYOUT_VERSION, MAX_LISTENERS, RINGS_PER_LISTENER},
-    AclKey, Addr, Backend, DestSlot, Flow, FlowKey, Listener, Reverse, Settings, SnatPool, Stats,
-    VipKey,
+    AclKey, Addr, Backend, DestSlot, Listener, Settings, SnatPool, Stats, VipKey,
 };
 use std::{
     fs::File,
@@ -87,11 +86,8 @@ pub struct Dataplane {
     /// What `backends` holds (kept like `dests_now`; the program only
     /// reads the map).
     pub(super) backends_now: Vec<Backend>,
-    pub(super) flows: HashMap<MapData, FlowKey, Flow>,
-    pub(super) reverse: HashMap<MapData, FlowKey, Reverse>,
-    /// The same two maps, for batch reads (`batch`).
-    pub(super) flows_fd: std::os::fd::OwnedFd,
-    pub(super) reverse_fd: std::os::fd::OwnedFd,
+    /// The connection and reply tables, for walks on any thread.
+    pub(super) tables: std::sync::Arc<super::connections::FlowTables>,
     pub(super) snat_pool: Array<MapData, SnatPool>,
     pub(super) snat_v4: Array<MapData, Addr>,
     pub(super) snat_v6: Array<MapData, Addr>,
@@ -169,7 +165,7 @@ where
 fn dup_fd(ebpf: &Ebpf, name: &'static str) -> Result<std::os::fd::OwnedFd, DataplaneError> {
     use std::os::fd::AsFd;
     let data = match ebpf.map(name).ok_or(DataplaneError::Missing(name))? {
-        aya::maps::Map::LruHashMap(m) | aya::maps::Map::HashMap(m) => m,
+        aya::maps::Map::LruHashMap(m) | aya::maps::Map::HashMap(m) | aya::maps::Map::Array(m) => m,
         _ => return Err(DataplaneError::Missing(name)),
     };
     data.fd().as_fd().try_clone_to_owned().map_err(|e| {
@@ -279,8 +275,20 @@ impl Dataplane {
                 .map_err(|source| DataplaneError::Program { name, source })?;
         }
         let jump: ProgramArray<MapData> = take(&mut ebpf, "JUMP")?;
-        let flows_fd = dup_fd(&ebpf, "FLOWS")?;
-        let reverse_fd = dup_fd(&ebpf, "REVERSE")?;
+        // A handle of BACKENDS of its own: the walks only read it.
+        let backends_read = aya::maps::MapData::from_fd(dup_fd(&ebpf, "BACKENDS")?)
+            .and_then(aya::maps::Map::from_map_data)
+            .and_then(TryFrom::try_from)
+            .map_err(map_err("BACKENDS"))?;
+        // Before `take` removes them from `ebpf`.
+        let (flows_fd, reverse_fd) = (dup_fd(&ebpf, "FLOWS")?, dup_fd(&ebpf, "REVERSE")?);
+        let tables = std::sync::Arc::new(super::connections::FlowTables::new(
+            take(&mut ebpf, "FLOWS")?,
+            take(&mut ebpf, "REVERSE")?,
+            backends_read,
+            flows_fd,
+            reverse_fd,
+        ));
 
         let dests: Array<MapData, DestSlot> = take(&mut ebpf, "DESTS")?;
         let dests_now = dests
@@ -307,10 +315,7 @@ impl Dataplane {
             ring: take(&mut ebpf, "RING")?,
             backends,
             backends_now,
-            flows: take(&mut ebpf, "FLOWS")?,
-            reverse: take(&mut ebpf, "REVERSE")?,
-            flows_fd,
-            reverse_fd,
+            tables,
             snat_pool: take(&mut ebpf, "SNAT_POOL")?,
             snat_v4: take(&mut ebpf, "SNAT_V4")?,
             snat_v6: take(&mut ebpf, "SNAT_V6")?,

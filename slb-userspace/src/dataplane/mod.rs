@@ -12,7 +12,7 @@ pub mod object;
 mod tables;
 
 pub use attach::{AttachMode, Attachment};
-pub use connections::Connection;
+pub use connections::{Census, Connection, FlowTables};
 pub use journal::Checkpoint;
 
 pub use load::{Dataplane, DataplaneOptions};

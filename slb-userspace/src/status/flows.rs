@@ -190,30 +190,55 @@ fn order(a: &FlowEntry, b: &FlowEntry) -> std::cmp::Ordering {
 /// port; `matched` counts every match, also those past the limit. A
 /// limited listing is the start of the full one: the table is walked in
 /// hash order, so the first matches met would be a different sample on
-/// every call.
-pub fn select(filter: &FlowFilter, flows: impl IntoIterator<Item = RawFlow>) -> FlowList {
-    let mut list = FlowList::default();
-    let limit = if filter.limit == 0 {
-        usize::MAX
-    } else {
-        filter.limit
-    };
-    for f in flows {
-        if !filter.matches(&f) {
-            continue;
+/// every call. Entries are offered one at a time as the table walk meets
+/// them, so that what is kept is at most twice the limit, not the table.
+pub struct Selection<'a> {
+    filter: &'a FlowFilter,
+    limit: usize,
+    list: FlowList,
+}
+
+impl<'a> Selection<'a> {
+    pub fn new(filter: &'a FlowFilter) -> Selection<'a> {
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        Selection {
+            filter,
+            limit,
+            list: FlowList::default(),
         }
+    }
+
+    pub fn offer(&mut self, f: RawFlow) {
+        if !self.filter.matches(&f) {
+            return;
+        }
+        let list = &mut self.list;
         list.matched += 1;
         list.flows.push(f.entry());
         // Trimmed now and then rather than kept whole: a limited listing
         // of a million-entry table holds at most twice the limit.
-        if list.flows.len() >= limit.saturating_mul(2) {
+        if list.flows.len() >= self.limit.saturating_mul(2) {
             list.flows.sort_by(order);
-            list.flows.truncate(limit);
+            list.flows.truncate(self.limit);
         }
     }
-    list.flows.sort_by(order);
-    list.flows.truncate(limit);
-    list
+
+    pub fn finish(mut self) -> FlowList {
+        self.list.flows.sort_by(order);
+        self.list.flows.truncate(self.limit);
+        self.list
+    }
+}
+
+/// [`Selection`] over `flows`.
+pub fn select(filter: &FlowFilter, flows: impl IntoIterator<Item = RawFlow>) -> FlowList {
+    let mut s = Selection::new(filter);
+    flows.into_iter().for_each(|f| s.offer(f));
+    s.finish()
 }
 
 /// Renders a listing as text. The address columns are as wide as their

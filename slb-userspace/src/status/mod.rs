@@ -5,7 +5,8 @@ mod flows;
 mod render;
 
 pub use flows::{
-    render_flows, select, BackendMatch, FlowEntry, FlowFilter, FlowList, RawFlow, DEFAULT_LIMIT,
+    render_flows, select, BackendMatch, FlowEntry, FlowFilter, FlowList, RawFlow, Selection,
+    DEFAULT_LIMIT,
 };
 pub use render::render_table;
 
