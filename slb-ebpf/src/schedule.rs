@@ -37,19 +37,43 @@ fn slot(listener: &Listener, key: &FlowKey) -> Option<u32> {
 
 /// Weighted least connections: the live backend with the fewest active
 /// flows per unit of weight (`a/wa < b/wb` compared as `a·wb < b·wa`). The
-/// table holds each live backend once; ties go to the earlier one.
+/// table holds each live backend once.
+///
+/// Ties go to the first tied backend at or after a per-CPU position that
+/// advances with every pick. Ties are the rule, not the exception, when
+/// connections are short: each one is over before the next starts, so all
+/// backends are at zero, and always taking the first of the table sent
+/// every such connection to one backend (LVS spreads them by its
+/// inactive-connection count, HAProxy's `leastconn` and nginx's
+/// `least_conn` take tied servers in turn).
 #[inline(never)]
 fn least_loaded(listener: &Listener) -> Option<(u32, Backend)> {
+    let n = listener.ring_size;
+    if n == 0 {
+        return None;
+    }
+    let pos = WRR_POS.get_ptr_mut(listener.id)?;
+    // SAFETY: per-CPU slot; only this CPU touches it while we run.
+    let start = unsafe {
+        let p = *pos;
+        *pos = p.wrapping_add(1);
+        p % n
+    };
     // Plain initialised locals (no Option in the loop): the verifier
     // rejects spills of registers it cannot prove were written.
     let mut best_id = NO_BACKEND;
     let mut best_active: u64 = 0;
     let mut best_weight: u64 = 0;
     for i in 0..MAX_WLC_BACKENDS {
-        if i >= listener.ring_size {
+        if i >= n {
             break;
         }
-        let Some(&id) = RING.get(listener.ring_base + i) else {
+        // start < n and i < n: one wrap at most.
+        let mut j = start + i;
+        if j >= n {
+            j -= n;
+        }
+        let Some(&id) = RING.get(listener.ring_base + j) else {
             break;
         };
         let Some(b) = BACKENDS.get(id) else { continue };

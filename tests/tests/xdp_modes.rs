@@ -582,6 +582,29 @@ fn wlc_sends_new_flows_to_the_least_loaded_backend() {
     }
 }
 
+/// Short connections one after the other (each over before the next
+/// starts) find every backend at zero active flows: a tie, which must
+/// not always go to the first backend of the list. LVS spreads them by
+/// its inactive-connection count, HAProxy's `leastconn` and nginx's
+/// `least_conn` take tied servers in turn.
+#[test]
+fn wlc_spreads_ties_instead_of_always_taking_the_first() {
+    let mut bed = Bed::new("wlctie", CONFIG);
+    let mut first = 0;
+    for port in 41000..41020 {
+        let (v, out) = bed.run(&tcp4(CLIENT, port, VIP, 83, true, b""));
+        assert_eq!(v, XDP_REDIRECT);
+        if parse_checked(&out).dst == IpAddr::V4(BACKEND) {
+            first += 1;
+        }
+        bed.run(&tcp4_rst(CLIENT, port, VIP, 83));
+    }
+    assert!(
+        (8..=12).contains(&first),
+        "20 sequential connections, equal weights: {first} on the first backend"
+    );
+}
+
 /// A backend's active count taken below zero (a flow the agent's recount
 /// left out ended) counts as zero, not as 4 billion.
 #[test]
