@@ -2135,3 +2135,137 @@ async fn a_backends_early_answer_reaches_a_client_still_sending_its_body() {
     backend.abort();
     p.stop().await;
 }
+
+/// A backend answering every request with `len` bytes of text/plain,
+/// written as fast as its connection takes them.
+async fn streaming_backend(len: usize) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {len}\r\n\r\n"
+                );
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut sent = 0;
+                while sent < len {
+                    let n = chunk.len().min(len - sent);
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+    port
+}
+
+async fn streaming_proxy(len: usize) -> Running {
+    let port = streaming_backend(len).await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
+            listener("web", "http", ports[0], "client_idle_timeout = \"1s\"")
+        )
+    })
+    .await;
+    p
+}
+
+/// A client that stops reading its response is dropped once it has taken
+/// nothing for the idle timeout, as by nginx's `send_timeout` and
+/// HAProxy's `timeout client`: its connection (and the backend's, and
+/// the backend's request) used to stay open for as long as the client
+/// did, a request in progress being exempt from every client timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_at_the_idle_timeout() {
+    const LEN: usize = 1 << 30;
+    let p = streaming_proxy(LEN).await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            got += n;
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "still open 3 s after the client stopped reading (read {got} bytes since)"
+    );
+    assert!(got < LEN, "the whole response came");
+    p.stop().await;
+}
+
+/// The same over HTTP/2, where the client stops taking the body by
+/// sending no window updates: nothing at all moves on its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_that_sends_no_window_updates_is_dropped() {
+    let p = streaming_proxy(1 << 30).await;
+    let tcp = TcpStream::connect(p.addr("web")).await.unwrap();
+    let (mut tx, conn) = h2_over(tcp).await;
+    let req = http::Request::get(p.url("web", "/big"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = tx.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // The body, never read: its window is never updated.
+    let _body = res.into_body();
+    let closed = tokio::time::timeout(Duration::from_secs(6), conn).await;
+    assert!(closed.is_ok(), "still open 6 s after the client stopped");
+    p.stop().await;
+}
+
+/// A client that reads with pauses shorter than the idle timeout gets its
+/// whole response, however long that takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reading_with_pauses_gets_the_whole_response() {
+    const LEN: usize = 48 << 20;
+    let p = streaming_proxy(LEN).await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    let mut since_pause = 0usize;
+    let mut pauses = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    let started = Instant::now();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("bytes within 5 s")
+            .expect("no error");
+        assert!(n > 0, "closed after {got} bytes, {pauses} pauses");
+        got += n;
+        since_pause += n;
+        if got >= LEN {
+            break;
+        }
+        if since_pause >= 8 << 20 {
+            since_pause = 0;
+            pauses += 1;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    }
+    assert!(pauses >= 4, "{pauses} pauses in {:?}", started.elapsed());
+    p.stop().await;
+}

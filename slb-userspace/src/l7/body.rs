@@ -38,15 +38,23 @@ where
 pub trait Finish {
     /// `bytes`: the data bytes that went through.
     fn finish(self, bytes: u64);
+
+    /// The body handed out data and waits to be asked for more (`true`),
+    /// or was asked again (`false`): while it waits, what it gave is
+    /// waiting for the client to take it.
+    fn waiting(&self, _waiting: bool) {}
 }
 
 /// Wraps a body, counts its data bytes and calls `done.finish(bytes)` once:
 /// when the body ends, fails, or is dropped unfinished (client went away).
 /// The access log line, the WLC in-flight count and the idle clock hang on
-/// it.
+/// it. Tells `done.waiting` when it handed out data it is not yet asked
+/// past (see [`Finish::waiting`]).
 pub struct Tracked<B, D: Finish> {
     inner: B,
     bytes: u64,
+    /// Handed out data and not asked for more since.
+    waiting: bool,
     done: Option<D>,
 }
 
@@ -55,11 +63,22 @@ impl<B, D: Finish> Tracked<B, D> {
         Self {
             inner,
             bytes: 0,
+            waiting: false,
             done: Some(done),
         }
     }
 
+    fn set_waiting(&mut self, waiting: bool) {
+        if self.waiting != waiting {
+            self.waiting = waiting;
+            if let Some(done) = &self.done {
+                done.waiting(waiting);
+            }
+        }
+    }
+
     fn finish(&mut self) {
+        self.set_waiting(false);
         if let Some(done) = self.done.take() {
             done.finish(self.bytes);
         }
@@ -78,6 +97,7 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.set_waiting(false);
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -86,6 +106,8 @@ where
                 }
                 if self.inner.is_end_stream() {
                     self.finish();
+                } else {
+                    self.set_waiting(true);
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),

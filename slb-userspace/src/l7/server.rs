@@ -221,7 +221,8 @@ async fn drive<I>(
             // grace): a client still sending is no idle one.
             Instant::now() + linger::TIME
         } else if state.active.load(Ordering::Relaxed) > 0 {
-            Instant::now() + idle.min(header_timeout)
+            let next = Instant::now() + idle.min(header_timeout);
+            state.stall_deadline(idle).map_or(next, |d| d.min(next))
         } else {
             let quiet = idle_deadline() + Activity::slack();
             // Before its first bytes a connection's header deadline is not
@@ -273,6 +274,12 @@ async fn drive<I>(
                     continue;
                 }
                 let now = Instant::now();
+                if state.active.load(Ordering::Relaxed) > 0 && state.stalled(idle) {
+                    // Closing gracefully would wait for the very responses
+                    // the client does not take.
+                    debug!(listener = %rt.name, %peer, "client took nothing of its response for {idle:?}, dropping");
+                    return;
+                }
                 let quiet = state.active.load(Ordering::Relaxed) == 0
                     && now >= idle_deadline() + Activity::slack();
                 if closing {

@@ -67,6 +67,12 @@ pub struct Conn {
     h2: AtomicBool,
     /// Whether closing the connection is to linger (see [`super::linger`]).
     pub linger: Linger,
+    /// Responses whose bytes wait for the client to take them (see
+    /// [`Conn::stall_deadline`]).
+    waiting: AtomicUsize,
+    /// Coarse ns when a response last handed the client bytes, was asked
+    /// for more, or ended.
+    took: AtomicU64,
 }
 
 const NOT_WAITING: u64 = u64::MAX;
@@ -86,7 +92,54 @@ impl Conn {
             head_since: AtomicU64::new(FIRST_BYTES),
             h2: AtomicBool::new(false),
             linger: Linger::default(),
+            waiting: AtomicUsize::new(0),
+            took: AtomicU64::new(0),
         }
+    }
+
+    /// When the connection is to be dropped because its client takes
+    /// nothing of the responses waiting for it: `idle` after one last
+    /// handed it bytes, was asked for more or ended (and, HTTP/1, after
+    /// the client's last bytes: a client still sending its request body is
+    /// busy, not gone). As nginx's `send_timeout` and HAProxy's `timeout
+    /// client`: a client that stops reading (or, HTTP/2, sends no window
+    /// updates) would otherwise hold its connection, the backend's and
+    /// the backend's request for as long as it stays connected. `None`
+    /// while no response waits for the client.
+    pub fn stall_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        let quiet = self.stalled_for()?;
+        let deadline = tokio::time::Instant::now() + idle.saturating_sub(quiet) + Activity::slack();
+        Some(if self.is_h2() {
+            deadline
+        } else {
+            deadline.max(self.activity.deadline(idle) + Activity::slack())
+        })
+    }
+
+    /// Whether [`Conn::stall_deadline`] has passed.
+    pub fn stalled(&self, idle: Duration) -> bool {
+        // PINGs and other frames do not keep an HTTP/2 client from
+        // counting as stalled (as for the idle timeout).
+        self.stalled_for().is_some_and(|quiet| quiet >= idle)
+            && (self.is_h2()
+                || tokio::time::Instant::now() >= self.activity.deadline(idle) + Activity::slack())
+    }
+
+    /// How long responses have waited for the client (coarse), if any does.
+    fn stalled_for(&self) -> Option<Duration> {
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        Some(Duration::from_nanos(
+            super::clock::coarse_ns().saturating_sub(self.took.load(Ordering::Relaxed)),
+        ))
+    }
+
+    /// A response of the connection moved: it handed the client bytes or
+    /// was asked for more.
+    fn took(&self) {
+        self.took
+            .store(super::clock::coarse_ns(), Ordering::Relaxed);
     }
 
     /// The connection speaks HTTP/2.
@@ -216,7 +269,18 @@ struct Log {
 }
 
 impl Finish for Done {
+    fn waiting(&self, waiting: bool) {
+        let conn = &self.active.0;
+        conn.took();
+        if waiting {
+            conn.waiting.fetch_add(1, Ordering::Relaxed);
+        } else {
+            conn.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     fn finish(self, bytes: u64) {
+        self.active.0.took();
         drop(self.in_flight);
         drop(self.active);
         self.rt.metrics.request(self.status);
