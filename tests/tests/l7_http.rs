@@ -2269,3 +2269,90 @@ async fn a_client_reading_with_pauses_gets_the_whole_response() {
     assert!(pauses >= 4, "{pauses} pauses in {:?}", started.elapsed());
     p.stop().await;
 }
+
+/// A backend that answers the first request of each connection with the
+/// body it got (`got=<body>`, kept alive), then reads the next request,
+/// body included, and closes without answering (its keep-alive timeout
+/// ending as the request arrives). Returns its port and the connections
+/// it accepted.
+async fn closes_after_one_body() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncBufReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let n = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            n.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut s = tokio::io::BufReader::new(s);
+                for first in [true, false] {
+                    let mut len = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match s.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {
+                                let l = line.to_ascii_lowercase();
+                                if let Some(v) = l.strip_prefix("content-length:") {
+                                    len = v.trim().parse().unwrap();
+                                }
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if s.read_exact(&mut body).await.is_err() || !first {
+                        return;
+                    }
+                    let answer = format!("got={}", String::from_utf8_lossy(&body));
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    let _ = s.get_mut().write_all(head.as_bytes()).await;
+                    let _ = s.get_mut().write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    (port, conns)
+}
+
+/// An idempotent request with a small body (a REST client's PUT with its
+/// JSON) on a pooled connection the backend closes under it goes out
+/// again on a new connection, body and all, as a GET does: it used to
+/// get 502, its body having been read once. A body larger than what is
+/// kept for that (64 KiB) cannot be sent again: 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_put_on_a_pooled_connection_closed_under_it_is_sent_again() {
+    use std::sync::atomic::Ordering;
+    let (port, conns) = closes_after_one_body().await;
+    let (p, _) = start_proxy(&["web"], |ports| {
+        format!(
+            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
+            listener("web", "http", ports[0], "")
+        )
+    })
+    .await;
+    let c = client();
+    let first = send(&c, "PUT", &p.url("web", "/item"), &[], "{\"a\":1}").await;
+    assert_eq!(first.body, "got={\"a\":1}");
+    let again = send(&c, "PUT", &p.url("web", "/item"), &[], "{\"a\":2}").await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body, "got={\"a\":2}");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    // The pooled connection of that second PUT, closed under a PUT too
+    // large to keep.
+    let big = "x".repeat(200 * 1024);
+    let too_big = send(&c, "PUT", &p.url("web", "/item"), &[], &big).await;
+    assert_eq!(too_big.status, 502);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        2,
+        "the large PUT was sent again"
+    );
+    p.stop().await;
+}

@@ -561,17 +561,26 @@ pub fn authority(backend: SocketAddr) -> Authority {
 /// The client's request body, shared by the attempts to send it.
 ///
 /// Each attempt gets a view ([`ReplayBody::attempt`]) that reads the one
-/// underlying body. An attempt that failed without reading it (connect
-/// failure: the client sends the body only on an open connection) leaves
-/// it intact for the next backend; so does an empty body, which every
-/// attempt sends as an empty body of its own.
+/// underlying body. Its first [`REPLAY_LIMIT`] bytes are kept as they are
+/// read: an attempt after one that failed having read no more than that
+/// (a pooled connection the backend closed under the request, a reset)
+/// sends them again, then the rest as it comes. An empty body is sent by
+/// every attempt as an empty body of its own.
 pub struct ReplayBody(Option<Arc<Replay>>);
 
+/// Request bodies up to this size can be sent again by a later attempt
+/// (nginx buffers whole bodies to do the same; HAProxy retries only what
+/// fits its buffer). A PUT or DELETE with a small JSON body is as
+/// idempotent as a GET.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
 struct Replay {
-    slot: Mutex<Option<Incoming>>,
+    slot: Mutex<Slot>,
     /// Told when the body was read to its end (its close need not linger).
     conn: Arc<Conn>,
-    touched: AtomicBool,
+    /// Bytes were read that are not kept: no attempt can send the whole
+    /// body any more.
+    lost: AtomicBool,
     /// Coarse ns of the last frame read from the client's body (0: none).
     progress: AtomicU64,
     /// Reading the client's body failed (a malformed chunk...): an attempt
@@ -583,15 +592,25 @@ struct Replay {
     waiting: AtomicBool,
 }
 
+struct Slot {
+    /// `None` only in tests.
+    body: Option<Incoming>,
+    /// What was read of the body, while it fits [`REPLAY_LIMIT`].
+    kept: Vec<u8>,
+}
+
 impl ReplayBody {
     pub fn new(body: Incoming, conn: &Arc<Conn>) -> Self {
         if body.is_end_stream() {
             return Self(None);
         }
         Self(Some(Arc::new(Replay {
-            slot: Mutex::new(Some(body)),
+            slot: Mutex::new(Slot {
+                body: Some(body),
+                kept: Vec::new(),
+            }),
             conn: conn.clone(),
-            touched: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             progress: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
@@ -608,7 +627,10 @@ impl ReplayBody {
     pub fn attempt(&self) -> Body {
         match &self.0 {
             None => super::body::empty(),
-            Some(r) => super::body::boxed(AttemptBody(r.clone())),
+            Some(r) => super::body::boxed(AttemptBody {
+                replay: r.clone(),
+                sent: 0,
+            }),
         }
     }
 
@@ -624,7 +646,7 @@ impl ReplayBody {
     pub fn replayable(&self) -> bool {
         self.0
             .as_ref()
-            .is_none_or(|r| !r.touched.load(Ordering::Acquire))
+            .is_none_or(|r| !r.lost.load(Ordering::Acquire))
     }
 }
 
@@ -660,36 +682,63 @@ impl Progress {
     }
 }
 
-struct AttemptBody(Arc<Replay>);
+/// One attempt's view of a [`ReplayBody`].
+struct AttemptBody {
+    replay: Arc<Replay>,
+    /// Bytes of `kept` this attempt has sent.
+    sent: usize,
+}
 
 impl HttpBody for AttemptBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0.touched.store(true, Ordering::Release);
+        let this = &mut *self;
+        let replay = &*this.replay;
         // Poisoned only if a poll panicked; the body is then unusable.
-        let Ok(mut guard) = self.0.slot.lock() else {
+        let Ok(mut guard) = replay.slot.lock() else {
             return Poll::Ready(Some(Err("request body unavailable".into())));
         };
-        let polled = match guard.as_mut() {
+        let slot = &mut *guard;
+        if this.sent < slot.kept.len() && !replay.lost.load(Ordering::Acquire) {
+            // An earlier attempt read these: sent again first.
+            let again = Bytes::copy_from_slice(&slot.kept[this.sent..]);
+            this.sent = slot.kept.len();
+            return Poll::Ready(Some(Ok(Frame::data(again))));
+        }
+        let polled = match slot.body.as_mut() {
             Some(body) => {
                 let polled = Pin::new(&mut *body).poll_frame(cx).map_err(Into::into);
                 // (A chunked body's end shows only as its end.)
                 if matches!(polled, Poll::Ready(None))
                     || (polled.is_ready() && body.is_end_stream())
                 {
-                    self.0.conn.linger.body_read();
+                    replay.conn.linger.body_read();
                 }
                 polled
             }
             None => Poll::Ready(None),
         };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            let kept = match frame.data_ref() {
+                Some(data) if slot.kept.len() + data.len() <= REPLAY_LIMIT => {
+                    slot.kept.extend_from_slice(data);
+                    this.sent = slot.kept.len();
+                    true
+                }
+                // Too much to keep, or trailers (rare in requests).
+                _ => false,
+            };
+            if !kept && !replay.lost.swap(true, Ordering::AcqRel) {
+                slot.kept = Vec::new();
+            }
+        }
         if polled.is_ready() {
-            self.0.progress.store(clock::coarse_ns(), Ordering::Relaxed);
+            replay.progress.store(clock::coarse_ns(), Ordering::Relaxed);
         }
         if let Poll::Ready(Some(Err(_))) = &polled {
             self.0.failed.store(true, Ordering::Release);
@@ -699,20 +748,30 @@ impl HttpBody for AttemptBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0
+        self.replay
             .slot
             .lock()
-            .map(|g| g.as_ref().is_none_or(HttpBody::is_end_stream))
+            .map(|g| {
+                (self.sent >= g.kept.len() || self.replay.lost.load(Ordering::Acquire))
+                    && g.body.as_ref().is_none_or(HttpBody::is_end_stream)
+            })
             .unwrap_or(true)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0
-            .slot
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(HttpBody::size_hint))
-            .unwrap_or_default()
+        let Ok(g) = self.replay.slot.lock() else {
+            return SizeHint::default();
+        };
+        let mut hint = g.body.as_ref().map(HttpBody::size_hint).unwrap_or_default();
+        if !self.replay.lost.load(Ordering::Acquire) {
+            let again = g.kept.len().saturating_sub(self.sent) as u64;
+            // Upper first: a lower bound above the upper one panics.
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + again);
+            }
+            hint.set_lower(hint.lower() + again);
+        }
+        hint
     }
 }
 
@@ -790,14 +849,17 @@ mod tests {
         // A request body the client keeps sending (what `AttemptBody`
         // records of each frame it passes on).
         let upload = Arc::new(Replay {
-            slot: Mutex::new(None),
+            slot: Mutex::new(Slot {
+                body: None,
+                kept: Vec::new(),
+            }),
             conn: Arc::new(Conn::new(
                 "192.0.2.1:1234".parse().unwrap(),
                 false,
                 super::super::idle::Activity::new(),
                 tokio_util::sync::CancellationToken::new(),
             )),
-            touched: AtomicBool::new(true),
+            lost: AtomicBool::new(true),
             progress: AtomicU64::new(clock::coarse_ns()),
             failed: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
