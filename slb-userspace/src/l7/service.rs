@@ -674,7 +674,7 @@ async fn forward(
     }
     // HTTP/1.0 clients may send no Host: each backend gets its address.
     let add_host = !parts.headers.contains_key(HOST);
-    let body = ReplayBody::new(body, conn);
+    let body = ReplayBody::new(body, conn, idempotent(&parts.method));
     let mut tried = Tried::default();
     // The backend of the last failed attempt, and how long it took.
     let mut last_failure: Option<(SocketAddr, Duration)> = None;

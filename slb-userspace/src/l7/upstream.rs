@@ -581,6 +581,9 @@ struct Replay {
     /// Bytes were read that are not kept: no attempt can send the whole
     /// body any more.
     lost: AtomicBool,
+    /// Whether to keep what is read (only an idempotent request is sent
+    /// again once its body was read).
+    keep: bool,
     /// Coarse ns of the last frame read from the client's body (0: none).
     progress: AtomicU64,
     /// Reading the client's body failed (a malformed chunk...): an attempt
@@ -600,7 +603,9 @@ struct Slot {
 }
 
 impl ReplayBody {
-    pub fn new(body: Incoming, conn: &Arc<Conn>) -> Self {
+    /// `keep`: keep the body's first bytes for another attempt (see
+    /// [`REPLAY_LIMIT`]).
+    pub fn new(body: Incoming, conn: &Arc<Conn>, keep: bool) -> Self {
         if body.is_end_stream() {
             return Self(None);
         }
@@ -611,6 +616,7 @@ impl ReplayBody {
             }),
             conn: conn.clone(),
             lost: AtomicBool::new(false),
+            keep,
             progress: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
@@ -725,7 +731,7 @@ impl HttpBody for AttemptBody {
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             let kept = match frame.data_ref() {
-                Some(data) if slot.kept.len() + data.len() <= REPLAY_LIMIT => {
+                Some(data) if replay.keep && slot.kept.len() + data.len() <= REPLAY_LIMIT => {
                     slot.kept.extend_from_slice(data);
                     this.sent = slot.kept.len();
                     true
@@ -860,6 +866,7 @@ mod tests {
                 tokio_util::sync::CancellationToken::new(),
             )),
             lost: AtomicBool::new(true),
+            keep: false,
             progress: AtomicU64::new(clock::coarse_ns()),
             failed: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
