@@ -99,30 +99,25 @@ impl Conn {
 
     /// When the connection is to be dropped because its client takes
     /// nothing of the responses waiting for it: `idle` after one last
-    /// handed it bytes, was asked for more or ended (and, HTTP/1, after
-    /// the client's last bytes: a client still sending its request body is
-    /// busy, not gone). As nginx's `send_timeout` and HAProxy's `timeout
-    /// client`: a client that stops reading (or, HTTP/2, sends no window
-    /// updates) would otherwise hold its connection, the backend's and
-    /// the backend's request for as long as it stays connected. `None`
-    /// while no response waits for the client.
+    /// handed it bytes, was asked for more or ended, and after the last
+    /// bytes either way. As nginx's `send_timeout` and HAProxy's `timeout
+    /// client`: a client that stops reading would otherwise hold its
+    /// connection, the backend's and the backend's request for as long as
+    /// it stays connected. A client still sending (its request body; over
+    /// HTTP/2 any frame: a slow reader's window updates come as the
+    /// response is, and a gRPC client may leave a stream's window shut for
+    /// long while it pings) is busy, not gone. `None` while no response
+    /// waits for the client.
     pub fn stall_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
         let quiet = self.stalled_for()?;
         let deadline = tokio::time::Instant::now() + idle.saturating_sub(quiet) + Activity::slack();
-        Some(if self.is_h2() {
-            deadline
-        } else {
-            deadline.max(self.activity.deadline(idle) + Activity::slack())
-        })
+        Some(deadline.max(self.activity.deadline(idle) + Activity::slack()))
     }
 
     /// Whether [`Conn::stall_deadline`] has passed.
     pub fn stalled(&self, idle: Duration) -> bool {
-        // PINGs and other frames do not keep an HTTP/2 client from
-        // counting as stalled (as for the idle timeout).
         self.stalled_for().is_some_and(|quiet| quiet >= idle)
-            && (self.is_h2()
-                || tokio::time::Instant::now() >= self.activity.deadline(idle) + Activity::slack())
+            && tokio::time::Instant::now() >= self.activity.deadline(idle) + Activity::slack()
     }
 
     /// How long responses have waited for the client (coarse), if any does.
