@@ -549,6 +549,13 @@ async fn reset_backend_is_502_retried_for_idempotent_requests_only() {
         tried_bad >= 2,
         "GETs were retried past the resetting backend"
     );
+    // So is a PUT, body and all (its body was read by the failed attempt).
+    for _ in 0..6 {
+        let got = send(&c, "PUT", &p.url("web", "/upload"), &[], "{\"a\":1}").await;
+        assert_eq!((got.status.as_u16(), got.backend()), (200, "good"));
+        assert_eq!(got.body, "backend=good received=7");
+    }
+    assert!(bad_count.load(std::sync::atomic::Ordering::SeqCst) >= tried_bad + 2);
     // POST is not idempotent: a reset after sending is a 502, not a retry.
     let mut statuses = Vec::new();
     for _ in 0..4 {
