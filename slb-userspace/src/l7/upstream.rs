@@ -747,9 +747,9 @@ impl HttpBody for AttemptBody {
             replay.progress.store(clock::coarse_ns(), Ordering::Relaxed);
         }
         if let Poll::Ready(Some(Err(_))) = &polled {
-            self.0.failed.store(true, Ordering::Release);
+            replay.failed.store(true, Ordering::Release);
         }
-        self.0.waiting.store(polled.is_pending(), Ordering::Relaxed);
+        replay.waiting.store(polled.is_pending(), Ordering::Relaxed);
         polled
     }
 
