@@ -1643,6 +1643,22 @@ async fn a_removed_listener_drains_its_requests() {
     p.stop().await;
 }
 
+/// The configuration of one http listener `web` on port `listen`
+/// (`extra` in its table) over the backend on 127.0.0.1:`backend`.
+fn one_backend(backend: u16, listen: u16, extra: &str) -> String {
+    format!(
+        "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {backend}\n",
+        listener("web", "http", listen, extra)
+    )
+}
+
+/// A proxy running [`one_backend`].
+async fn proxy_to(backend: u16, extra: &str) -> Running {
+    start_proxy(&["web"], |ports| one_backend(backend, ports[0], extra))
+        .await
+        .0
+}
+
 /// A backend that answers the first request of each connection (kept
 /// alive), then reads the next one and closes without answering: what a
 /// backend whose keep-alive timeout ends as a request arrives looks like.
@@ -1702,13 +1718,7 @@ async fn counting_backend(answers: usize) -> (u16, std::sync::Arc<std::sync::ato
 async fn a_pooled_connection_closed_under_a_request_is_retried_when_idempotent() {
     use std::sync::atomic::Ordering;
     let (port, conns) = closes_reused_connections().await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
-            listener("web", "http", ports[0], "")
-        )
-    })
-    .await;
+    let p = proxy_to(port, "").await;
     let c = client();
     let first = get(&c, &p.url("web", "/"), &[]).await;
     assert_eq!(first.status, 200);
@@ -1730,12 +1740,7 @@ async fn a_pooled_connection_closed_under_a_request_is_retried_when_idempotent()
 async fn a_reload_keeps_the_pooled_connections_of_unchanged_backends() {
     use std::sync::atomic::Ordering;
     let (port, conns) = counting_backend(usize::MAX).await;
-    let config = |listen: u16, extra: &str| {
-        format!(
-            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
-            listener("web", "http", listen, extra)
-        )
-    };
+    let config = |listen: u16, extra: &str| one_backend(port, listen, extra);
     let (p, _) = start_proxy(&["web"], |ports| config(ports[0], "")).await;
     let listen = p.addr("web").port();
     let c = client();
@@ -2018,13 +2023,7 @@ async fn gzip_streams_a_chunked_response() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let _ = s.write_all(b"4\r\nrest\r\n0\r\n\r\n").await;
     });
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
-            listener("web", "http", ports[0], "gzip = true")
-        )
-    })
-    .await;
+    let p = proxy_to(port, "gzip = true").await;
     let req = http::Request::get(p.url("web", "/stream"))
         .header("accept-encoding", "gzip")
         .body(Full::new(Bytes::new()))
@@ -2119,13 +2118,7 @@ async fn a_backends_early_answer_reaches_a_client_still_sending_its_body() {
             });
         }
     });
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
-            listener("web", "http", ports[0], "")
-        )
-    })
-    .await;
+    let p = proxy_to(port, "").await;
     let len = 64 << 20;
     let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
     let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
@@ -2182,13 +2175,7 @@ async fn streaming_backend(len: usize) -> u16 {
 
 async fn streaming_proxy(len: usize) -> Running {
     let port = streaming_backend(len).await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
-            listener("web", "http", ports[0], "client_idle_timeout = \"1s\"")
-        )
-    })
-    .await;
+    let p = proxy_to(port, "client_idle_timeout = \"1s\"").await;
     p
 }
 
@@ -2337,13 +2324,7 @@ async fn closes_after_one_body() -> (u16, std::sync::Arc<std::sync::atomic::Atom
 async fn a_small_put_on_a_pooled_connection_closed_under_it_is_sent_again() {
     use std::sync::atomic::Ordering;
     let (port, conns) = closes_after_one_body().await;
-    let (p, _) = start_proxy(&["web"], |ports| {
-        format!(
-            "{}\n  [[listener.backend]]\n  address = \"127.0.0.1\"\n  port = {port}\n",
-            listener("web", "http", ports[0], "")
-        )
-    })
-    .await;
+    let p = proxy_to(port, "").await;
     let c = client();
     let first = send(&c, "PUT", &p.url("web", "/item"), &[], "{\"a\":1}").await;
     assert_eq!(first.body, "got={\"a\":1}");
