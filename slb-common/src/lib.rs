@@ -23,7 +23,7 @@ pub mod stats;
 
 pub use flow::{BackendHop, Flow, FlowKey, NextHop, Reverse};
 pub use listener::{
-    AclKey, Backend, DestSlot, Listener, Persist, PersistKey, Settings, SnatPool, VipKey,
+    AclKey, Backend, DestSlot, Listener, Persist, PersistKey, RingChunk, Settings, SnatPool, VipKey,
 };
 pub use stats::{GlobalCounter, Stats};
 
@@ -87,5 +87,6 @@ mod pod {
     unsafe impl aya::Pod for super::Persist {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::DestSlot {}
+    unsafe impl aya::Pod for super::RingChunk {}
     unsafe impl aya::Pod for super::BackendHop {}
 }

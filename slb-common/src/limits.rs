@@ -29,6 +29,14 @@ pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 /// Each listener owns two lookup tables: the live one and the one the agent
 /// rewrites, so a table swap is a single listener-entry update.
 pub const RINGS_PER_LISTENER: u32 = 2;
+/// Lookup-table slots per element of the `RING` map. An array map rounds
+/// each value up to 8 bytes, so one 4-byte slot per element took twice its
+/// size (64 MiB at the default table size); and the agent writes a table
+/// with one system call per element.
+pub const RING_CHUNK: u32 = 16;
+// `RING` holds `MAX_LISTENERS * RINGS_PER_LISTENER` tables of any size in
+// whole elements.
+const _: () = assert!((MAX_LISTENERS * RINGS_PER_LISTENER).is_multiple_of(RING_CHUNK));
 /// Lowest source port the FULLNAT translation hands out.
 pub const SNAT_PORT_MIN: u16 = 1024;
 /// How many candidate source ports are tried before a new flow is dropped.

@@ -23,6 +23,14 @@ pub const SCHED_WRR: u8 = 1;
 pub const SCHED_WLC: u8 = 2;
 pub const SCHED_SH: u8 = 3;
 
+/// Value of the `RING` map: `limits::RING_CHUNK` consecutive slots of the
+/// lookup tables (backend ids), which lie back to back across elements.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingChunk {
+    pub slots: [u32; crate::limits::RING_CHUNK as usize],
+}
+
 /// Value of the `LISTENERS` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

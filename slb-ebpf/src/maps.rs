@@ -8,11 +8,11 @@ use aya_ebpf::{
 use slb_common::{
     limits::{
         CACHE_SLOTS, DEST_SLOTS, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_DEVICES, MAX_LISTENERS,
-        MAX_SNAT_ADDRS, RINGS_PER_LISTENER,
+        MAX_SNAT_ADDRS, RINGS_PER_LISTENER, RING_CHUNK,
     },
     stats::GLOBAL_COUNTERS,
     AclKey, Addr, Backend, BackendHop, DestSlot, Flow, FlowKey, Listener, NextHop, Persist,
-    PersistKey, Reverse, Settings, SnatPool, Stats, VipKey,
+    PersistKey, Reverse, RingChunk, Settings, SnatPool, Stats, VipKey,
 };
 
 /// Destination addresses the program acts on (`DEST_*` flags): VIPs, FULLNAT
@@ -41,9 +41,11 @@ pub static LISTENERS: HashMap<VipKey, Listener> =
     HashMap::pinned(MAX_LISTENERS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Lookup tables of all listeners, back to back: `RINGS_PER_LISTENER`
-/// tables of `ring_size` slots per listener (set by the agent).
+/// tables of `ring_size` slots per listener (set by the agent),
+/// `RING_CHUNK` slots to an element (see `schedule::ring_slot`).
 #[map]
-pub static RING: Array<u32> = Array::pinned(MAX_LISTENERS * RINGS_PER_LISTENER * 1021, 0);
+pub static RING: Array<RingChunk> =
+    Array::pinned(MAX_LISTENERS * RINGS_PER_LISTENER * 1021 / RING_CHUNK, 0);
 
 /// Backend id → backend.
 #[map]

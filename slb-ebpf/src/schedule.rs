@@ -2,10 +2,18 @@
 use crate::maps::{ACTIVE, BACKENDS, RING, WRR_POS};
 use slb_common::{
     hash::{addr_hash, flow_hash},
-    limits::{MAX_WLC_BACKENDS, NO_BACKEND},
+    limits::{MAX_WLC_BACKENDS, NO_BACKEND, RING_CHUNK},
     listener::{BACKEND_F_DOWN, SCHED_SH, SCHED_WLC, SCHED_WRR},
     Backend, FlowKey, Listener,
 };
+
+/// Slot `i` of the lookup tables, which `RING` holds `RING_CHUNK` to an
+/// element.
+#[inline(always)]
+fn ring_slot(i: u32) -> Option<u32> {
+    let chunk = RING.get(i / RING_CHUNK)?;
+    chunk.slots.get((i % RING_CHUNK) as usize).copied()
+}
 
 /// Index into the listener's table: Maglev hashes the 5-tuple (the client
 /// address with persistence), `sh` the client address (same table, so it
@@ -73,7 +81,7 @@ fn least_loaded(listener: &Listener) -> Option<(u32, Backend)> {
         if j >= n {
             j -= n;
         }
-        let Some(&id) = RING.get(listener.ring_base + j) else {
+        let Some(id) = ring_slot(listener.ring_base + j) else {
             break;
         };
         let Some(b) = BACKENDS.get(id) else { continue };
@@ -109,7 +117,7 @@ pub fn pick(listener: &Listener, key: &FlowKey) -> Option<(u32, Backend)> {
     if listener.scheduler == SCHED_WLC {
         return least_loaded(listener);
     }
-    let id = *RING.get(listener.ring_base + slot(listener, key)?)?;
+    let id = ring_slot(listener.ring_base + slot(listener, key)?)?;
     if id == NO_BACKEND {
         return None;
     }

@@ -1480,3 +1480,59 @@ fn odd_icmp_is_passed_or_translated_as_it_should() {
     );
     assert_eq!(bed.dp.counters().unwrap().icmp_translated, 3);
 }
+
+/// The lookup tables the program reads are the planned ones, for every
+/// listener, through changes that rewrite one listener's spare half after
+/// another. `RING` holds 16 slots to an element and a table's size is
+/// prime, so the elements at a table's ends are shared with the
+/// neighbouring tables (live ones among them): a write must put their
+/// slots back as they were.
+#[test]
+fn every_listener_reads_its_planned_table_through_changes_of_its_neighbours() {
+    use slb::planner::{self, Health};
+    let config = |w: [u32; 3]| {
+        let mut s = String::from(
+            "[agent]\ninterfaces = [\"vc0\", \"vb0\"]\nprobe_source = [\"100.64.0.1\"]\n\
+             local_addresses = [\"100.64.0.10\"]\nflow_table_size = 4096\nmaglev_table_size = 1021\n",
+        );
+        for (i, (name, sched)) in [("a", "maglev"), ("b", "wrr"), ("c", "maglev")]
+            .iter()
+            .enumerate()
+        {
+            s += &format!(
+                "[[listener]]\nname = \"{name}\"\nvip = \"10.10.0.10\"\nport = {}\nscheduler = \"{sched}\"\n",
+                80 + i
+            );
+            for b in 0..3u32 {
+                s += &format!(
+                    "[[listener.backend]]\naddress = \"10.0.1.{}\"\nport = 80\nweight = {}\n",
+                    2 + b,
+                    1 + (w[i] + b) % 5
+                );
+            }
+        }
+        s
+    };
+    let mut bed = Bed::new("ring", &config([0, 0, 0]));
+    // Each change alters one listener's weights: its table goes to its
+    // spare half, between its own live half and a neighbour's.
+    for w in [
+        [1, 0, 0],
+        [1, 1, 0],
+        [1, 1, 1],
+        [2, 1, 1],
+        [2, 2, 1],
+        [2, 2, 2],
+    ] {
+        let text = config(w);
+        bed.reload(&text);
+        let cfg = slb::config::parse(&text).unwrap();
+        let plan = planner::plan(&cfg, &mut bed.applier.ids.clone(), &Health::default()).unwrap();
+        let entries = bed.dp.listener_entries();
+        for l in &plan.listeners {
+            let (_, entry) = entries.iter().find(|(k, _)| *k == l.key).unwrap();
+            let read = bed.dp.ring_slots(entry.ring_base, entry.ring_size).unwrap();
+            assert!(*read == **l.table, "listener {} after {w:?}", l.name);
+        }
+    }
+}

@@ -12,8 +12,8 @@ use nix::{
     fcntl::{Flock, FlockArg},
 };
 use slb_common::{
-    limits::{LAYOUT_VERSION, MAX_LISTENERS, RINGS_PER_LISTENER},
-    AclKey, Addr, Backend, DestSlot, Listener, Settings, SnatPool, Stats, VipKey,
+    limits::{LAYOUT_VERSION, MAX_LISTENERS, RINGS_PER_LISTENER, RING_CHUNK},
+    AclKey, Addr, Backend, DestSlot, Listener, RingChunk, Settings, SnatPool, Stats, VipKey,
 };
 use std::{
     fs::File,
@@ -81,7 +81,7 @@ pub struct Dataplane {
     pub(super) listeners: HashMap<MapData, VipKey, Listener>,
     /// What `listeners` holds (kept like `dests_now`).
     pub(super) listeners_now: std::collections::BTreeMap<VipKey, Listener>,
-    pub(super) ring: Array<MapData, u32>,
+    pub(super) ring: Array<MapData, RingChunk>,
     pub(super) backends: Array<MapData, Backend>,
     /// What `backends` holds (kept like `dests_now`; the program only
     /// reads the map).
@@ -219,7 +219,7 @@ impl Dataplane {
         let pin_fs = bpffs::ensure(&opts.pin_dir)?;
         // Before anything pinned is opened, let alone written.
         let lock = lock_pin_dir(&opts.pin_dir)?;
-        let ring_entries = MAX_LISTENERS * RINGS_PER_LISTENER * opts.ring_size;
+        let ring_entries = MAX_LISTENERS * RINGS_PER_LISTENER / RING_CHUNK * opts.ring_size;
         let flows = |name| {
             check_pinned(
                 &opts.pin_dir,
@@ -237,7 +237,7 @@ impl Dataplane {
             "RING",
             ring_entries,
             "agent.maglev_table_size",
-            MAX_LISTENERS * RINGS_PER_LISTENER,
+            MAX_LISTENERS * RINGS_PER_LISTENER / RING_CHUNK,
         )?;
 
         let mut ebpf = EbpfLoader::new()

@@ -3,7 +3,10 @@ use super::journal::{optional, Undo};
 use super::{map_err, Dataplane, DataplaneError};
 use aya::maps::lpm_trie::Key;
 use aya::maps::MapError;
-use slb_common::{limits::MAX_SNAT_ADDRS, Addr, Backend, Listener, SnatPool, VipKey};
+use slb_common::{
+    limits::{MAX_SNAT_ADDRS, RING_CHUNK},
+    Addr, Backend, Listener, RingChunk, SnatPool, VipKey,
+};
 use slb_common::{AclKey, DestSlot, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,24 +98,53 @@ impl Dataplane {
             })
     }
 
-    /// Writes a lookup table at `base`. Only slots that differ from
+    /// Writes a lookup table at slot `base`, `RING_CHUNK` slots to a
+    /// system call. Only elements holding slots that differ from
     /// `previous` (what the caller knows is there) are written: a weight
     /// change on a 65537-slot table touches a few hundred slots, not all.
+    /// The elements at either end are shared with the neighbouring tables
+    /// (a table's size is prime): read first, their other slots written
+    /// back as they were, so a concurrent reader sees them unchanged.
     pub fn write_ring(
         &mut self,
         base: u32,
         slots: &[u32],
         previous: Option<&[u32]>,
     ) -> Result<(), DataplaneError> {
-        for (i, &slot) in slots.iter().enumerate() {
-            if previous.and_then(|p| p.get(i)) == Some(&slot) {
-                continue;
+        let end = base + slots.len() as u32;
+        let mut element = base / RING_CHUNK;
+        while element * RING_CHUNK < end {
+            let (lo, hi) = (element * RING_CHUNK, (element + 1) * RING_CHUNK);
+            let (from, to) = (lo.max(base), hi.min(end));
+            let ours = (from - base) as usize..(to - base) as usize;
+            let unchanged =
+                previous.and_then(|p| p.get(ours.clone())) == Some(&slots[ours.clone()]);
+            if !unchanged {
+                let mut value = if from > lo || to < hi {
+                    self.ring.get(&element, 0).map_err(map_err("RING"))?
+                } else {
+                    RingChunk::default()
+                };
+                value.slots[(from - lo) as usize..(to - lo) as usize].copy_from_slice(&slots[ours]);
+                self.ring.set(element, value, 0).map_err(map_err("RING"))?;
             }
-            self.ring
-                .set(base + i as u32, slot, 0)
-                .map_err(map_err("RING"))?;
+            element += 1;
         }
         Ok(())
+    }
+
+    /// `len` slots of the lookup tables from slot `base`, as the program
+    /// reads them.
+    pub fn ring_slots(&self, base: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {
+        (base..base + len)
+            .map(|i| {
+                let element = self
+                    .ring
+                    .get(&(i / RING_CHUNK), 0)
+                    .map_err(map_err("RING"))?;
+                Ok(element.slots[(i % RING_CHUNK) as usize])
+            })
+            .collect()
     }
 
     /// Makes the destination table hold `table` (`DEST_SLOTS` slots, see

@@ -1,6 +1,6 @@
 //! The two lookup-table halves of each listener.
 //!
-//! The XDP program reads `RING[ring_base + hash % ring_size]`. Rewriting
+//! The XDP program reads slot `ring_base + hash % ring_size` of `RING`. Rewriting
 //! the live table in place would expose a half-written table to packets;
 //! instead the new table goes into the spare half, then one listener-entry
 //! update points `ring_base` at it. The next change reuses the other half.
