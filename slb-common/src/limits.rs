@@ -65,4 +65,4 @@ pub const NO_BACKEND: u32 = u32::MAX;
 /// Map-layout version, written into the pinned state (`VERSION` map) so an
 /// agent never adopts maps laid out by an incompatible build (map types
 /// and sizes, and where `hash::dest_slot` places an address in `DESTS`).
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
