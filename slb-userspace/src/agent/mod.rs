@@ -295,7 +295,9 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => { st.reload().await; }
-            Some(t) = transitions.recv() => st.health_changed(t),
+            Some(t) = transitions.recv() => {
+                st.health_changed(&running::queued_transitions(t, &mut transitions));
+            }
             Some((req, reply)) = requests.recv() => st.handle(req, reply).await,
         }
     }

@@ -20,8 +20,25 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{mpsc::UnboundedReceiver, oneshot, watch, Semaphore};
 use tracing::{error, info, warn};
+
+/// `first` and every transition already queued behind it, in the order
+/// sent. A switch outage marks hundreds of backends down within one
+/// interval (and an agent's start decides all of them at once); applying
+/// each on its own rewrote every backend entry and re-planned every table
+/// once per backend, 4096 full applies in a row, keeping the agent busy
+/// for minutes while one apply with the final health does the same.
+pub fn queued_transitions(
+    first: Transition,
+    rx: &mut UnboundedReceiver<Transition>,
+) -> Vec<Transition> {
+    let mut batch = vec![first];
+    while let Ok(t) = rx.try_recv() {
+        batch.push(t);
+    }
+    batch
+}
 
 /// Health-check targets: every backend of a listener that checks health
 /// (for http/https listeners, the backends of every group too).
@@ -399,11 +416,19 @@ impl Running {
         self.dataplane.as_ref().is_some_and(|(dp, _)| dp.adopted)
     }
 
-    /// A backend went down or came back: its table slots move at once, and
-    /// the proxy stops or resumes using it.
-    pub fn health_changed(&mut self, t: Transition) {
+    /// Backends went down or came back (`batch`, see [`queued_transitions`]):
+    /// their table slots move at once, and the proxy stops or resumes using
+    /// them. One apply for the whole batch: it plans with the checker's
+    /// current health, which already holds every change of the batch.
+    pub fn health_changed(&mut self, batch: &[Transition]) {
         if let Err(e) = self.apply() {
-            error!("applying the health change of {} failed: {e:#}", t.key.addr);
+            match batch {
+                [t] => error!("applying the health change of {} failed: {e:#}", t.key.addr),
+                _ => error!(
+                    "applying the health changes of {} backends failed: {e:#}",
+                    batch.len()
+                ),
+            }
         }
     }
 
@@ -626,6 +651,39 @@ mod tests {
             );
         }
         s
+    }
+
+    /// A burst of transitions (every backend decided at start, or marked
+    /// down by a switch outage) is handled as one batch, every transition
+    /// in it in the order sent; a later one goes into the next batch.
+    #[tokio::test]
+    async fn a_burst_of_transitions_is_one_batch_in_order() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let transition = |i: u32| Transition {
+            key: BackendKey {
+                listener: "web".into(),
+                addr: std::net::SocketAddr::new(
+                    std::net::Ipv4Addr::from(0x0a01_0000 + i).into(),
+                    8080,
+                ),
+            },
+            up: i.is_multiple_of(2),
+            reason: "connect refused".into(),
+            count: 3,
+            threshold: 3,
+            at: std::time::SystemTime::now(),
+        };
+        let sent: Vec<Transition> = (0..4096).map(transition).collect();
+        for t in &sent {
+            tx.send(t.clone()).unwrap();
+        }
+        let first = rx.recv().await.unwrap();
+        let batch = queued_transitions(first, &mut rx);
+        assert_eq!(batch, sent);
+        let later = transition(5000);
+        tx.send(later.clone()).unwrap();
+        let first = rx.recv().await.unwrap();
+        assert_eq!(queued_transitions(first, &mut rx), vec![later]);
     }
 
     /// The health a reload plans with before the checker hears of it: the
