@@ -166,6 +166,55 @@ mod tests {
         assert!(out.ok, "{out:?}");
     }
 
+    /// Only the backend's own address and port can answer: a reply sent
+    /// from another port (or address) of the host does not count, as it
+    /// would on an unconnected socket.
+    #[tokio::test]
+    async fn a_reply_from_another_port_is_ignored() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let answer = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let (n, peer) = server.recv_from(&mut buf).await.unwrap();
+            other.send_to(&buf[..n], peer).await.unwrap();
+            server
+        });
+        let mut c = check(udp("ping", None));
+        c.timeout = std::time::Duration::from_millis(300);
+        let out = run_check(addr, "127.0.0.1".parse().unwrap(), &c).await;
+        assert_eq!(out.reason, "timeout");
+        answer.await.unwrap();
+    }
+
+    /// A reply that comes after its probe timed out is not taken for the
+    /// answer to the next probe: every probe has a socket (and port) of
+    /// its own.
+    #[tokio::test]
+    async fn a_late_reply_does_not_count_for_the_next_probe() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        // Answers the first datagram 400 ms late, then no more.
+        let answer = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let (n, peer) = server.recv_from(&mut buf).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            server.send_to(&buf[..n], peer).await.unwrap();
+            let (_, second) = server.recv_from(&mut buf).await.unwrap();
+            (peer, second)
+        });
+        let mut c = check(udp("ping", None));
+        c.timeout = std::time::Duration::from_millis(300);
+        let source = "127.0.0.1".parse().unwrap();
+        let first = run_check(addr, source, &c).await;
+        assert_eq!(first.reason, "timeout");
+        c.timeout = std::time::Duration::from_millis(500);
+        let second = run_check(addr, source, &c).await;
+        assert_eq!(second.reason, "timeout");
+        let (p1, p2) = answer.await.unwrap();
+        assert_ne!(p1, p2);
+    }
+
     #[tokio::test]
     async fn ipv6_echo() {
         let Ok(sock) = UdpSocket::bind("[::1]:0").await else {
