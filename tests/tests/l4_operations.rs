@@ -1398,19 +1398,12 @@ fn agent_peak_kib(agent: &Agent) -> u64 {
         .unwrap_or_else(|| panic!("no VmHWM in {s}"))
 }
 
-/// How far the fast path's clock (`CLOCK`, advanced by the agent's main
-/// loop four times a second) is behind the kernel's.
-fn clock_lag(clock: &aya::maps::Array<aya::maps::MapData, u64>) -> Duration {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap();
-    let now = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
-    Duration::from_nanos(now.saturating_sub(clock.get(&0, 0).unwrap()))
-}
-
 /// `slb flows` over a connection table of 400,000 entries (copies of a
 /// real connection's entry, written into the pinned map). The walk runs
 /// off the agent's main loop: meanwhile the fast path's clock keeps
 /// advancing (a second behind, every packet would take the slow path) and
-/// a reload is answered at once; before, both waited for the whole walk.
+/// a reload is answered before the listing ends; before, both waited for
+/// the whole walk. (Told by order of events, not by timing.)
 /// `--limit 10` keeps ten entries, not the table: before, every entry was
 /// collected before the first was filtered (over 60 MiB here).
 #[test]
@@ -1455,32 +1448,27 @@ fn a_large_flows_listing_neither_stalls_the_agent_nor_holds_the_table() {
         let a = &agent;
         let listing = s.spawn(move || a.cli(&["flows", "--limit", "0"]).unwrap());
         std::thread::sleep(Duration::from_millis(100));
-        let (mut lag, start) = (Duration::ZERO, Instant::now());
-        let reload = s.spawn(move || {
-            let started = Instant::now();
-            a.cli(&["reload"]).unwrap();
-            started.elapsed()
-        });
+        let reload = s.spawn(move || a.cli(&["reload"]).unwrap());
+        // The clock values seen while the listing runs, and whether the
+        // reload was answered before it ended.
+        let (mut ticks, mut reloaded_first) = (std::collections::BTreeSet::new(), false);
         while !listing.is_finished() {
-            lag = lag.max(clock_lag(&clock));
+            ticks.insert(clock.get(&0, 0).unwrap());
+            reloaded_first |= reload.is_finished();
             std::thread::sleep(Duration::from_millis(10));
         }
-        let took = start.elapsed();
         let text = listing.join().unwrap();
         assert!(
             text.ends_with(&format!("{total}\n")),
             "{}",
             &text[text.len() - 200..]
         );
-        let reloaded = reload.join().unwrap();
+        reload.join().unwrap();
         assert!(
-            lag < Duration::from_millis(700),
-            "the clock stood still for {lag:?} during a {took:?} listing"
+            ticks.len() >= 2,
+            "the clock stood still through the listing: {ticks:?}"
         );
-        assert!(
-            reloaded < Duration::from_millis(700),
-            "a reload waited {reloaded:?} for a {took:?} listing"
-        );
+        assert!(reloaded_first, "the reload waited for the listing");
     });
     assert!(agent
         .reload(&config)
