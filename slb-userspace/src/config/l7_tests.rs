@@ -559,8 +559,9 @@ fn a_redirect_only_listener_needs_no_probe_source() {
     assert_eq!(cfg.listeners.len(), 1);
 }
 
-/// `--print` shows an http listener's own scheduler and persistence (under
-/// `l7`), not the planner's stand-ins next to them.
+/// `--print` shows an http listener's own scheduler and persistence as
+/// keys of the listener, as the file has them, not the planner's
+/// stand-ins.
 #[test]
 fn printed_http_listeners_have_no_l4_fields() {
     let text = format!(
@@ -570,9 +571,16 @@ fn printed_http_listeners_have_no_l4_fields() {
     let cfg = super::parse(&text).unwrap_or_else(|e| panic!("{e}"));
     let v = super::effective_json(&cfg).unwrap();
     let l = &v["listener"][0];
-    assert!(l.get("scheduler").is_none(), "{l}");
+    assert_eq!(l["scheduler"], "hash", "{l}");
+    assert_eq!(l["hash_key"]["header"], "x-user", "{l}");
     assert!(l.get("persistence").is_none(), "{l}");
-    assert_eq!(l["l7"]["scheduler"], "hash", "{l}");
+    assert!(l.get("forwarding").is_none(), "{l}");
+    assert!(l.get("l7").is_none(), "{l}");
+    assert_eq!(
+        l["health_check"],
+        serde_json::json!({ "enabled": false }),
+        "{l}"
+    );
 }
 
 /// `openssl pkcs8 -topk8` of a P-256 key, passphrase "secret".

@@ -25,6 +25,8 @@ mod validate;
 mod values;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod l7_tests;
 #[cfg(test)]
 mod tests;
@@ -63,9 +65,13 @@ fn parse_file(
 }
 
 /// The effective configuration as `slb validate --print` shows it: every
-/// default applied. On http/https listeners the fields that only L4
-/// listeners have are left out: their scheduler and persistence are the
-/// ones under `l7` (the shared fields hold stand-ins for the planner).
+/// default applied, in the shape of the file, so that it reads back (as
+/// TOML) to the same configuration. The settings only http/https listeners
+/// have are keys of the listener, as in the file (the model holds them
+/// apart, under `l7`), and replace the stand-ins the shared fields hold
+/// there for the planner (`scheduler`); the fields only tcp/udp listeners
+/// have are left out of them. Absent optional values are left out (TOML has
+/// no null); a health check turned off is `{ "enabled": false }`.
 pub fn effective_json(cfg: &Config) -> Result<serde_json::Value, serde_json::Error> {
     let mut v = serde_json::to_value(cfg)?;
     if let Some(listeners) = v.get_mut("listener").and_then(|l| l.as_array_mut()) {
@@ -73,14 +79,34 @@ pub fn effective_json(cfg: &Config) -> Result<serde_json::Value, serde_json::Err
             let Some(fields) = l.as_object_mut() else {
                 continue;
             };
-            if fields.get("l7").is_some_and(|x| !x.is_null()) {
+            if let Some(serde_json::Value::Object(l7)) = fields.remove("l7") {
                 for l4_only in ["scheduler", "persistence", "forwarding"] {
                     fields.remove(l4_only);
                 }
+                fields.extend(l7);
+            }
+            if fields.get("health_check").is_some_and(|h| h.is_null()) {
+                fields.insert(
+                    "health_check".to_owned(),
+                    serde_json::json!({ "enabled": false }),
+                );
             }
         }
     }
+    drop_nulls(&mut v);
     Ok(v)
+}
+
+/// Removes the object members whose value is null, at any depth.
+fn drop_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(fields) => {
+            fields.retain(|_, x| !x.is_null());
+            fields.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// The control socket a configuration file names (`agent.control_socket`,
