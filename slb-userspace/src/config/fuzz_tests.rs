@@ -1,9 +1,30 @@
-//! Tests over whole files: the examples and a file with every optional
-//! key.
+//! Mutation tests of the configuration reader: valid files with keys
+//! deleted, values of other types or extreme values put in, tables
+//! duplicated, text cut or repeated. Whatever the file, `parse` must not
+//! panic, and every error must name a key path (or be a TOML syntax error
+//! with its line).
 
-use std::path::PathBuf;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 
 use super::*;
+
+/// xorshift64*: a small seeded generator (proptest is not a dependency),
+/// so that a failure is reproduced by its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
 
 /// A directory with the PEM files the https example names.
 struct Pems(PathBuf);
@@ -155,6 +176,296 @@ health_check = { protocol = "tcp", port = 8443 }
   address = "10.0.6.1"
   port = 8443
 "#;
+
+/// Values put in place of others.
+fn odd_value(rng: &mut Rng) -> toml::Value {
+    use toml::Value as V;
+    let strings = [
+        "",
+        " ",
+        "é🦀\u{202e}x",
+        "\u{0}",
+        "a\nb",
+        "::ffff:10.0.0.1",
+        "::ffff:10.0.0.0/104",
+        "fe80::1%eth0",
+        "fe80::1",
+        "10.0.0.1/8",
+        "10.0.0.0/8",
+        "10.0.0.0/33",
+        "10.0.0.10",
+        "10.0.1.11",
+        "100.64.0.1",
+        "2001:db8::1",
+        "255.255.255.255",
+        "0.0.0.0",
+        "::",
+        "224.0.0.1",
+        "127.0.0.1",
+        "0s",
+        "1.5s",
+        "100000h",
+        "1e3s",
+        "-1s",
+        "18446744073709551615ms",
+        "99999999999999999999999s",
+        "1m",
+        "tcp",
+        "udp",
+        "http",
+        "https",
+        "maglev",
+        "hash",
+        "wrr",
+        "dr",
+        "allow",
+        "source_ip",
+        "insert_cookie",
+        "rewrite_cookie",
+        "default",
+        "/nonexistent/cert.pem",
+        "/",
+        "relative/path",
+        "[::1]:0",
+        "1.2.3.4:99999",
+        "zz",
+        "0",
+        "*.",
+        "*",
+        "2xx",
+        "6xx",
+    ];
+    match rng.below(9) {
+        0..=2 => V::String(strings[rng.below(strings.len())].to_owned()),
+        3 => V::String("x".repeat(1 + rng.below(100_000))),
+        4 => V::Integer(
+            [
+                -1,
+                0,
+                1,
+                2,
+                100,
+                101,
+                1021,
+                65_535,
+                65_536,
+                i64::from(u32::MAX) + 1,
+                i64::MAX,
+                i64::MIN,
+            ][rng.below(12)],
+        ),
+        5 => V::Float([1.5, f64::NAN, f64::INFINITY, -0.0][rng.below(4)]),
+        6 => V::Boolean(rng.below(2) == 0),
+        7 => V::Array(match rng.below(4) {
+            0 => vec![],
+            1 => vec![V::String("x".into())],
+            2 => vec![V::Integer(1), V::String("a".into())],
+            _ => vec![V::Array(vec![])],
+        }),
+        _ => match rng.below(3) {
+            0 => V::Table(toml::Table::new()),
+            1 => V::Datetime("1979-05-27T07:32:00Z".parse().unwrap()),
+            _ => {
+                let mut t = toml::Table::new();
+                t.insert("mode".into(), V::String("allow".into()));
+                V::Table(t)
+            }
+        },
+    }
+}
+
+/// The paths of every value in `v` (keys and array indexes).
+fn slots(v: &toml::Value, at: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, x) in t {
+                at.push(Step::Key(k.clone()));
+                out.push(at.clone());
+                slots(x, at, out);
+                at.pop();
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                at.push(Step::Index(i));
+                out.push(at.clone());
+                slots(x, at, out);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The value that holds the last step of `path`.
+fn parent<'a>(root: &'a mut toml::Value, path: &[Step]) -> Option<&'a mut toml::Value> {
+    let mut v = root;
+    for s in &path[..path.len() - 1] {
+        v = match s {
+            Step::Key(k) => v.as_table_mut()?.get_mut(k)?,
+            Step::Index(i) => v.as_array_mut()?.get_mut(*i)?,
+        };
+    }
+    Some(v)
+}
+
+/// Applies one mutation to the document.
+fn mutate(doc: &mut toml::Value, rng: &mut Rng) {
+    let mut all = Vec::new();
+    slots(doc, &mut Vec::new(), &mut all);
+    if all.is_empty() {
+        return;
+    }
+    let path = all[rng.below(all.len())].clone();
+    let op = rng.below(5);
+    // A value from elsewhere in the document (a table where a string
+    // belongs, a listener's address as a backend's, ...).
+    let elsewhere = {
+        let other = &all[rng.below(all.len())];
+        parent(&mut doc.clone(), other).and_then(|p| match other.last() {
+            Some(Step::Key(k)) => p.get(k.as_str()).cloned(),
+            Some(Step::Index(i)) => p.get(*i).cloned(),
+            None => None,
+        })
+    };
+    let Some(p) = parent(doc, &path) else { return };
+    let last = path.last().cloned();
+    match (p, last) {
+        (toml::Value::Table(t), Some(Step::Key(k))) => match op {
+            0 => {
+                t.remove(&k);
+            }
+            1 => {
+                let misspelt = format!("{}{}", &k[..k.len().saturating_sub(1)], "_");
+                t.insert(misspelt, odd_value(rng));
+            }
+            2 => {
+                if let Some(v) = elsewhere {
+                    t.insert(k, v);
+                }
+            }
+            _ => {
+                t.insert(k, odd_value(rng));
+            }
+        },
+        (toml::Value::Array(a), Some(Step::Index(i))) => match op {
+            0 => {
+                a.remove(i);
+            }
+            // A listener, backend, group... twice.
+            1 | 2 => {
+                let copy = a[i].clone();
+                a.insert(i, copy);
+            }
+            _ => a[i] = odd_value(rng),
+        },
+        _ => {}
+    }
+}
+
+/// A mutation of the text itself (what a value tree cannot express:
+/// duplicate tables or keys, a cut file).
+fn mutate_text(text: &str, rng: &mut Rng) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let i = rng.below(lines.len());
+    let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    match rng.below(4) {
+        0 => out.insert(i, lines[i].to_owned()),
+        1 => out.truncate(i),
+        2 => out.insert(i, "[agent]".to_owned()),
+        _ => out[i] = format!("{} # é🦀", lines[i]),
+    }
+    out.join("\n")
+}
+
+/// `listener[1].backend[0].weight`, `agent.probe_source[0]`, `listener`.
+fn is_key_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.split('.').all(|seg| {
+            let (name, rest) = seg.split_at(seg.find('[').unwrap_or(seg.len()));
+            let name_ok =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let mut idx = rest;
+            while let Some(r) = idx.strip_prefix('[') {
+                let Some(end) = r.find(']') else { return false };
+                if end == 0 || !r[..end].chars().all(|c| c.is_ascii_digit()) {
+                    return false;
+                }
+                idx = &r[end + 1..];
+            }
+            name_ok && idx.is_empty()
+        })
+}
+
+/// Parses `text`; panics (with the seed and the file) on a panic of the
+/// parser or an error without a key path.
+fn check(text: &str, dir: &Path, seed: u64) {
+    let result = catch_unwind(AssertUnwindSafe(|| parse_in(text, dir)));
+    let result = match result {
+        Ok(r) => r,
+        Err(_) => panic!("seed {seed}: parse panicked on:\n{text}"),
+    };
+    let Err(errors) = result else { return };
+    assert!(!errors.is_empty(), "seed {seed}: no error in an Err");
+    for e in &errors {
+        assert!(!e.message.trim().is_empty(), "seed {seed}: empty message");
+        // A syntax error belongs to no key (its line is given when the
+        // parser knows it: not for nesting beyond its recursion limit).
+        let syntax = e.path.is_empty() && e.message.starts_with("invalid TOML: ");
+        assert!(
+            syntax || is_key_path(&e.path),
+            "seed {seed}: error without a key path: {e:?}\nfile:\n{text}"
+        );
+        assert!(
+            !e.message.contains("internal error"),
+            "seed {seed}: {e}\nfile:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn mutated_files_never_panic_and_every_error_names_its_key() {
+    let pems = pems();
+    for seed in 1..=3000u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let base = SEEDS[rng.below(SEEDS.len())];
+        let text = if rng.below(4) == 0 {
+            mutate_text(base, &mut rng)
+        } else {
+            let mut doc = toml::Value::Table(base.parse::<toml::Table>().unwrap());
+            for _ in 0..1 + rng.below(3) {
+                mutate(&mut doc, &mut rng);
+            }
+            match toml::to_string(&doc) {
+                Ok(t) => t,
+                Err(_) => continue,
+            }
+        };
+        check(&text, &pems.0, seed);
+    }
+    // Nesting deep enough to exhaust a recursive reader's stack.
+    let deep = 100_000;
+    let arrays = format!(
+        "[agent]\ninterfaces = {}{}",
+        "[".repeat(deep),
+        "]".repeat(deep)
+    );
+    check(&arrays, &pems.0, 0);
+    let tables = format!(
+        "[agent]\ninterfaces = {}1{}",
+        "{ a = ".repeat(deep),
+        " }".repeat(deep)
+    );
+    check(&tables, &pems.0, 0);
+    let dotted = format!("[{}]\n", vec!["a"; deep].join("."));
+    check(&dotted, &pems.0, 0);
+}
 
 #[test]
 fn the_file_with_every_key_is_valid() {

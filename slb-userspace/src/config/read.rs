@@ -10,6 +10,7 @@
 
 use serde_path_to_error::Segment;
 use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::RawConfig;
@@ -84,11 +85,24 @@ pub(crate) fn read_toml(text: &str) -> Result<Read, ConfigErrors> {
         };
         let path = e.path().clone();
         let inner = e.into_inner();
-        // serde's Rust type names read better as TOML's.
-        let message = one_line(text, inner.message(), inner.span())
-            .replace("expected i64", "expected an integer");
+        let mut segments: Vec<&Segment> = path.iter().collect();
+        let mut shown = path.to_string();
+        // toml hands a date-time to serde as a table with one private
+        // key: where a table is wanted, that key is "unknown". The
+        // problem is the value of the key before it.
+        let datetime_for_table = matches!(
+            segments.last(),
+            Some(Segment::Map { key }) if key == DATETIME_KEY
+        );
+        let message = if datetime_for_table {
+            segments.pop();
+            shown.truncate(shown.len() - DATETIME_KEY.len() - 1);
+            "invalid type: date-time, expected a table".to_owned()
+        } else {
+            toml_words(inner.message(), value_at(&root, &segments))
+        };
+        let message = one_line(text, &message, inner.span());
         let at = inner.span().map_or(usize::MAX, |s| s.start);
-        let shown = path.to_string();
         if shown == "." {
             errors.push((at, ConfigError::new("", format!("invalid TOML: {message}"))));
             return Err(ConfigErrors {
@@ -96,7 +110,7 @@ pub(crate) fn read_toml(text: &str) -> Result<Read, ConfigErrors> {
             });
         }
         errors.push((at, ConfigError::new(shown, message)));
-        match take_out(root.get_mut(), &path) {
+        match take_out(root.get_mut(), &segments) {
             Some(key) if errors.len() < MAX_STRUCTURAL_ERRORS => removed.push(key),
             _ => {
                 return Err(ConfigErrors {
@@ -111,8 +125,7 @@ pub(crate) fn read_toml(text: &str) -> Result<Read, ConfigErrors> {
 /// on the path (a wrong element of an array takes its whole key out, so
 /// that what is left is not read as a shorter list). Returns the key's path,
 /// or `None` when the path leads nowhere in the document.
-fn take_out(root: &mut DeTable<'_>, path: &serde_path_to_error::Path) -> Option<String> {
-    let segments: Vec<&Segment> = path.iter().collect();
+fn take_out(root: &mut DeTable<'_>, segments: &[&Segment]) -> Option<String> {
     let last_key = segments
         .iter()
         .rposition(|s| matches!(s, Segment::Map { .. }))?;
@@ -147,6 +160,54 @@ fn take_out(root: &mut DeTable<'_>, path: &serde_path_to_error::Path) -> Option<
         };
         table = inner;
     }
+}
+
+/// The key toml gives a date-time when serde asks for it as a table
+/// (`toml_datetime`'s private field name).
+const DATETIME_KEY: &str = "$__toml_private_datetime";
+
+/// The value at `segments` in the document, when it is there.
+fn value_at<'a, 'i>(
+    root: &'a Spanned<DeTable<'i>>,
+    segments: &[&Segment],
+) -> Option<&'a DeValue<'i>> {
+    let mut table = root.get_ref();
+    let mut value: Option<&'a DeValue<'i>> = None;
+    for s in segments {
+        value = Some(match (s, value) {
+            (Segment::Map { key }, None) => table.get(key.as_str())?.get_ref(),
+            (Segment::Map { key }, Some(DeValue::Table(t))) => {
+                table = t;
+                t.get(key.as_str())?.get_ref()
+            }
+            (Segment::Seq { index }, Some(DeValue::Array(a))) => a.get(*index)?.get_ref(),
+            _ => return None,
+        });
+    }
+    value
+}
+
+/// serde's message in TOML's words: it names the Rust types of the reader
+/// (`struct RawHealthCheck`, `i64`, `sequence`, `map`) and takes a
+/// date-time, which toml gives it as a table, for a table.
+fn toml_words(message: &str, found: Option<&DeValue<'_>>) -> String {
+    let mut m = message.to_owned();
+    if matches!(found, Some(DeValue::Datetime(_))) {
+        m = m.replace("invalid type: map", "invalid type: date-time");
+    }
+    m = m
+        .replace("invalid type: map", "invalid type: table")
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected i64", "expected an integer");
+    if let Some(at) = m.find("expected struct ") {
+        let name_start = at + "expected struct ".len();
+        let name_end = m[name_start..]
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .map_or(m.len(), |n| name_start + n);
+        m.replace_range(at..name_end, "expected a table");
+    }
+    m
 }
 
 /// A TOML or serde message on one line, with the line and column it is

@@ -584,6 +584,45 @@ fn wrong_toml_type_has_its_path() {
     );
 }
 
+/// Wrong types are told in TOML's words: a table, an array, a date-time,
+/// not the reader's Rust types (`struct RawHealthCheck`, `sequence`,
+/// `map`), and a date-time where a table belongs is not an "unknown
+/// field `$__toml_private_datetime`" inside it.
+#[test]
+fn wrong_toml_types_are_named_as_toml_names_them() {
+    let with = |extra: &str| format!("{AGENT}{}", listener(extra));
+    one_error(
+        &with("health_check = \"tcp\""),
+        "listener[0].health_check",
+        "invalid type: string \"tcp\", expected a table (line",
+    );
+    one_error(
+        &with("health_check = 2024-01-01T00:00:00Z"),
+        "listener[0].health_check",
+        "invalid type: date-time, expected a table (line",
+    );
+    one_error(
+        &with("idle_timeout = 07:30:00"),
+        "listener[0].idle_timeout",
+        "invalid type: date-time, expected a duration string",
+    );
+    one_error(
+        "[agent]\npin_path = { dir = \"/x\" }\n",
+        "agent.pin_path",
+        "invalid type: table, expected a string (line",
+    );
+    one_error(
+        "[agent]\nflow_table_size = [1]\n",
+        "agent.flow_table_size",
+        "invalid type: array, expected an integer (line",
+    );
+    one_error(
+        "listener = 1979-05-27\n",
+        "listener",
+        "invalid type: date-time, expected an array (line",
+    );
+}
+
 #[test]
 fn every_structural_and_value_error_at_once_in_file_order() {
     let text = format!(
