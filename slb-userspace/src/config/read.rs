@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::RawConfig;
+use super::values::suggest;
 
 /// More structural problems than this in one file is not a configuration
 /// worth reading further (and bounds the re-reads).
@@ -200,6 +201,9 @@ fn toml_words(message: &str, found: Option<&DeValue<'_>>) -> String {
         .replace("invalid type: sequence", "invalid type: array")
         .replace("expected a sequence", "expected an array")
         .replace("expected i64", "expected an integer");
+    if let Some(hint) = unknown_field_hint(&m) {
+        m = hint;
+    }
     if let Some(at) = m.find("expected struct ") {
         let name_start = at + "expected struct ".len();
         let name_end = m[name_start..]
@@ -208,6 +212,20 @@ fn toml_words(message: &str, found: Option<&DeValue<'_>>) -> String {
         m.replace_range(at..name_end, "expected a table");
     }
     m
+}
+
+/// serde's "unknown field `helth_check`, expected one of `name`, …" with
+/// the field it most likely misspells: "unknown field `helth_check` (did
+/// you mean `health_check`?), expected one of …".
+fn unknown_field_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once('`')?;
+    // The names between backquotes after the field.
+    let names = expected.split('`').skip(1).step_by(2);
+    let best = suggest(field, names)?;
+    Some(format!(
+        "unknown field `{field}` (did you mean `{best}`?){expected}"
+    ))
 }
 
 /// A TOML or serde message on one line, with the line and column it is

@@ -623,6 +623,36 @@ fn wrong_toml_types_are_named_as_toml_names_them() {
     );
 }
 
+/// A misspelt key or keyword comes with the one it most likely stands for.
+#[test]
+fn misspellings_get_a_suggestion() {
+    let with = |extra: &str| format!("{AGENT}{}", listener(extra));
+    one_error(
+        &with("helth_check = { protocol = \"tcp\" }"),
+        "listener[0].helth_check",
+        "unknown field `helth_check` (did you mean `health_check`?), expected one of `name`",
+    );
+    one_error(
+        &format!("{AGENT}flow_tabel_size = 2048\n"),
+        "agent.flow_tabel_size",
+        "(did you mean `flow_table_size`?)",
+    );
+    one_error(
+        &with("scheduler = \"maglv\""),
+        "listener[0].scheduler",
+        "must be one of \"wrr\", \"wlc\", \"maglev\", \"sh\" (got \"maglv\"); did you mean \"maglev\"?",
+    );
+    one_error(
+        &with("protocol = \"TCP\""),
+        "listener[0].protocol",
+        "(got \"TCP\"); did you mean \"tcp\"?",
+    );
+    // Nothing close: no guess.
+    let far = errors(&with("colour = 1\nforwarding = \"tunnel\""));
+    assert_eq!(far.len(), 2, "{far:?}");
+    assert!(far.iter().all(|e| !e.contains("did you mean")), "{far:?}");
+}
+
 #[test]
 fn every_structural_and_value_error_at_once_in_file_order() {
     let text = format!(

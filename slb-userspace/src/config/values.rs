@@ -38,12 +38,67 @@ pub(crate) fn keyword<T: Copy>(
     let found = all.iter().find(|(t, _)| *t == text).map(|(_, v)| *v);
     if found.is_none() {
         let names: Vec<String> = all.iter().map(|(t, _)| format!("\"{t}\"")).collect();
+        let hint = suggest(text, all.iter().map(|(t, _)| *t))
+            .map(|s| format!("; did you mean \"{s}\"?"))
+            .unwrap_or_default();
         errs.push(
             path,
-            format!("must be one of {} (got \"{text}\")", names.join(", ")),
+            format!("must be one of {} (got \"{text}\"){hint}", names.join(", ")),
         );
     }
     found
+}
+
+/// The candidate `word` is most likely a misspelling of: the same but for
+/// case, or within two edits (one for words of up to four letters), when
+/// exactly one candidate is that close.
+pub(crate) fn suggest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str> + Clone,
+) -> Option<&'a str> {
+    if let Some(c) = candidates.clone().find(|c| c.eq_ignore_ascii_case(word)) {
+        return Some(c);
+    }
+    let limit = if word.chars().count() <= 4 { 1 } else { 2 };
+    let mut best: Option<(usize, &str)> = None;
+    let mut tied = false;
+    for c in candidates {
+        let d = edit_distance(word, c);
+        match best {
+            Some((b, _)) if d > b => {}
+            Some((b, _)) if d == b => tied = true,
+            _ => {
+                best = Some((d, c));
+                tied = false;
+            }
+        }
+    }
+    match best {
+        Some((d, c)) if d <= limit && !tied => Some(c),
+        _ => None,
+    }
+}
+
+/// Levenshtein distance in characters, a transposition counting as one
+/// edit (optimal string alignment): `helht` is one edit from `helth`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Rows i-2, i-1 and i of the table.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (prev[j] + 1).min(row[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(before[j - 2] + 1);
+            }
+        }
+        before = std::mem::replace(&mut prev, row);
+    }
+    prev[b.len()]
 }
 
 /// An optional keyword with a default.
