@@ -307,8 +307,9 @@ impl ProxyHandle {
                 accepting,
             });
         }
-        st.counters.retain_configured(listeners);
-        st.pools.retain_configured(listeners);
+        let configured = super::state::configured(listeners);
+        st.counters.retain_configured(&configured);
+        st.pools.retain_configured(&configured);
         st.resumptions = resumptions;
         Ok(())
     }

@@ -66,15 +66,28 @@ impl Counters {
     }
 
     /// Forgets the counters of backends no longer configured (and idle).
-    pub fn retain_configured(&mut self, listeners: &[Listener]) {
+    pub fn retain_configured(&mut self, configured: &Configured) {
         self.0.retain(|(name, addr), c| {
-            let configured = listeners
-                .iter()
-                .filter(|l| &l.name == name)
-                .any(|l| l.all_backends().iter().any(|b| b.socket_addr() == *addr));
-            configured || c.load(Ordering::Relaxed) > 0
+            configured.contains(&(name.clone(), *addr)) || c.load(Ordering::Relaxed) > 0
         });
     }
+}
+
+/// (listener name, backend address) of every backend of `listeners`, its
+/// groups' included: looked up once per kept counter and pool on reload
+/// (listing a listener's backends for each of them was quadratic in the
+/// backends, 4096² at the limit).
+pub type Configured = std::collections::HashSet<(String, SocketAddr)>;
+
+pub fn configured(listeners: &[Listener]) -> Configured {
+    listeners
+        .iter()
+        .flat_map(|l| {
+            l.all_backends()
+                .into_iter()
+                .map(move |b| (l.name.clone(), b.socket_addr()))
+        })
+        .collect()
 }
 
 /// Keep-alive connection pools by (listener, backend), outliving reloads:
@@ -100,13 +113,9 @@ impl Pools {
 
     /// Forgets the pools of backends no longer configured: their idle
     /// connections close once the runtimes still using them are gone.
-    pub fn retain_configured(&mut self, listeners: &[Listener]) {
-        self.0.retain(|(name, addr), _| {
-            listeners
-                .iter()
-                .filter(|l| &l.name == name)
-                .any(|l| l.all_backends().iter().any(|b| b.socket_addr() == *addr))
-        });
+    pub fn retain_configured(&mut self, configured: &Configured) {
+        self.0
+            .retain(|(name, addr), _| configured.contains(&(name.clone(), *addr)));
     }
 }
 
@@ -241,5 +250,43 @@ impl Runtime {
 
     pub fn hash_key(&self) -> Option<&HashKey> {
         self.l7.hash_key.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload keeps the counters and pools of every backend still
+    /// configured under its listener, its groups' included, and of no
+    /// other: a backend moved to another listener is not the same one.
+    #[test]
+    fn configured_backends_are_those_of_each_listener_and_its_groups() {
+        let text = "[agent]\nprobe_source = [\"100.64.0.1\"]\n\
+            [[listener]]\nname = \"www\"\nvip = \"127.0.0.1\"\nport = 8080\nprotocol = \"http\"\n\
+            [[listener.backend]]\naddress = \"10.0.1.1\"\nport = 80\n\
+            [[listener.group]]\nname = \"api\"\n\
+            [[listener.group.backend]]\naddress = \"10.0.2.1\"\nport = 80\n\
+            [[listener.rule]]\npath = \"/api/\"\ngroup = \"api\"\n\
+            [[listener]]\nname = \"img\"\nvip = \"127.0.0.1\"\nport = 8081\nprotocol = \"http\"\n\
+            [[listener.backend]]\naddress = \"10.0.3.1\"\nport = 80\n";
+        let cfg = config::parse(text).unwrap();
+        let c = configured(&cfg.listeners);
+        let has = |l: &str, a: &str| c.contains(&(l.to_owned(), a.parse().unwrap()));
+        assert!(
+            has("www", "10.0.1.1:80") && has("www", "10.0.2.1:80") && has("img", "10.0.3.1:80")
+        );
+        assert!(!has("img", "10.0.1.1:80") && !has("www", "10.0.3.1:80"));
+        assert_eq!(c.len(), 3);
+
+        let mut pools = Pools::default();
+        let t = Duration::from_secs(5);
+        pools.get("www", "10.0.2.1:80".parse().unwrap(), t);
+        pools.get("img", "10.0.2.1:80".parse().unwrap(), t);
+        pools.retain_configured(&c);
+        assert_eq!(pools.0.len(), 1);
+        assert!(pools
+            .0
+            .contains_key(&("www".to_owned(), "10.0.2.1:80".parse().unwrap())));
     }
 }
