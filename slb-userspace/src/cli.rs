@@ -81,8 +81,9 @@ pub enum Command {
         /// Only this listener's connections (by name).
         #[arg(long)]
         listener: Option<String>,
-        /// Only connections from this client address.
-        #[arg(long)]
+        /// Only connections from this client address (IPv6 also in
+        /// brackets, as listed).
+        #[arg(long, value_parser = crate::status::parse_address)]
         client: Option<std::net::IpAddr>,
         /// Only connections to this backend: an address, or address:port.
         #[arg(long)]
@@ -155,5 +156,54 @@ mod tests {
         // fail when it exits first (a refused upgrade, an interface
         // missing), instead of reporting success at once.
         assert!(unit.lines().any(|l| l == "Type=notify"), "{unit}");
+    }
+
+    /// `slb flows` takes addresses as its listings print them: IPv6 ones
+    /// in brackets (`[fd00::2]:41822` shows a client; `[fd00::2]` is what
+    /// is left of it without the port), and an IPv4-mapped one as the
+    /// IPv4 address the tables hold (it would otherwise match nothing).
+    #[test]
+    fn flows_filters_take_addresses_as_listed() {
+        use crate::status::BackendMatch;
+        let flows = |args: &[&str]| match Cli::try_parse_from(["slb", "flows"].iter().chain(args)) {
+            Ok(Cli {
+                command: Command::Flows {
+                    client, backend, ..
+                },
+                ..
+            }) => Ok((client, backend)),
+            Ok(_) => panic!("not flows"),
+            Err(e) => Err(e.to_string()),
+        };
+        let v6: std::net::IpAddr = "fd00::2".parse().unwrap();
+        let v4: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        for (given, want) in [
+            ("fd00::2", v6),
+            ("[fd00::2]", v6),
+            ("::ffff:10.0.0.2", v4),
+            ("[::ffff:10.0.0.2]", v4),
+        ] {
+            assert_eq!(
+                flows(&["--client", given]),
+                Ok((Some(want), None)),
+                "{given}"
+            );
+            assert_eq!(
+                flows(&["--backend", given]),
+                Ok((None, Some(BackendMatch::Addr(want)))),
+                "{given}"
+            );
+        }
+        assert_eq!(
+            flows(&["--backend", "[::ffff:10.0.0.2]:8080"]),
+            Ok((
+                None,
+                Some(BackendMatch::Socket("10.0.0.2:8080".parse().unwrap()))
+            ))
+        );
+        for bad in ["[10.0.0.2]", "[fd00::2", "fd00::2]", "[fd00::2]:"] {
+            assert!(flows(&["--client", bad]).is_err(), "{bad}");
+            assert!(flows(&["--backend", bad]).is_err(), "{bad}");
+        }
     }
 }

@@ -40,11 +40,29 @@ impl std::str::FromStr for BackendMatch {
 
     fn from_str(s: &str) -> Result<Self, String> {
         if let Ok(a) = s.parse::<SocketAddr>() {
-            return Ok(BackendMatch::Socket(a));
+            return Ok(BackendMatch::Socket(SocketAddr::new(
+                a.ip().to_canonical(),
+                a.port(),
+            )));
         }
-        s.parse::<IpAddr>().map(BackendMatch::Addr).map_err(|_| {
+        parse_address(s).map(BackendMatch::Addr).map_err(|_| {
             format!("{s:?} is not an address or address:port (IPv6 with a port: [addr]:port)")
         })
+    }
+}
+
+/// An address as the listings print it or as typed: an IPv6 one also in
+/// brackets (`[fd00::2]`, the form `slb status` and `slb flows` show it
+/// in), an IPv4-mapped one (`::ffff:10.0.0.2`) as the IPv4 address the
+/// tables hold, so that it matches instead of silently listing nothing.
+pub fn parse_address(s: &str) -> Result<IpAddr, String> {
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    match bare.parse::<IpAddr>() {
+        Ok(a) if bare.len() == s.len() || a.is_ipv6() => Ok(a.to_canonical()),
+        _ => Err(format!("{s:?} is not an IP address")),
     }
 }
 

@@ -5,8 +5,8 @@ mod flows;
 mod render;
 
 pub use flows::{
-    render_flows, select, BackendMatch, FlowEntry, FlowFilter, FlowList, RawFlow, Selection,
-    DEFAULT_LIMIT,
+    parse_address, render_flows, select, BackendMatch, FlowEntry, FlowFilter, FlowList, RawFlow,
+    Selection, DEFAULT_LIMIT,
 };
 pub use render::render_table;
 
