@@ -35,7 +35,9 @@ pub enum GlobalCounter {
     /// Translated packets handed to the kernel because the FIB had no
     /// neighbour entry yet (the kernel resolves it).
     FibPass = 4,
-    /// Translated packets dropped because the FIB had no route.
+    /// Translated packets dropped because the FIB had no route, and `dr`
+    /// packets dropped because it had no neighbour entry (the kernel
+    /// would route them by the VIP).
     FibDrop = 5,
     /// Packets for a VIP passed to the kernel unchanged (fragments, IP
     /// options, extension headers, VLAN tags).

@@ -208,10 +208,19 @@ impl Hop {
 }
 
 /// Resolves the next hop, counting the outcomes that are not a route.
+/// Without a resolved neighbour the kernel forwards the packet (and
+/// resolves the neighbour), except in `dr` mode: the packet keeps the VIP
+/// as its destination, so the kernel would route it by the VIP, not to
+/// the backend; it is dropped (the client retransmits; health checks keep
+/// backends' neighbours resolved) and counted as dropped, not as passed.
 #[inline(always)]
-fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr) -> Hop {
+fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr, dr: bool) -> Hop {
     let (action, nh) = match fib::lookup(ctx, l3.family, src, dst) {
         Route::Via(nh) => (FORWARD, nh),
+        Route::NoNeigh if dr => {
+            stats::global(GlobalCounter::FibDrop);
+            (xdp_action::XDP_DROP, NextHop::default())
+        }
         Route::NoNeigh => {
             stats::global(GlobalCounter::FibPass);
             (xdp_action::XDP_PASS, NextHop::default())
@@ -228,7 +237,7 @@ fn route(ctx: &XdpContext, l3: &L3, src: &Addr, dst: &Addr) -> Hop {
 /// within the last second, else a FIB lookup that refreshes it. One lookup
 /// per backend and second instead of one per flow.
 #[inline(always)]
-fn route_to_backend(ctx: &XdpContext, l3: &L3, src: &Addr, id: u32, b: &Backend) -> Hop {
+fn route_to_backend(ctx: &XdpContext, l3: &L3, src: &Addr, id: u32, b: &Backend, dr: bool) -> Hop {
     let now = now_ns();
     if let Some(c) = BACKEND_NH.get_ptr_mut(id) {
         // SAFETY: map value pointer, valid for this program run.
@@ -239,7 +248,7 @@ fn route_to_backend(ctx: &XdpContext, l3: &L3, src: &Addr, id: u32, b: &Backend)
         {
             return Hop::cached(c.nh);
         }
-        let hop = route(ctx, l3, src, &b.addr);
+        let hop = route(ctx, l3, src, &b.addr, dr);
         if hop.action == FORWARD {
             c.nh = hop.nh;
             c.seen_ns = now;
@@ -248,7 +257,7 @@ fn route_to_backend(ctx: &XdpContext, l3: &L3, src: &Addr, id: u32, b: &Backend)
         return hop;
     }
     let dst = &b.addr;
-    route(ctx, l3, src, dst)
+    route(ctx, l3, src, dst, dr)
 }
 
 /// `TOO_BIG` when the packet exceeds the next hop's MTU: checked before
@@ -264,18 +273,6 @@ fn too_big(l3: &L3, hop: &Hop) -> bool {
         return true;
     }
     false
-}
-
-/// In `dr` mode a packet keeps the VIP as its destination, so the kernel
-/// cannot forward it for us: without a resolved neighbour it is dropped
-/// (the client retransmits; health checks keep backends' neighbours
-/// resolved).
-#[inline(always)]
-fn dr_hop(mode: u8, mut hop: Hop) -> Hop {
-    if mode == MODE_DR && hop.action == xdp_action::XDP_PASS {
-        hop.action = xdp_action::XDP_DROP;
-    }
-    hop
 }
 
 /// Sends a translated packet on: to the cached or resolved next hop, or
@@ -385,9 +382,13 @@ fn established(
     let mut hop = Hop::cached(flow.nh);
     if flow.nh.ifindex == 0 || now.wrapping_sub(flow.seen_ns) > REFRESH_NS {
         flow.seen_ns = now;
-        hop = dr_hop(
-            flow_mode(flow),
-            route_to_backend(ctx, l3, &src, flow.backend_id, backend),
+        hop = route_to_backend(
+            ctx,
+            l3,
+            &src,
+            flow.backend_id,
+            backend,
+            flow_mode(flow) == MODE_DR,
         );
         flow.nh = hop.cacheable();
         if listener.persist_timeout_s != 0 {
@@ -528,9 +529,13 @@ fn commit_flow(
         return xdp_action::XDP_DROP;
     };
     let (backend_id, src, sport) = (s.backend_id, s.src, s.sport);
-    let hop = dr_hop(
-        listener.mode,
-        route_to_backend(ctx, l3, &src, backend_id, &s.backend),
+    let hop = route_to_backend(
+        ctx,
+        l3,
+        &src,
+        backend_id,
+        &s.backend,
+        listener.mode == MODE_DR,
     );
     let Some(s) = scratch() else {
         return xdp_action::XDP_DROP;
@@ -585,7 +590,7 @@ fn to_client(ctx: &XdpContext, l3: &L3, key: &FlowKey, tcp_flags: u8, nat: bool)
     let mut hop = Hop::cached(rev.nh);
     if rev.nh.ifindex == 0 || now.wrapping_sub(rev.seen_ns) > REFRESH_NS {
         rev.seen_ns = now;
-        hop = route(ctx, l3, &rev.vip, &rev.client);
+        hop = route(ctx, l3, &rev.vip, &rev.client, false);
         rev.nh = hop.cacheable();
     }
     if too_big(l3, &hop) {

@@ -139,7 +139,7 @@ pub fn translate(ctx: &XdpContext, family: Family, dest_flags: u32, from_nat_bac
         Route::Via(nh) => fib::transmit(ctx, &nh),
         // An error kept as it is stays addressed to the VIP: the kernel
         // would route it by the VIP, not to the backend (as `dr` packets,
-        // `forward::dr_hop`).
+        // `forward::route`).
         Route::NoNeigh if verdict == AS_IS => xdp_action::XDP_DROP,
         Route::NoNeigh => xdp_action::XDP_PASS,
         Route::Unreachable => xdp_action::XDP_DROP,

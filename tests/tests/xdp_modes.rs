@@ -551,6 +551,49 @@ fn dr_changes_only_the_mac() {
     );
 }
 
+/// A `dr` packet towards a backend whose neighbour the kernel has not
+/// resolved is dropped (it keeps the VIP as its destination: the kernel
+/// would route it by the VIP), and counted as dropped (`fib_drop`), not
+/// as handed to the kernel (`fib_pass`, which it used to be: an operator
+/// looking for lost `dr` packets was told the kernel had them). IPv4 and
+/// IPv6.
+#[test]
+fn dr_to_an_unresolved_neighbour_is_dropped_and_counted_as_dropped() {
+    // The `dr` listeners' backends moved to addresses on the backend
+    // side's networks that no neighbour entry resolves.
+    let config = CONFIG
+        .replace(
+            "address = \"10.0.1.2\"\n  port = 82\n",
+            "address = \"10.0.2.9\"\n  port = 82\n",
+        )
+        .replace(
+            "address = \"fd00:1::2\"\n  port = 92\n",
+            "address = \"fd00:1::9\"\n  port = 92\n",
+        );
+    assert_eq!(
+        (
+            config.matches("10.0.2.9").count(),
+            config.matches("fd00:1::9").count()
+        ),
+        (1, 1)
+    );
+    let mut bed = Bed::new("drnn", &config);
+    let vip6: Ipv6Addr = "fd10::10".parse().unwrap();
+    let client6: Ipv6Addr = "fd00::2".parse().unwrap();
+    for (i, frame) in [
+        tcp4(CLIENT, 40000, VIP, 82, true, b""),
+        tcp6(client6, 40000, vip6, 92, true, b""),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (v, _) = bed.run(frame);
+        assert_eq!(v, XDP_DROP, "frame {i}");
+        let c = bed.dp.counters().unwrap();
+        assert_eq!((c.fib_drop, c.fib_pass), (i as u64 + 1, 0), "frame {i}");
+    }
+}
+
 #[test]
 fn wlc_sends_new_flows_to_the_least_loaded_backend() {
     let mut bed = Bed::new("wlc", CONFIG);
