@@ -287,11 +287,11 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
 
     let mut transitions = transitions;
     let mut active_refresh = tokio::time::interval(std::time::Duration::from_secs(2));
-    let mut clock = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut housekeeping = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = active_refresh.tick() => st.refresh_active(),
-            _ = clock.tick() => st.tick(),
+            _ = housekeeping.tick() => st.tick(),
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => { st.reload().await; }

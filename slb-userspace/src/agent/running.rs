@@ -118,7 +118,7 @@ pub fn health_after(
 }
 
 /// How often [`Running::keep_local`] looks for missing local addresses:
-/// half the shortest check interval (the agent's clock ticks every 250 ms).
+/// half the shortest check interval (`Running::tick` runs every 250 ms).
 const LOCAL_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Whether a tcp/udp listener of `cfg` schedules by active flows (`wlc`):
@@ -300,17 +300,17 @@ impl Running {
         }
     }
 
-    /// Advances the dataplane's fast-path clock; drops the kept flag of a
-    /// retired `nat` backend whose time is up (see `planner::RetiredNat`).
+    /// The agent's housekeeping, four times a second: local addresses,
+    /// drained VIPs, and the kept flag of a retired `nat` backend whose
+    /// time is up (see `planner::RetiredNat`). The fast path's clock is
+    /// not advanced here but by a thread of its own (`start`), so that it
+    /// keeps moving while this loop is busy.
     pub fn tick(&mut self) {
         self.release_drained();
         self.keep_local();
-        let Some((dp, applier)) = self.dataplane.as_mut() else {
+        let Some((_, applier)) = self.dataplane.as_mut() else {
             return;
         };
-        if let Err(e) = dp.tick() {
-            warn!("advancing the dataplane clock: {e}");
-        }
         if applier.retired_nat_due(std::time::Instant::now()) {
             if let Err(e) = self.apply() {
                 error!("dropping the flags of retired nat backends failed: {e:#}");
@@ -376,6 +376,11 @@ impl Running {
 
     /// Applies the configuration for the first time.
     pub fn start(&mut self) -> anyhow::Result<()> {
+        if let Some((dp, _)) = self.dataplane.as_mut() {
+            // Before the program runs on these maps: an adopted clock
+            // stood still since the previous agent stopped.
+            dp.start_clock()?;
+        }
         self.tick();
         self.apply()?;
         self.generation = 1;

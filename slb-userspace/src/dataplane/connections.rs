@@ -55,8 +55,8 @@ pub(super) fn monotonic_coarse_ns() -> u64 {
 /// descriptors of their own and only read: what walking the connection
 /// table needs, shared with the threads that walk it. A walk of a
 /// million entries takes a good part of a second, and the agent's main
-/// loop must not wait for it (it advances the fast path's clock four
-/// times a second, applies health changes and reloads).
+/// loop must not wait for it (it applies health changes and reloads, and
+/// answers status and metrics).
 pub struct FlowTables {
     flows: HashMap<MapData, FlowKey, Flow>,
     reverse: HashMap<MapData, FlowKey, Reverse>,

@@ -99,6 +99,10 @@ pub struct Dataplane {
     pub(super) acl: LpmTrie<MapData, AclKey, u32>,
     pub(super) settings: Array<MapData, Settings>,
     pub(super) clock: Array<MapData, u64>,
+    /// `clock` again, for the thread that advances it (`clock::ClockTicker`).
+    pub(super) clock_fd: std::os::fd::OwnedFd,
+    /// That thread, once started ([`Dataplane::start_clock`]).
+    pub(super) ticker: Option<super::clock::ClockTicker>,
     pub(super) links: Vec<super::attach::Link>,
     /// What configuration writes replaced, while a checkpoint is open
     /// (see `journal`).
@@ -282,6 +286,7 @@ impl Dataplane {
             .map_err(map_err("BACKENDS"))?;
         // Before `take` removes them from `ebpf`.
         let (flows_fd, reverse_fd) = (dup_fd(&ebpf, "FLOWS")?, dup_fd(&ebpf, "REVERSE")?);
+        let clock_fd = dup_fd(&ebpf, "CLOCK")?;
         let tables = std::sync::Arc::new(super::connections::FlowTables::new(
             take(&mut ebpf, "FLOWS")?,
             take(&mut ebpf, "REVERSE")?,
@@ -327,6 +332,8 @@ impl Dataplane {
             acl: take(&mut ebpf, "ACL")?,
             settings: take(&mut ebpf, "SETTINGS")?,
             clock: take(&mut ebpf, "CLOCK")?,
+            clock_fd,
+            ticker: None,
             links: Vec::new(),
             journal: None,
             uncommitted: !adopted,

@@ -3,6 +3,7 @@
 mod attach;
 mod batch;
 mod bpffs;
+mod clock;
 mod connections;
 mod counters;
 mod journal;

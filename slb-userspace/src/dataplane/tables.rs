@@ -307,11 +307,28 @@ impl Dataplane {
 }
 
 impl Dataplane {
-    /// Advances the fast path's clock (`CLOCK`) to now. The agent calls it
-    /// four times a second; without it the fast path hands every packet to
-    /// the slow path once the clock is a second behind.
+    /// Advances the fast path's clock (`CLOCK`) to now, once. Without
+    /// that, four times a second, the fast path hands every packet to the
+    /// slow path once the clock is a second behind: the agent has a
+    /// thread do it ([`Dataplane::start_clock`]).
     pub fn tick(&mut self) -> Result<(), DataplaneError> {
         let now = super::connections::monotonic_coarse_ns();
         self.clock.set(0, now, 0).map_err(map_err("CLOCK"))
+    }
+
+    /// Starts the thread that advances the fast path's clock every
+    /// `clock::TICK` until this dataplane is dropped, whatever the
+    /// agent's main loop is busy with (a no-op once started).
+    pub fn start_clock(&mut self) -> Result<(), DataplaneError> {
+        if self.ticker.is_none() {
+            let fd = self.clock_fd.try_clone().map_err(|e| {
+                map_err("CLOCK")(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error: e,
+                }))
+            })?;
+            self.ticker = Some(super::clock::ClockTicker::start(fd)?);
+        }
+        Ok(())
     }
 }
