@@ -236,6 +236,7 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
 
+    let (recounted, mut recounts) = mpsc::unbounded_channel();
     let mut st = Running::new(
         path.to_owned(),
         opts.mode,
@@ -246,6 +247,7 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
         proxy,
         metrics.clone(),
         local,
+        recounted,
     );
     // Everything written from here until the program is attached
     // everywhere is undone if the start fails: the previous run's links
@@ -291,6 +293,7 @@ pub async fn run(path: &Path, opts: RunOptions) -> Result<()> {
     loop {
         tokio::select! {
             _ = active_refresh.tick() => st.refresh_active(),
+            Some(r) = recounts.recv() => st.recounted(r),
             _ = housekeeping.tick() => st.tick(),
             _ = term.recv() => break,
             _ = int.recv() => break,

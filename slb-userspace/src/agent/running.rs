@@ -20,7 +20,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::sync::{mpsc::UnboundedReceiver, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, mpsc::UnboundedReceiver, oneshot, watch, Semaphore};
 use tracing::{error, info, warn};
 
 /// `first` and every transition already queued behind it, in the order
@@ -128,25 +128,39 @@ fn has_wlc(cfg: &Config) -> bool {
         .any(|l| l.scheduler == crate::config::Scheduler::Wlc)
 }
 
-/// Rewrites the active-flow counts from the connection table, idle
-/// timeouts as `cfg` sets them, when a listener of `cfg` uses `wlc`
-/// (see `Running::refresh_active`).
-fn recount_active(dp: &mut Dataplane, applier: &Applier, cfg: &Config) {
+/// What the `wlc` recount needs to walk the connection table away from
+/// the main loop: the tables and each listener's idle timeout (by id, as
+/// `cfg` sets them), `None` when no listener of `cfg` uses `wlc`.
+fn recount_work(
+    dp: &Dataplane,
+    applier: &Applier,
+    cfg: &Config,
+) -> Option<impl FnOnce() -> Option<BTreeMap<u32, u64>> + Send + 'static> {
     if !has_wlc(cfg) {
-        return;
+        return None;
     }
     // A listener `cfg` adds has no id yet, and no flow either.
-    let listeners = applier.listeners_by_id(cfg);
-    let (counts, whole) =
-        dp.active_flows(|id| listeners.get(&id).map(|l| l.idle_timeout.as_nanos() as u64));
-    if !whole {
-        // Part of the table only: the counts are too low, and `wlc`
-        // would pile new flows on the backends it missed.
-        return;
-    }
-    if let Err(e) = dp.set_active(&counts, applier.ids.backend_ids()) {
-        warn!("refreshing active-flow counts: {e}");
-    }
+    let idle: BTreeMap<u32, u64> = applier
+        .listeners_by_id(cfg)
+        .into_iter()
+        .map(|(id, l)| (id, l.idle_timeout.as_nanos() as u64))
+        .collect();
+    let tables = dp.flow_tables();
+    Some(move || {
+        let (counts, whole) = tables.active_flows(|id| idle.get(&id).copied());
+        // Part of the table only: the counts are too low, and `wlc` would
+        // pile new flows on the backends it missed.
+        whole.then_some(counts)
+    })
+}
+
+/// A periodic `wlc` recount, walked on a blocking thread (see
+/// [`Running::refresh_active`]).
+pub struct Recounted {
+    /// [`Running::changes`] when the walk started.
+    changes: u64,
+    /// `None` when the table was not read whole.
+    counts: Option<BTreeMap<u32, u64>>,
 }
 
 /// Runs `work` on a blocking thread once it has one of `turns`, and sends
@@ -201,6 +215,13 @@ pub struct Running {
     /// so that a scrape does not wait seconds behind a full listing.
     listings: Arc<Semaphore>,
     counts: Arc<Semaphore>,
+    /// Reloads that reached the dataplane: a recount walked before one
+    /// may count under ids that now name other backends, and is dropped.
+    changes: u64,
+    /// Whether a periodic recount is being walked.
+    recounting: bool,
+    /// Where periodic recounts report (to the main loop).
+    recounted: mpsc::UnboundedSender<Recounted>,
 }
 
 impl Running {
@@ -215,6 +236,7 @@ impl Running {
         proxy: ProxyHandle,
         metrics: Arc<Metrics>,
         local: LocalAddrs,
+        recounted: mpsc::UnboundedSender<Recounted>,
     ) -> Running {
         Running {
             path,
@@ -233,6 +255,9 @@ impl Running {
             generation: 0,
             listings: Arc::new(Semaphore::new(1)),
             counts: Arc::new(Semaphore::new(1)),
+            changes: 0,
+            recounting: false,
+            recounted,
         }
     }
 
@@ -390,19 +415,69 @@ impl Running {
     /// Rewrites the active-flow counts `wlc` reads from the connection
     /// table: the program counts flows in at scheduling and out at FIN/RST,
     /// but flows that just go idle are only noticed here. Walks the table,
-    /// so only done when a `wlc` listener exists.
+    /// so only done when a `wlc` listener exists, and on a blocking thread:
+    /// about 0.4 s per million entries, during which the main loop goes on
+    /// with health changes, reloads and status. The counts are written
+    /// when the walk reports back ([`Running::recounted`]).
     pub fn refresh_active(&mut self) {
-        let Some((dp, applier)) = self.dataplane.as_mut() else {
+        if self.recounting {
+            return;
+        }
+        let Some((dp, applier)) = self.dataplane.as_ref() else {
             return;
         };
-        recount_active(dp, applier, &self.cfg);
+        let Some(work) = recount_work(dp, applier, &self.cfg) else {
+            return;
+        };
+        self.recounting = true;
+        let (changes, to_loop) = (self.changes, self.recounted.clone());
+        tokio::task::spawn_blocking(move || {
+            // Reported even if the walk panicked: until it hears back, the
+            // loop starts no other recount.
+            let counts =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(None);
+            let _ = to_loop.send(Recounted { changes, counts });
+        });
     }
 
-    /// [`Running::refresh_active`] as `cfg` (the running configuration, or
-    /// one about to be applied) needs it.
-    fn recount_active(&mut self, cfg: &Config) {
+    /// Writes the counts of a periodic recount, unless a reload reached
+    /// the dataplane since its walk began: that may have given a backend's
+    /// id to another backend (zeroing its count) or changed an idle
+    /// timeout. The next recount, 2 s later, counts afresh.
+    pub fn recounted(&mut self, r: Recounted) {
+        self.recounting = false;
+        let Some(counts) = r.counts.filter(|_| r.changes == self.changes) else {
+            return;
+        };
         if let Some((dp, applier)) = self.dataplane.as_mut() {
-            recount_active(dp, applier, cfg);
+            if let Err(e) = dp.set_active(&counts, applier.ids.backend_ids()) {
+                warn!("refreshing active-flow counts: {e}");
+            }
+        }
+    }
+
+    /// Rewrites the active-flow counts as `cfg` (a configuration about to
+    /// be applied) needs them, before anything else happens: walked on a
+    /// blocking thread, but waited for.
+    async fn recount_active_now(&mut self, cfg: &Config) {
+        let Some((dp, applier)) = self.dataplane.as_ref() else {
+            return;
+        };
+        let Some(work) = recount_work(dp, applier, cfg) else {
+            return;
+        };
+        let counts = match tokio::task::spawn_blocking(work).await {
+            Ok(Some(counts)) => counts,
+            Ok(None) => return,
+            Err(e) => {
+                warn!("counting active flows: {e}");
+                return;
+            }
+        };
+        if let Some((dp, applier)) = self.dataplane.as_mut() {
+            if let Err(e) = dp.set_active(&counts, applier.ids.backend_ids()) {
+                warn!("refreshing active-flow counts: {e}");
+            }
         }
     }
 
@@ -503,6 +578,9 @@ impl Running {
             super::sysctl::restore(sysctls);
             return refuse(vec![format!("L7 proxy: {e}")]);
         }
+        // From here the dataplane changes (or fails part way and is put
+        // back): a periodic recount walked meanwhile is dropped.
+        self.changes += 1;
         if !has_wlc(&self.cfg) {
             // Nothing re-counted the active flows while no `wlc` listener
             // existed: the program's counts still hold every flow that
@@ -510,7 +588,7 @@ impl Running {
             // schedule by them must not wait for the periodic recount;
             // counted before the switch, so no new flow sees the stale
             // counts (and true counts are harmless if the change fails).
-            self.recount_active(&cfg);
+            self.recount_active_now(&cfg).await;
         }
         let previous = std::mem::replace(&mut self.cfg, cfg);
         match self.commit(prepared, health) {
