@@ -1,4 +1,7 @@
-//! Reading the per-CPU counters, summed over CPUs.
+//! Reading the per-CPU counters, summed over CPUs. One system call per
+//! slot (aya 0.14 has no batch reads): a status with 4096 backends makes
+//! about 4,200 of them on the agent's main loop, 6-12 ms on 2 CPUs, each
+//! copying one value per possible CPU (README, "Active flows").
 use super::{journal::Undo, map_err, Dataplane, DataplaneError};
 use crate::status::GlobalCounters;
 use aya::maps::{MapData, MapError, PerCpuArray, PerCpuValues};
