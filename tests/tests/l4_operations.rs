@@ -1413,7 +1413,9 @@ fn fill_flows(pins: &std::path::Path, n: u32) -> slb_common::Flow {
 /// which the loop advanced, stood still for each walk (a second behind,
 /// the fast path hands every packet to the slow path), and a reload (or a
 /// health change, a status) waited for the walk to end. The counts still
-/// land: all the copies are live flows of one backend.
+/// land: all the copies are live flows of one backend. The bounds are
+/// liveness bounds, not measurements: 1 s is four clock ticks, and the
+/// loop stood still for 1.4–2.6 s per walk before.
 #[test]
 fn the_agent_keeps_its_clock_and_answers_while_the_wlc_recount_walks_a_large_table() {
     use aya::maps::{Array, Map, MapData};
@@ -1451,11 +1453,11 @@ fn the_agent_keeps_its_clock_and_answers_while_the_wlc_recount_walks_a_large_tab
         slowest = reloads.join().unwrap();
     });
     assert!(
-        lag < Duration::from_millis(600),
+        lag < Duration::from_secs(1),
         "the clock stood still for {lag:?} while the wlc recount walked {N} entries"
     );
     assert!(
-        slowest < Duration::from_millis(600),
+        slowest < Duration::from_secs(1),
         "a reload waited {slowest:?} while the wlc recount walked {N} entries"
     );
     // Once no reload intervenes, the recount writes what it counted.
