@@ -5,7 +5,7 @@
 //! with its line).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::*;
 
@@ -24,37 +24,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
-}
-
-/// A directory with the PEM files the https example names.
-struct Pems(PathBuf);
-
-impl Drop for Pems {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn pems() -> Pems {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "slb-config-fuzz-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, host) in [("www", "www.example.com"), ("api", "api.example.com")] {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![host.to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-    std::fs::copy(dir.join("www.crt"), dir.join("ca.pem")).unwrap();
-    Pems(dir)
 }
 
 /// The files mutated: the examples, and one with every optional key.
@@ -431,7 +400,7 @@ fn check(text: &str, dir: &Path, seed: u64) {
 
 #[test]
 fn mutated_files_never_panic_and_every_error_names_its_key() {
-    let pems = pems();
+    let pems = super::l7_tests::files();
     for seed in 1..=3000u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let base = SEEDS[rng.below(SEEDS.len())];
@@ -447,7 +416,7 @@ fn mutated_files_never_panic_and_every_error_names_its_key() {
                 Err(_) => continue,
             }
         };
-        check(&text, &pems.0, seed);
+        check(&text, &pems.dir, seed);
     }
     // Nesting deep enough to exhaust a recursive reader's stack.
     let deep = 100_000;
@@ -456,21 +425,21 @@ fn mutated_files_never_panic_and_every_error_names_its_key() {
         "[".repeat(deep),
         "]".repeat(deep)
     );
-    check(&arrays, &pems.0, 0);
+    check(&arrays, &pems.dir, 0);
     let tables = format!(
         "[agent]\ninterfaces = {}1{}",
         "{ a = ".repeat(deep),
         " }".repeat(deep)
     );
-    check(&tables, &pems.0, 0);
+    check(&tables, &pems.dir, 0);
     let dotted = format!("[{}]\n", vec!["a"; deep].join("."));
-    check(&dotted, &pems.0, 0);
+    check(&dotted, &pems.dir, 0);
 }
 
 #[test]
 fn the_file_with_every_key_is_valid() {
-    let pems = pems();
-    if let Err(e) = parse_in(EVERY_KEY, &pems.0) {
+    let pems = super::l7_tests::files();
+    if let Err(e) = parse_in(EVERY_KEY, &pems.dir) {
         panic!("{e}");
     }
 }
@@ -501,15 +470,15 @@ fn json_to_toml(v: &serde_json::Value) -> Option<toml::Value> {
 /// that gives every optional key.
 #[test]
 fn printed_configuration_reads_back_the_same() {
-    let pems = pems();
+    let pems = super::l7_tests::files();
     for (i, text) in SEEDS.iter().enumerate() {
-        let cfg = parse_in(text, &pems.0).unwrap_or_else(|e| panic!("seed file {i}: {e}"));
+        let cfg = parse_in(text, &pems.dir).unwrap_or_else(|e| panic!("seed file {i}: {e}"));
         let json = effective_json(&cfg).unwrap();
         let Some(toml::Value::Table(doc)) = json_to_toml(&json) else {
             panic!("seed file {i}: not a table: {json}")
         };
         let printed = toml::to_string(&doc).unwrap();
-        let again = parse_in(&printed, &pems.0).unwrap_or_else(|e| {
+        let again = parse_in(&printed, &pems.dir).unwrap_or_else(|e| {
             panic!("seed file {i}: the printed file is invalid:\n{e}\n{printed}")
         });
         assert_eq!(again, cfg, "seed file {i}, printed as:\n{printed}");

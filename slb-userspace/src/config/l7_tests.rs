@@ -8,8 +8,8 @@ use super::*;
 
 /// PEM files in a fresh directory: www (www.example.com), api
 /// (api.example.com), a CA, and a key of another certificate.
-struct Files {
-    dir: PathBuf,
+pub(super) struct Files {
+    pub(super) dir: PathBuf,
 }
 
 impl Drop for Files {
@@ -18,7 +18,7 @@ impl Drop for Files {
     }
 }
 
-fn files() -> Files {
+pub(super) fn files() -> Files {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
