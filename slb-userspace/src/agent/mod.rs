@@ -6,6 +6,7 @@ mod apply;
 mod fds;
 mod flows;
 mod notify;
+mod retry;
 mod running;
 mod snapshot;
 mod sysctl;

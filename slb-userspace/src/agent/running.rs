@@ -1,7 +1,9 @@
 //! The running agent's state and what it does on each event.
 use super::{
     apply::{Applier, Prepared},
-    load_config, snapshot, Mode,
+    load_config,
+    retry::{Retry, FIRST_DELAY, MAX_DELAY},
+    snapshot, Mode,
 };
 use crate::{
     config::Config,
@@ -222,6 +224,18 @@ pub struct Running {
     recounting: bool,
     /// Where periodic recounts report (to the main loop).
     recounted: mpsc::UnboundedSender<Recounted>,
+    /// A health change (or a retired flag's drop) the dataplane did not
+    /// take, retried on the clock (`tick`) until an apply goes in.
+    retry: Retry,
+}
+
+/// How a failed apply is retried, for its log line.
+fn retrying() -> String {
+    format!(
+        "retrying with a backoff from {} s up to {} s until an apply goes in",
+        FIRST_DELAY.as_secs(),
+        MAX_DELAY.as_secs()
+    )
 }
 
 impl Running {
@@ -258,6 +272,7 @@ impl Running {
             changes: 0,
             recounting: false,
             recounted,
+            retry: Retry::default(),
         }
     }
 
@@ -292,6 +307,16 @@ impl Running {
             applier.commit(dp, prepared)?;
         }
         self.health_tx.send_replace(health);
+        // Planned with the current health (a reload's too): whatever a
+        // failed apply left undone is in now.
+        if let Some(r) = self.retry.succeeded(Instant::now()) {
+            info!(
+                failed_attempts = r.failures,
+                "the dataplane took the change it had refused {:.1} s ago: \
+                 its tables follow the current health again",
+                r.after.as_secs_f64()
+            );
+        }
         Ok(())
     }
 
@@ -326,19 +351,32 @@ impl Running {
     }
 
     /// The agent's housekeeping, four times a second: local addresses,
-    /// drained VIPs, and the kept flag of a retired `nat` backend whose
-    /// time is up (see `planner::RetiredNat`). The fast path's clock is
+    /// drained VIPs, the retry of an apply that failed (see [`Retry`]),
+    /// and the kept flag of a retired `nat` backend whose time is up (see
+    /// `planner::RetiredNat`). The fast path's clock is
     /// not advanced here but by a thread of its own (`start`), so that it
     /// keeps moving while this loop is busy.
     pub fn tick(&mut self) {
         self.release_drained();
         self.keep_local();
-        let Some((_, applier)) = self.dataplane.as_mut() else {
+        let Some((_, applier)) = self.dataplane.as_ref() else {
             return;
         };
-        if applier.retired_nat_due(std::time::Instant::now()) {
-            if let Err(e) = self.apply() {
-                error!("dropping the flags of retired nat backends failed: {e:#}");
+        let now = Instant::now();
+        // A due flag waits while a failed apply waits for its retry: the
+        // retry drops it too, and a failure that lasts is not to be
+        // rewritten (and logged) four times a second.
+        let retry = self.retry.due(now);
+        if !retry && (self.retry.pending() || !applier.retired_nat_due(now)) {
+            return;
+        }
+        if let Err(e) = self.apply() {
+            // A retry's failure was logged when the failure began.
+            if self.retry.failed(now) {
+                error!(
+                    "dropping the flags of retired nat backends failed: {e:#}; {}",
+                    retrying()
+                );
             }
         }
     }
@@ -500,12 +538,22 @@ impl Running {
     /// their table slots move at once, and the proxy stops or resumes using
     /// them. One apply for the whole batch: it plans with the checker's
     /// current health, which already holds every change of the batch.
+    /// One that fails is retried on the clock ([`Running::tick`]) until an
+    /// apply goes in: nothing else would write it before the backend's
+    /// next transition.
     pub fn health_changed(&mut self, batch: &[Transition]) {
         if let Err(e) = self.apply() {
+            // Each transition that fails is logged (it names other
+            // backends); the retries in between are not.
+            self.retry.failed(Instant::now());
+            let retrying = retrying();
             match batch {
-                [t] => error!("applying the health change of {} failed: {e:#}", t.key.addr),
+                [t] => error!(
+                    "applying the health change of {} failed: {e:#}; {retrying}",
+                    t.key.addr
+                ),
                 _ => error!(
-                    "applying the health changes of {} backends failed: {e:#}",
+                    "applying the health changes of {} backends failed: {e:#}; {retrying}",
                     batch.len()
                 ),
             }
