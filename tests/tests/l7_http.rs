@@ -1255,6 +1255,28 @@ async fn connect_is_refused_and_an_unasked_101_is_502() {
     p.stop().await;
 }
 
+/// TRACE is answered by the proxy, never forwarded (a backend's echo of
+/// the request header would hand its cookies to a script: cross-site
+/// tracing): 405 with the proxy's page, no `Allow` (as nginx), counted as
+/// a 4xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_is_405_and_never_forwarded() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "").await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(b"TRACE /headers HTTP/1.1\r\nHost: x\r\nCookie: session=secret\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+    assert!(r.contains("405 Method Not Allowed"), "{r}");
+    assert!(!r.contains("secret"), "{r}");
+    assert!(!r.to_ascii_lowercase().contains("\r\nallow:"), "{r}");
+    assert_eq!(a.hits(), 0, "the TRACE reached the backend");
+    assert_eq!(p.requests_settled("web", "4xx", 1).await, 1);
+    p.stop().await;
+}
+
 /// A listener's ACL applies to http listeners too (SPEC §3: per
 /// listener): a refused client's connection is closed unanswered, and
 /// counted.

@@ -11,6 +11,7 @@ use super::body::{full, Body};
 fn sentence(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "The request could not be understood.",
+        405 => "The request method is not allowed.",
         408 => "The request was not received in time.",
         431 => "The request's header is too large.",
         502 => "The backend server could not be reached or failed to answer.",
@@ -91,7 +92,7 @@ mod tests {
 
     #[test]
     fn pages_name_the_status_only() {
-        for s in [502u16, 503, 504, 431] {
+        for s in [405u16, 502, 503, 504, 431] {
             let status = StatusCode::from_u16(s).unwrap();
             let p = page(status);
             assert!(p.contains(&format!("<title>{s} ")), "{p}");

@@ -480,6 +480,17 @@ fn route(req: &Request<Incoming>, rt: &Runtime) -> Route {
             h1,
         ))));
     }
+    if req.method() == Method::TRACE {
+        // A backend's TRACE echoes the request header back, cookies and
+        // credentials included, to any script that can send one (cross-site
+        // tracing): answered here, as nginx answers it (405, no `Allow`:
+        // the proxy does not know the methods a backend's resource allows;
+        // the HTTP/1 connection closed, as nginx's).
+        return Route::Local(Box::new(Outcome::local(pages::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            h1,
+        ))));
+    }
     let authority_form = req.uri().scheme().is_none() && req.uri().authority().is_some();
     let asterisk_form = req.uri().path() == "*" && req.method() != Method::OPTIONS;
     if authority_form || asterisk_form {
