@@ -1277,6 +1277,54 @@ async fn trace_is_405_and_never_forwarded() {
     p.stop().await;
 }
 
+/// `Expect: 100-continue` is the proxy's to answer (the server library
+/// sends the `100 Continue` when the body is first read), not passed on to
+/// the backend, which could answer it with a 417 or its own 100 (nginx
+/// removes it too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_answered_and_not_forwarded() {
+    let a = Backend::start("a").await;
+    let p = web_proxy(&[&a], "").await;
+    let mut s = TcpStream::connect(p.addr("web")).await.unwrap();
+    s.write_all(
+        b"POST /headers HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The client waits for the 100 before it sends its body.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("an answer to the head in time")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    assert!(
+        got.starts_with(interim),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s.write_all(b"hello").await.unwrap();
+    let mut rest = got.split_off(interim.len());
+    while !response_complete(&rest) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("the response in time")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&rest));
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    let r = String::from_utf8_lossy(&rest).to_ascii_lowercase();
+    assert!(r.starts_with("http/1.1 200"), "{r}");
+    assert!(r.contains("content-length: 5\n"), "the backend got {r}");
+    assert!(!r.contains("expect:"), "the backend got {r}");
+    p.stop().await;
+}
+
 /// A listener's ACL applies to http listeners too (SPEC §3: per
 /// listener): a refused client's connection is closed unanswered, and
 /// counted.

@@ -18,6 +18,11 @@
 //!   claim https, or a host of its choosing for the links a backend
 //!   builds. Without them backends fall back to `Host` and the fields
 //!   above.
+//! * `Expect` is not forwarded, whatever it expects (as nginx): the
+//!   server library answers a client's `100-continue` itself when the
+//!   proxy first reads the body, so the backend gets the body at once;
+//!   passed on, a backend could answer it with a 417 or a `100 Continue`
+//!   of its own for a request that needs neither.
 //! * Several `Cookie` fields (HTTP/2 clients send one per cookie) are
 //!   joined with "; " for the HTTP/1.1 backend (RFC 9113 §8.2.3).
 
@@ -31,13 +36,15 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
-/// What backends read as the proxy's word on the client's scheme, host or
-/// address and the proxy does not set (see the module docs).
-const UNVOUCHED: [HeaderName; 4] = [
+/// End-to-end fields the backend does not get: what backends read as the
+/// proxy's word on the client's scheme, host or address and the proxy
+/// does not set (see the module docs), and `Expect` (see the module docs).
+const NOT_FORWARDED: [HeaderName; 5] = [
     header::FORWARDED,
     HeaderName::from_static("x-forwarded-host"),
     HeaderName::from_static("x-forwarded-scheme"),
     HeaderName::from_static("x-forwarded-ssl"),
+    header::EXPECT,
 ];
 
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -187,7 +194,7 @@ pub fn to_backend(headers: &mut HeaderMap, fwd: &Forwarded, upgrade: bool) {
 
 /// [`to_backend`] with the values made beforehand.
 pub fn to_backend_values(headers: &mut HeaderMap, fwd: &ForwardedValues, upgrade: bool) {
-    remove_hop_by_hop_and(headers, upgrade, &UNVOUCHED);
+    remove_hop_by_hop_and(headers, upgrade, &NOT_FORWARDED);
 
     if headers.contains_key(&X_FORWARDED_FOR) {
         let client = fwd.client.to_str().unwrap_or_default();
@@ -597,9 +604,10 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("x-forwarded-scheme", "https"),
             ("x-forwarded-ssl", "on"),
+            ("expect", "100-continue"),
         ]);
         to_backend(&mut m, &fwd(), false);
-        for name in &UNVOUCHED {
+        for name in &NOT_FORWARDED {
             assert!(!m.contains_key(name), "{name}");
         }
         assert_eq!(
