@@ -1088,10 +1088,7 @@ async fn a_malformed_request_body_is_400_not_a_backend_failure() {
         );
         let r = exchange(&p, raw.as_bytes()).await;
         assert!(r.starts_with("HTTP/1.1 400"), "{method}: {r}");
-        assert!(
-            r.to_ascii_lowercase().contains("connection: close\r\n"),
-            "{method}: {r}"
-        );
+        assert!(says_close(&r), "{method}: {r}");
     }
     assert_eq!(p.requests_settled("web", "4xx", 2).await, 2);
     assert_eq!(p.metrics.requests_in_class("web", "5xx"), 0);
@@ -1118,10 +1115,7 @@ async fn content_length_beside_chunks_is_ignored_and_the_connection_closes() {
         r.ends_with("received=5"),
         "one response, then the close: {r}"
     );
-    assert!(
-        r.to_ascii_lowercase().contains("connection: close\r\n"),
-        "{r}"
-    );
+    assert!(says_close(&r), "{r}");
     assert_eq!(a.hits(), 1, "the bytes after the chunks were served");
     p.stop().await;
 }
@@ -1257,10 +1251,7 @@ async fn an_upload_the_client_stops_sending_is_408_not_504() {
         .unwrap();
     let r = read_response(&mut s).await;
     assert!(r.starts_with("HTTP/1.1 408"), "{r}");
-    assert!(
-        r.to_ascii_lowercase().contains("connection: close\r\n"),
-        "{r}"
-    );
+    assert!(says_close(&r), "{r}");
     assert_eq!(p.requests_settled("web", "4xx", 1).await, 1);
     assert_eq!(p.metrics.requests_in_class("web", "5xx"), 0);
     p.stop().await;
@@ -1646,7 +1637,7 @@ async fn unparsable_requests_are_answered_and_counted() {
     // hyper's bare answer: no body, then the connection closes.
     let lower = r.to_ascii_lowercase();
     assert!(lower.contains("content-length: 0\r\n"), "{r:?}");
-    assert!(lower.contains("connection: close\r\n"), "{r:?}");
+    assert!(says_close(&r), "{r:?}");
     assert!(r.ends_with("\r\n\r\n"), "{r:?}");
     assert_eq!(p.requests_settled("web", "4xx", 1).await, 1);
 
@@ -1744,6 +1735,11 @@ async fn a_removed_listener_drains_its_requests() {
     }
     assert!(handle.draining_vips().is_empty(), "drained");
     p.stop().await;
+}
+
+/// Whether a raw response head announces the connection's close.
+fn says_close(r: &str) -> bool {
+    r.to_ascii_lowercase().contains("connection: close\r\n")
 }
 
 /// The configuration of one http listener `web` on port `listen`
