@@ -1499,8 +1499,7 @@ fn clock_lag(clock: &aya::maps::Array<aya::maps::MapData, u64>) -> Duration {
 /// collected before the first was filtered (over 60 MiB here).
 #[test]
 fn a_large_flows_listing_neither_stalls_the_agent_nor_holds_the_table() {
-    use aya::maps::{Array, HashMap, Map, MapData};
-    use slb_common::{Flow, FlowKey};
+    use aya::maps::{Array, Map, MapData};
     const N: u32 = 400_000;
     let t = Topology::new("lf", 2).unwrap();
     let _s: Vec<_> = (0..2).map(|i| tcp_server(&t, i)).collect();
@@ -1512,16 +1511,7 @@ fn a_large_flows_listing_neither_stalls_the_agent_nor_holds_the_table() {
     let dir = agent.dir().to_owned();
     let (_, _conn) = tcp_hello(&t.client, vip(), T).unwrap();
     let pins = dir.join("bpf");
-    let flows = MapData::from_pin(pins.join("FLOWS")).unwrap();
-    let mut flows: HashMap<_, FlowKey, Flow> = HashMap::try_from(Map::LruHashMap(flows)).unwrap();
-    let (key, flow) = flows.iter().next().unwrap().unwrap();
-    for i in 0..N {
-        let mut k = key;
-        k.src =
-            slb_common::addr::to_addr(std::net::Ipv4Addr::from(0x0b00_0000 + i / 50_000).into());
-        k.sport = (1024 + (i % 50_000) as u16).to_be();
-        flows.insert(k, flow, 0).unwrap();
-    }
+    fill_flows(&pins, N);
     let total = format!("{} connection(s)", N + 1);
     let s = agent.status().unwrap();
     assert_eq!(s["flows"], N + 1, "{s}");
