@@ -376,14 +376,7 @@ fn tls_client_misbehaviour_stays_out_of_the_default_log() {
     for (rust_log, warned) in [(None, false), (Some("info,rustls=warn"), true)] {
         // Free ports and a socket of its own, not the defaults (9470,
         // /run/slb/control.sock), which an agent on the host may hold.
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (port, metrics) = (free(), free());
+        let (port, metrics) = (free_port(), free_port());
         let file = d.0.join("slb.toml");
         std::fs::write(
             &file,
@@ -456,20 +449,22 @@ fn version_names_the_map_layout() {
     );
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on (just now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Under systemd (`Type=notify`, as in the example unit) the agent says
 /// READY=1 on `$NOTIFY_SOCKET` once it serves, so `systemctl start` and
 /// `restart` report a start that failed instead of success at once.
 #[test]
 fn the_agent_tells_systemd_when_it_is_ready() {
     let d = Dir::new("clinotify");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, metrics) = (free(), free());
+    let (port, metrics) = (free_port(), free_port());
     let file = d.0.join("slb.toml");
     std::fs::write(
         &file,
